@@ -1,0 +1,217 @@
+"""Validated, immutable settings for one IBKR client.
+
+Everything a user can get wrong is checked here, before any request is sent, and every error
+names the connection field and the fix (see :class:`~ibkr_provider.client.errors.IbkrConfigError`).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ibkr_provider.client.errors import IbkrConfigError
+
+DEFAULT_BASE_URL = "https://api.ibkr.com"
+DEFAULT_CLIENT_KEY_ID = "main"
+DEFAULT_TIMEOUT_SECONDS = 30.0
+
+_PEM_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
+
+
+class AuthType(str, enum.Enum):
+    """How the client authenticates.
+
+    ``oauth2``: IBKR OAuth 2.0 with ``private_key_jwt`` client authentication (RFC 7521/7523),
+    the only client authentication IBKR supports for OAuth 2.0.
+    ``gateway``: a Client Portal Gateway the user runs and logs in to; it holds the session, so
+    no Authorization header is sent.
+    """
+
+    OAUTH2 = "oauth2"
+    GATEWAY = "gateway"
+
+
+def normalize_pem(text: str) -> str:
+    """Rebuild a PEM block whose newlines were lost.
+
+    Browser inputs turn newlines into spaces or drop them; environment variables often carry
+    ``\\n`` escapes. The base64 body is re-wrapped at 64 characters between its original
+    BEGIN/END lines. Raises :class:`IbkrConfigError` (without echoing the key) when no PEM
+    block is found.
+    """
+    cleaned = text.replace("\\r", "").replace("\\n", "\n").replace("\r", "").strip()
+    match = _PEM_RE.search(cleaned)
+    if match is None:
+        raise IbkrConfigError(
+            "private_key",
+            "no PEM block found; paste the whole key including the '-----BEGIN ... PRIVATE KEY-----' "
+            "and '-----END ... PRIVATE KEY-----' lines, or set private_key_path instead",
+        )
+    label, body = match.group(1), match.group(2)
+    headers: list[str] = []
+    # Traditional encrypted PEMs carry "Proc-Type:"/"DEK-Info:" header lines before the body.
+    lines = [ln.strip() for ln in body.strip().splitlines()]
+    while lines and ":" in lines[0]:
+        headers.append(lines.pop(0))
+    b64 = re.sub(r"\s+", "", "".join(lines))
+    wrapped = [b64[i : i + 64] for i in range(0, len(b64), 64)]
+    header_block = [*headers, ""] if headers else []
+    return "\n".join([f"-----BEGIN {label}-----", *header_block, *wrapped, f"-----END {label}-----", ""])
+
+
+def parse_verify(value: Any) -> bool | str:
+    """Interpret the ``verify`` field: true/false (also as strings) or a CA bundle path."""
+    if value is None or value == "":
+        return True
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() in {"true", "1", "yes", "on"}:
+        return True
+    if text.lower() in {"false", "0", "no", "off"}:
+        return False
+    if not Path(text).expanduser().is_file():
+        raise IbkrConfigError(
+            "verify", f"CA bundle {text!r} does not exist; give true, false or the path of a PEM CA bundle"
+        )
+    return str(Path(text).expanduser())
+
+
+def parse_timeout(value: Any) -> float:
+    """Interpret the ``timeout`` field (seconds, > 0)."""
+    if value is None or value == "":
+        return DEFAULT_TIMEOUT_SECONDS
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise IbkrConfigError("timeout", f"{value!r} is not a number of seconds, e.g. 30") from None
+    if seconds <= 0:
+        raise IbkrConfigError("timeout", "must be a positive number of seconds, e.g. 30")
+    return seconds
+
+
+def parse_base_url(value: str | None) -> str:
+    """Check the API base URL (connection ``host``) and strip trailing slashes and API suffixes."""
+    url = (value or DEFAULT_BASE_URL).strip().rstrip("/")
+    if "://" not in url:
+        url = f"https://{url}"
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise IbkrConfigError("host", f"{value!r} is not an http(s) URL; use e.g. {DEFAULT_BASE_URL}")
+    for suffix in ("/v1/api", "/v1/portal"):
+        if url.endswith(suffix):
+            url = url[: -len(suffix)]
+    return url
+
+
+@dataclass(frozen=True)
+class IbkrClientConfig:
+    """Settings of one IBKR client (one IBKR username at one API host).
+
+    Build it with :meth:`from_mapping` to get the field checks; the dataclass itself trusts
+    its arguments. ``private_key_pem`` never appears in ``repr``.
+    """
+
+    base_url: str = DEFAULT_BASE_URL
+    auth_type: AuthType = AuthType.OAUTH2
+    client_id: str | None = None
+    client_key_id: str = DEFAULT_CLIENT_KEY_ID
+    credential: str | None = None
+    private_key_pem: str | None = field(default=None, repr=False)
+    account_id: str | None = None
+    ip: str | None = None
+    verify: bool | str = True
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+
+    @property
+    def token_url(self) -> str:
+        """OAuth 2.0 token endpoint (step 1)."""
+        return f"{self.base_url}/oauth2/api/v1/token"
+
+    @property
+    def sso_sessions_url(self) -> str:
+        """SSO session endpoint (step 2) that turns an access token into the API bearer."""
+        return f"{self.base_url}/gw/api/v1/sso-sessions"
+
+    @property
+    def api_url(self) -> str:
+        """Root of the Web API (``/v1/api``) that every account and trading call goes to."""
+        return f"{self.base_url}/v1/api"
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> IbkrClientConfig:
+        """Validate raw settings (as found in an Airflow connection) and build the config.
+
+        Keys: ``base_url``, ``auth_type``, ``client_id``, ``client_key_id``, ``credential``,
+        ``private_key``, ``private_key_path``, ``account_id``, ``ip``, ``verify``, ``timeout``.
+        """
+
+        def text(key: str) -> str | None:
+            raw = values.get(key)
+            if raw is None:
+                return None
+            stripped = str(raw).strip()
+            return stripped or None
+
+        raw_auth = (text("auth_type") or AuthType.OAUTH2.value).lower()
+        try:
+            auth_type = AuthType(raw_auth)
+        except ValueError:
+            raise IbkrConfigError(
+                "auth_type", f"{raw_auth!r} is not supported; use 'oauth2' or 'gateway'"
+            ) from None
+
+        private_key_pem: str | None = None
+        key_text, key_path = text("private_key"), text("private_key_path")
+        if key_text and key_path:
+            raise IbkrConfigError("private_key", "set either private_key or private_key_path, not both")
+        if key_path:
+            path = Path(key_path).expanduser()
+            try:
+                key_text = path.read_text()
+            except OSError as exc:
+                raise IbkrConfigError(
+                    "private_key_path", f"cannot read {str(path)!r} ({exc.strerror}); check the path and "
+                    "that the worker can read it"
+                ) from None
+        if key_text:
+            private_key_pem = normalize_pem(key_text)
+
+        config = cls(
+            base_url=parse_base_url(text("base_url")),
+            auth_type=auth_type,
+            client_id=text("client_id"),
+            client_key_id=text("client_key_id") or DEFAULT_CLIENT_KEY_ID,
+            credential=text("credential"),
+            private_key_pem=private_key_pem,
+            account_id=text("account_id"),
+            ip=text("ip"),
+            verify=parse_verify(values.get("verify")),
+            timeout=parse_timeout(values.get("timeout")),
+        )
+        config.check_complete()
+        return config
+
+    def check_complete(self) -> None:
+        """Raise :class:`IbkrConfigError` for the first setting the chosen auth type lacks."""
+        if self.auth_type is AuthType.GATEWAY:
+            return
+        if not self.client_id:
+            raise IbkrConfigError("login", "the OAuth 2.0 client id is missing; put it in the connection's login")
+        if not self.private_key_pem:
+            raise IbkrConfigError(
+                "private_key", "oauth2 needs the RSA private key: set private_key (PEM) or private_key_path"
+            )
+        if not self.credential:
+            raise IbkrConfigError("credential", "oauth2 needs the IBKR username the session is opened for")
+        if not self.ip:
+            raise IbkrConfigError(
+                "ip",
+                "oauth2 needs the public IP address your requests leave from (IBKR embeds it in the SSO "
+                "session); it is never looked up automatically",
+            )

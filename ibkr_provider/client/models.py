@@ -1,0 +1,310 @@
+"""Typed, frozen results of the endpoints the client covers.
+
+Each model keeps the decoded payload in ``raw`` so nothing IBKR sent is lost when IBKR adds a
+field before this provider models it. Parsers are strict about what the provider relies on
+(an account id, a conid) and raise :class:`IbkrResponseError` rather than returning a
+half-filled object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ibkr_provider.client.errors import IbkrResponseError
+
+Json = Any
+
+
+def _require_mapping(payload: Json, what: str) -> Mapping[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise IbkrResponseError(f"expected a JSON object for {what}, got {type(payload).__name__}")
+    return payload
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(str(value).replace(",", ""))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """OAuth 2.0 access token (step 1); ``expires_at`` is epoch seconds."""
+
+    token: str = field(repr=False)
+    expires_at: float
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
+class SsoSession:
+    """SSO session bearer (step 2) used as ``Authorization: Bearer`` on ``/v1/api``."""
+
+    bearer: str = field(repr=False)
+    active: bool
+    raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SsoValidation:
+    """``GET /sso/validate``: is the read-only (outer) session valid, for whom, until when."""
+
+    result: bool
+    user_name: str | None
+    user_id: int | None
+    expires_ms: int | None
+    login_type: int | None
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def is_paper(self) -> bool:
+        """IBKR ``LOGIN_TYPE``: 1 live, 2 paper."""
+        return self.login_type == 2
+
+    @classmethod
+    def from_json(cls, payload: Json) -> SsoValidation:
+        data = _require_mapping(payload, "/sso/validate")
+        return cls(
+            result=bool(data.get("RESULT", data.get("result", False))),
+            user_name=data.get("USER_NAME") or data.get("user_name"),
+            user_id=data.get("USER_ID") or data.get("user_id"),
+            expires_ms=data.get("EXPIRES") or data.get("expires"),
+            login_type=data.get("LOGIN_TYPE") or data.get("login_type"),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class BrokerageSessionStatus:
+    """``/iserver/auth/status`` and ``/iserver/auth/ssodh/init``: the brokerage session state.
+
+    Healthy means authenticated, connected and not competing (the check ibind uses too).
+    """
+
+    authenticated: bool
+    competing: bool
+    connected: bool
+    message: str
+    fail: str
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def healthy(self) -> bool:
+        return self.authenticated and self.connected and not self.competing
+
+    @classmethod
+    def from_json(cls, payload: Json) -> BrokerageSessionStatus:
+        data = _require_mapping(payload, "brokerage session status")
+        return cls(
+            authenticated=bool(data.get("authenticated", False)),
+            competing=bool(data.get("competing", False)),
+            connected=bool(data.get("connected", False)),
+            message=str(data.get("message") or ""),
+            fail=str(data.get("fail") or ""),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class TickleResult:
+    """``/tickle``: keep-alive answer with the SSO countdown and the brokerage status."""
+
+    session: str | None = field(repr=False)
+    sso_expires_ms: int | None
+    brokerage: BrokerageSessionStatus | None
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, payload: Json) -> TickleResult:
+        data = _require_mapping(payload, "/tickle")
+        auth = (data.get("iserver") or {}).get("authStatus")
+        return cls(
+            session=data.get("session"),
+            sso_expires_ms=data.get("ssoExpires"),
+            brokerage=BrokerageSessionStatus.from_json(auth) if isinstance(auth, Mapping) else None,
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class BrokerageAccounts:
+    """``GET /iserver/accounts``: the pre-flight IBKR requires before trading and market data."""
+
+    accounts: tuple[str, ...]
+    selected_account: str | None
+    is_paper: bool | None
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, payload: Json) -> BrokerageAccounts:
+        data = _require_mapping(payload, "/iserver/accounts")
+        accounts = data.get("accounts")
+        if not isinstance(accounts, list):
+            raise IbkrResponseError("/iserver/accounts answered without an 'accounts' list")
+        return cls(
+            accounts=tuple(str(a) for a in accounts),
+            selected_account=data.get("selectedAccount"),
+            is_paper=data.get("isPaper"),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Account:
+    """One entry of ``GET /portfolio/accounts``."""
+
+    account_id: str
+    display_name: str | None
+    currency: str | None
+    type: str | None
+    trading_type: str | None
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def is_paper(self) -> bool:
+        """Paper accounts have ids starting with ``D`` (``DU...``, ``DF...``) in IBKR's numbering."""
+        return self.account_id.upper().startswith("D")
+
+    @classmethod
+    def from_json(cls, payload: Json) -> Account:
+        data = _require_mapping(payload, "an account")
+        account_id = data.get("accountId") or data.get("id")
+        if not account_id:
+            raise IbkrResponseError("/portfolio/accounts returned an account without 'accountId'")
+        return cls(
+            account_id=str(account_id),
+            display_name=data.get("displayName"),
+            currency=data.get("currency"),
+            type=data.get("type"),
+            trading_type=data.get("tradingType"),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class SummaryValue:
+    """One metric of ``/portfolio/{id}/summary``: ``amount`` for numbers, ``value`` for text."""
+
+    amount: float | None
+    currency: str | None
+    value: str | None
+    timestamp_ms: int | None
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    """``GET /portfolio/{accountId}/summary`` keyed by IBKR's lower-case metric names."""
+
+    account_id: str
+    metrics: Mapping[str, SummaryValue]
+    raw: Mapping[str, Any] = field(repr=False)
+
+    def amount(self, name: str) -> float | None:
+        """The numeric amount of a metric such as ``netliquidation`` or ``cushion``."""
+        metric = self.metrics.get(name)
+        return metric.amount if metric else None
+
+    @property
+    def net_liquidation(self) -> float | None:
+        return self.amount("netliquidation")
+
+    @classmethod
+    def from_json(cls, account_id: str, payload: Json) -> AccountSummary:
+        data = _require_mapping(payload, f"/portfolio/{account_id}/summary")
+        metrics: dict[str, SummaryValue] = {}
+        for name, item in data.items():
+            if isinstance(item, Mapping):
+                metrics[name] = SummaryValue(
+                    amount=None if item.get("isNull") else _opt_float(item.get("amount")),
+                    currency=item.get("currency"),
+                    value=item.get("value"),
+                    timestamp_ms=item.get("timestamp"),
+                )
+        return cls(account_id=account_id, metrics=metrics, raw=data)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One currency (or ``BASE``) of ``/portfolio/{id}/ledger``."""
+
+    currency: str
+    cash_balance: float | None
+    net_liquidation_value: float | None
+    unrealized_pnl: float | None
+    realized_pnl: float | None
+    exchange_rate: float | None
+    raw: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """``GET /portfolio/{accountId}/ledger`` keyed by currency plus ``BASE``."""
+
+    account_id: str
+    entries: Mapping[str, LedgerEntry]
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, account_id: str, payload: Json) -> Ledger:
+        data = _require_mapping(payload, f"/portfolio/{account_id}/ledger")
+        entries: dict[str, LedgerEntry] = {}
+        for key, item in data.items():
+            if isinstance(item, Mapping):
+                entries[key] = LedgerEntry(
+                    currency=key,
+                    cash_balance=_opt_float(item.get("cashbalance")),
+                    net_liquidation_value=_opt_float(item.get("netliquidationvalue")),
+                    unrealized_pnl=_opt_float(item.get("unrealizedpnl")),
+                    realized_pnl=_opt_float(item.get("realizedpnl")),
+                    exchange_rate=_opt_float(item.get("exchangerate")),
+                    raw=item,
+                )
+        return cls(account_id=account_id, entries=entries, raw=data)
+
+
+@dataclass(frozen=True)
+class Position:
+    """One row of ``/portfolio/{accountId}/positions/{page}``."""
+
+    account_id: str
+    conid: int
+    symbol: str | None
+    description: str | None
+    quantity: float
+    market_price: float | None
+    market_value: float | None
+    average_cost: float | None
+    unrealized_pnl: float | None
+    realized_pnl: float | None
+    currency: str | None
+    asset_class: str | None
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, payload: Json) -> Position:
+        data = _require_mapping(payload, "a position")
+        conid, quantity = data.get("conid"), _opt_float(data.get("position"))
+        if conid is None or quantity is None:
+            raise IbkrResponseError("a position row lacks 'conid' or 'position'")
+        return cls(
+            account_id=str(data.get("acctId") or ""),
+            conid=int(conid),
+            symbol=data.get("ticker") or data.get("contractDesc"),
+            description=data.get("contractDesc"),
+            quantity=quantity,
+            market_price=_opt_float(data.get("mktPrice")),
+            market_value=_opt_float(data.get("mktValue")),
+            average_cost=_opt_float(data.get("avgCost")),
+            unrealized_pnl=_opt_float(data.get("unrealizedPnl")),
+            realized_pnl=_opt_float(data.get("realizedPnl")),
+            currency=data.get("currency"),
+            asset_class=data.get("assetClass"),
+            raw=data,
+        )

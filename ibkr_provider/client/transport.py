@@ -1,0 +1,167 @@
+"""HTTP transport: one ``requests.Session``, TLS settings, and IBKR error bodies -> typed errors.
+
+Every HTTP exchange of the client goes through :meth:`HttpTransport.send`, so timeouts, TLS
+verification and error mapping are identical for the auth steps, the typed methods and the
+generic ``request`` escape hatch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from ibkr_provider import __version__
+from ibkr_provider.client.errors import (
+    IbkrAuthError,
+    IbkrCompetingSessionError,
+    IbkrConnectionError,
+    IbkrError,
+    IbkrRateLimitError,
+    IbkrRequestError,
+    IbkrResponseError,
+    IbkrSessionError,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"airflow-provider-ibkr/{__version__}"
+
+#: IBKR error texts that mean "the session, not the request, is the problem" (shared reference
+#: section 3, "Common error bodies"). Matched case-insensitively as substrings.
+SESSION_ERROR_MARKERS: Mapping[str, str] = {
+    "no bridge": "no_bridge",
+    "not authenticated": "not_authenticated",
+    "please query /accounts first": "accounts_preflight",
+    "no session": "no_session",
+}
+
+
+def error_text(body: Any, fallback: str) -> str:
+    """IBKR's error message from a decoded body (``error``, OAuth ``error_description``,
+    problem+json ``detail``/``title``), else a short excerpt of the raw text."""
+    if isinstance(body, Mapping):
+        for key in ("error_description", "error", "detail", "title", "message"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return fallback.strip()[:300]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header given in seconds (the HTTP-date form is ignored)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def error_from_response(response: requests.Response, endpoint: str, *, auth_step: bool) -> IbkrError:
+    """Map a non-2xx answer to the exception a caller reacts to.
+
+    ``auth_step`` is true for the token and SSO-session endpoints, where 401/400 mean the
+    credentials were refused (fix the key/kid/client id), not that a session expired.
+    """
+    status = response.status_code
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    text = error_text(body, response.text or response.reason or "")
+    kwargs: dict[str, Any] = {"status": status, "endpoint": endpoint, "ibkr_error": text}
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return IbkrRateLimitError(
+            f"IBKR rate limit hit: {text or 'Too Many Requests'}", retry_after=retry_after, **kwargs
+        )
+    if auth_step and status in (400, 401, 403):
+        code = body.get("error") if isinstance(body, Mapping) and isinstance(body.get("error"), str) else None
+        return IbkrAuthError(f"IBKR refused the credentials: {text}", code=code, **kwargs)
+    lowered = text.lower()
+    if "competing" in lowered:
+        return IbkrCompetingSessionError(
+            f"another login for this IBKR username holds the brokerage session: {text}", code="competing",
+            **kwargs,
+        )
+    for marker, code in SESSION_ERROR_MARKERS.items():
+        if marker in lowered:
+            return IbkrSessionError(f"IBKR session not usable: {text}", code=code, **kwargs)
+    if status == 401:
+        return IbkrSessionError(f"IBKR session not authenticated: {text}", code="not_authenticated", **kwargs)
+    return IbkrRequestError(f"IBKR request failed: {text}", **kwargs)
+
+
+class HttpTransport:
+    """Sends HTTP requests with the configured TLS verification and timeout."""
+
+    def __init__(self, *, verify: bool | str, timeout: float, session: requests.Session | None = None) -> None:
+        self._session = session or requests.Session()
+        self._session.headers["User-Agent"] = USER_AGENT
+        self._verify = verify
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._session.close()
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        data: Any = None,
+        auth_step: bool = False,
+    ) -> Any:
+        """Send one request and return the decoded JSON body (``None`` for an empty body).
+
+        Raises a subclass of :class:`IbkrError` for every failure; never returns an error body.
+        """
+        endpoint = urlsplit(url).path
+        try:
+            response = self._session.request(
+                method,
+                url,
+                headers=dict(headers or {}),
+                params=params,
+                json=json_body,
+                data=data,
+                timeout=self._timeout,
+                verify=self._verify,
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            raise IbkrConnectionError(
+                f"no answer from IBKR within {self._timeout:g} s ({type(exc).__name__})",
+                endpoint=endpoint,
+                code="timeout",
+            ) from None
+        except requests.exceptions.SSLError:
+            raise IbkrConnectionError(
+                "TLS verification failed; for a gateway with a self-signed certificate set the "
+                "connection's verify field to its CA bundle path",
+                endpoint=endpoint,
+                code="tls",
+            ) from None
+        except requests.RequestException as exc:
+            raise IbkrConnectionError(
+                f"could not reach IBKR ({type(exc).__name__})", endpoint=endpoint, code="connection"
+            ) from None
+        log.debug("%s %s -> %s", method, endpoint, response.status_code)
+        if response.status_code >= 300:
+            raise error_from_response(response, endpoint, auth_step=auth_step)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except (ValueError, json.JSONDecodeError):
+            raise IbkrResponseError(
+                "IBKR answered with a body that is not JSON", status=response.status_code, endpoint=endpoint
+            ) from None

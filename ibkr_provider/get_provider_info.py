@@ -1,0 +1,99 @@
+"""Provider metadata read by Airflow's ProvidersManager.
+
+Airflow 3.3 builds the connection form only from ``conn-fields`` and ``ui-field-behaviour``
+in this dict (it no longer imports the hook for the form), so every connection option the
+hook reads must be declared here with a label, a description and a JSON schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ibkr_provider import __version__
+
+_OPTIONAL_STRING: dict[str, Any] = {"type": ["string", "null"]}
+
+
+def _ibkr_conn_fields() -> dict[str, Any]:
+    return {
+        "auth_type": {
+            "label": "Auth type",
+            "description": "oauth2 (IBKR OAuth 2.0 private_key_jwt, default) or gateway "
+            "(a Client Portal Gateway you run and log in to yourself).",
+            "schema": {"type": ["string", "null"], "enum": ["oauth2", "gateway", None], "default": "oauth2"},
+        },
+        "client_key_id": {
+            "label": "Client key id (kid)",
+            "description": "Key id IBKR registered for your public key; sent as the JWT 'kid' header.",
+            "schema": {"type": ["string", "null"], "default": "main"},
+        },
+        "credential": {
+            "label": "Credential (IBKR username)",
+            "description": "IBKR username the SSO session is opened for (oauth2 only).",
+            "schema": _OPTIONAL_STRING,
+        },
+        "private_key": {
+            "label": "Private key (PEM)",
+            "description": "RSA private key whose public half is registered with IBKR. Paste the PEM; "
+            "stripped or \\n-escaped newlines are repaired.",
+            "schema": {"type": ["string", "null"], "format": "password"},
+        },
+        "private_key_path": {
+            "label": "Private key path",
+            "description": "Path to the PEM file on every worker, instead of pasting the key.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "account_id": {
+            "label": "Default account id",
+            "description": "Account used when a task names none, e.g. U1234567 or DU1234567.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "ip": {
+            "label": "Public IP",
+            "description": "Public IP address your requests leave from, placed in the SSO session JWT "
+            "(oauth2 only). Never looked up from a third-party service.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "verify": {
+            "label": "TLS verification",
+            "description": "true (default), false, or the path of a CA bundle (e.g. the gateway's CA).",
+            "schema": {"type": ["string", "boolean", "null"], "default": "true"},
+        },
+        "timeout": {
+            "label": "Timeout (seconds)",
+            "description": "Per-request HTTP timeout in seconds (default 30).",
+            "schema": {"type": ["number", "string", "null"], "default": 30},
+        },
+    }
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider description consumed by ``airflow providers`` and the connection form."""
+    return {
+        "package-name": "airflow-provider-ibkr",
+        "name": "Interactive Brokers",
+        "description": "Interactive Brokers (IBKR) Web API: OAuth 2.0 client, hooks and a local sandbox.",
+        "versions": [__version__],
+        "connection-types": [
+            {
+                "connection-type": "ibkr",
+                "hook-class-name": "ibkr_provider.hooks.ibkr.IbkrHook",
+                "hook-name": "Interactive Brokers",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "password"],
+                    "relabeling": {"host": "API base URL", "login": "OAuth 2.0 client id"},
+                    "placeholders": {
+                        "host": "https://api.ibkr.com (or https://localhost:5000 for a gateway)",
+                        "login": "your IBKR OAuth 2.0 client id",
+                    },
+                },
+                "conn-fields": _ibkr_conn_fields(),
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Interactive Brokers",
+                "python-modules": ["ibkr_provider.hooks.ibkr"],
+            }
+        ],
+    }

@@ -1,0 +1,99 @@
+"""``IbkrHook``: builds an :class:`~ibkr_provider.client.IbkrClient` from an Airflow connection.
+
+Connection type ``ibkr`` (default id ``ibkr_default``). The connection is looked up lazily in
+:meth:`IbkrHook.get_conn`, never at construction, so DAG parsing never touches it. Every
+runtime secret the client creates (signed assertions, access token, SSO bearer) and the
+private key itself are registered with Airflow's masker before they could reach a log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+
+from ibkr_provider.client import IbkrClient, IbkrClientConfig, IbkrError
+
+#: Extra fields the hook reads (see get_provider_info's conn-fields).
+EXTRA_FIELDS = (
+    "auth_type",
+    "client_key_id",
+    "credential",
+    "private_key",
+    "private_key_path",
+    "account_id",
+    "ip",
+    "verify",
+    "timeout",
+)
+
+
+def config_from_connection(host: str | None, login: str | None, extra: Mapping[str, Any]) -> IbkrClientConfig:
+    """Map connection fields onto :class:`IbkrClientConfig`.
+
+    Extra keys are read under their plain names and, for connections saved by older forms,
+    under ``extra__ibkr__<name>``.
+    """
+    values: dict[str, Any] = {"base_url": host, "client_id": login}
+    for name in EXTRA_FIELDS:
+        value = extra.get(name, extra.get(f"extra__ibkr__{name}"))
+        if value is not None:
+            values[name] = value
+    return IbkrClientConfig.from_mapping(values)
+
+
+class IbkrHook(BaseHook):
+    """Interact with the Interactive Brokers Web API.
+
+    Example::
+
+        hook = IbkrHook(ibkr_conn_id="ibkr_default")
+        client = hook.get_conn()
+        for account in client.list_accounts():
+            print(account.account_id, client.account_summary(account.account_id).net_liquidation)
+
+    :param ibkr_conn_id: the ``ibkr`` connection to use.
+    """
+
+    conn_name_attr = "ibkr_conn_id"
+    default_conn_name = "ibkr_default"
+    conn_type = "ibkr"
+    hook_name = "Interactive Brokers"
+
+    def __init__(self, ibkr_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ibkr_conn_id = ibkr_conn_id
+        self._client: IbkrClient | None = None
+
+    def get_client_config(self) -> IbkrClientConfig:
+        """Read and validate the connection (raises :class:`IbkrConfigError` naming the field)."""
+        conn = self.get_connection(self.ibkr_conn_id)
+        extra = conn.extra_dejson
+        config = config_from_connection(conn.host, conn.login, extra)
+        if config.private_key_pem:
+            mask_secret(config.private_key_pem)
+            for line in config.private_key_pem.splitlines():
+                if not line.startswith("-----"):
+                    mask_secret(line)
+        return config
+
+    def get_conn(self) -> IbkrClient:
+        """The client for this connection, built on first use and reused by the hook."""
+        if self._client is None:
+            self._client = IbkrClient(self.get_client_config(), secret_sink=mask_secret)
+        return self._client
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Authenticate for real and list the accounts; never raises (used by the UI Test button)."""
+        try:
+            client = self.get_conn()
+            client.connect()
+            accounts = client.list_accounts()
+        except IbkrError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            return False, f"Unexpected {type(exc).__name__}: {exc}"
+        ids = ", ".join(a.account_id for a in accounts) or "none"
+        return True, f"Connected to {client.config.base_url} ({client.config.auth_type.value}); accounts: {ids}"

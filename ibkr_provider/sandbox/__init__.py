@@ -1,0 +1,1 @@
+"""A local IBKR Web API for tests, the demo and docker-compose (``ibkr-sandbox serve``)."""

@@ -1,0 +1,271 @@
+"""The sandbox's HTTP surface: IBKR's OAuth 2.0, session and portfolio endpoints.
+
+Error bodies copy what IBKR is documented or reported to send (shared reference section 3):
+``401 {"error":"not authenticated","statusCode":401}`` on a bad bearer and
+``400 {"error":"Bad Request: no bridge","statusCode":400}`` for ``/iserver`` without a
+brokerage session. ``/__sandbox__/*`` is the sandbox's own control plane.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from ibkr_provider.sandbox import portfolio
+from ibkr_provider.sandbox.oauth import JwtRejected, verify_client_assertion, verify_sso_jwt
+from ibkr_provider.sandbox.seed import SANDBOX_USER_ID, SeedAccount
+from ibkr_provider.sandbox.state import SandboxState, SsoSessionRecord
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+SERVER_INFO = {"serverName": "SandboxGW1", "serverVersion": "Build 10.30.1s (airflow-provider-ibkr sandbox)"}
+
+
+class SandboxHttpError(Exception):
+    """An IBKR-style error answer."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+def _ibkr_error(status: int, text: str) -> SandboxHttpError:
+    return SandboxHttpError(status, {"error": text, "statusCode": status})
+
+
+def _oauth_error(status: int, error: str, description: str) -> SandboxHttpError:
+    return SandboxHttpError(status, {"error": error, "error_description": description, "status": status})
+
+
+def create_app(state: SandboxState) -> FastAPI:
+    """Build the FastAPI app over ``state`` (one app per sandbox process)."""
+    app = FastAPI(title="IBKR Web API sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    settings = state.settings
+
+    @app.exception_handler(SandboxHttpError)
+    async def _sandbox_error(_: Request, exc: SandboxHttpError) -> JSONResponse:
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        control = request.url.path.startswith("/__sandbox__")
+        response = await call_next(request)
+        if not control:
+            with state.lock:
+                state.counters["requests_total"] += 1
+                state.path_counts[f"{request.method} {request.url.path}"] += 1
+                if response.status_code in (401, 429):
+                    state.counters[f"http_{response.status_code}"] += 1
+        return response
+
+    # ------------------------------------------------------------------ helpers
+    def bearer(request: Request) -> str | None:
+        header = request.headers.get("authorization", "")
+        return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+    def session(request: Request) -> SsoSessionRecord:
+        record = state.live_session(None if settings.gateway else bearer(request))
+        if record is None:
+            raise _ibkr_error(401, "not authenticated")
+        return record
+
+    def brokerage(request: Request) -> SsoSessionRecord:
+        record = session(request)
+        if not record.brokerage:
+            raise _ibkr_error(400, "Bad Request: no bridge")
+        return record
+
+    def account_for(record: SsoSessionRecord, account_id: str) -> SeedAccount:
+        if not record.portfolio_accounts_queried:
+            raise _ibkr_error(500, "Please query /portfolio/accounts first")
+        if account_id not in state.credentials.get(record.credential, []):
+            raise _ibkr_error(400, f"Bad Request: accountId is not valid: {account_id}")
+        return state.book.accounts[account_id]
+
+    def auth_status(record: SsoSessionRecord) -> dict[str, Any]:
+        return {
+            "authenticated": record.brokerage,
+            "competing": record.competing,
+            "connected": True,
+            "message": "",
+            "fail": "",
+            "MAC": "02:00:00:5A:4D:42",
+            "hardware_info": "5a4d42|02:00:00:5A:4D:42",
+            "serverInfo": SERVER_INFO,
+        }
+
+    # ------------------------------------------------------------------ OAuth 2.0
+    @app.post("/oauth2/api/v1/token")
+    async def token(request: Request) -> dict[str, Any]:
+        with state.lock:
+            state.counters["token_requests"] += 1
+        if settings.gateway:
+            raise _ibkr_error(404, "Not Found")
+        form = await request.form()
+        if form.get("grant_type") != "client_credentials":
+            raise _oauth_error(400, "unsupported_grant_type", "grant_type must be client_credentials")
+        if form.get("client_assertion_type") != JWT_BEARER:
+            raise _oauth_error(400, "invalid_request", f"client_assertion_type must be {JWT_BEARER}")
+        scope = str(form.get("scope") or "")
+        if "sso-sessions.write" not in scope.split():
+            raise _oauth_error(400, "invalid_scope", "scope must include sso-sessions.write")
+        assertion = form.get("client_assertion")
+        if not isinstance(assertion, str) or not assertion:
+            raise _oauth_error(400, "invalid_request", "client_assertion is required")
+        try:
+            client_id = verify_client_assertion(
+                assertion, state.client_keys, leeway=settings.clock_skew, max_lifetime=settings.max_assertion_lifetime
+            )
+        except JwtRejected as exc:
+            raise _oauth_error(401, exc.error, exc.description) from None
+        form_client = form.get("client_id")
+        if form_client and form_client != client_id:
+            raise _oauth_error(401, "invalid_client", "client_id does not match the assertion issuer")
+        access, lifetime = state.issue_access_token(client_id)
+        return {"access_token": access, "token_type": "Bearer", "scope": "sso-sessions.write",
+                "expires_in": int(lifetime)}
+
+    @app.post("/gw/api/v1/sso-sessions")
+    async def sso_sessions(request: Request) -> dict[str, Any]:
+        if settings.gateway:
+            raise _ibkr_error(404, "Not Found")
+        token_record = state.access_token(bearer(request) or "")
+        if token_record is None:
+            raise _oauth_error(401, "invalid_token", "access token missing, unknown or expired")
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/jwt":
+            raise _oauth_error(415, "invalid_request", "Content-Type must be application/jwt")
+        body = (await request.body()).decode(errors="replace").strip()
+        try:
+            claims = verify_sso_jwt(body, state.client_keys, client_id=token_record.client_id,
+                                    leeway=settings.clock_skew)
+        except JwtRejected as exc:
+            raise _oauth_error(401, exc.error, exc.description) from None
+        if claims["credential"] not in state.credentials:
+            raise _oauth_error(403, "access_denied", "credential is not a username this client may act for")
+        record = state.open_sso_session(token_record.client_id, claims["credential"], claims["ip"])
+        return {"active": True, "access_token": record.session_id, "token_type": "Bearer"}
+
+    # ------------------------------------------------------------------ sessions
+    @app.get("/v1/api/sso/validate")
+    def sso_validate(request: Request) -> dict[str, Any]:
+        record = session(request)
+        remaining = settings.sso_idle_timeout - (time.time() - record.last_active)
+        return {
+            "USER_ID": SANDBOX_USER_ID,
+            "USER_NAME": record.credential,
+            "RESULT": True,
+            "AUTH_TIME": int(record.created_at * 1000),
+            "SF_ENABLED": False,
+            "IS_FREE_TRIAL": False,
+            "CREDENTIAL": record.credential,
+            "IP": record.ip,
+            "EXPIRES": int(remaining * 1000),
+            "QUALIFIED_FOR_MOBILE_AUTH": None,
+            "LANDING_APP": "UNIVERSAL",
+            "IS_MASTER": False,
+            "lastAccessed": int(record.last_active * 1000),
+            "LOGIN_TYPE": 2,
+            "PAPER_USER_NAME": record.credential,
+            "features": {"env": "PROD", "wlms": True, "realtime": True, "bond": True, "optionChains": True},
+            "region": "NJ",
+        }
+
+    @app.api_route("/v1/api/iserver/auth/status", methods=["GET", "POST"])
+    def iserver_auth_status(request: Request) -> dict[str, Any]:
+        return auth_status(session(request))
+
+    @app.post("/v1/api/iserver/auth/ssodh/init")
+    async def ssodh_init(request: Request) -> dict[str, Any]:
+        record = session(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise _ibkr_error(400, "Bad Request: body must be JSON like {\"publish\": true, \"compete\": true}")
+        state.init_brokerage(record, compete=bool(body.get("compete", False)))
+        return auth_status(record)
+
+    @app.api_route("/v1/api/tickle", methods=["GET", "POST"])
+    def tickle(request: Request) -> dict[str, Any]:
+        record = session(request)
+        return {
+            "session": record.session_id[:32],
+            "ssoExpires": int(settings.sso_idle_timeout * 1000),
+            "collission": False,
+            "userId": SANDBOX_USER_ID,
+            "hmds": {"error": "no bridge"},
+            "iserver": {"authStatus": auth_status(record)},
+        }
+
+    @app.post("/v1/api/logout")
+    def logout(request: Request) -> dict[str, Any]:
+        record = session(request)
+        state.end_session(record.session_id)
+        return {"status": True}
+
+    @app.get("/v1/api/iserver/accounts")
+    def iserver_accounts(request: Request) -> dict[str, Any]:
+        record = brokerage(request)
+        record.iserver_accounts_queried = True
+        accounts = state.credentials[record.credential]
+        book = state.book.accounts
+        return {
+            "accounts": accounts,
+            "acctProps": {a: {"hasChildAccounts": False, "supportsCashQty": True, "supportsFractions": False}
+                          for a in accounts},
+            "aliases": {a: a for a in accounts},
+            "allowFeatures": {"showGFIS": True, "allowCrypto": False, "allowFA": False},
+            "chartPeriods": {},
+            "groups": [],
+            "profiles": [],
+            "selectedAccount": accounts[0] if accounts else None,
+            "serverInfo": SERVER_INFO,
+            "sessionId": record.session_id[:16],
+            "isFT": False,
+            "isPaper": all(book[a].paper for a in accounts),
+        }
+
+    # ------------------------------------------------------------------ portfolio
+    @app.get("/v1/api/portfolio/accounts")
+    def portfolio_accounts(request: Request) -> list[dict[str, Any]]:
+        record = session(request)
+        record.portfolio_accounts_queried = True
+        return [portfolio.account_json(state.book.accounts[a]) for a in state.credentials[record.credential]]
+
+    @app.get("/v1/api/portfolio/{account_id}/summary")
+    def summary(request: Request, account_id: str) -> dict[str, Any]:
+        account = account_for(session(request), account_id)
+        return portfolio.summary_json(state.book, account)
+
+    @app.get("/v1/api/portfolio/{account_id}/ledger")
+    def ledger(request: Request, account_id: str) -> dict[str, Any]:
+        account = account_for(session(request), account_id)
+        return portfolio.ledger_json(state.book, account)
+
+    @app.get("/v1/api/portfolio/{account_id}/positions/{page}")
+    def positions(request: Request, account_id: str, page: int) -> list[dict[str, Any]]:
+        account = account_for(session(request), account_id)
+        if page < 0:
+            raise _ibkr_error(400, "Bad Request: pageId must be >= 0")
+        return portfolio.positions_page(state.book, account, page)
+
+    # ------------------------------------------------------------------ control plane
+    @app.get("/__sandbox__/health")
+    def health() -> dict[str, Any]:
+        return {"ok": True, "mode": "gateway" if settings.gateway else "oauth2"}
+
+    @app.get("/__sandbox__/stats")
+    def stats() -> dict[str, Any]:
+        return state.stats()
+
+    @app.post("/__sandbox__/reset")
+    def reset() -> dict[str, Any]:
+        state.reset()
+        return {"ok": True}
+
+    return app

@@ -1,0 +1,153 @@
+"""The sandbox's state directory: demo client key pair, TLS material and the ready-made
+Airflow connection.
+
+Files (created on first start, reused afterwards):
+
+- ``client_private_key.pem`` (mode 0600) / ``client_public_key.pem``: the demo client's RSA
+  key pair; the public half is registered as ``sandbox-client`` / kid ``main``.
+- ``gateway_ca.pem``, ``gateway_cert.pem``, ``gateway_key.pem``: self-signed CA and a server
+  certificate for ``localhost``/``127.0.0.1`` (gateway mode, TLS).
+- ``airflow_conn_ibkr_default.json``: the JSON form of ``AIRFLOW_CONN_IBKR_DEFAULT``.
+- ``sandbox.json``: written once the server listens: base URL, port, pid, mode.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from ibkr_provider.sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID
+
+PRIVATE_KEY_FILE = "client_private_key.pem"
+PUBLIC_KEY_FILE = "client_public_key.pem"
+CA_FILE = "gateway_ca.pem"
+CERT_FILE = "gateway_cert.pem"
+CERT_KEY_FILE = "gateway_key.pem"
+CONN_FILE = "airflow_conn_ibkr_default.json"
+READY_FILE = "sandbox.json"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+def _pem_private(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def ensure_client_keys(state_dir: Path) -> dict[str, dict[str, str]]:
+    """Create the demo client's key pair once; return the registry {client id: {kid: public PEM}}."""
+    private_path, public_path = state_dir / PRIVATE_KEY_FILE, state_dir / PUBLIC_KEY_FILE
+    if not private_path.exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        _write_private(private_path, _pem_private(key))
+        public_path.write_bytes(
+            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+    return {SANDBOX_CLIENT_ID: {SANDBOX_KEY_ID: public_path.read_text()}}
+
+
+def ensure_gateway_tls(state_dir: Path) -> tuple[Path, Path, Path]:
+    """Create a self-signed CA and a localhost server certificate once; return (ca, cert, key)."""
+    ca_path, cert_path, key_path = state_dir / CA_FILE, state_dir / CERT_FILE, state_dir / CERT_KEY_FILE
+    if ca_path.exists() and cert_path.exists() and key_path.exists():
+        return ca_path, cert_path, key_path
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "IBKR sandbox CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=825))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.DNSName("ibkr-sandbox"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(key_path, _pem_private(server_key))
+    return ca_path, cert_path, key_path
+
+
+def connection_json(state_dir: Path, base_url: str, *, gateway: bool) -> dict[str, Any]:
+    """The Airflow connection (JSON form) that points at this sandbox."""
+    if gateway:
+        extra: dict[str, Any] = {
+            "auth_type": "gateway",
+            "account_id": "DU1234567",
+            "verify": str(state_dir / CA_FILE),
+        }
+        login = None
+    else:
+        extra = {
+            "auth_type": "oauth2",
+            "client_key_id": SANDBOX_KEY_ID,
+            "credential": SANDBOX_CREDENTIAL,
+            "private_key": (state_dir / PRIVATE_KEY_FILE).read_text(),
+            "account_id": "DU1234567",
+            "ip": "127.0.0.1",
+        }
+        login = SANDBOX_CLIENT_ID
+    return {"conn_type": "ibkr", "host": base_url, "login": login, "extra": extra}
+
+
+def write_ready_files(state_dir: Path, *, base_url: str, port: int, gateway: bool) -> None:
+    """Write the connection JSON (0600: it holds the private key) and, last, ``sandbox.json``."""
+    conn = connection_json(state_dir, base_url, gateway=gateway)
+    _write_private(state_dir / CONN_FILE, json.dumps(conn, indent=2).encode())
+    ready = {"base_url": base_url, "port": port, "pid": os.getpid(), "mode": "gateway" if gateway else "oauth2",
+             "connection_file": str(state_dir / CONN_FILE)}
+    tmp = state_dir / f".{READY_FILE}.tmp"
+    tmp.write_text(json.dumps(ready, indent=2))
+    tmp.replace(state_dir / READY_FILE)

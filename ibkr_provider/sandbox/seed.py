@@ -1,0 +1,108 @@
+"""Deterministic seeded accounts, instruments and positions for the sandbox.
+
+The same seed always yields the same book, so tests can assert exact counts and values.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+SANDBOX_CLIENT_ID = "sandbox-client"
+SANDBOX_KEY_ID = "main"
+SANDBOX_CREDENTIAL = "sandboxuser"
+SANDBOX_USER_ID = 99_996_016
+
+_REAL_TICKERS = [
+    ("AAPL", "APPLE INC", "NASDAQ", 265598, 228.0),
+    ("MSFT", "MICROSOFT CORP", "NASDAQ", 272093, 431.0),
+    ("SPY", "SPDR S&P 500 ETF TRUST", "ARCA", 756733, 585.0),
+    ("VTI", "VANGUARD TOTAL STOCK MKT ETF", "ARCA", 12340038, 289.0),
+    ("BND", "VANGUARD TOTAL BOND MARKET", "NASDAQ", 43645865, 72.5),
+    ("VXUS", "VANGUARD TOTAL INTL STOCK", "NASDAQ", 53187549, 61.8),
+    ("GLD", "SPDR GOLD SHARES", "ARCA", 51529211, 243.0),
+    ("NVDA", "NVIDIA CORP", "NASDAQ", 4815747, 138.0),
+    ("AMZN", "AMAZON.COM INC", "NASDAQ", 3691937, 197.0),
+    ("GOOGL", "ALPHABET INC-CL A", "NASDAQ", 208813719, 168.0),
+    ("IEF", "ISHARES 7-10 YEAR TREASURY BD", "NASDAQ", 10190860, 94.0),
+    ("TLT", "ISHARES 20+ YEAR TREASURY BD", "NASDAQ", 15547841, 91.0),
+]
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """A tradable contract the sandbox knows."""
+
+    conid: int
+    symbol: str
+    name: str
+    exchange: str
+    base_price: float
+    currency: str = "USD"
+    asset_class: str = "STK"
+
+
+@dataclass
+class SeedPosition:
+    conid: int
+    quantity: float
+    avg_cost: float
+
+
+@dataclass
+class SeedAccount:
+    account_id: str
+    title: str
+    paper: bool
+    cash: float
+    positions: list[SeedPosition] = field(default_factory=list)
+
+
+@dataclass
+class SeedBook:
+    instruments: dict[int, Instrument]
+    accounts: dict[str, SeedAccount]
+
+
+def _synthetic_instruments(rng: random.Random, count: int) -> list[Instrument]:
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    seen = {t[0] for t in _REAL_TICKERS}
+    made: list[Instrument] = []
+    conid = 90_000_000
+    while len(made) < count:
+        symbol = "".join(rng.choice(letters) for _ in range(rng.choice((3, 4))))
+        if symbol in seen:
+            continue
+        seen.add(symbol)
+        conid += rng.randint(1, 997)
+        made.append(
+            Instrument(
+                conid=conid,
+                symbol=symbol,
+                name=f"{symbol} HOLDINGS INC",
+                exchange=rng.choice(("NYSE", "NASDAQ", "ARCA")),
+                base_price=round(rng.uniform(5, 400), 2),
+            )
+        )
+    return made
+
+
+def build_seed_book(seed: int = 7) -> SeedBook:
+    """Three accounts of one login: a large paper account (273 positions, three pages), a small
+    paper account, and a small account flagged live (id without the ``D`` paper prefix)."""
+    rng = random.Random(seed)
+    real = [Instrument(conid=c, symbol=s, name=n, exchange=e, base_price=p) for s, n, e, c, p in _REAL_TICKERS]
+    synthetic = _synthetic_instruments(rng, 280)
+    instruments = {i.conid: i for i in [*real, *synthetic]}
+
+    def holding(inst: Instrument) -> SeedPosition:
+        qty = float(rng.randint(1, 400))
+        return SeedPosition(inst.conid, qty, round(inst.base_price * rng.uniform(0.7, 1.1), 4))
+
+    large = SeedAccount("DU1234567", "Sandbox Paper Growth", True, 125_000.0)
+    large.positions = [holding(i) for i in [*real, *synthetic[:261]]]  # 273 positions
+    small = SeedAccount("DU2345678", "Sandbox Paper Income", True, 40_000.0)
+    small.positions = [holding(i) for i in real[:6]]
+    live = SeedAccount("U3456789", "Sandbox Live (flagged)", False, 15_000.0)
+    live.positions = [holding(i) for i in real[2:5]]
+    return SeedBook(instruments=instruments, accounts={a.account_id: a for a in (large, small, live)})
