@@ -58,6 +58,8 @@ def create_app(state: SandboxState) -> FastAPI:
             with state.lock:
                 state.counters["requests_total"] += 1
                 state.path_counts[f"{request.method} {request.url.path}"] += 1
+                if "authorization" in request.headers:
+                    state.counters["requests_with_authorization"] += 1
                 if response.status_code in (401, 429):
                     state.counters[f"http_{response.status_code}"] += 1
         return response
@@ -121,7 +123,7 @@ def create_app(state: SandboxState) -> FastAPI:
                 assertion, state.client_keys, leeway=settings.clock_skew, max_lifetime=settings.max_assertion_lifetime
             )
         except JwtRejected as exc:
-            raise _oauth_error(401, exc.error, exc.description) from None
+            raise _oauth_error(exc.status, exc.error, exc.description) from None
         form_client = form.get("client_id")
         if form_client and form_client != client_id:
             raise _oauth_error(401, "invalid_client", "client_id does not match the assertion issuer")
@@ -143,7 +145,7 @@ def create_app(state: SandboxState) -> FastAPI:
             claims = verify_sso_jwt(body, state.client_keys, client_id=token_record.client_id,
                                     leeway=settings.clock_skew)
         except JwtRejected as exc:
-            raise _oauth_error(401, exc.error, exc.description) from None
+            raise _oauth_error(exc.status, exc.error, exc.description) from None
         if claims["credential"] not in state.credentials:
             raise _oauth_error(403, "access_denied", "credential is not a username this client may act for")
         record = state.open_sso_session(token_record.client_id, claims["credential"], claims["ip"])

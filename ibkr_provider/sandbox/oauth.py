@@ -22,6 +22,11 @@ class JwtRejected(Exception):
         self.error = error
         self.description = description
 
+    @property
+    def status(self) -> int:
+        """400 for a malformed request, 401 for a credential that fails verification."""
+        return 400 if self.error == "invalid_request" else 401
+
 
 def _header_and_issuer(token: str) -> tuple[dict[str, Any], str]:
     try:

@@ -1,0 +1,38 @@
+# Two commands matter: `make demo` and `make test`. Both set everything up on a fresh machine
+# that has only Python 3.10+ and make: uv is bootstrapped from PyPI when missing, then the
+# locked environment (uv.lock) is installed into .venv.
+PYTHON ?= python3
+UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+
+.PHONY: setup test lint typecheck unit demo clean
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+setup: $(VENV)/.synced
+
+lint: setup
+	$(VENV)/bin/ruff check ibkr_provider tests dags scripts
+	$(VENV)/bin/ruff format --check ibkr_provider tests dags scripts
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(VENV)/bin/pytest
+
+test: lint typecheck unit
+
+demo: setup
+	$(VENV)/bin/python scripts/demo.py
+
+clean:
+	rm -rf $(VENV) .tools .airflow .sandbox .pytest_cache .mypy_cache .ruff_cache

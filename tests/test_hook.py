@@ -1,0 +1,91 @@
+"""IbkrHook: lazy connection lookup, test_connection, and secret registration with the masker."""
+
+from __future__ import annotations
+
+import json
+from unittest import mock
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ibkr_provider.hooks.ibkr import IbkrHook
+from tests.sandbox_process import RunningSandbox
+
+
+@pytest.fixture
+def conn_env(monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox):  # type: ignore[no-untyped-def]
+    def set_conn(conn_id: str = "ibkr_default", **extra: object) -> None:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", fresh_sandbox.connection_json(**extra))
+
+    return set_conn
+
+
+def test_constructor_never_looks_up_the_connection() -> None:
+    with mock.patch("airflow.sdk.BaseHook.get_connection", side_effect=AssertionError("looked up")) as lookup:
+        hook = IbkrHook(ibkr_conn_id="does_not_exist")
+        assert hook.ibkr_conn_id == "does_not_exist"
+        assert IbkrHook().ibkr_conn_id == "ibkr_default"
+    lookup.assert_not_called()
+
+
+def test_test_connection_succeeds_against_the_sandbox(conn_env, fresh_sandbox: RunningSandbox) -> None:  # type: ignore[no-untyped-def]
+    conn_env()
+    ok, message = IbkrHook().test_connection()
+    assert ok, message
+    assert "DU1234567" in message and "oauth2" in message
+    assert fresh_sandbox.stats()["tokens_issued"] == 1
+
+
+def test_test_connection_reports_a_wrong_key(conn_env) -> None:  # type: ignore[no-untyped-def]
+    wrong = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    conn_env(private_key=wrong)
+    ok, message = IbkrHook().test_connection()
+    assert not ok
+    assert message.startswith("IbkrAuthError") and "signature verification failed" in message
+    assert "BEGIN" not in message
+
+
+def test_test_connection_reports_a_missing_field_without_raising(conn_env) -> None:  # type: ignore[no-untyped-def]
+    conn_env(ip=None)
+    ok, message = IbkrHook().test_connection()
+    assert not ok and "ip:" in message
+
+
+def test_test_connection_reports_a_missing_connection() -> None:
+    ok, message = IbkrHook(ibkr_conn_id="no_such_conn").test_connection()
+    assert not ok and "no_such_conn" in message
+
+
+def test_prefixed_extra_names_are_accepted(monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox) -> None:
+    conn = fresh_sandbox.connection
+    conn["extra"] = {f"extra__ibkr__{k}": v for k, v in conn["extra"].items()}
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_PREFIXED", json.dumps(conn))
+    assert IbkrHook(ibkr_conn_id="ibkr_prefixed").test_connection()[0]
+
+
+def test_every_runtime_secret_is_registered_with_the_masker(conn_env) -> None:  # type: ignore[no-untyped-def]
+    from airflow.sdk._shared.secrets_masker import redact
+
+    conn_env()
+    sink: list[str] = []
+    with mock.patch("ibkr_provider.hooks.ibkr.mask_secret", side_effect=lambda s: sink.append(s)) as spy:
+        hook = IbkrHook()
+        client = hook.get_conn()
+        client.connect()
+        client.tickle()
+    # Unwrap what was registered, then register it for real and check the masker hides it.
+    assert spy.call_count >= 5
+    tokens = client._tokens
+    assert tokens is not None and tokens.access_token is not None
+    assert tokens.bearer in sink and tokens.access_token.token in sink
+    assert client.config.private_key_pem in sink
+    assert sum(s.count(".") == 2 for s in sink) >= 2  # the two signed JWTs (client assertion, SSO JWT)
+    from airflow.sdk.log import mask_secret
+
+    for secret in sink:
+        mask_secret(secret)
+    line = f"Authorization: Bearer {tokens.bearer} token={tokens.access_token.token}"
+    assert tokens.bearer not in redact(line) and tokens.access_token.token not in redact(line)
