@@ -33,8 +33,12 @@ log = logging.getLogger(__name__)
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
     params={
         "ibkr_conn_id": Param("ibkr_default", type="string", description="The ibkr connection to read."),
-        "accounts": Param([], type="array", description="Account ids to snapshot; empty means every account."),
-        "output_dir": Param("", type="string", description="Directory for the JSON file; empty: $AIRFLOW_HOME/ibkr/snapshots"),
+        "accounts": Param(
+            [], type="array", description="Account ids to snapshot; empty means every account."
+        ),
+        "output_dir": Param(
+            "", type="string", description="Directory for the JSON file; empty: $AIRFLOW_HOME/ibkr/snapshots"
+        ),
     },
     tags=["ibkr", "portfolio"],
     doc_md=__doc__,
@@ -77,15 +81,21 @@ def ibkr_portfolio_snapshot() -> None:
                 "positions": len(positions),
             }
 
-        out_dir = Path(params["output_dir"] or Path(os.environ.get("AIRFLOW_HOME", "~/airflow")) / "ibkr" / "snapshots")
+        out_dir = Path(
+            params["output_dir"] or Path(os.environ.get("AIRFLOW_HOME", "~/airflow")) / "ibkr" / "snapshots"
+        )
         out_dir = out_dir.expanduser()
         out_dir.mkdir(parents=True, exist_ok=True)
         run_tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", context["run_id"])
         path = out_dir / f"portfolio_snapshot_{run_tag}.json"
         path.write_text(json.dumps(snapshot, indent=1))
         for account_id, figures in totals.items():
-            log.info("%s: net liquidation %.2f, %d positions", account_id, figures["net_liquidation"],
-                     figures["positions"])
+            log.info(
+                "%s: net liquidation %.2f, %d positions",
+                account_id,
+                figures["net_liquidation"],
+                figures["positions"],
+            )
         log.info("Snapshot written to %s", path)
         return {"path": str(path), "accounts": totals}
 

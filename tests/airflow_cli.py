@@ -27,7 +27,9 @@ def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_airflow(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_airflow(
+    args: list[str], env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, check=False
     )

@@ -16,7 +16,7 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parent.p
 
 import pytest  # noqa: E402
 
-from tests.sandbox_process import RunningSandbox, start_sandbox  # noqa: E402
+from ibkr_provider.sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

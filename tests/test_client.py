@@ -14,9 +14,8 @@ from ibkr_provider.client import (
     IbkrConfigError,
     IbkrConnectionError,
     IbkrRequestError,
-    IbkrSessionError,
 )
-from tests.sandbox_process import RunningSandbox
+from ibkr_provider.sandbox.process import RunningSandbox
 
 
 def _client(sandbox: RunningSandbox, **overrides: object) -> IbkrClient:
@@ -49,7 +48,10 @@ def test_end_to_end_auth_accounts_summary_and_every_position(fresh_sandbox: Runn
 
     stats = fresh_sandbox.stats()
     assert (stats["token_requests"], stats["tokens_issued"], stats["sso_sessions"], stats["ssodh_inits"]) == (
-        1, 1, 1, 1,
+        1,
+        1,
+        1,
+        1,
     )
     paths = stats["paths"]
     assert [paths.get(f"GET /v1/api/portfolio/DU1234567/positions/{n}") for n in range(4)] == [1, 1, 1, None]
@@ -87,9 +89,13 @@ def test_unknown_account_is_a_request_error_with_ibkr_text(fresh_sandbox: Runnin
 
 
 def test_wrong_key_raises_auth_error_with_status_and_endpoint(fresh_sandbox: RunningSandbox) -> None:
-    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    other = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
     client = _client(fresh_sandbox, private_key=other)
     with pytest.raises(IbkrAuthError) as excinfo:
         client.connect()
@@ -108,7 +114,7 @@ def test_wrong_kid_and_wrong_credential(fresh_sandbox: RunningSandbox) -> None:
 
 
 def test_bad_config_fails_before_any_request(fresh_sandbox: RunningSandbox) -> None:
-    with pytest.raises(IbkrConfigError, match="^ip:"):
+    with pytest.raises(IbkrConfigError, match=r"^ip:"):
         _client(fresh_sandbox, ip="")
     client = _client(fresh_sandbox, account_id=None)
     with pytest.raises(IbkrConfigError, match="account_id"):
@@ -138,7 +144,9 @@ def test_call_after_server_side_logout_opens_a_new_session(fresh_sandbox: Runnin
 
 
 def test_unreachable_host_is_a_connection_error() -> None:
-    client = IbkrClient(IbkrClientConfig.from_mapping({"auth_type": "gateway", "base_url": "http://127.0.0.1:9"}))
+    client = IbkrClient(
+        IbkrClientConfig.from_mapping({"auth_type": "gateway", "base_url": "http://127.0.0.1:9"})
+    )
     with pytest.raises(IbkrConnectionError) as excinfo:
         client.connect()
     assert excinfo.value.code == "connection"

@@ -98,9 +98,13 @@ def test_key_errors_never_echo_the_key(pem: str) -> None:
 
 
 def test_non_rsa_key_is_refused() -> None:
-    ec_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    ec_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
     with pytest.raises(IbkrConfigError, match="RSA"):
         load_private_key(ec_pem)
 
@@ -108,7 +112,9 @@ def test_non_rsa_key_is_refused() -> None:
 def test_private_key_path_and_verify_flags(pem: str, tmp_path: Path) -> None:
     key_file = tmp_path / "key.pem"
     key_file.write_text(pem)
-    config = IbkrClientConfig.from_mapping(_oauth(pem, private_key=None, private_key_path=str(key_file), verify="false"))
+    config = IbkrClientConfig.from_mapping(
+        _oauth(pem, private_key=None, private_key_path=str(key_file), verify="false")
+    )
     assert config.private_key_pem == pem and config.verify is False
     with pytest.raises(IbkrConfigError, match="not both"):
         IbkrClientConfig.from_mapping(_oauth(pem, private_key_path=str(key_file)))

@@ -8,8 +8,8 @@ from unittest import mock
 
 import pytest
 
+from ibkr_provider.sandbox.process import RunningSandbox
 from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
-from tests.sandbox_process import RunningSandbox
 
 DAGS = REPO_ROOT / "dags"
 
@@ -17,7 +17,9 @@ DAGS = REPO_ROOT / "dags"
 def test_dags_import_without_errors_or_connection_lookups() -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    with mock.patch("airflow.sdk.BaseHook.get_connection", side_effect=AssertionError("lookup at parse")) as lookup:
+    with mock.patch(
+        "airflow.sdk.BaseHook.get_connection", side_effect=AssertionError("lookup at parse")
+    ) as lookup:
         bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
     assert "ibkr_portfolio_snapshot" in bag.dag_ids

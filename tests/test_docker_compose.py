@@ -58,8 +58,11 @@ def test_services_follow_the_official_celery_layout(compose: dict[str, Any]) -> 
 
 def test_every_component_runs_the_image_built_with_the_provider(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    images = {name: (svc.get("build"), svc.get("image")) for name, svc in services.items()
-              if name.startswith("airflow-") or name == "ibkr-sandbox"}
+    images = {
+        name: (svc.get("build"), svc.get("image"))
+        for name, svc in services.items()
+        if name.startswith("airflow-") or name == "ibkr-sandbox"
+    }
     assert len(set(images.values())) == 1
     build, _ = next(iter(images.values()))
     assert build == "."
@@ -86,15 +89,19 @@ def test_connection_env_points_at_the_sandbox_service(compose: dict[str, Any], t
     assert conn["conn_type"] == "ibkr"
     assert conn["host"] == f"http://ibkr-sandbox:{port}" == args[args.index("--public-url") + 1]
     assert (conn["login"], conn["extra"]["client_key_id"], conn["extra"]["credential"]) == (
-        SANDBOX_CLIENT_ID, SANDBOX_KEY_ID, SANDBOX_CREDENTIAL,
+        SANDBOX_CLIENT_ID,
+        SANDBOX_KEY_ID,
+        SANDBOX_CREDENTIAL,
     )
     key_path = conn["extra"]["private_key_path"]
     for name in [*AIRFLOW_SERVICES, "airflow-init"]:
         mounts = _volume_mounts(services[name])
         assert key_path.startswith(mounts["sandbox-state"].rstrip("/") + "/"), name
         assert key_path.startswith(state_dir), name
-        assert services[name]["environment"]["AIRFLOW_CONN_IBKR_DEFAULT"] == services["airflow-worker"][
-            "environment"]["AIRFLOW_CONN_IBKR_DEFAULT"]
+        assert (
+            services[name]["environment"]["AIRFLOW_CONN_IBKR_DEFAULT"]
+            == services["airflow-worker"]["environment"]["AIRFLOW_CONN_IBKR_DEFAULT"]
+        )
     # The connection passes the hook's own validation (with a stand-in for the mounted key).
     stand_in = tmp_path / "key.pem"
     stand_in.write_bytes(

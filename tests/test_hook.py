@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ibkr_provider.hooks.ibkr import IbkrHook
-from tests.sandbox_process import RunningSandbox
+from ibkr_provider.sandbox.process import RunningSandbox
 
 
 @pytest.fixture
@@ -38,9 +38,13 @@ def test_test_connection_succeeds_against_the_sandbox(conn_env, fresh_sandbox: R
 
 
 def test_test_connection_reports_a_wrong_key(conn_env) -> None:  # type: ignore[no-untyped-def]
-    wrong = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    wrong = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
     conn_env(private_key=wrong)
     ok, message = IbkrHook().test_connection()
     assert not ok
@@ -59,7 +63,9 @@ def test_test_connection_reports_a_missing_connection() -> None:
     assert not ok and "no_such_conn" in message
 
 
-def test_prefixed_extra_names_are_accepted(monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox) -> None:
+def test_prefixed_extra_names_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox
+) -> None:
     conn = fresh_sandbox.connection
     conn["extra"] = {f"extra__ibkr__{k}": v for k, v in conn["extra"].items()}
     monkeypatch.setenv("AIRFLOW_CONN_IBKR_PREFIXED", json.dumps(conn))

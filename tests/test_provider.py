@@ -15,16 +15,29 @@ from ibkr_provider.get_provider_info import get_provider_info
 from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
 
 HOOK_FIELDS = {
-    "auth_type", "client_key_id", "credential", "private_key", "private_key_path", "account_id", "ip", "verify",
+    "auth_type",
+    "client_key_id",
+    "credential",
+    "private_key",
+    "private_key_path",
+    "account_id",
+    "ip",
+    "verify",
     "timeout",
 }
 
 
 def test_entry_point_and_package_name_match_the_distribution() -> None:
-    eps = [ep for ep in metadata.entry_points(group="apache_airflow_provider") if ep.value.startswith("ibkr_provider")]
+    eps = [
+        ep
+        for ep in metadata.entry_points(group="apache_airflow_provider")
+        if ep.value.startswith("ibkr_provider")
+    ]
     assert len(eps) == 1
     info = eps[0].load()()
-    assert info["package-name"] == "airflow-provider-ibkr" == metadata.metadata("airflow-provider-ibkr")["Name"]
+    assert (
+        info["package-name"] == "airflow-provider-ibkr" == metadata.metadata("airflow-provider-ibkr")["Name"]
+    )
     assert (Path(__file__).parent.parent / "ibkr_provider" / "py.typed").exists()
 
 
@@ -72,7 +85,9 @@ def test_airflow_lists_the_provider_and_its_connection_form(tmp_path: Path) -> N
         "(meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == 'ibkr']\n"
         "print(json.dumps(meta.model_dump(mode='json')))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     meta = json.loads(result.stdout.strip().splitlines()[-1])
     assert meta["hook_name"] == "Interactive Brokers"
@@ -86,8 +101,12 @@ def test_airflow_lists_the_provider_and_its_connection_form(tmp_path: Path) -> N
     ["ibkr_provider", "ibkr_provider.client", "ibkr_provider.get_provider_info"],
 )
 def test_plain_modules_do_not_import_airflow(module: str) -> None:
-    code = f"import sys, {module}; print(any(m == 'airflow' or m.startswith('airflow.') for m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    code = (
+        f"import sys, {module}; print(any(m == 'airflow' or m.startswith('airflow.') for m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -103,6 +122,8 @@ def test_importing_the_hook_and_dags_opens_no_socket(tmp_path: Path) -> None:
         "print('ok')\n"
     )
     env = airflow_env(tmp_path, REPO_ROOT / "dags")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")

@@ -11,7 +11,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.sandbox_process import RunningSandbox
+from ibkr_provider.sandbox.process import RunningSandbox
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -29,7 +29,13 @@ def _other_key() -> str:
 
 def _assertion(key: str, *, kid: str = "main", **claims: Any) -> str:
     now = int(time.time())
-    body = {"iss": "sandbox-client", "sub": "sandbox-client", "aud": "/token", "iat": now - 10, "exp": now + 50}
+    body = {
+        "iss": "sandbox-client",
+        "sub": "sandbox-client",
+        "aud": "/token",
+        "iat": now - 10,
+        "exp": now + 50,
+    }
     body.update(claims)
     body = {k: v for k, v in body.items() if v is not None}
     return jwt.encode(body, key, algorithm="RS256", headers={"kid": kid, "typ": "JWT"})
@@ -67,7 +73,9 @@ def test_valid_assertion_gets_an_access_token(fresh_sandbox: RunningSandbox) -> 
         ("missing_iat", "required claim 'iat'"),
     ],
 )
-def test_bad_assertions_are_rejected_with_401(fresh_sandbox: RunningSandbox, case: str, expected: str) -> None:
+def test_bad_assertions_are_rejected_with_401(
+    fresh_sandbox: RunningSandbox, case: str, expected: str
+) -> None:
     key = _private_key(fresh_sandbox)
     now = int(time.time())
     assertion = {
@@ -91,7 +99,9 @@ def test_bad_assertions_are_rejected_with_401(fresh_sandbox: RunningSandbox, cas
 
 def test_form_errors_are_400(fresh_sandbox: RunningSandbox) -> None:
     good = _assertion(_private_key(fresh_sandbox))
-    assert _token_request(fresh_sandbox, good, grant_type="password").json()["error"] == "unsupported_grant_type"
+    assert (
+        _token_request(fresh_sandbox, good, grant_type="password").json()["error"] == "unsupported_grant_type"
+    )
     assert _token_request(fresh_sandbox, good, scope="other").json()["error"] == "invalid_scope"
     assert _token_request(fresh_sandbox, "not-a-jwt").status_code == 400
 
@@ -104,7 +114,13 @@ def _access_token(sandbox: RunningSandbox) -> str:
 
 def _sso_jwt(key: str, **claims: Any) -> str:
     now = int(time.time())
-    body = {"credential": "sandboxuser", "ip": "127.0.0.1", "iss": "sandbox-client", "iat": now, "exp": now + 86400}
+    body = {
+        "credential": "sandboxuser",
+        "ip": "127.0.0.1",
+        "iss": "sandbox-client",
+        "iat": now,
+        "exp": now + 86400,
+    }
     body.update(claims)
     return jwt.encode(body, key, algorithm="RS256", headers={"kid": "main", "typ": "JWT"})
 
@@ -126,7 +142,9 @@ def test_sso_session_requires_access_token_and_signed_jwt(fresh_sandbox: Running
     assert ok.status_code == 200 and ok.json()["active"] is True
     bearer = ok.json()["access_token"]
     validate = requests.get(
-        f"{fresh_sandbox.base_url}/v1/api/sso/validate", headers={"Authorization": f"Bearer {bearer}"}, timeout=10
+        f"{fresh_sandbox.base_url}/v1/api/sso/validate",
+        headers={"Authorization": f"Bearer {bearer}"},
+        timeout=10,
     )
     assert validate.json()["RESULT"] is True and validate.json()["USER_NAME"] == "sandboxuser"
 
@@ -140,7 +158,10 @@ def test_api_rejects_bad_bearer_and_iserver_needs_brokerage_session(fresh_sandbo
     sso = requests.post(
         f"{fresh_sandbox.base_url}/gw/api/v1/sso-sessions",
         data=_sso_jwt(key),
-        headers={"Content-Type": "application/jwt", "Authorization": f"Bearer {_access_token(fresh_sandbox)}"},
+        headers={
+            "Content-Type": "application/jwt",
+            "Authorization": f"Bearer {_access_token(fresh_sandbox)}",
+        },
         timeout=10,
     ).json()["access_token"]
     auth = {"Authorization": f"Bearer {sso}"}
@@ -148,8 +169,9 @@ def test_api_rejects_bad_bearer_and_iserver_needs_brokerage_session(fresh_sandbo
     assert no_bridge.status_code == 400 and no_bridge.json()["error"] == "Bad Request: no bridge"
     # The read-only tier is enough for /portfolio.
     assert requests.get(f"{api}/portfolio/accounts", headers=auth, timeout=10).status_code == 200
-    init = requests.post(f"{api}/iserver/auth/ssodh/init", json={"publish": True, "compete": True}, headers=auth,
-                         timeout=10)
+    init = requests.post(
+        f"{api}/iserver/auth/ssodh/init", json={"publish": True, "compete": True}, headers=auth, timeout=10
+    )
     assert init.json()["authenticated"] is True
     assert requests.get(f"{api}/iserver/accounts", headers=auth, timeout=10).status_code == 200
     assert fresh_sandbox.stats()["ssodh_inits"] == 1

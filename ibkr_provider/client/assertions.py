@@ -32,8 +32,10 @@ def load_private_key(pem: str) -> RSAPrivateKey:
     try:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError) as exc:
-        reason = "it is encrypted; provide an unencrypted key" if "encrypted" in str(exc).lower() else (
-            "it is not a valid PEM private key"
+        reason = (
+            "it is encrypted; provide an unencrypted key"
+            if "encrypted" in str(exc).lower()
+            else ("it is not a valid PEM private key")
         )
         raise IbkrConfigError("private_key", f"cannot load the private key: {reason}") from None
     if not isinstance(key, RSAPrivateKey):

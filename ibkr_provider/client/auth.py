@@ -110,12 +110,15 @@ class OAuth2PrivateKeyJwtAuth:
             auth_step=True,
         )
         if not isinstance(body, Mapping) or not isinstance(body.get("access_token"), str):
-            raise IbkrResponseError("the token endpoint answered without an access_token",
-                                    endpoint="/oauth2/api/v1/token")
+            raise IbkrResponseError(
+                "the token endpoint answered without an access_token", endpoint="/oauth2/api/v1/token"
+            )
         token = str(body["access_token"])
         self._sink(token)
         lifetime = body.get("expires_in")
-        seconds = float(lifetime) if isinstance(lifetime, (int, float)) else DEFAULT_ACCESS_TOKEN_LIFETIME_SECONDS
+        seconds = (
+            float(lifetime) if isinstance(lifetime, (int, float)) else DEFAULT_ACCESS_TOKEN_LIFETIME_SECONDS
+        )
         log.info("IBKR OAuth 2.0 access token obtained (expires in %.0f s)", seconds)
         return AccessToken(token=token, expires_at=started + seconds, scope=body.get("scope"))
 
@@ -136,8 +139,10 @@ class OAuth2PrivateKeyJwtAuth:
             auth_step=True,
         )
         if not isinstance(body, Mapping) or not isinstance(body.get("access_token"), str):
-            raise IbkrResponseError("the SSO session endpoint answered without an access_token",
-                                    endpoint="/gw/api/v1/sso-sessions")
+            raise IbkrResponseError(
+                "the SSO session endpoint answered without an access_token",
+                endpoint="/gw/api/v1/sso-sessions",
+            )
         bearer = str(body["access_token"])
         self._sink(bearer)
         if body.get("active") is False:
@@ -146,7 +151,9 @@ class OAuth2PrivateKeyJwtAuth:
                 endpoint="/gw/api/v1/sso-sessions",
             )
         log.info("IBKR SSO session opened for credential %s", self._config.credential)
-        return SsoSession(bearer=bearer, active=True, raw={k: v for k, v in body.items() if k != "access_token"})
+        return SsoSession(
+            bearer=bearer, active=True, raw={k: v for k, v in body.items() if k != "access_token"}
+        )
 
     def open(self, transport: HttpTransport) -> SessionTokens:
         access = self.request_access_token(transport)

@@ -131,8 +131,9 @@ class IbkrClient:
                 code="competing",
             )
         if not status.authenticated:
+            reason = status.fail or status.message or "authenticated=false"
             raise IbkrSessionError(
-                f"IBKR did not grant a brokerage session: {status.fail or status.message or 'authenticated=false'}",
+                f"IBKR did not grant a brokerage session: {reason}",
                 endpoint="/v1/api/iserver/auth/ssodh/init",
                 ibkr_error=status.fail or status.message or None,
                 code="not_authenticated",
@@ -164,9 +165,13 @@ class IbkrClient:
         """
         verb = method.upper()
         if verb not in _METHODS:
-            raise IbkrConfigError("method", f"{method!r} is not an HTTP method; use one of {sorted(_METHODS)}")
+            raise IbkrConfigError(
+                "method", f"{method!r} is not an HTTP method; use one of {sorted(_METHODS)}"
+            )
         if "://" in path or not path.strip():
-            raise IbkrConfigError("path", f"{path!r} must be a path below /v1/api such as '/portfolio/accounts'")
+            raise IbkrConfigError(
+                "path", f"{path!r} must be a path below /v1/api such as '/portfolio/accounts'"
+            )
         self.ensure_session()
         return self._api(verb, path, params=params, json_body=json)
 
@@ -251,8 +256,9 @@ class IbkrClient:
         """``GET /portfolio/accounts``: every account the username can see."""
         payload = self.request("GET", "/portfolio/accounts")
         if not isinstance(payload, list):
-            raise IbkrResponseError("/portfolio/accounts did not answer with a list",
-                                    endpoint="/v1/api/portfolio/accounts")
+            raise IbkrResponseError(
+                "/portfolio/accounts did not answer with a list", endpoint="/v1/api/portfolio/accounts"
+            )
         self._portfolio_ready = True
         return [Account.from_json(item) for item in payload]
 

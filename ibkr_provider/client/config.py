@@ -176,8 +176,9 @@ class IbkrClientConfig:
                 key_text = path.read_text()
             except OSError as exc:
                 raise IbkrConfigError(
-                    "private_key_path", f"cannot read {str(path)!r} ({exc.strerror}); check the path and "
-                    "that the worker can read it"
+                    "private_key_path",
+                    f"cannot read {str(path)!r} ({exc.strerror}); check the path and "
+                    "that the worker can read it",
                 ) from None
         if key_text:
             private_key_pem = normalize_pem(key_text)
@@ -202,7 +203,9 @@ class IbkrClientConfig:
         if self.auth_type is AuthType.GATEWAY:
             return
         if not self.client_id:
-            raise IbkrConfigError("login", "the OAuth 2.0 client id is missing; put it in the connection's login")
+            raise IbkrConfigError(
+                "login", "the OAuth 2.0 client id is missing; put it in the connection's login"
+            )
         if not self.private_key_pem:
             raise IbkrConfigError(
                 "private_key", "oauth2 needs the RSA private key: set private_key (PEM) or private_key_path"

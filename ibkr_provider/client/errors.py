@@ -83,7 +83,9 @@ class IbkrRateLimitError(IbkrError):
         endpoint: str | None = None,
         ibkr_error: str | None = None,
     ) -> None:
-        super().__init__(message, status=status, endpoint=endpoint, ibkr_error=ibkr_error, code="rate_limited")
+        super().__init__(
+            message, status=status, endpoint=endpoint, ibkr_error=ibkr_error, code="rate_limited"
+        )
         self.retry_after = retry_after
 
 

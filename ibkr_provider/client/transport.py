@@ -86,7 +86,8 @@ def error_from_response(response: requests.Response, endpoint: str, *, auth_step
     lowered = text.lower()
     if "competing" in lowered:
         return IbkrCompetingSessionError(
-            f"another login for this IBKR username holds the brokerage session: {text}", code="competing",
+            f"another login for this IBKR username holds the brokerage session: {text}",
+            code="competing",
             **kwargs,
         )
     for marker, code in SESSION_ERROR_MARKERS.items():
@@ -100,7 +101,9 @@ def error_from_response(response: requests.Response, endpoint: str, *, auth_step
 class HttpTransport:
     """Sends HTTP requests with the configured TLS verification and timeout."""
 
-    def __init__(self, *, verify: bool | str, timeout: float, session: requests.Session | None = None) -> None:
+    def __init__(
+        self, *, verify: bool | str, timeout: float, session: requests.Session | None = None
+    ) -> None:
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = USER_AGENT
         self._verify = verify

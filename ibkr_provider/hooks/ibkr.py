@@ -96,4 +96,7 @@ class IbkrHook(BaseHook):
         except Exception as exc:
             return False, f"Unexpected {type(exc).__name__}: {exc}"
         ids = ", ".join(a.account_id for a in accounts) or "none"
-        return True, f"Connected to {client.config.base_url} ({client.config.auth_type.value}); accounts: {ids}"
+        return (
+            True,
+            f"Connected to {client.config.base_url} ({client.config.auth_type.value}); accounts: {ids}",
+        )

@@ -120,7 +120,10 @@ def create_app(state: SandboxState) -> FastAPI:
             raise _oauth_error(400, "invalid_request", "client_assertion is required")
         try:
             client_id = verify_client_assertion(
-                assertion, state.client_keys, leeway=settings.clock_skew, max_lifetime=settings.max_assertion_lifetime
+                assertion,
+                state.client_keys,
+                leeway=settings.clock_skew,
+                max_lifetime=settings.max_assertion_lifetime,
             )
         except JwtRejected as exc:
             raise _oauth_error(exc.status, exc.error, exc.description) from None
@@ -128,8 +131,12 @@ def create_app(state: SandboxState) -> FastAPI:
         if form_client and form_client != client_id:
             raise _oauth_error(401, "invalid_client", "client_id does not match the assertion issuer")
         access, lifetime = state.issue_access_token(client_id)
-        return {"access_token": access, "token_type": "Bearer", "scope": "sso-sessions.write",
-                "expires_in": int(lifetime)}
+        return {
+            "access_token": access,
+            "token_type": "Bearer",
+            "scope": "sso-sessions.write",
+            "expires_in": int(lifetime),
+        }
 
     @app.post("/gw/api/v1/sso-sessions")
     async def sso_sessions(request: Request) -> dict[str, Any]:
@@ -142,8 +149,9 @@ def create_app(state: SandboxState) -> FastAPI:
             raise _oauth_error(415, "invalid_request", "Content-Type must be application/jwt")
         body = (await request.body()).decode(errors="replace").strip()
         try:
-            claims = verify_sso_jwt(body, state.client_keys, client_id=token_record.client_id,
-                                    leeway=settings.clock_skew)
+            claims = verify_sso_jwt(
+                body, state.client_keys, client_id=token_record.client_id, leeway=settings.clock_skew
+            )
         except JwtRejected as exc:
             raise _oauth_error(exc.status, exc.error, exc.description) from None
         if claims["credential"] not in state.credentials:
@@ -188,7 +196,7 @@ def create_app(state: SandboxState) -> FastAPI:
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            raise _ibkr_error(400, "Bad Request: body must be JSON like {\"publish\": true, \"compete\": true}")
+            raise _ibkr_error(400, 'Bad Request: body must be JSON like {"publish": true, "compete": true}')
         state.init_brokerage(record, compete=bool(body.get("compete", False)))
         return auth_status(record)
 
@@ -218,8 +226,10 @@ def create_app(state: SandboxState) -> FastAPI:
         book = state.book.accounts
         return {
             "accounts": accounts,
-            "acctProps": {a: {"hasChildAccounts": False, "supportsCashQty": True, "supportsFractions": False}
-                          for a in accounts},
+            "acctProps": {
+                a: {"hasChildAccounts": False, "supportsCashQty": True, "supportsFractions": False}
+                for a in accounts
+            },
             "aliases": {a: a for a in accounts},
             "allowFeatures": {"showGFIS": True, "allowCrypto": False, "allowFA": False},
             "chartPeriods": {},

@@ -16,20 +16,36 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ibkr-sandbox", description="A local IBKR Web API for tests and demos.")
+    parser = argparse.ArgumentParser(
+        prog="ibkr-sandbox", description="A local IBKR Web API for tests and demos."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the sandbox server")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5001, help="port to bind; 0 picks a free port")
-    serve.add_argument("--state-dir", type=Path, required=True, help="directory for keys, TLS and the connection")
+    serve.add_argument(
+        "--state-dir", type=Path, required=True, help="directory for keys, TLS and the connection"
+    )
     serve.add_argument("--public-url", help="base URL written into the connection (default: from host/port)")
-    serve.add_argument("--gateway", action="store_true", help="serve Client Portal Gateway mode (TLS, no auth)")
+    serve.add_argument(
+        "--gateway", action="store_true", help="serve Client Portal Gateway mode (TLS, no auth)"
+    )
     serve.add_argument("--access-token-lifetime", type=float, default=3600.0, help="seconds (default 3600)")
-    serve.add_argument("--max-assertion-lifetime", type=float, default=600.0,
-                       help="longest accepted client-assertion lifetime in seconds (default 600)")
-    serve.add_argument("--clock-skew", type=float, default=30.0, help="accepted clock skew in seconds (default 30)")
-    serve.add_argument("--sso-idle-timeout", type=float, default=600.0,
-                       help="seconds of inactivity before a session expires (default 600)")
+    serve.add_argument(
+        "--max-assertion-lifetime",
+        type=float,
+        default=600.0,
+        help="longest accepted client-assertion lifetime in seconds (default 600)",
+    )
+    serve.add_argument(
+        "--clock-skew", type=float, default=30.0, help="accepted clock skew in seconds (default 30)"
+    )
+    serve.add_argument(
+        "--sso-idle-timeout",
+        type=float,
+        default=600.0,
+        help="seconds of inactivity before a session expires (default 600)",
+    )
     serve.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     return parser
 
@@ -52,20 +68,29 @@ def serve(args: argparse.Namespace) -> None:
         gateway=args.gateway,
     )
     state = SandboxState(settings=settings, client_keys=client_keys)
-    ssl_kwargs: dict[str, str] = {}
+    certfile: str | None = None
+    keyfile: str | None = None
     if args.gateway:
         _, cert, key = ensure_gateway_tls(state_dir)
-        ssl_kwargs = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        certfile, keyfile = str(cert), str(key)
 
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     port = sock.getsockname()[1]
     scheme = "https" if args.gateway else "http"
-    shown_host = "localhost" if args.gateway and args.host in ("127.0.0.1", "0.0.0.0") else args.host
+    wildcard_or_loopback = ("127.0.0.1", "0.0.0.0")  # noqa: S104 - a comparison, not a bind
+    shown_host = "localhost" if args.gateway and args.host in wildcard_or_loopback else args.host
     base_url = args.public_url or f"{scheme}://{shown_host}:{port}"
 
-    config = uvicorn.Config(create_app(state), log_level=args.log_level, access_log=False, **ssl_kwargs)
+    config = uvicorn.Config(
+        create_app(state),
+        log_level=args.log_level,
+        access_log=False,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
+
     class _Announcing(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)

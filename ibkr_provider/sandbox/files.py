@@ -56,7 +56,9 @@ def ensure_client_keys(state_dir: Path) -> dict[str, dict[str, str]]:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         _write_private(private_path, _pem_private(key))
         public_path.write_bytes(
-            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
     return {SANDBOX_CLIENT_ID: {SANDBOX_KEY_ID: public_path.read_text()}}
 
@@ -80,8 +82,15 @@ def ensure_gateway_tls(state_dir: Path) -> tuple[Path, Path, Path]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -146,8 +155,13 @@ def write_ready_files(state_dir: Path, *, base_url: str, port: int, gateway: boo
     """Write the connection JSON (0600: it holds the private key) and, last, ``sandbox.json``."""
     conn = connection_json(state_dir, base_url, gateway=gateway)
     _write_private(state_dir / CONN_FILE, json.dumps(conn, indent=2).encode())
-    ready = {"base_url": base_url, "port": port, "pid": os.getpid(), "mode": "gateway" if gateway else "oauth2",
-             "connection_file": str(state_dir / CONN_FILE)}
+    ready = {
+        "base_url": base_url,
+        "port": port,
+        "pid": os.getpid(),
+        "mode": "gateway" if gateway else "oauth2",
+        "connection_file": str(state_dir / CONN_FILE),
+    }
     tmp = state_dir / f".{READY_FILE}.tmp"
     tmp.write_text(json.dumps(ready, indent=2))
     tmp.replace(state_dir / READY_FILE)

@@ -49,7 +49,9 @@ def _public_key(client_keys: dict[str, dict[str, str]], client_id: str, kid: Any
     return keys[kid]
 
 
-def _decode(token: str, key: str, *, audience: str | None, issuer: str, leeway: float, required: list[str]) -> dict[str, Any]:
+def _decode(
+    token: str, key: str, *, audience: str | None, issuer: str, leeway: float, required: list[str]
+) -> dict[str, Any]:
     try:
         decoded: dict[str, Any] = jwt.decode(
             token,
@@ -62,7 +64,9 @@ def _decode(token: str, key: str, *, audience: str | None, issuer: str, leeway: 
         )
         return decoded
     except jwt.InvalidSignatureError:
-        raise JwtRejected("JWT signature verification failed: not signed by the key registered for this kid") from None
+        raise JwtRejected(
+            "JWT signature verification failed: not signed by the key registered for this kid"
+        ) from None
     except jwt.ExpiredSignatureError:
         raise JwtRejected("JWT has expired (exp is in the past)") from None
     except jwt.ImmatureSignatureError:
@@ -90,14 +94,20 @@ def verify_client_assertion(
     header, client_id = _header_and_issuer(assertion)
     key = _public_key(client_keys, client_id, header.get("kid"))
     claims = _decode(
-        assertion, key, audience=TOKEN_AUDIENCE, issuer=client_id, leeway=leeway,
+        assertion,
+        key,
+        audience=TOKEN_AUDIENCE,
+        issuer=client_id,
+        leeway=leeway,
         required=["iss", "sub", "aud", "exp", "iat"],
     )
     if claims.get("sub") != client_id:
         raise JwtRejected("JWT 'sub' must equal 'iss' (the client id)")
     lifetime = float(claims["exp"]) - float(claims["iat"])
     if lifetime > max_lifetime:
-        raise JwtRejected(f"client assertion lifetime {lifetime:.0f} s exceeds the maximum {max_lifetime:.0f} s")
+        raise JwtRejected(
+            f"client assertion lifetime {lifetime:.0f} s exceeds the maximum {max_lifetime:.0f} s"
+        )
     if float(claims["iat"]) > time.time() + leeway:
         raise JwtRejected("JWT is not valid yet (iat in the future)")
     return client_id

@@ -124,10 +124,18 @@ def summary_json(book: SeedBook, account: SeedAccount) -> dict[str, Any]:
         "availablefunds": metric(net_liq - init),
         "excessliquidity": metric(excess),
         "buyingpower": metric(max(0.0, (net_liq - init) * 4)),
-        "cushion": {**metric(None), "amount": round(excess / net_liq, 4) if net_liq else 0.0, "isNull": False,
-                    "currency": None},
-        "leverage-s": {**metric(None), "amount": round(gross / net_liq, 4) if net_liq else 0.0, "isNull": False,
-                       "currency": None},
+        "cushion": {
+            **metric(None),
+            "amount": round(excess / net_liq, 4) if net_liq else 0.0,
+            "isNull": False,
+            "currency": None,
+        },
+        "leverage-s": {
+            **metric(None),
+            "amount": round(gross / net_liq, 4) if net_liq else 0.0,
+            "isNull": False,
+            "currency": None,
+        },
     }
 
 

@@ -90,8 +90,10 @@ def _synthetic_instruments(rng: random.Random, count: int) -> list[Instrument]:
 def build_seed_book(seed: int = 7) -> SeedBook:
     """Three accounts of one login: a large paper account (273 positions, three pages), a small
     paper account, and a small account flagged live (id without the ``D`` paper prefix)."""
-    rng = random.Random(seed)
-    real = [Instrument(conid=c, symbol=s, name=n, exchange=e, base_price=p) for s, n, e, c, p in _REAL_TICKERS]
+    rng = random.Random(seed)  # noqa: S311 - reproducible seed data, not cryptography
+    real = [
+        Instrument(conid=c, symbol=s, name=n, exchange=e, base_price=p) for s, n, e, c, p in _REAL_TICKERS
+    ]
     synthetic = _synthetic_instruments(rng, 280)
     instruments = {i.conid: i for i in [*real, *synthetic]}
 

@@ -77,8 +77,12 @@ class SandboxState:
     def _open_gateway_session(self) -> None:
         now = time.time()
         record = SsoSessionRecord(
-            session_id="gateway", client_id="gateway", credential=SANDBOX_CREDENTIAL, ip="127.0.0.1",
-            created_at=now, last_active=now,
+            session_id="gateway",
+            client_id="gateway",
+            credential=SANDBOX_CREDENTIAL,
+            ip="127.0.0.1",
+            created_at=now,
+            last_active=now,
         )
         self.sessions[record.session_id] = record
 
@@ -98,7 +102,9 @@ class SandboxState:
     def issue_access_token(self, client_id: str) -> tuple[str, float]:
         with self.lock:
             token = secrets.token_urlsafe(32)
-            self.access_tokens[token] = AccessTokenRecord(client_id, time.time() + self.settings.access_token_lifetime)
+            self.access_tokens[token] = AccessTokenRecord(
+                client_id, time.time() + self.settings.access_token_lifetime
+            )
             self.counters["tokens_issued"] += 1
             return token, self.settings.access_token_lifetime
 
@@ -161,8 +167,13 @@ class SandboxState:
     def stats(self) -> dict[str, Any]:
         with self.lock:
             keys = (
-                "token_requests", "tokens_issued", "sso_sessions", "ssodh_inits",
-                "requests_total", "http_401", "http_429",
+                "token_requests",
+                "tokens_issued",
+                "sso_sessions",
+                "ssodh_inits",
+                "requests_total",
+                "http_401",
+                "http_429",
             )
             out: dict[str, Any] = {k: self.counters.get(k, 0) for k in keys}
             out.update({k: v for k, v in self.counters.items() if k not in out})

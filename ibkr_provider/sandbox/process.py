@@ -1,0 +1,127 @@
+"""Start and stop a sandbox in a child process, for tests (yours too) and the demo.
+
+Example::
+
+    from ibkr_provider.sandbox.process import start_sandbox
+
+    sandbox = start_sandbox(Path("/tmp/ibkr-sandbox"))
+    try:
+        os.environ["AIRFLOW_CONN_IBKR_DEFAULT"] = sandbox.connection_json()
+        ...
+    finally:
+        sandbox.stop()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ibkr_provider.sandbox.files import CA_FILE, CONN_FILE, READY_FILE
+
+
+@dataclass
+class RunningSandbox:
+    """A sandbox child process and where to reach it."""
+
+    base_url: str
+    state_dir: Path
+    process: subprocess.Popen[bytes]
+    gateway: bool
+
+    @property
+    def connection(self) -> dict[str, Any]:
+        """The generated Airflow connection (JSON form) for this sandbox."""
+        loaded: dict[str, Any] = json.loads((self.state_dir / CONN_FILE).read_text())
+        return loaded
+
+    def connection_json(self, **extra_overrides: Any) -> str:
+        """The connection as ``AIRFLOW_CONN_*`` JSON, with extra fields overridden (None drops one)."""
+        conn = self.connection
+        merged = {**conn["extra"], **extra_overrides}
+        conn["extra"] = {k: v for k, v in merged.items() if v is not None}
+        return json.dumps(conn)
+
+    def client_config_values(self, **overrides: Any) -> dict[str, Any]:
+        """Settings for :meth:`IbkrClientConfig.from_mapping` pointing at this sandbox."""
+        conn = self.connection
+        return {"base_url": conn["host"], "client_id": conn["login"], **conn["extra"], **overrides}
+
+    def _control(self, method: str, path: str, body: Any = None) -> Any:
+        verify: bool | str = str(self.state_dir / CA_FILE) if self.gateway else True
+        response = requests.request(
+            method, f"{self.base_url}/__sandbox__/{path}", json=body, timeout=10, verify=verify
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def stats(self) -> dict[str, Any]:
+        """The sandbox's request counters (``GET /__sandbox__/stats``)."""
+        stats: dict[str, Any] = self._control("GET", "stats")
+        return stats
+
+    def reset(self) -> None:
+        """Restore seeded state and zero the counters (``POST /__sandbox__/reset``)."""
+        self._control("POST", "reset")
+
+    def stop(self) -> None:
+        """Terminate the child process (SIGTERM, then SIGKILL after 10 s)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_sandbox(
+    state_dir: Path, *extra_args: str, gateway: bool = False, host: str = "127.0.0.1", timeout: float = 30.0
+) -> RunningSandbox:
+    """Launch ``ibkr-sandbox serve`` on a free port of ``host`` and wait until it listens.
+
+    The child's output goes to ``state_dir/sandbox.log``.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ready = state_dir / READY_FILE
+    ready.unlink(missing_ok=True)
+    args = [
+        sys.executable,
+        "-m",
+        "ibkr_provider.sandbox.cli",
+        "serve",
+        "--host",
+        host,
+        "--port",
+        "0",
+        "--state-dir",
+        str(state_dir),
+        *extra_args,
+    ]
+    if gateway:
+        args.append("--gateway")
+    with open(state_dir / "sandbox.log", "ab") as log:
+        # Our own interpreter running our own module: no untrusted input reaches the command.
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))  # noqa: S603
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = (state_dir / "sandbox.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the sandbox exited during start-up: {tail}")
+        if ready.exists():
+            info = json.loads(ready.read_text())
+            if info.get("pid") == process.pid:
+                return RunningSandbox(info["base_url"], state_dir, process, gateway)
+        time.sleep(0.1)
+    process.kill()
+    process.wait(timeout=10)
+    raise RuntimeError(f"the sandbox did not start within {timeout:g} s; see {state_dir / 'sandbox.log'}")
