@@ -64,6 +64,45 @@ def _ibkr_conn_fields() -> dict[str, Any]:
             "description": "Per-request HTTP timeout in seconds (default 30).",
             "schema": {"type": ["number", "string", "null"], "default": 30},
         },
+        "session_cache": {
+            "label": "Session cache",
+            "description": "Where the one IBKR session all tasks share lives: file (default, one per host; "
+            "directory from [ibkr] session_cache_dir or file:///dir), redis://host:6379/0 (several hosts, "
+            "e.g. CeleryExecutor) or memory (per process).",
+            "schema": {"type": ["string", "null"], "default": "file"},
+        },
+        "rate_limit": {
+            "label": "Rate limit (requests/s)",
+            "description": "Global requests per second for this username, shared by all tasks. Default: 50 "
+            "for oauth2 (IBKR Web API docs), 10 for gateway.",
+            "schema": {"type": ["number", "string", "null"]},
+        },
+        "tickle_interval": {
+            "label": "Keep-alive interval (seconds)",
+            "description": "Tickle the shared session after this long without requests (IBKR: about 60 s).",
+            "schema": {"type": ["number", "string", "null"], "default": 60},
+        },
+        "session_refresh_lead": {
+            "label": "Renew ahead (seconds)",
+            "description": "Renew the session this long before its access token expires (default 60).",
+            "schema": {"type": ["number", "string", "null"], "default": 60},
+        },
+        "compete_on_login": {
+            "label": "Take over on login",
+            "description": "When opening a new session, take the brokerage session over from other logins "
+            "(TWS, IBKR Mobile), as IBKR's sample does. false: fail with a competing-session error instead.",
+            "schema": {"type": ["boolean", "string", "null"], "default": True},
+        },
+        "max_retries": {
+            "label": "Max retries",
+            "description": "Retries of a transient failure (connection, timeout, 429, 502-504); default 4.",
+            "schema": {"type": ["integer", "string", "null"], "default": 4},
+        },
+        "max_retry_seconds": {
+            "label": "Max retry time (seconds)",
+            "description": "Total time a request may spend retrying, waits included (default 60).",
+            "schema": {"type": ["number", "string", "null"], "default": 60},
+        },
     }
 
 
@@ -90,6 +129,21 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": _ibkr_conn_fields(),
             }
         ],
+        "config": {
+            "ibkr": {
+                "description": "Interactive Brokers provider.",
+                "options": {
+                    "session_cache_dir": {
+                        "description": "Directory of the file session cache shared by the tasks on one host. "
+                        "Empty: $AIRFLOW_HOME/ibkr/session_cache.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/var/cache/airflow/ibkr",
+                        "default": "",
+                    }
+                },
+            }
+        },
         "hooks": [
             {
                 "integration-name": "Interactive Brokers",

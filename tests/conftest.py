@@ -13,6 +13,8 @@ os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parent.parent / "dags")
+# A real Fernet key, so the session cache is encrypted at rest as in a real deployment.
+os.environ["AIRFLOW__CORE__FERNET_KEY"] = "kPqxH3nH7r6fY0h0lJ6y8QkB6m3pYk1tq1bD3a9yV2E="
 
 import pytest  # noqa: E402
 
@@ -51,3 +53,15 @@ def gateway_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
 @pytest.fixture
 def airflow_home() -> Path:
     return Path(_AIRFLOW_HOME)
+
+
+@pytest.fixture(autouse=True)
+def isolated_session_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Each test gets its own file session cache (hooks read [ibkr] session_cache_dir) and an
+    empty per-process memory cache, so no session leaks from one test into another."""
+    from ibkr_provider.client.session_store import MemorySessionStore
+
+    cache = tmp_path / "session-cache"
+    monkeypatch.setenv("AIRFLOW__IBKR__SESSION_CACHE_DIR", str(cache))
+    MemorySessionStore.clear()
+    return cache

@@ -19,6 +19,7 @@ from ibkr_provider.sandbox.process import RunningSandbox
 
 
 def _client(sandbox: RunningSandbox, **overrides: object) -> IbkrClient:
+    overrides.setdefault("session_cache", "memory")
     return IbkrClient(IbkrClientConfig.from_mapping(sandbox.client_config_values(**overrides)))
 
 
@@ -102,7 +103,7 @@ def test_wrong_key_raises_auth_error_with_status_and_endpoint(fresh_sandbox: Run
     err = excinfo.value
     assert err.status == 401 and err.endpoint == "/oauth2/api/v1/token" and err.code == "invalid_client"
     assert "signature verification failed" in str(err)
-    assert not client.connected
+    assert client.store.load(client._key) is None  # nothing half-made was shared
 
 
 def test_wrong_kid_and_wrong_credential(fresh_sandbox: RunningSandbox) -> None:
@@ -132,7 +133,9 @@ def test_lost_session_is_recovered_once(fresh_sandbox: RunningSandbox) -> None:
     summary = client.account_summary("DU2345678")
     assert summary.account_id == "DU2345678"
     stats = fresh_sandbox.stats()
-    assert stats["http_401"] == 1 and stats["sso_sessions"] == 1 and stats["ssodh_inits"] == 1
+    # Two 401s: the failed call, and the status probe that tells "SSO session gone" (open a new
+    # one) from "brokerage tier gone" (re-init it). One new session, one init; never a loop.
+    assert stats["http_401"] == 2 and stats["sso_sessions"] == 1 and stats["ssodh_inits"] == 1
 
 
 def test_call_after_server_side_logout_opens_a_new_session(fresh_sandbox: RunningSandbox) -> None:
@@ -145,7 +148,14 @@ def test_call_after_server_side_logout_opens_a_new_session(fresh_sandbox: Runnin
 
 def test_unreachable_host_is_a_connection_error() -> None:
     client = IbkrClient(
-        IbkrClientConfig.from_mapping({"auth_type": "gateway", "base_url": "http://127.0.0.1:9"})
+        IbkrClientConfig.from_mapping(
+            {
+                "auth_type": "gateway",
+                "base_url": "http://127.0.0.1:9",
+                "session_cache": "memory",
+                "max_retries": 0,
+            }
+        )
     )
     with pytest.raises(IbkrConnectionError) as excinfo:
         client.connect()
@@ -156,7 +166,9 @@ def test_gateway_mode_over_tls_with_its_ca(gateway_sandbox: RunningSandbox) -> N
     gateway_sandbox.reset()
     conn = gateway_sandbox.connection
     assert conn["host"].startswith("https://localhost:")
-    client = IbkrClient(IbkrClientConfig.from_mapping({"base_url": conn["host"], **conn["extra"]}))
+    client = IbkrClient(
+        IbkrClientConfig.from_mapping({"base_url": conn["host"], "session_cache": "memory", **conn["extra"]})
+    )
     assert client.connect().authenticated
     assert len(client.all_positions("DU1234567")) == 273
     stats = gateway_sandbox.stats()
@@ -167,7 +179,11 @@ def test_gateway_mode_over_tls_with_its_ca(gateway_sandbox: RunningSandbox) -> N
 
 def test_tls_verification_is_on_by_default(gateway_sandbox: RunningSandbox) -> None:
     conn = gateway_sandbox.connection
-    client = IbkrClient(IbkrClientConfig.from_mapping({"base_url": conn["host"], "auth_type": "gateway"}))
+    client = IbkrClient(
+        IbkrClientConfig.from_mapping(
+            {"base_url": conn["host"], "auth_type": "gateway", "session_cache": "memory"}
+        )
+    )
     with pytest.raises(IbkrConnectionError) as excinfo:
         client.connect()
     assert excinfo.value.code == "tls" and "verify" in str(excinfo.value)

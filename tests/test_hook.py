@@ -84,14 +84,14 @@ def test_every_runtime_secret_is_registered_with_the_masker(conn_env) -> None:  
         client.tickle()
     # Unwrap what was registered, then register it for real and check the masker hides it.
     assert spy.call_count >= 5
-    tokens = client._tokens
-    assert tokens is not None and tokens.access_token is not None
-    assert tokens.bearer in sink and tokens.access_token.token in sink
+    record = client._record
+    assert record is not None and record.bearer and record.access_token
+    assert record.bearer in sink and record.access_token in sink
     assert client.config.private_key_pem in sink
     assert sum(s.count(".") == 2 for s in sink) >= 2  # the two signed JWTs (client assertion, SSO JWT)
     from airflow.sdk.log import mask_secret
 
     for secret in sink:
         mask_secret(secret)
-    line = f"Authorization: Bearer {tokens.bearer} token={tokens.access_token.token}"
-    assert tokens.bearer not in redact(line) and tokens.access_token.token not in redact(line)
+    line = f"Authorization: Bearer {record.bearer} token={record.access_token}"
+    assert record.bearer not in redact(line) and record.access_token not in redact(line)

@@ -24,6 +24,13 @@ HOOK_FIELDS = {
     "ip",
     "verify",
     "timeout",
+    "session_cache",
+    "rate_limit",
+    "tickle_interval",
+    "session_refresh_lead",
+    "compete_on_login",
+    "max_retries",
+    "max_retry_seconds",
 }
 
 

@@ -50,8 +50,8 @@ class AuthStrategy(Protocol):
     def open(self, transport: HttpTransport) -> SessionTokens:
         """Run the steps that precede ``/v1/api`` access and return the tokens."""
 
-    def headers(self, tokens: SessionTokens) -> Mapping[str, str]:
-        """Headers for a ``/v1/api`` request made with ``tokens``."""
+    def headers_for(self, bearer: str | None) -> Mapping[str, str]:
+        """Headers for a ``/v1/api`` request on the session whose bearer is ``bearer``."""
 
 
 class GatewayAuth:
@@ -61,7 +61,7 @@ class GatewayAuth:
     def open(self, transport: HttpTransport) -> SessionTokens:
         return SessionTokens(created_at=time.time())
 
-    def headers(self, tokens: SessionTokens) -> Mapping[str, str]:
+    def headers_for(self, bearer: str | None) -> Mapping[str, str]:
         return {}
 
 
@@ -160,8 +160,8 @@ class OAuth2PrivateKeyJwtAuth:
         sso = self.create_sso_session(transport, access)
         return SessionTokens(bearer=sso.bearer, access_token=access, created_at=self._clock())
 
-    def headers(self, tokens: SessionTokens) -> Mapping[str, str]:
-        return {"Authorization": f"Bearer {tokens.bearer}"} if tokens.bearer else {}
+    def headers_for(self, bearer: str | None) -> Mapping[str, str]:
+        return {"Authorization": f"Bearer {bearer}"} if bearer else {}
 
 
 def build_auth(config: IbkrClientConfig, *, secret_sink: SecretSink) -> AuthStrategy:

@@ -15,10 +15,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.limits import DEFAULT_GATEWAY_RATE_LIMIT, DEFAULT_OAUTH_RATE_LIMIT
+from ibkr_provider.client.retries import RetryPolicy
 
 DEFAULT_BASE_URL = "https://api.ibkr.com"
 DEFAULT_CLIENT_KEY_ID = "main"
 DEFAULT_TIMEOUT_SECONDS = 30.0
+#: IBKR: "It is expected to call this endpoint approximately every 60 seconds" (/tickle).
+DEFAULT_TICKLE_INTERVAL_SECONDS = 60.0
+#: Renew the session this long before the access token expires (capped at half its lifetime).
+DEFAULT_REFRESH_LEAD_SECONDS = 60.0
+DEFAULT_SESSION_CACHE_DIR = Path("~/.cache/airflow-provider-ibkr/sessions")
 
 _PEM_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
 
@@ -95,6 +102,33 @@ def parse_timeout(value: Any) -> float:
     return seconds
 
 
+def parse_bool(field_name: str, value: Any, default: bool) -> bool:
+    """Interpret a boolean connection field given as a bool or a string."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off"}:
+        return False
+    raise IbkrConfigError(field_name, f"{value!r} is not true or false")
+
+
+def parse_number(field_name: str, value: Any, default: float, *, minimum: float, example: str) -> float:
+    """Interpret a numeric connection field (at least ``minimum``)."""
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise IbkrConfigError(field_name, f"{value!r} is not a number, e.g. {example}") from None
+    if number < minimum:
+        raise IbkrConfigError(field_name, f"must be at least {minimum:g}, e.g. {example}")
+    return number
+
+
 def parse_base_url(value: str | None) -> str:
     """Check the API base URL (connection ``host``) and strip trailing slashes and API suffixes."""
     url = (value or DEFAULT_BASE_URL).strip().rstrip("/")
@@ -127,6 +161,24 @@ class IbkrClientConfig:
     ip: str | None = None
     verify: bool | str = True
     timeout: float = DEFAULT_TIMEOUT_SECONDS
+    #: ``file`` (default), ``file:///dir``, ``memory`` or ``redis://host:port/db``.
+    session_cache: str = "file"
+    #: Directory of the ``file`` cache (the hook sets it from Airflow's ``[ibkr] session_cache_dir``).
+    session_cache_dir: Path = DEFAULT_SESSION_CACHE_DIR
+    #: Global requests per second for this username; None uses IBKR's documented default.
+    rate_limit: float | None = None
+    tickle_interval: float = DEFAULT_TICKLE_INTERVAL_SECONDS
+    session_refresh_lead: float = DEFAULT_REFRESH_LEAD_SECONDS
+    #: Take the brokerage session over from other logins when opening a new session.
+    compete_on_login: bool = True
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def effective_rate_limit(self) -> float:
+        """Requests per second the pacer allows (``rate_limit`` or IBKR's default for the mode)."""
+        if self.rate_limit is not None:
+            return self.rate_limit
+        return DEFAULT_GATEWAY_RATE_LIMIT if self.auth_type is AuthType.GATEWAY else DEFAULT_OAUTH_RATE_LIMIT
 
     @property
     def token_url(self) -> str:
@@ -148,7 +200,9 @@ class IbkrClientConfig:
         """Validate raw settings (as found in an Airflow connection) and build the config.
 
         Keys: ``base_url``, ``auth_type``, ``client_id``, ``client_key_id``, ``credential``,
-        ``private_key``, ``private_key_path``, ``account_id``, ``ip``, ``verify``, ``timeout``.
+        ``private_key``, ``private_key_path``, ``account_id``, ``ip``, ``verify``, ``timeout``,
+        ``session_cache``, ``session_cache_dir``, ``rate_limit``, ``tickle_interval``,
+        ``session_refresh_lead``, ``compete_on_login``, ``max_retries``, ``max_retry_seconds``.
         """
 
         def text(key: str) -> str | None:
@@ -194,6 +248,37 @@ class IbkrClientConfig:
             ip=text("ip"),
             verify=parse_verify(values.get("verify")),
             timeout=parse_timeout(values.get("timeout")),
+            session_cache=text("session_cache") or "file",
+            session_cache_dir=Path(text("session_cache_dir") or DEFAULT_SESSION_CACHE_DIR).expanduser(),
+            rate_limit=(
+                parse_number("rate_limit", values.get("rate_limit"), 0.0, minimum=0.01, example="10")
+                if text("rate_limit")
+                else None
+            ),
+            tickle_interval=parse_number(
+                "tickle_interval",
+                values.get("tickle_interval"),
+                DEFAULT_TICKLE_INTERVAL_SECONDS,
+                minimum=1,
+                example="60",
+            ),
+            session_refresh_lead=parse_number(
+                "session_refresh_lead",
+                values.get("session_refresh_lead"),
+                DEFAULT_REFRESH_LEAD_SECONDS,
+                minimum=0,
+                example="60",
+            ),
+            compete_on_login=parse_bool("compete_on_login", values.get("compete_on_login"), True),
+            retry=RetryPolicy(
+                max_attempts=int(
+                    parse_number("max_retries", values.get("max_retries"), 4, minimum=0, example="4")
+                )
+                + 1,
+                max_seconds=parse_number(
+                    "max_retry_seconds", values.get("max_retry_seconds"), 60.0, minimum=0.1, example="60"
+                ),
+            ),
         )
         config.check_complete()
         return config

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ from ibkr_provider.client.errors import (
     IbkrResponseError,
     IbkrSessionError,
 )
+from ibkr_provider.client.retries import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +101,23 @@ def error_from_response(response: requests.Response, endpoint: str, *, auth_step
 
 
 class HttpTransport:
-    """Sends HTTP requests with the configured TLS verification and timeout."""
+    """Sends HTTP requests with the configured TLS verification, timeout and retry policy."""
 
     def __init__(
-        self, *, verify: bool | str, timeout: float, session: requests.Session | None = None
+        self,
+        *,
+        verify: bool | str,
+        timeout: float,
+        retry_policy: RetryPolicy | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = USER_AGENT
         self._verify = verify
         self._timeout = timeout
+        self._retry_policy = retry_policy or RetryPolicy()
+        self._sleep = sleep
 
     def close(self) -> None:
         self._session.close()
@@ -122,11 +132,49 @@ class HttpTransport:
         json_body: Any = None,
         data: Any = None,
         auth_step: bool = False,
+        idempotent: bool = True,
+        before_attempt: Callable[[], None] | None = None,
     ) -> Any:
-        """Send one request and return the decoded JSON body (``None`` for an empty body).
+        """Send a request, retrying transient failures, and return the decoded JSON body
+        (``None`` for an empty body).
 
-        Raises a subclass of :class:`IbkrError` for every failure; never returns an error body.
+        ``before_attempt`` runs before every attempt (the pacer takes its slot there, so each
+        retry counts against IBKR's limits like any request). Raises a subclass of
+        :class:`IbkrError` for every failure; never returns an error body.
         """
+
+        def attempt() -> Any:
+            if before_attempt is not None:
+                before_attempt()
+            return self._send_once(
+                method,
+                url,
+                headers=headers,
+                params=params,
+                json_body=json_body,
+                data=data,
+                auth_step=auth_step,
+            )
+
+        return call_with_retries(
+            attempt,
+            policy=self._retry_policy,
+            idempotent=idempotent,
+            describe=f"{method} {urlsplit(url).path}",
+            sleep=self._sleep,
+        )
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, Any] | None,
+        json_body: Any,
+        data: Any,
+        auth_step: bool,
+    ) -> Any:
         endpoint = urlsplit(url).path
         try:
             response = self._session.request(

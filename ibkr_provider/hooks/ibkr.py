@@ -4,17 +4,24 @@ Connection type ``ibkr`` (default id ``ibkr_default``). The connection is looked
 :meth:`IbkrHook.get_conn`, never at construction, so DAG parsing never touches it. Every
 runtime secret the client creates (signed assertions, access token, SSO bearer) and the
 private key itself are registered with Airflow's masker before they could reach a log.
+
+Every task process that builds a hook for the same connection shares one IBKR session through
+the session cache (``session_cache``; by default files in ``[ibkr] session_cache_dir``,
+encrypted with Airflow's Fernet key when one is configured).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig, IbkrError
+from ibkr_provider.client.session_store import Cipher
 
 #: Extra fields the hook reads (see get_provider_info's conn-fields).
 EXTRA_FIELDS = (
@@ -27,16 +34,46 @@ EXTRA_FIELDS = (
     "ip",
     "verify",
     "timeout",
+    "session_cache",
+    "rate_limit",
+    "tickle_interval",
+    "session_refresh_lead",
+    "compete_on_login",
+    "max_retries",
+    "max_retry_seconds",
 )
 
 
-def config_from_connection(host: str | None, login: str | None, extra: Mapping[str, Any]) -> IbkrClientConfig:
+def default_session_cache_dir() -> Path:
+    """``[ibkr] session_cache_dir``, else ``$AIRFLOW_HOME/ibkr/session_cache``."""
+    from airflow.sdk import conf
+
+    configured = conf.get("ibkr", "session_cache_dir", fallback="")
+    if configured:
+        return Path(configured).expanduser()
+    home = os.environ.get("AIRFLOW_HOME") or conf.get("core", "airflow_home", fallback="~/airflow")
+    return Path(home).expanduser() / "ibkr" / "session_cache"
+
+
+def airflow_cipher() -> Cipher | None:
+    """Airflow's Fernet (``[core] fernet_key``) for records at rest, or None when no key is set."""
+    from airflow.sdk.crypto import get_fernet
+
+    fernet = get_fernet()
+    return fernet if fernet.is_encrypted else None
+
+
+def config_from_connection(
+    host: str | None, login: str | None, extra: Mapping[str, Any], *, session_cache_dir: Path | None = None
+) -> IbkrClientConfig:
     """Map connection fields onto :class:`IbkrClientConfig`.
 
     Extra keys are read under their plain names and, for connections saved by older forms,
     under ``extra__ibkr__<name>``.
     """
     values: dict[str, Any] = {"base_url": host, "client_id": login}
+    if session_cache_dir is not None:
+        values["session_cache_dir"] = str(session_cache_dir)
     for name in EXTRA_FIELDS:
         value = extra.get(name, extra.get(f"extra__ibkr__{name}"))
         if value is not None:
@@ -71,7 +108,9 @@ class IbkrHook(BaseHook):
         """Read and validate the connection (raises :class:`IbkrConfigError` naming the field)."""
         conn = self.get_connection(self.ibkr_conn_id)
         extra = conn.extra_dejson
-        config = config_from_connection(conn.host, conn.login, extra)
+        config = config_from_connection(
+            conn.host, conn.login, extra, session_cache_dir=default_session_cache_dir()
+        )
         if config.private_key_pem:
             mask_secret(config.private_key_pem)
             for line in config.private_key_pem.splitlines():
@@ -82,7 +121,9 @@ class IbkrHook(BaseHook):
     def get_conn(self) -> IbkrClient:
         """The client for this connection, built on first use and reused by the hook."""
         if self._client is None:
-            self._client = IbkrClient(self.get_client_config(), secret_sink=mask_secret)
+            self._client = IbkrClient(
+                self.get_client_config(), secret_sink=mask_secret, cipher=airflow_cipher()
+            )
         return self._client
 
     def test_connection(self) -> tuple[bool, str]:

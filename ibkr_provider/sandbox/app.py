@@ -8,17 +8,18 @@ brokerage session. ``/__sandbox__/*`` is the sandbox's own control plane.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ibkr_provider.sandbox import portfolio
+from ibkr_provider.sandbox.control import ASGIApp, SandboxControl
 from ibkr_provider.sandbox.oauth import JwtRejected, verify_client_assertion, verify_sso_jwt
 from ibkr_provider.sandbox.seed import SANDBOX_USER_ID, SeedAccount
-from ibkr_provider.sandbox.state import SandboxState, SsoSessionRecord
+from ibkr_provider.sandbox.state import Fault, SandboxState, SsoSessionRecord
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SERVER_INFO = {"serverName": "SandboxGW1", "serverVersion": "Build 10.30.1s (airflow-provider-ibkr sandbox)"}
@@ -41,28 +42,14 @@ def _oauth_error(status: int, error: str, description: str) -> SandboxHttpError:
     return SandboxHttpError(status, {"error": error, "error_description": description, "status": status})
 
 
-def create_app(state: SandboxState) -> FastAPI:
-    """Build the FastAPI app over ``state`` (one app per sandbox process)."""
+def create_app(state: SandboxState) -> ASGIApp:
+    """Build the sandbox's ASGI app over ``state`` (one app per sandbox process)."""
     app = FastAPI(title="IBKR Web API sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     settings = state.settings
 
     @app.exception_handler(SandboxHttpError)
     async def _sandbox_error(_: Request, exc: SandboxHttpError) -> JSONResponse:
         return JSONResponse(exc.body, status_code=exc.status)
-
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        control = request.url.path.startswith("/__sandbox__")
-        response = await call_next(request)
-        if not control:
-            with state.lock:
-                state.counters["requests_total"] += 1
-                state.path_counts[f"{request.method} {request.url.path}"] += 1
-                if "authorization" in request.headers:
-                    state.counters["requests_with_authorization"] += 1
-                if response.status_code in (401, 429):
-                    state.counters[f"http_{response.status_code}"] += 1
-        return response
 
     # ------------------------------------------------------------------ helpers
     def bearer(request: Request) -> str | None:
@@ -156,7 +143,7 @@ def create_app(state: SandboxState) -> FastAPI:
             raise _oauth_error(exc.status, exc.error, exc.description) from None
         if claims["credential"] not in state.credentials:
             raise _oauth_error(403, "access_denied", "credential is not a username this client may act for")
-        record = state.open_sso_session(token_record.client_id, claims["credential"], claims["ip"])
+        record = state.open_sso_session(token_record, claims["credential"], claims["ip"])
         return {"active": True, "access_token": record.session_id, "token_type": "Bearer"}
 
     # ------------------------------------------------------------------ sessions
@@ -280,4 +267,50 @@ def create_app(state: SandboxState) -> FastAPI:
         state.reset()
         return {"ok": True}
 
-    return app
+    @app.get("/__sandbox__/config")
+    def get_config() -> dict[str, Any]:
+        return dataclasses.asdict(settings)
+
+    @app.post("/__sandbox__/config")
+    async def set_config(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise _ibkr_error(400, "config must be a JSON object")
+        with state.lock:
+            try:
+                settings.update(body)
+            except ValueError as exc:
+                raise _ibkr_error(400, str(exc)) from None
+        return dataclasses.asdict(settings)
+
+    @app.get("/__sandbox__/faults")
+    def list_faults() -> list[dict[str, Any]]:
+        return [dataclasses.asdict(f) for f in state.faults]
+
+    @app.post("/__sandbox__/faults")
+    async def add_fault(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        try:
+            fault = Fault(
+                path=str(body["path"]),
+                kind=str(body["kind"]),
+                remaining=int(body.get("count", 1)),
+                method=body.get("method"),
+                retry_after=body.get("retry_after"),
+                delay=float(body.get("delay", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _ibkr_error(400, f"fault needs path and kind: {exc}") from None
+        if fault.kind not in {"drop", "delay", "401", "429", "500", "502", "503", "504"}:
+            raise _ibkr_error(400, "kind must be drop, delay, 401, 429, 500, 502, 503 or 504")
+        with state.lock:
+            state.faults.append(fault)
+        return dataclasses.asdict(fault)
+
+    @app.delete("/__sandbox__/faults")
+    def clear_faults() -> dict[str, Any]:
+        with state.lock:
+            state.faults.clear()
+        return {"ok": True}
+
+    return SandboxControl(app, state)

@@ -46,6 +46,21 @@ def _parser() -> argparse.ArgumentParser:
         default=600.0,
         help="seconds of inactivity before a session expires (default 600)",
     )
+    serve.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        help="global requests/s per username (default IBKR's: 50 OAuth, 10 gateway)",
+    )
+    serve.add_argument(
+        "--no-endpoint-limits", action="store_true", help="do not enforce IBKR's per-endpoint table"
+    )
+    serve.add_argument(
+        "--penalty-seconds",
+        type=float,
+        default=15.0,
+        help="penalty box after a pacing violation (IBKR: 10-15 min; default 15 s)",
+    )
     serve.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     return parser
 
@@ -66,6 +81,9 @@ def serve(args: argparse.Namespace) -> None:
         clock_skew=args.clock_skew,
         sso_idle_timeout=args.sso_idle_timeout,
         gateway=args.gateway,
+        rate_limit=args.rate_limit,
+        endpoint_limits=not args.no_endpoint_limits,
+        penalty_seconds=args.penalty_seconds,
     )
     state = SandboxState(settings=settings, client_keys=client_keys)
     certfile: str | None = None

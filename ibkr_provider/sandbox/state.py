@@ -6,20 +6,24 @@ All mutation happens under one lock; FastAPI runs sync endpoints in a thread poo
 from __future__ import annotations
 
 import copy
+import dataclasses
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ibkr_provider.client.limits import DEFAULT_GATEWAY_RATE_LIMIT, DEFAULT_OAUTH_RATE_LIMIT, endpoint_limit
 from ibkr_provider.sandbox.seed import SANDBOX_CREDENTIAL, SeedBook, build_seed_book
 
 
 @dataclass
 class SandboxSettings:
-    """Behaviour knobs; every default is documented in docs/sandbox.md."""
+    """Behaviour knobs; each is a CLI flag and a key of ``POST /__sandbox__/config``."""
 
+    #: Also bounds the SSO sessions opened with the token (a modelling choice: IBKR does not
+    #: document the bearer's lifetime, and the client renews the whole chain before it).
     access_token_lifetime: float = 3600.0
     #: IBKR's maximum client-assertion lifetime is UNCONFIRMED; working clients use 20-600 s.
     max_assertion_lifetime: float = 600.0
@@ -27,6 +31,53 @@ class SandboxSettings:
     #: Observed ssoExpires of ~10 minutes, reset by activity (shared reference section 3).
     sso_idle_timeout: float = 600.0
     gateway: bool = False
+    #: Global requests per second per username; None picks IBKR's (50 OAuth, 10 gateway).
+    rate_limit: float | None = None
+    #: Enforce IBKR's per-endpoint table (e.g. 1 request per 5 s for /portfolio/accounts).
+    endpoint_limits: bool = True
+    #: IBKR puts violators in a 10-15 minute penalty box; shortened for a dev sandbox.
+    penalty_seconds: float = 15.0
+    #: Send Retry-After with 429 answers (whether IBKR does is UNCONFIRMED).
+    retry_after_header: bool = True
+
+    @property
+    def global_limit(self) -> float:
+        if self.rate_limit is not None:
+            return self.rate_limit
+        return DEFAULT_GATEWAY_RATE_LIMIT if self.gateway else DEFAULT_OAUTH_RATE_LIMIT
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Apply a partial update, rejecting unknown keys and the mode flag."""
+        known = {f.name for f in dataclasses.fields(self)} - {"gateway"}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}; known: {sorted(known)}")
+        for key, value in values.items():
+            setattr(self, key, value)
+
+
+@dataclass
+class Fault:
+    """An injected failure for the next ``remaining`` requests matching ``method``/``path``.
+
+    ``path`` is a full request path (``/v1/api/portfolio/accounts``); a trailing ``*`` makes it
+    a prefix. Kinds: an HTTP status (401, 429, 500, 502, 503, 504), ``drop`` (close the
+    connection without an answer) or ``delay`` (answer normally after ``delay`` seconds).
+    """
+
+    path: str
+    kind: str
+    remaining: int = 1
+    method: str | None = None
+    retry_after: float | None = None
+    delay: float = 0.0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method and self.method.upper() != method.upper():
+            return False
+        if self.path.endswith("*"):
+            return path.startswith(self.path[:-1])
+        return path == self.path
 
 
 @dataclass
@@ -45,6 +96,7 @@ class SsoSessionRecord:
     ip: str
     created_at: float
     last_active: float
+    expires_at: float = float("inf")
     brokerage: bool = False
     competing: bool = False
     iserver_accounts_queried: bool = False
@@ -64,11 +116,17 @@ class SandboxState:
     brokerage_holder: dict[str, str] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
     path_counts: Counter[str] = field(default_factory=Counter)
+    faults: list[Fault] = field(default_factory=list)
+    #: (username, bucket) -> arrival times inside the current window
+    windows: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    #: username -> time its penalty box ends
+    penalty_until: dict[str, float] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
     started_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
         self._pristine_book = copy.deepcopy(self.book)
+        self._pristine_settings = dataclasses.replace(self.settings)
         if not self.credentials:
             self.credentials = {SANDBOX_CREDENTIAL: list(self.book.accounts)}
         if self.settings.gateway:
@@ -90,6 +148,11 @@ class SandboxState:
         """Restore the seeded book, drop every token and session, zero the counters."""
         with self.lock:
             self.book = copy.deepcopy(self._pristine_book)
+            for f in dataclasses.fields(self.settings):
+                setattr(self.settings, f.name, getattr(self._pristine_settings, f.name))
+            self.faults.clear()
+            self.windows.clear()
+            self.penalty_until.clear()
             self.access_tokens.clear()
             self.sessions.clear()
             self.brokerage_holder.clear()
@@ -115,10 +178,18 @@ class SandboxState:
                 return None
             return record
 
-    def open_sso_session(self, client_id: str, credential: str, ip: str) -> SsoSessionRecord:
+    def open_sso_session(self, token: AccessTokenRecord, credential: str, ip: str) -> SsoSessionRecord:
         with self.lock:
             now = time.time()
-            record = SsoSessionRecord(secrets.token_urlsafe(32), client_id, credential, ip, now, now)
+            record = SsoSessionRecord(
+                secrets.token_urlsafe(32),
+                token.client_id,
+                credential,
+                ip,
+                now,
+                now,
+                expires_at=token.expires_at,
+            )
             self.sessions[record.session_id] = record
             self.counters["sso_sessions"] += 1
             return record
@@ -132,7 +203,7 @@ class SandboxState:
             if record is None:
                 return None
             now = time.time()
-            if now - record.last_active > self.settings.sso_idle_timeout:
+            if now - record.last_active > self.settings.sso_idle_timeout or now >= record.expires_at:
                 self.end_session(record.session_id)
                 return None
             record.last_active = now
@@ -157,6 +228,7 @@ class SandboxState:
                     record.brokerage = False
                     return
                 dropped = self.sessions[holder]
+                self.counters["competing_takeovers"] += 1
                 dropped.brokerage = False
                 dropped.competing = True
                 dropped.iserver_accounts_queried = False
@@ -180,3 +252,45 @@ class SandboxState:
             out["paths"] = dict(self.path_counts)
             out["active_sessions"] = len(self.sessions)
             return out
+
+    # -------------------------------------------------------------- pacing and faults
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        """The first matching injected fault, with one use consumed."""
+        with self.lock:
+            for fault in self.faults:
+                if fault.remaining > 0 and fault.matches(method, path):
+                    fault.remaining -= 1
+                    self.counters["faults_fired"] += 1
+                    if fault.remaining == 0:
+                        self.faults.remove(fault)
+                    return fault
+            return None
+
+    def admit(self, username: str, method: str, api_path: str) -> float | None:
+        """Count a ``/v1/api`` request against IBKR's limits.
+
+        Returns None when admitted, else the seconds until the penalty box opens again. A
+        request over the global or per-endpoint limit puts the username in the penalty box;
+        requests in the box are refused and not counted.
+        """
+        with self.lock:
+            now = time.time()
+            until = self.penalty_until.get(username, 0.0)
+            if now < until:
+                return until - now
+            checks: list[tuple[str, float, float]] = [("global", self.settings.global_limit, 1.0)]
+            entry = endpoint_limit(method, api_path) if self.settings.endpoint_limits else None
+            if entry is not None:
+                checks.append((entry.name, float(entry.limit), entry.per_seconds))
+            for bucket, limit, window in checks:
+                arrivals = self.windows.setdefault((username, bucket), deque())
+                while arrivals and arrivals[0] <= now - window:
+                    arrivals.popleft()
+                if len(arrivals) >= limit:
+                    self.counters["penalties"] += 1
+                    self.counters[f"violations_{bucket}"] += 1
+                    self.penalty_until[username] = now + self.settings.penalty_seconds
+                    return max(self.settings.penalty_seconds, 0.001)
+            for bucket, _, _ in checks:
+                self.windows[(username, bucket)].append(now)
+            return None

@@ -24,16 +24,12 @@ def ibkr_mask_probe() -> None:
         client = IbkrHook().get_conn()
         client.connect()
         client.tickle()
-        tokens = client._tokens
-        assert tokens is not None and tokens.access_token is not None and tokens.bearer
+        record = client._record
+        assert record is not None and record.access_token and record.bearer
         key_body = [
             line for line in (client.config.private_key_pem or "").splitlines() if "-----" not in line
         ]
-        secrets = {
-            "bearer": tokens.bearer,
-            "access_token": tokens.access_token.token,
-            "key_line": key_body[3],
-        }
+        secrets = {"bearer": record.bearer, "access_token": record.access_token, "key_line": key_body[3]}
         with open(os.environ["IBKR_MASK_PROBE_OUT"], "w") as handle:
             json.dump(secrets, handle)
         for name, value in secrets.items():

@@ -1,0 +1,118 @@
+"""The outermost ASGI layer of the sandbox: counters, injected faults and IBKR's pacing.
+
+It sits outside FastAPI so it sees every request exactly once, including ones it answers
+itself (a 429 from the penalty box, an injected 503) or drops without an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ibkr_provider.sandbox.state import SandboxState
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+API_PREFIX = "/v1/api"
+
+
+async def _answer(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _drop_connection(send: Send) -> bool:
+    """Close the client's TCP connection without an answer (uvicorn's cycle holds the transport)."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        return False
+    transport.close()
+    return True
+
+
+class SandboxControl:
+    """Wraps the FastAPI app; see the module docstring."""
+
+    def __init__(self, app: ASGIApp, state: SandboxState) -> None:
+        self.app = app
+        self.state = state
+
+    def _username(self, scope: Scope) -> str | None:
+        if self.state.settings.gateway:
+            return "gateway"
+        for name, value in scope.get("headers", []):
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                record = self.state.sessions.get(value[7:].decode(errors="replace").strip())
+                return record.credential if record else None
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/__sandbox__"):
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        method, path = scope["method"], scope["path"]
+        status_seen: list[int] = []
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_seen.append(int(message["status"]))
+            await send(message)
+
+        with state.lock:
+            state.counters["requests_total"] += 1
+            state.path_counts[f"{method} {path}"] += 1
+            if any(name == b"authorization" for name, _ in scope.get("headers", [])):
+                state.counters["requests_with_authorization"] += 1
+        try:
+            fault = state.take_fault(method, path)
+            if fault is not None and fault.kind == "delay":
+                await asyncio.sleep(fault.delay)
+            elif fault is not None and fault.kind == "drop":
+                if _drop_connection(send):
+                    return
+                raise ConnectionAbortedError("injected drop")
+            elif fault is not None:
+                status = int(fault.kind)
+                headers = []
+                if fault.retry_after is not None:
+                    headers.append((b"retry-after", str(round(fault.retry_after)).encode()))
+                text = {401: "not authenticated", 429: "Too Many Requests"}.get(
+                    status, "Service Unavailable" if status == 503 else "error"
+                )
+                await _answer(counting_send, status, {"error": text, "statusCode": status}, headers)
+                return
+            if path.startswith(API_PREFIX):
+                username = self._username(scope)
+                if username is not None:
+                    wait = state.admit(username, method, path[len(API_PREFIX) :])
+                    if wait is not None:
+                        headers = []
+                        if state.settings.retry_after_header:
+                            headers.append((b"retry-after", str(max(1, round(wait))).encode()))
+                        await _answer(
+                            counting_send, 429, {"error": "Too Many Requests", "statusCode": 429}, headers
+                        )
+                        return
+            await self.app(scope, receive, counting_send)
+        finally:
+            if status_seen and status_seen[0] in (401, 429):
+                with state.lock:
+                    state.counters[f"http_{status_seen[0]}"] += 1
