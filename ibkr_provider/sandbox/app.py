@@ -267,6 +267,16 @@ def create_app(state: SandboxState) -> ASGIApp:
         state.reset()
         return {"ok": True}
 
+    @app.post("/__sandbox__/sessions/drop-brokerage")
+    def drop_brokerage() -> dict[str, Any]:
+        """Drop every brokerage session (as IBKR's nightly reset does); SSO sessions stay."""
+        with state.lock:
+            for record in state.sessions.values():
+                record.brokerage = False
+                record.iserver_accounts_queried = False
+            state.brokerage_holder.clear()
+        return {"ok": True}
+
     @app.get("/__sandbox__/config")
     def get_config() -> dict[str, Any]:
         return dataclasses.asdict(settings)

@@ -73,6 +73,19 @@ class RunningSandbox:
         """Restore seeded state and zero the counters (``POST /__sandbox__/reset``)."""
         self._control("POST", "reset")
 
+    def configure(self, **settings: Any) -> dict[str, Any]:
+        """Change behaviour at run time (``POST /__sandbox__/config``); ``reset()`` restores it."""
+        applied: dict[str, Any] = self._control("POST", "config", settings)
+        return applied
+
+    def inject_fault(self, path: str, kind: str, count: int = 1, **options: Any) -> None:
+        """Make the next ``count`` requests to ``path`` fail (``POST /__sandbox__/faults``)."""
+        self._control("POST", "faults", {"path": path, "kind": kind, "count": count, **options})
+
+    def drop_brokerage_sessions(self) -> None:
+        """Drop every brokerage session, keeping the SSO sessions."""
+        self._control("POST", "sessions/drop-brokerage")
+
     def stop(self) -> None:
         """Terminate the child process (SIGTERM, then SIGKILL after 10 s)."""
         if self.process.poll() is None:

@@ -1,0 +1,49 @@
+"""Run several provider processes at once against one sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.airflow_cli import REPO_ROOT
+
+
+def run_workers(
+    count: int,
+    action: str,
+    env_overrides: dict[str, str],
+    *,
+    n: int = 1,
+    lead: float = 12.0,
+    timeout: float = 300,
+) -> list[dict[str, Any]]:
+    """Start ``count`` worker processes that all begin ``action`` at the same wall-clock moment."""
+    start_at = time.time() + lead  # long enough for every process to import Airflow first
+    env = {**os.environ, **env_overrides, "PYTHONPATH": str(REPO_ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.workers.ibkr_worker", str(start_at), action, str(n)],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(r["started"] >= start_at for r in results)
+    return results
+
+
+def cache_env(cache_dir: Path) -> dict[str, str]:
+    return {"AIRFLOW__IBKR__SESSION_CACHE_DIR": str(cache_dir)}

@@ -1,0 +1,136 @@
+"""One IBKR session for every task: eight OS processes, and eight mapped tasks in a real
+executor, share one token, one SSO session and one brokerage session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ibkr_provider.client import IbkrClient, IbkrClientConfig
+from ibkr_provider.client.session_store import FileSessionStore, RedisSessionStore, session_key
+from ibkr_provider.sandbox.process import RunningSandbox
+from tests.airflow_cli import REPO_ROOT, run_airflow
+from tests.airflow_cluster import airflow_cluster
+from tests.processes import cache_env, run_workers
+from tests.redis_server import redis_server
+
+ALL_ACCOUNTS = ["DU1234567", "DU2345678", "U3456789"]
+
+
+def _assert_one_session(stats: dict[str, object]) -> None:
+    assert (stats["token_requests"], stats["tokens_issued"], stats["sso_sessions"], stats["ssodh_inits"]) == (
+        1,
+        1,
+        1,
+        1,
+    ), stats
+    assert stats["http_401"] == 0 and stats["http_429"] == 0, stats
+    assert stats.get("competing_takeovers", 0) == 0, stats
+
+
+def test_eight_processes_share_one_session_through_the_file_cache(
+    fresh_sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    env = {"AIRFLOW_CONN_IBKR_DEFAULT": fresh_sandbox.connection_json(), **cache_env(cache)}
+    results = run_workers(8, "accounts", env)
+    assert len({r["pid"] for r in results}) == 8
+    assert all(r["accounts"] == ALL_ACCOUNTS for r in results)
+    stats = fresh_sandbox.stats()
+    _assert_one_session(stats)
+    # IBKR paces /portfolio/accounts at 1 per 5 s: one read served all eight processes.
+    assert stats["paths"]["GET /v1/api/portfolio/accounts"] == 1
+
+    # What is on disk: mode 0600 files, the record encrypted with Airflow's Fernet key.
+    files = [p for p in cache.iterdir() if p.is_file()]
+    assert files and all(p.stat().st_mode & 0o077 == 0 for p in files)
+    conn = fresh_sandbox.connection
+    key = session_key(conn["host"], conn["login"], conn["extra"]["credential"])
+    raw = (cache / f"{key}.session").read_bytes()
+    assert raw.startswith(b"gAAAAA")  # a Fernet token, not JSON
+    assert FileSessionStore(cache).load(key) is None  # unreadable without the key
+
+
+def test_eight_processes_share_one_session_through_redis(
+    fresh_sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    with redis_server(tmp_path / "redis") as url:
+        env = {"AIRFLOW_CONN_IBKR_DEFAULT": fresh_sandbox.connection_json(session_cache=url)}
+        results = run_workers(8, "accounts", env)
+        conn = fresh_sandbox.connection
+        key = session_key(conn["host"], conn["login"], conn["extra"]["credential"])
+        assert RedisSessionStore(url).load(key) is None  # encrypted: not readable without Fernet
+        import redis
+
+        assert redis.Redis.from_url(url).get(f"ibkr:{key}:session").startswith(b"gAAAAA")
+    assert all(r["accounts"] == ALL_ACCOUNTS for r in results)
+    _assert_one_session(fresh_sandbox.stats())
+
+
+def test_eight_mapped_tasks_in_a_real_executor_share_one_session(
+    fresh_sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    with airflow_cluster(home, REPO_ROOT / "tests" / "dags", parallelism=8) as env:
+        env = {
+            **env,
+            "AIRFLOW_CONN_IBKR_DEFAULT": fresh_sandbox.connection_json(),
+            "IBKR_PARALLEL_OUT": str(out),
+        }
+        result = run_airflow(["dags", "test", "ibkr_parallel_accounts", "--use-executor"], env, timeout=400)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    reports = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    assert len(reports) == 8
+    assert len({r["pid"] for r in reports}) == 8  # eight task processes
+    assert all(r["accounts"] == ALL_ACCOUNTS for r in reports)
+    _assert_one_session(fresh_sandbox.stats())
+
+
+def test_renewal_ahead_of_expiry_with_no_failed_request(fresh_sandbox: RunningSandbox) -> None:
+    fresh_sandbox.configure(access_token_lifetime=5.0)
+    client = IbkrClient(
+        IbkrClientConfig.from_mapping(
+            fresh_sandbox.client_config_values(session_cache="memory", max_retries=0)
+        )
+    )
+    import time
+
+    deadline = time.monotonic() + 30
+    calls = 0
+    generations = set()
+    while time.monotonic() < deadline:
+        assert client.request("GET", "/iserver/accounts")["accounts"] == ALL_ACCOUNTS
+        generations.add(client.session().generation)
+        calls += 1
+        time.sleep(0.2)
+    stats = fresh_sandbox.stats()
+    assert stats["http_401"] == 0 and stats["http_429"] == 0, stats
+    # 30 s of 5 s tokens, renewed 2.5 s ahead of expiry: about a dozen renewals, none late.
+    assert 8 <= stats["tokens_issued"] <= 16, stats
+    assert len(generations) == stats["tokens_issued"]
+    assert calls > 60
+
+
+@pytest.mark.parametrize("backend", ["file", "memory"])
+def test_single_flight_renewal_between_threads(
+    fresh_sandbox: RunningSandbox, tmp_path: Path, backend: str
+) -> None:
+    """Threads of one process, each with its own client, renew the shared session once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = "memory" if backend == "memory" else f"file://{tmp_path / 'cache'}"
+
+    def worker(_: int) -> list[str]:
+        client = IbkrClient(
+            IbkrClientConfig.from_mapping(fresh_sandbox.client_config_values(session_cache=cache))
+        )
+        return [a.account_id for a in client.list_accounts()]
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(r == ALL_ACCOUNTS for r in pool.map(worker, range(8)))
+    _assert_one_session(fresh_sandbox.stats())
