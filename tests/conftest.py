@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Must happen before anything imports airflow.
@@ -18,6 +19,7 @@ os.environ["AIRFLOW__CORE__FERNET_KEY"] = "kPqxH3nH7r6fY0h0lJ6y8QkB6m3pYk1tq1bD3
 
 import pytest  # noqa: E402
 
+from ibkr_provider.client import IbkrClient, IbkrClientConfig  # noqa: E402
 from ibkr_provider.sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +58,7 @@ def airflow_home() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_session_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def isolated_session_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """Each test gets its own file session cache (hooks read [ibkr] session_cache_dir) and an
     empty per-process memory cache, so no session leaks from one test into another."""
     from ibkr_provider.client.session_store import MemorySessionStore
@@ -64,4 +66,25 @@ def isolated_session_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> P
     cache = tmp_path / "session-cache"
     monkeypatch.setenv("AIRFLOW__IBKR__SESSION_CACHE_DIR", str(cache))
     MemorySessionStore.clear()
-    return cache
+    yield cache
+    # Hooks have no close(): stop the keep-alive threads their clients started in this test.
+    for thread in threading.enumerate():
+        if thread.name == "ibkr-keepalive":
+            thread.stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., IbkrClient]]:
+    """Build clients against a sandbox (memory cache unless told otherwise); all are closed at
+    the end of the test so no keep-alive thread outlives it."""
+    made: list[IbkrClient] = []
+
+    def build(sandbox: RunningSandbox, **overrides: object) -> IbkrClient:
+        overrides.setdefault("session_cache", "memory")
+        client = IbkrClient(IbkrClientConfig.from_mapping(sandbox.client_config_values(**overrides)))
+        made.append(client)
+        return client
+
+    yield build
+    for client in made:
+        client.close()

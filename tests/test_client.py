@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -17,14 +19,13 @@ from ibkr_provider.client import (
 )
 from ibkr_provider.sandbox.process import RunningSandbox
 
-
-def _client(sandbox: RunningSandbox, **overrides: object) -> IbkrClient:
-    overrides.setdefault("session_cache", "memory")
-    return IbkrClient(IbkrClientConfig.from_mapping(sandbox.client_config_values(**overrides)))
+MakeClient = Callable[..., IbkrClient]
 
 
-def test_end_to_end_auth_accounts_summary_and_every_position(fresh_sandbox: RunningSandbox) -> None:
-    client = _client(fresh_sandbox)
+def test_end_to_end_auth_accounts_summary_and_every_position(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    client = make_client(fresh_sandbox)
     status = client.connect()
     assert status.authenticated and status.connected and not status.competing
 
@@ -61,15 +62,17 @@ def test_end_to_end_auth_accounts_summary_and_every_position(fresh_sandbox: Runn
     assert stats["http_401"] == 0
 
 
-def test_default_account_and_small_account_paging(fresh_sandbox: RunningSandbox) -> None:
-    client = _client(fresh_sandbox)
+def test_default_account_and_small_account_paging(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    client = make_client(fresh_sandbox)
     assert client.account_summary().account_id == "DU1234567"  # the connection's account_id
     assert len(client.all_positions("DU2345678")) == 6
     assert fresh_sandbox.stats()["paths"]["GET /v1/api/portfolio/DU2345678/positions/0"] == 1
 
 
-def test_generic_request_escape_hatch(fresh_sandbox: RunningSandbox) -> None:
-    client = _client(fresh_sandbox)
+def test_generic_request_escape_hatch(fresh_sandbox: RunningSandbox, make_client: MakeClient) -> None:
+    client = make_client(fresh_sandbox)
     body = client.request("GET", "/iserver/accounts")
     assert body["accounts"] == ["DU1234567", "DU2345678", "U3456789"]
     assert client.request("post", "tickle")["iserver"]["authStatus"]["authenticated"] is True
@@ -79,8 +82,10 @@ def test_generic_request_escape_hatch(fresh_sandbox: RunningSandbox) -> None:
         client.request("FETCH", "/tickle")
 
 
-def test_unknown_account_is_a_request_error_with_ibkr_text(fresh_sandbox: RunningSandbox) -> None:
-    client = _client(fresh_sandbox)
+def test_unknown_account_is_a_request_error_with_ibkr_text(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    client = make_client(fresh_sandbox)
     with pytest.raises(IbkrRequestError) as excinfo:
         client.account_summary("DU9999999")
     err = excinfo.value
@@ -89,7 +94,9 @@ def test_unknown_account_is_a_request_error_with_ibkr_text(fresh_sandbox: Runnin
     assert err.ibkr_error == "Bad Request: accountId is not valid: DU9999999"
 
 
-def test_wrong_key_raises_auth_error_with_status_and_endpoint(fresh_sandbox: RunningSandbox) -> None:
+def test_wrong_key_raises_auth_error_with_status_and_endpoint(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
     other = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
         .private_bytes(
@@ -97,7 +104,7 @@ def test_wrong_key_raises_auth_error_with_status_and_endpoint(fresh_sandbox: Run
         )
         .decode()
     )
-    client = _client(fresh_sandbox, private_key=other)
+    client = make_client(fresh_sandbox, private_key=other)
     with pytest.raises(IbkrAuthError) as excinfo:
         client.connect()
     err = excinfo.value
@@ -106,18 +113,18 @@ def test_wrong_key_raises_auth_error_with_status_and_endpoint(fresh_sandbox: Run
     assert client.store.load(client._key) is None  # nothing half-made was shared
 
 
-def test_wrong_kid_and_wrong_credential(fresh_sandbox: RunningSandbox) -> None:
+def test_wrong_kid_and_wrong_credential(fresh_sandbox: RunningSandbox, make_client: MakeClient) -> None:
     with pytest.raises(IbkrAuthError, match="unknown key id"):
-        _client(fresh_sandbox, client_key_id="rotated").connect()
+        make_client(fresh_sandbox, client_key_id="rotated").connect()
     with pytest.raises(IbkrAuthError) as excinfo:
-        _client(fresh_sandbox, credential="someone").connect()
+        make_client(fresh_sandbox, credential="someone").connect()
     assert excinfo.value.endpoint == "/gw/api/v1/sso-sessions" and excinfo.value.status == 403
 
 
-def test_bad_config_fails_before_any_request(fresh_sandbox: RunningSandbox) -> None:
+def test_bad_config_fails_before_any_request(fresh_sandbox: RunningSandbox, make_client: MakeClient) -> None:
     with pytest.raises(IbkrConfigError, match=r"^ip:"):
-        _client(fresh_sandbox, ip="")
-    client = _client(fresh_sandbox, account_id=None)
+        make_client(fresh_sandbox, ip="")
+    client = make_client(fresh_sandbox, account_id=None)
     with pytest.raises(IbkrConfigError, match="account_id"):
         client.account_summary()
     with pytest.raises(IbkrConfigError, match="account_id"):
@@ -125,8 +132,8 @@ def test_bad_config_fails_before_any_request(fresh_sandbox: RunningSandbox) -> N
     assert fresh_sandbox.stats()["requests_total"] == 0
 
 
-def test_lost_session_is_recovered_once(fresh_sandbox: RunningSandbox) -> None:
-    client = _client(fresh_sandbox)
+def test_lost_session_is_recovered_once(fresh_sandbox: RunningSandbox, make_client: MakeClient) -> None:
+    client = make_client(fresh_sandbox)
     client.list_accounts()
     # The server forgets the session (as after IBKR's nightly reset): the next call recovers.
     fresh_sandbox.reset()
@@ -138,8 +145,10 @@ def test_lost_session_is_recovered_once(fresh_sandbox: RunningSandbox) -> None:
     assert stats["http_401"] == 2 and stats["sso_sessions"] == 1 and stats["ssodh_inits"] == 1
 
 
-def test_call_after_server_side_logout_opens_a_new_session(fresh_sandbox: RunningSandbox) -> None:
-    client = _client(fresh_sandbox)
+def test_call_after_server_side_logout_opens_a_new_session(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    client = make_client(fresh_sandbox)
     client.connect()
     client.request("POST", "/logout")
     assert client.request("GET", "/iserver/accounts")["accounts"]

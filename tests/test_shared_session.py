@@ -4,11 +4,12 @@ executor, share one token, one SSO session and one brokerage session."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ibkr_provider.client import IbkrClient, IbkrClientConfig
+from ibkr_provider.client import IbkrClient
 from ibkr_provider.client.session_store import FileSessionStore, RedisSessionStore, session_key
 from ibkr_provider.sandbox.process import RunningSandbox
 from tests.airflow_cli import REPO_ROOT, run_airflow
@@ -91,13 +92,11 @@ def test_eight_mapped_tasks_in_a_real_executor_share_one_session(
     _assert_one_session(fresh_sandbox.stats())
 
 
-def test_renewal_ahead_of_expiry_with_no_failed_request(fresh_sandbox: RunningSandbox) -> None:
+def test_renewal_ahead_of_expiry_with_no_failed_request(
+    fresh_sandbox: RunningSandbox, make_client: Callable[..., IbkrClient]
+) -> None:
     fresh_sandbox.configure(access_token_lifetime=5.0)
-    client = IbkrClient(
-        IbkrClientConfig.from_mapping(
-            fresh_sandbox.client_config_values(session_cache="memory", max_retries=0)
-        )
-    )
+    client = make_client(fresh_sandbox, max_retries=0)
     import time
 
     deadline = time.monotonic() + 30
@@ -118,7 +117,7 @@ def test_renewal_ahead_of_expiry_with_no_failed_request(fresh_sandbox: RunningSa
 
 @pytest.mark.parametrize("backend", ["file", "memory"])
 def test_single_flight_renewal_between_threads(
-    fresh_sandbox: RunningSandbox, tmp_path: Path, backend: str
+    fresh_sandbox: RunningSandbox, tmp_path: Path, backend: str, make_client: Callable[..., IbkrClient]
 ) -> None:
     """Threads of one process, each with its own client, renew the shared session once."""
     from concurrent.futures import ThreadPoolExecutor
@@ -126,9 +125,7 @@ def test_single_flight_renewal_between_threads(
     cache = "memory" if backend == "memory" else f"file://{tmp_path / 'cache'}"
 
     def worker(_: int) -> list[str]:
-        client = IbkrClient(
-            IbkrClientConfig.from_mapping(fresh_sandbox.client_config_values(session_cache=cache))
-        )
+        client = make_client(fresh_sandbox, session_cache=cache)
         return [a.account_id for a in client.list_accounts()]
 
     with ThreadPoolExecutor(8) as pool:

@@ -1,9 +1,11 @@
 """The IBKR Web API client: one shared session per username, pacing, retries, typed reads.
 
 Session set-up follows IBKR's order (shared reference sections 2-3): the auth strategy's token
-steps, then ``GET /sso/validate`` (outer, read-only session), ``POST /iserver/auth/ssodh/init``
-(the brokerage session every ``/iserver`` call needs) and the ``GET /iserver/accounts``
-pre-flight IBKR requires before trading or market data. Portfolio reads are preceded once per
+steps, then ``POST /iserver/auth/ssodh/init`` (the brokerage session every ``/iserver`` call
+needs) and the ``GET /iserver/accounts`` pre-flight IBKR requires before trading or market
+data. ``GET /sso/validate`` is deliberately not part of set-up: IBKR paces it at one call per
+minute with a 10-15 minute penalty box for violators, and the ``ssodh/init`` answer already
+proves the SSO session works. Portfolio reads are preceded once per
 session by ``GET /portfolio/accounts``, which IBKR requires "prior to calling other /portfolio
 endpoints".
 
@@ -133,6 +135,8 @@ class IbkrClient:
             if secret:
                 self._sink(secret)
         self._record = record
+        if record.brokerage_ready:
+            self._start_keepalive()
         return record
 
     def session(self) -> SessionRecord:
@@ -142,9 +146,8 @@ class IbkrClient:
         lock and reuse its result.
         """
         with self._lock:
-            if self._usable(self._record):
-                assert self._record is not None
-                return self._record
+            # Always read the shared record (a small file read or Redis GET), so a renewal or
+            # recovery by another process is adopted before this process sends anything.
             shared = self._store.load(self._key)
             if self._usable(shared):
                 assert shared is not None
@@ -156,7 +159,6 @@ class IbkrClient:
                     return self._remember(shared)
                 record = self._open_session(previous=shared, release_previous=True)
                 self._store.save(self._key, record)
-            self._start_keepalive()
             return self._remember(record)
 
     def connect(self) -> BrokerageSessionStatus:
@@ -191,15 +193,6 @@ class IbkrClient:
             access_token=tokens.access_token.token if tokens.access_token else None,
         )
         self._remember(record)
-        if self._pacer.try_acquire("GET", "/sso/validate"):
-            # Optional check (IBKR paces it at 1/min): skipped rather than waited for.
-            validation = SsoValidation.from_json(self._send("GET", "/sso/validate", record, paced=False))
-            if not validation.result:
-                raise IbkrSessionError(
-                    "IBKR reports the SSO session as invalid (/sso/validate RESULT=false)",
-                    endpoint="/v1/api/sso/validate",
-                    code="sso_invalid",
-                )
         self._establish_brokerage(record, compete=self.config.compete_on_login)
         log.info(
             "IBKR session ready (%s mode, generation %d, %d account(s))",
@@ -289,7 +282,6 @@ class IbkrClient:
         *,
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
-        paced: bool = True,
         idempotent: bool | None = None,
     ) -> Any:
         url = f"{self.config.api_url}/{path.lstrip('/')}"
@@ -306,7 +298,7 @@ class IbkrClient:
             params=params,
             json_body=json_body,
             idempotent=is_idempotent(method, api_path) if idempotent is None else idempotent,
-            before_attempt=pace if paced else None,
+            before_attempt=pace,
         )
         self._mark_used()
         return result
@@ -412,16 +404,29 @@ class IbkrClient:
 
     # ------------------------------------------------------------------ keep-alive
     def _start_keepalive(self) -> None:
-        if self._keepalive is None:
-            self._keepalive = _KeepAlive(self)
-            self._keepalive.start()
+        with self._lock:
+            if self._keepalive is None:
+                self._keepalive = _KeepAlive(self)
+                self._keepalive.start()
+
+    def _keepalive_stopped(self, thread: _KeepAlive) -> None:
+        with self._lock:
+            if self._keepalive is thread:
+                self._keepalive = None
 
     def tickle_if_idle(self) -> bool:
-        """Tickle when no process used the shared session for ``tickle_interval`` seconds."""
+        """Tickle the shared session when no process used it for ``tickle_interval`` seconds.
+
+        Keep-alive never logs in: it tickles only a live session and raises the session error
+        if the tickle fails, leaving recovery to the next real request.
+        """
         idle = self._clock() - self._store.last_used(self._key)
-        if idle < self.config.tickle_interval or not self._usable(self._store.load(self._key)):
+        record = self._store.load(self._key)
+        if idle < self.config.tickle_interval or record is None or not self._usable(record):
             return False
-        self.tickle()
+        result = TickleResult.from_json(self._send("POST", "/tickle", record))
+        if result.session:
+            self._sink(result.session)
         return True
 
     # ------------------------------------------------------------------ portfolio
@@ -544,5 +549,10 @@ class _KeepAlive(threading.Thread):
         while not self._stopped.wait(period):
             try:
                 self._client.tickle_if_idle()
+            except IbkrSessionError as exc:
+                # The session is gone; the next real request recovers it and restarts keep-alive.
+                log.info("IBKR keep-alive stopped: %s", exc)
+                self._client._keepalive_stopped(self)
+                return
             except IbkrError as exc:
                 log.warning("IBKR keep-alive tickle failed: %s", exc)

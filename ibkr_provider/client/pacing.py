@@ -66,8 +66,8 @@ class Pacer:
         buckets.append(("global", self._global_limit, 1.0))
         return buckets
 
-    def _take(self, name: str, limit: float, per_seconds: float, *, wait: bool) -> float | None:
-        """Take one slot; returns seconds slept, or None when ``wait`` is false and none is free."""
+    def _take(self, name: str, limit: float, per_seconds: float) -> float:
+        """Take one slot, sleeping until one is free; returns the seconds slept."""
         from pyrate_limiter import GCRA
 
         store, rates = self._bucket(name, limit, per_seconds)
@@ -77,8 +77,6 @@ class Pacer:
             decision = store.check(algorithm, rates, int(self._clock() * 1000), 1)
             if decision.allowed:  # type: ignore[union-attr]
                 return slept
-            if not wait:
-                return None
             delay = max((decision.retry_after_ms or 1) / 1000.0, 0.001)  # type: ignore[union-attr]
             self._sleep(delay)
             slept += delay
@@ -90,17 +88,7 @@ class Pacer:
         """
         waited = 0.0
         for name, limit, per in self._buckets_for(method, path):
-            waited += self._take(name, limit, per, wait=True) or 0.0
+            waited += self._take(name, limit, per)
         if waited > 0.5:
             log.debug("paced %s %s for %.2f s", method, path, waited)
         return waited
-
-    def try_acquire(self, method: str, path: str) -> bool:
-        """Take a slot only if one is free now (for optional calls such as ``/sso/validate``)."""
-        buckets = self._buckets_for(method, path)
-        name, limit, per = buckets[0]
-        if self._take(name, limit, per, wait=False) is None:
-            return False
-        for name, limit, per in buckets[1:]:
-            self._take(name, limit, per, wait=True)
-        return True
