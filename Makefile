@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: setup test lint typecheck unit demo clean redis-server
+.PHONY: setup test lint typecheck unit demo bench clean redis-server
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -20,8 +20,8 @@ $(VENV)/.synced: pyproject.toml uv.lock Makefile | $(UV)
 setup: $(VENV)/.synced
 
 lint: setup
-	$(VENV)/bin/ruff check ibkr_provider tests dags scripts
-	$(VENV)/bin/ruff format --check ibkr_provider tests dags scripts
+	$(VENV)/bin/ruff check ibkr_provider tests dags scripts benchmarks
+	$(VENV)/bin/ruff format --check ibkr_provider tests dags scripts benchmarks
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -41,6 +41,10 @@ test: lint typecheck unit
 
 demo: setup
 	$(VENV)/bin/python scripts/demo.py
+
+# Measured scenarios (shared session vs naive login, shared pacing); rewrites docs/benchmarks.md.
+bench: setup
+	$(VENV)/bin/python benchmarks/session_sharing.py --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .tools .airflow .sandbox .pytest_cache .mypy_cache .ruff_cache

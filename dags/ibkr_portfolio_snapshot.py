@@ -1,105 +1,53 @@
 """
 ### IBKR portfolio snapshot
 
-Every weekday after the US close, reads every account the `ibkr` connection can see (or the
-ones listed in the `accounts` param): the account summary, the ledger and **every** position
-page, and writes them to one JSON file per run.
+Every weekday at 16:30 New York time (after the US close), snapshots every account the `ibkr`
+connection can see, or the ones in the `accounts` param: account summary, ledger and **every**
+position page. Writes a JSON file (IBKR's payloads, unchanged) and a CSV of positions, and
+emits an event on the `ibkr_portfolio_snapshot` Asset so downstream DAGs can run on fresh data.
 
-- Connection: `ibkr_default` (change with the `ibkr_conn_id` param).
-- Output: `<output_dir>/portfolio_snapshot_<run>.json`; `output_dir` defaults to
-  `$AIRFLOW_HOME/ibkr/snapshots`.
-- A failed position page fails the task: a snapshot is never silently short.
+- Connection: `ibkr_default`.
+- Output: `output_dir` param (a local directory or any object-storage URL such as
+  `s3://bucket/prefix`); empty means `$AIRFLOW_HOME/ibkr/snapshots`.
+- A failed position page fails the task (and it retries): a snapshot is never silently short.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 from datetime import timedelta
-from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import DAG, Asset, Param
 
-log = logging.getLogger(__name__)
+from ibkr_provider.operators.portfolio import IbkrPortfolioSnapshotOperator
 
+DEFAULT_OUTPUT = os.path.join(
+    os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "ibkr", "snapshots"
+)
+SNAPSHOT_ASSET = Asset(name="ibkr_portfolio_snapshot", uri="ibkr://portfolio/snapshot")
 
-@dag(
+with DAG(
     dag_id="ibkr_portfolio_snapshot",
-    schedule="30 17 * * 1-5",
+    schedule="30 16 * * 1-5",
     start_date=pendulum.datetime(2026, 1, 1, tz="America/New_York"),
     catchup=False,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
     params={
-        "ibkr_conn_id": Param("ibkr_default", type="string", description="The ibkr connection to read."),
         "accounts": Param(
             [], type="array", description="Account ids to snapshot; empty means every account."
         ),
         "output_dir": Param(
-            "", type="string", description="Directory for the JSON file; empty: $AIRFLOW_HOME/ibkr/snapshots"
+            "", type="string", description=f"Directory or object-storage URL; empty: {DEFAULT_OUTPUT}"
         ),
     },
+    render_template_as_native_obj=True,
     tags=["ibkr", "portfolio"],
     doc_md=__doc__,
-)
-def ibkr_portfolio_snapshot() -> None:
-    @task
-    def snapshot_portfolio() -> dict[str, Any]:
-        import json
-        from pathlib import Path
-
-        from ibkr_provider.hooks.ibkr import IbkrHook
-
-        context = get_current_context()
-        params = context["params"]
-        client = IbkrHook(ibkr_conn_id=params["ibkr_conn_id"]).get_conn()
-        accounts = client.list_accounts()
-        wanted = set(params["accounts"]) or {a.account_id for a in accounts}
-        unknown = wanted - {a.account_id for a in accounts}
-        if unknown:
-            raise ValueError(f"accounts param names accounts this login cannot see: {sorted(unknown)}")
-
-        snapshot: dict[str, Any] = {"taken_at": pendulum.now("UTC").isoformat(), "accounts": []}
-        totals: dict[str, Any] = {}
-        for account in accounts:
-            if account.account_id not in wanted:
-                continue
-            summary = client.account_summary(account.account_id)
-            ledger = client.account_ledger(account.account_id)
-            positions = client.all_positions(account.account_id)
-            snapshot["accounts"].append(
-                {
-                    "account": dict(account.raw),
-                    "summary": dict(summary.raw),
-                    "ledger": dict(ledger.raw),
-                    "positions": [dict(p.raw) for p in positions],
-                }
-            )
-            totals[account.account_id] = {
-                "net_liquidation": summary.net_liquidation,
-                "positions": len(positions),
-            }
-
-        out_dir = Path(
-            params["output_dir"] or Path(os.environ.get("AIRFLOW_HOME", "~/airflow")) / "ibkr" / "snapshots"
-        )
-        out_dir = out_dir.expanduser()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        run_tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", context["run_id"])
-        path = out_dir / f"portfolio_snapshot_{run_tag}.json"
-        path.write_text(json.dumps(snapshot, indent=1))
-        for account_id, figures in totals.items():
-            log.info(
-                "%s: net liquidation %.2f, %d positions",
-                account_id,
-                figures["net_liquidation"],
-                figures["positions"],
-            )
-        log.info("Snapshot written to %s", path)
-        return {"path": str(path), "accounts": totals}
-
-    snapshot_portfolio()
-
-
-ibkr_portfolio_snapshot()
+):
+    IbkrPortfolioSnapshotOperator(
+        task_id="snapshot_portfolio",
+        account_ids="{{ params.accounts }}",
+        output_path="{{ params.output_dir or '" + DEFAULT_OUTPUT + "' }}",
+        outlets=[SNAPSHOT_ASSET],
+    )

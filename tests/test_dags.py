@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import sqlite3
 from pathlib import Path
 from unittest import mock
 
@@ -46,12 +48,25 @@ def test_portfolio_snapshot_runs_under_airflow_dags_test(
     result = run_airflow(["dags", "test", "ibkr_portfolio_snapshot", "-c", params], env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert "state=success" in output or "success" in output.lower()
-    files = list(out.glob("portfolio_snapshot_*.json"))
-    assert len(files) == 1
-    snapshot = json.loads(files[0].read_text())
+    (json_file,) = out.glob("portfolio_snapshot_*.json")
+    snapshot = json.loads(json_file.read_text())
     by_id = {a["account"]["accountId"]: a for a in snapshot["accounts"]}
     assert set(by_id) == {"DU1234567", "DU2345678", "U3456789"}
-    assert len(by_id["DU1234567"]["positions"]) == 273
+    assert len(by_id["DU1234567"]["positions"]) == 273  # every page of the 250+ position account
     assert by_id["DU1234567"]["summary"]["netliquidation"]["amount"] > 0
     assert "BASE" in by_id["DU2345678"]["ledger"]
+    (csv_file,) = out.glob("positions_*.csv")
+    rows = list(csv.DictReader(csv_file.open()))
+    assert len(rows) == 273 + 6 + 3
+    assert {r["account_id"] for r in rows} == set(by_id)
+
+    # The Asset event is in Airflow's database, with the files and figures in its extra.
+    with sqlite3.connect(migrated_home / "airflow.db") as db:
+        events = db.execute(
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.name = ?",
+            ("ibkr_portfolio_snapshot",),
+        ).fetchall()
+    assert len(events) == 1
+    extra = json.loads(events[0][0])
+    assert sorted(extra["files"]) == sorted([f"file://{json_file}", f"file://{csv_file}"])
+    assert extra["accounts"]["DU1234567"]["positions"] == 273

@@ -41,7 +41,6 @@ class SessionTokens:
 
     bearer: str | None = field(default=None, repr=False)
     access_token: AccessToken | None = None
-    created_at: float = 0.0
 
 
 class AuthStrategy(Protocol):
@@ -59,7 +58,7 @@ class GatewayAuth:
     clients send no Authorization header."""
 
     def open(self, transport: HttpTransport) -> SessionTokens:
-        return SessionTokens(created_at=time.time())
+        return SessionTokens()
 
     def headers_for(self, bearer: str | None) -> Mapping[str, str]:
         return {}
@@ -158,7 +157,7 @@ class OAuth2PrivateKeyJwtAuth:
     def open(self, transport: HttpTransport) -> SessionTokens:
         access = self.request_access_token(transport)
         sso = self.create_sso_session(transport, access)
-        return SessionTokens(bearer=sso.bearer, access_token=access, created_at=self._clock())
+        return SessionTokens(bearer=sso.bearer, access_token=access)
 
     def headers_for(self, bearer: str | None) -> Mapping[str, str]:
         return {"Authorization": f"Bearer {bearer}"} if bearer else {}

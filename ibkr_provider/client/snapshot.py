@@ -1,0 +1,109 @@
+"""A portfolio snapshot: every chosen account's summary, ledger and complete positions.
+
+Plain Python (no Airflow), so the same snapshot serves the operator, notebooks and tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ibkr_provider.client.client import IbkrClient
+from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.models import Account, AccountSummary, Ledger, Position
+
+POSITION_COLUMNS = (
+    "account_id",
+    "conid",
+    "symbol",
+    "description",
+    "asset_class",
+    "currency",
+    "quantity",
+    "market_price",
+    "market_value",
+    "average_cost",
+    "unrealized_pnl",
+    "realized_pnl",
+)
+
+
+@dataclass(frozen=True)
+class AccountSnapshot:
+    account: Account
+    summary: AccountSummary
+    ledger: Ledger
+    positions: tuple[Position, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        """IBKR's own payloads, unchanged, so nothing IBKR sent is lost."""
+        return {
+            "account": dict(self.account.raw),
+            "summary": dict(self.summary.raw),
+            "ledger": dict(self.ledger.raw),
+            "positions": [dict(p.raw) for p in self.positions],
+        }
+
+    def figures(self) -> dict[str, Any]:
+        """Small, JSON-serializable headline figures (fit for XCom)."""
+        return {
+            "net_liquidation": self.summary.net_liquidation,
+            "total_cash": self.summary.amount("totalcashvalue"),
+            "excess_liquidity": self.summary.amount("excessliquidity"),
+            "positions": len(self.positions),
+            "market_value": round(sum(p.market_value or 0.0 for p in self.positions), 2),
+        }
+
+
+def take_snapshot(client: IbkrClient, account_ids: Iterable[str] | None = None) -> list[AccountSnapshot]:
+    """Snapshot the given accounts, or every account the login can see.
+
+    Raises :class:`IbkrConfigError` for an account the login cannot see (before any per-account
+    request), and lets any failed page raise: a snapshot is complete or it is an error.
+    """
+    accounts = client.list_accounts()
+    visible = {a.account_id: a for a in accounts}
+    wanted: Sequence[str] = list(account_ids or []) or list(visible)
+    unknown = [a for a in wanted if a not in visible]
+    if unknown:
+        raise IbkrConfigError(
+            "account_ids", f"{unknown} are not accounts this login can see; visible: {sorted(visible)}"
+        )
+    return [
+        AccountSnapshot(
+            account=visible[account_id],
+            summary=client.account_summary(account_id),
+            ledger=client.account_ledger(account_id),
+            positions=tuple(client.all_positions(account_id)),
+        )
+        for account_id in wanted
+    ]
+
+
+def positions_csv(snapshots: Iterable[AccountSnapshot]) -> str:
+    """Every position of every snapshot as CSV (one header row)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(POSITION_COLUMNS)
+    for snap in snapshots:
+        for p in snap.positions:
+            writer.writerow(
+                [
+                    snap.account.account_id,
+                    p.conid,
+                    p.symbol,
+                    p.description,
+                    p.asset_class,
+                    p.currency,
+                    p.quantity,
+                    p.market_price,
+                    p.market_value,
+                    p.average_cost,
+                    p.unrealized_pnl,
+                    p.realized_pnl,
+                ]
+            )
+    return buffer.getvalue()
