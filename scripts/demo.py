@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -35,6 +36,8 @@ def airflow(args: list[str], env: dict[str, str], log_name: str) -> subprocess.C
 
 def main() -> int:
     AIRFLOW_HOME.mkdir(exist_ok=True)
+    # A new sandbox knows none of the previous run's sessions: start with an empty session cache.
+    shutil.rmtree(AIRFLOW_HOME / "ibkr" / "session_cache", ignore_errors=True)
     started = time.monotonic()
     print("1/4 Starting the IBKR sandbox ...", flush=True)
     sandbox = start_sandbox(ROOT / ".sandbox")
