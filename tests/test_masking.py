@@ -30,7 +30,9 @@ def test_task_logs_show_no_ibkr_secret(tmp_path: Path, fresh_sandbox: RunningSan
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     runtime = json.loads(out.read_text())
     key_pem = (fresh_sandbox.state_dir / "client_private_key.pem").read_text()
-    key_lines = [line for line in key_pem.splitlines() if "-----" not in line]
+    # Full 64-character base64 lines (the last line's length depends on the random key).
+    key_lines = [line for line in key_pem.splitlines() if "-----" not in line and len(line) == 64]
+    assert len(key_lines) >= 20
     secrets = {"bearer": runtime["bearer"], "access_token": runtime["access_token"]}
     secrets.update({f"private key line {n}": line for n, line in enumerate(key_lines)})
     assert all(len(value) > 20 for value in secrets.values())

@@ -43,6 +43,7 @@ from ibkr_provider.client.models import (
     SsoValidation,
     TickleResult,
 )
+from ibkr_provider.client.orders import OrderService
 from ibkr_provider.client.pacing import Pacer
 from ibkr_provider.client.session_store import (
     Cipher,
@@ -121,6 +122,16 @@ class IbkrClient:
     @property
     def store(self) -> SessionStore:
         return self._store
+
+    @property
+    def session_key(self) -> str:
+        """The cache key of this client's session (base URL, client id, credential)."""
+        return self._key
+
+    @property
+    def orders(self) -> OrderService:
+        """What-if, safe placement, status and cancel (see :mod:`ibkr_provider.client.orders`)."""
+        return OrderService(self)
 
     # ------------------------------------------------------------------ shared session
     def _usable(self, record: SessionRecord | None) -> bool:

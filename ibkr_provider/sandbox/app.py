@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from ibkr_provider.sandbox import portfolio
 from ibkr_provider.sandbox.control import ASGIApp, SandboxControl
 from ibkr_provider.sandbox.oauth import JwtRejected, verify_client_assertion, verify_sso_jwt
+from ibkr_provider.sandbox.orders import PromptRule
 from ibkr_provider.sandbox.seed import SANDBOX_USER_ID, SeedAccount
 from ibkr_provider.sandbox.state import Fault, SandboxState, SsoSessionRecord
 
@@ -228,6 +229,104 @@ def create_app(state: SandboxState) -> ASGIApp:
             "isFT": False,
             "isPaper": all(book[a].paper for a in accounts),
         }
+
+    # ------------------------------------------------------------------ orders
+    def trading(request: Request, account_id: str | None = None) -> SsoSessionRecord:
+        """IBKR: /iserver/accounts "must be called before modifying an order or querying open orders"."""
+        record = brokerage(request)
+        if not record.iserver_accounts_queried:
+            raise _ibkr_error(500, "Please query /accounts first")
+        if account_id is not None and account_id not in state.credentials.get(record.credential, []):
+            raise _ibkr_error(400, f"Bad Request: accountId is not valid: {account_id}")
+        return record
+
+    async def order_list(request: Request) -> list[Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _ibkr_error(400, "Bad Request: body must be JSON") from None
+        orders = body.get("orders") if isinstance(body, dict) else body
+        if not isinstance(orders, list):
+            raise _ibkr_error(400, 'Bad Request: send {"orders": [...]} or a JSON array of orders')
+        return orders
+
+    @app.post("/v1/api/iserver/account/{account_id}/orders")
+    async def place_orders(request: Request, account_id: str) -> Any:
+        trading(request, account_id)
+        orders = await order_list(request)
+        rules = [PromptRule(**rule) for rule in settings.prompt_rules]
+        with state.lock:
+            answer = state.orders.submit(state.book, account_id, orders, rules)
+            if isinstance(answer, list):
+                state.counters["orders_placed"] += sum(1 for a in answer if "order_id" in a)
+            return answer
+
+    @app.post("/v1/api/iserver/account/{account_id}/orders/whatif")
+    async def whatif(request: Request, account_id: str) -> Any:
+        trading(request, account_id)
+        orders = await order_list(request)
+        with state.lock:
+            state.counters["whatif_requests"] += 1
+            return state.orders.whatif(state.book, account_id, orders)
+
+    @app.post("/v1/api/iserver/reply/{reply_id}")
+    async def reply(request: Request, reply_id: str) -> Any:
+        trading(request)
+        body = await request.json()
+        confirmed = bool(body.get("confirmed")) if isinstance(body, dict) else False
+        with state.lock:
+            state.counters["order_replies"] += 1
+            if not confirmed:
+                state.counters["replies_declined"] += 1
+            status, answer = state.orders.reply(state.book, reply_id, confirmed)
+            if status != 200:
+                raise SandboxHttpError(status, answer)
+            if isinstance(answer, list):
+                state.counters["orders_placed"] += sum(1 for a in answer if "order_id" in a)
+            return answer
+
+    @app.get("/v1/api/iserver/account/orders")
+    def live_orders(request: Request) -> dict[str, Any]:
+        record = trading(request)
+        accounts = set(state.credentials.get(record.credential, []))
+        with state.lock:
+            for order in state.orders.orders.values():
+                state.orders.try_fill(state.book, order)
+            rows = [
+                o.as_live_order(state.book) for o in state.orders.orders.values() if o.account in accounts
+            ]
+        return {"orders": rows, "snapshot": True}
+
+    @app.get("/v1/api/iserver/account/order/status/{order_id}")
+    def order_status(request: Request, order_id: int) -> dict[str, Any]:
+        record = trading(request)
+        with state.lock:
+            order = state.orders.orders.get(order_id)
+            if order is None or order.account not in state.credentials.get(record.credential, []):
+                raise _ibkr_error(400, f"Bad Request: order {order_id} not found")
+            state.orders.try_fill(state.book, order)
+            row = order.as_live_order(state.book)
+        return {
+            "order_id": order_id,
+            "conid": order.conid,
+            "order_status": order.status,
+            "side": order.side[0],
+            "size": f"{order.quantity:g}",
+            "cum_fill": f"{order.filled:g}",
+            "average_price": row["avgPrice"],
+            "order_type": row["orderType"],
+            "account": order.account,
+            "order_ref": order.coid,
+        }
+
+    @app.delete("/v1/api/iserver/account/{account_id}/order/{order_id}")
+    def cancel_order(request: Request, account_id: str, order_id: int) -> dict[str, Any]:
+        trading(request, account_id)
+        with state.lock:
+            answer = state.orders.cancel(account_id, order_id)
+        if answer is None:
+            raise _ibkr_error(400, f"Bad Request: order {order_id} not found in {account_id}")
+        return answer
 
     # ------------------------------------------------------------------ portfolio
     @app.get("/v1/api/portfolio/accounts")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ibkr_provider.client.limits import DEFAULT_GATEWAY_RATE_LIMIT, DEFAULT_OAUTH_RATE_LIMIT, endpoint_limit
+from ibkr_provider.sandbox.orders import OrderBook
 from ibkr_provider.sandbox.seed import SANDBOX_CREDENTIAL, SeedBook, build_seed_book
 
 
@@ -39,6 +40,8 @@ class SandboxSettings:
     penalty_seconds: float = 15.0
     #: Send Retry-After with 429 answers (whether IBKR does is UNCONFIRMED).
     retry_after_header: bool = True
+    #: Confirmation prompts: [{"message_id", "text", "when": always|market|notional_over, "threshold"}].
+    prompt_rules: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def global_limit(self) -> float:
@@ -117,6 +120,7 @@ class SandboxState:
     counters: Counter[str] = field(default_factory=Counter)
     path_counts: Counter[str] = field(default_factory=Counter)
     faults: list[Fault] = field(default_factory=list)
+    orders: OrderBook = field(default_factory=OrderBook)
     #: (username, bucket) -> arrival times inside the current window
     windows: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
     #: username -> time its penalty box ends
@@ -151,6 +155,7 @@ class SandboxState:
             for f in dataclasses.fields(self.settings):
                 setattr(self.settings, f.name, getattr(self._pristine_settings, f.name))
             self.faults.clear()
+            self.orders = OrderBook()
             self.windows.clear()
             self.penalty_until.clear()
             self.access_tokens.clear()
