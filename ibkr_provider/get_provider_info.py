@@ -150,4 +150,22 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["ibkr_provider.hooks.ibkr"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "Interactive Brokers",
+                "python-modules": ["ibkr_provider.operators.portfolio", "ibkr_provider.operators.orders"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Interactive Brokers",
+                "python-modules": ["ibkr_provider.sensors.order_status"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Interactive Brokers",
+                "python-modules": ["ibkr_provider.triggers.order_status"],
+            }
+        ],
     }

@@ -4,6 +4,7 @@ placement, and the place-order operator's guards."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -235,3 +236,21 @@ def test_operator_declines_an_unknown_prompt(conn_env: None, fresh_sandbox: Runn
     stats = fresh_sandbox.stats()
     assert stats.get("orders_placed", 0) == 0 and stats["replies_declined"] == 1
     assert requests.get(f"{fresh_sandbox.base_url}/__sandbox__/faults", timeout=5).json() == []
+
+
+def test_cancel_operator_cancels_a_resting_order(
+    conn_env: None, fresh_sandbox: RunningSandbox, make_client: MakeClient, isolated_session_cache: Path
+) -> None:
+    from ibkr_provider.operators.orders import IbkrCancelOrderOperator
+
+    # The same session cache as the operator's hook: one session for the username.
+    client = make_client(fresh_sandbox, session_cache="file", session_cache_dir=str(isolated_session_cache))
+    ticket = OrderTicket(
+        conid=VTI, side="BUY", quantity=1, order_type="LMT", limit_price=1.0, coid="to-cancel"
+    )
+    placed = client.orders.place("DU2345678", ticket)
+    op = IbkrCancelOrderOperator(task_id="cancel", account_id="DU2345678", order_id=placed.order_id)
+    assert op.execute(_context())["msg"] == "Request was submitted"  # type: ignore[arg-type]
+    assert client.orders.status(placed.order_id)["order_status"] == "Cancelled"
+    with pytest.raises(IbkrConfigError, match="order_id"):
+        IbkrCancelOrderOperator(task_id="c", account_id="DU2345678", order_id="abc").execute(_context())  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig, IbkrError
+from ibkr_provider.client.auth import SecretSink
 from ibkr_provider.client.session_store import Cipher
 
 #: Extra fields the hook reads (see get_provider_info's conn-fields).
@@ -61,6 +62,14 @@ def airflow_cipher() -> Cipher | None:
 
     fernet = get_fernet()
     return fernet if fernet.is_encrypted else None
+
+
+def key_secrets(config: IbkrClientConfig) -> list[str]:
+    """The private key and each of its lines, for the masker (a log may print one line)."""
+    pem = config.private_key_pem
+    if not pem:
+        return []
+    return [pem, *(line for line in pem.splitlines() if not line.startswith("-----"))]
 
 
 def config_from_connection(
@@ -107,16 +116,25 @@ class IbkrHook(BaseHook):
     def get_client_config(self) -> IbkrClientConfig:
         """Read and validate the connection (raises :class:`IbkrConfigError` naming the field)."""
         conn = self.get_connection(self.ibkr_conn_id)
-        extra = conn.extra_dejson
+        config = config_from_connection(
+            conn.host, conn.login, conn.extra_dejson, session_cache_dir=default_session_cache_dir()
+        )
+        for secret in key_secrets(config):
+            mask_secret(secret)
+        return config
+
+    async def aget_client(self, secret_sink: SecretSink) -> IbkrClient:
+        """A client built in async code (triggers): the connection is read with
+        ``aget_connection``; ``secret_sink`` receives every secret, to be masked with
+        ``amask_secret`` by the caller (a blocking ``mask_secret`` is unsafe in the triggerer)."""
+        conn = await self.aget_connection(self.ibkr_conn_id)
+        extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
         config = config_from_connection(
             conn.host, conn.login, extra, session_cache_dir=default_session_cache_dir()
         )
-        if config.private_key_pem:
-            mask_secret(config.private_key_pem)
-            for line in config.private_key_pem.splitlines():
-                if not line.startswith("-----"):
-                    mask_secret(line)
-        return config
+        for secret in key_secrets(config):
+            secret_sink(secret)
+        return IbkrClient(config, secret_sink=secret_sink, cipher=airflow_cipher())
 
     def get_conn(self) -> IbkrClient:
         """The client for this connection, built on first use and reused by the hook."""

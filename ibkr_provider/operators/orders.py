@@ -199,3 +199,40 @@ class IbkrPlaceOrderOperator(BaseOperator):
             }
         )
         return result
+
+
+class IbkrCancelOrderOperator(BaseOperator):
+    """Cancel an IBKR order. IBKR acknowledges the request; pair it with
+    :class:`~ibkr_provider.sensors.order_status.IbkrOrderStatusSensor` with
+    ``expected_statuses=("Cancelled", "Filled")`` to wait for the outcome.
+
+    Example::
+
+        IbkrCancelOrderOperator(
+            task_id="cancel_stale_order",
+            account_id="DU1234567",
+            order_id="{{ ti.xcom_pull(task_ids='place_order')['order_id'] }}",
+        )
+
+    :return: IBKR's acknowledgement (``msg``, ``order_id``, ``conid``, ``account``).
+    """
+
+    template_fields: Sequence[str] = ("ibkr_conn_id", "account_id", "order_id")
+    ui_color = "#f2c4c4"
+
+    def __init__(
+        self, *, account_id: str, order_id: str, ibkr_conn_id: str = IbkrHook.default_conn_name, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.account_id = account_id
+        self.order_id = order_id
+        self.ibkr_conn_id = ibkr_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        order_id = str(self.order_id).strip()
+        if not order_id.isdigit():
+            raise IbkrConfigError("order_id", f"{self.order_id!r} is not an IBKR order id (digits)")
+        client = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn()
+        answer = dict(client.orders.cancel(str(self.account_id), order_id))
+        self.log.info("Cancel of order %s requested: %s", order_id, answer.get("msg"))
+        return answer

@@ -289,6 +289,7 @@ def create_app(state: SandboxState) -> ASGIApp:
     def live_orders(request: Request) -> dict[str, Any]:
         record = trading(request)
         accounts = set(state.credentials.get(record.credential, []))
+        state.apply_due_price_moves()
         with state.lock:
             for order in state.orders.orders.values():
                 state.orders.try_fill(state.book, order)
@@ -300,6 +301,7 @@ def create_app(state: SandboxState) -> ASGIApp:
     @app.get("/v1/api/iserver/account/order/status/{order_id}")
     def order_status(request: Request, order_id: int) -> dict[str, Any]:
         record = trading(request)
+        state.apply_due_price_moves()
         with state.lock:
             order = state.orders.orders.get(order_id)
             if order is None or order.account not in state.credentials.get(record.credential, []):
@@ -365,6 +367,27 @@ def create_app(state: SandboxState) -> ASGIApp:
     def reset() -> dict[str, Any]:
         state.reset()
         return {"ok": True}
+
+    @app.post("/__sandbox__/prices")
+    async def set_price(request: Request) -> dict[str, Any]:
+        """Move an instrument's price, now or ``after`` seconds; resting limit orders fill when
+        it crosses their limit."""
+        body = await request.json()
+        try:
+            conid, price = int(body["conid"]), float(body["price"])
+            after = float(body.get("after") or 0)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _ibkr_error(
+                400, 'send {"conid": <int>, "price": <number>, "after": <seconds, optional>}'
+            ) from None
+        if conid not in state.book.instruments or price <= 0:
+            raise _ibkr_error(400, f"unknown conid {conid} or non-positive price")
+        if after > 0:
+            with state.lock:
+                state.price_moves.append((time.time() + after, conid, price))
+        else:
+            state.set_price(conid, price)
+        return {"conid": conid, "price": price, "after": after}
 
     @app.post("/__sandbox__/sessions/drop-brokerage")
     def drop_brokerage() -> dict[str, Any]:

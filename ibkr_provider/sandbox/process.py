@@ -82,6 +82,11 @@ class RunningSandbox:
         """Make the next ``count`` requests to ``path`` fail (``POST /__sandbox__/faults``)."""
         self._control("POST", "faults", {"path": path, "kind": kind, "count": count, **options})
 
+    def set_price(self, conid: int, price: float, after: float = 0.0) -> None:
+        """Move an instrument's price, now or ``after`` seconds (resting limit orders fill when it
+        crosses their limit)."""
+        self._control("POST", "prices", {"conid": conid, "price": price, "after": after})
+
     def drop_brokerage_sessions(self) -> None:
         """Drop every brokerage session, keeping the SSO sessions."""
         self._control("POST", "sessions/drop-brokerage")

@@ -121,6 +121,8 @@ class SandboxState:
     path_counts: Counter[str] = field(default_factory=Counter)
     faults: list[Fault] = field(default_factory=list)
     orders: OrderBook = field(default_factory=OrderBook)
+    #: Scheduled price moves: (epoch seconds, conid, price), applied when due.
+    price_moves: list[tuple[float, int, float]] = field(default_factory=list)
     #: (username, bucket) -> arrival times inside the current window
     windows: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
     #: username -> time its penalty box ends
@@ -156,6 +158,7 @@ class SandboxState:
                 setattr(self.settings, f.name, getattr(self._pristine_settings, f.name))
             self.faults.clear()
             self.orders = OrderBook()
+            self.price_moves.clear()
             self.windows.clear()
             self.penalty_until.clear()
             self.access_tokens.clear()
@@ -257,6 +260,23 @@ class SandboxState:
             out["paths"] = dict(self.path_counts)
             out["active_sessions"] = len(self.sessions)
             return out
+
+    def set_price(self, conid: int, price: float) -> None:
+        """Move an instrument's price now; resting limit orders it crosses fill."""
+        with self.lock:
+            instrument = self.book.instruments[conid]
+            self.book.instruments[conid] = dataclasses.replace(instrument, base_price=price)
+            for order in self.orders.orders.values():
+                self.orders.try_fill(self.book, order)
+
+    def apply_due_price_moves(self) -> None:
+        """Apply scheduled price moves whose time has come (called before reading prices or orders)."""
+        with self.lock:
+            now = time.time()
+            due = [move for move in self.price_moves if move[0] <= now]
+            self.price_moves[:] = [move for move in self.price_moves if move[0] > now]
+            for _, conid, price in sorted(due):
+                self.set_price(conid, price)
 
     # -------------------------------------------------------------- pacing and faults
     def take_fault(self, method: str, path: str) -> Fault | None:

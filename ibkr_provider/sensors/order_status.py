@@ -1,0 +1,103 @@
+"""``IbkrOrderStatusSensor``: wait until an order is filled, cancelled, rejected or inactive."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk.exceptions import AirflowException
+
+from ibkr_provider.client.orders import TERMINAL_STATUSES
+from ibkr_provider.hooks.ibkr import IbkrHook
+from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
+
+
+class IbkrOrderStatusSensor(BaseSensorOperator):
+    """Wait for an IBKR order to reach a terminal state; succeed only on ``expected_statuses``.
+
+    Works in ``poke`` and ``reschedule`` modes, and with ``deferrable=True`` hands the wait to
+    :class:`IbkrOrderStatusTrigger` in the triggerer (no worker slot held). The deadline is the
+    sensor's ``timeout``. Orders are never placed here.
+
+    Example::
+
+        IbkrOrderStatusSensor(
+            task_id="wait_for_fill",
+            order_id="{{ ti.xcom_pull('place_order')['order_id'] }}",
+            deferrable=True,
+            poke_interval=30,
+            timeout=3600,
+        )
+
+    :param order_id: the IBKR order id (templated).
+    :param expected_statuses: terminal states that count as success (default ``Filled``); any
+        other terminal state fails the task with the order's status.
+    :return: ``{"order_id", "order_status", "filled"}``.
+    """
+
+    template_fields: Sequence[str] = ("order_id", "ibkr_conn_id")
+    ui_color = "#e6f0c7"
+
+    def __init__(
+        self,
+        *,
+        order_id: str,
+        ibkr_conn_id: str = IbkrHook.default_conn_name,
+        expected_statuses: Sequence[str] = ("Filled",),
+        deferrable: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        unknown = set(expected_statuses) - TERMINAL_STATUSES
+        if unknown:
+            raise ValueError(
+                f"expected_statuses: {sorted(unknown)} are not terminal; use {sorted(TERMINAL_STATUSES)}"
+            )
+        self.order_id = order_id
+        self.ibkr_conn_id = ibkr_conn_id
+        self.expected_statuses = tuple(expected_statuses)
+        self.deferrable = deferrable
+
+    def _outcome(self, state: str, filled: Any) -> dict[str, Any]:
+        if state not in self.expected_statuses:
+            raise AirflowException(
+                f"IBKR order {self.order_id} ended {state!r}, not one of {list(self.expected_statuses)}"
+            )
+        return {"order_id": str(self.order_id), "order_status": state, "filled": filled}
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        status = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn().orders.status(str(self.order_id))
+        state = str(status.get("order_status") or "")
+        self.log.info("IBKR order %s is %s", self.order_id, state)
+        if state in TERMINAL_STATUSES:
+            return PokeReturnValue(is_done=True, xcom_value=self._outcome(state, status.get("cum_fill")))
+        return PokeReturnValue(is_done=False)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        first = self.poke(context)
+        if first.is_done:
+            return first.xcom_value
+        self.defer(
+            trigger=IbkrOrderStatusTrigger(
+                order_id=str(self.order_id),
+                ibkr_conn_id=self.ibkr_conn_id,
+                poll_interval=float(self.poke_interval),
+                deadline=time.time() + float(self.timeout) if self.timeout else None,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout)) if self.timeout else None,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") == "success":
+            return self._outcome(str(event["order_status"]), event.get("filled"))
+        if event.get("status") == "timeout":
+            raise AirflowException(
+                f"IBKR order {self.order_id} was still {event.get('order_status')!r} at the sensor's deadline"
+            )
+        raise AirflowException(f"waiting for IBKR order {self.order_id} failed: {event.get('message')}")

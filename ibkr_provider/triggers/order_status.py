@@ -1,0 +1,82 @@
+"""``IbkrOrderStatusTrigger``: wait in the triggerer until an order reaches a terminal state.
+
+Only status polling runs here; orders are always placed on a worker (a triggerer restart
+re-runs ``run()``, which is harmless for a read). The blocking client calls run in a thread,
+so the triggerer's event loop is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.sdk.log import amask_secret
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from ibkr_provider.client.errors import IbkrError
+from ibkr_provider.client.orders import TERMINAL_STATUSES
+
+
+class IbkrOrderStatusTrigger(BaseTrigger):
+    """Poll ``/iserver/account/order/status/{orderId}`` every ``poll_interval`` seconds.
+
+    Yields one event: ``{"status": "success", "order_id", "order_status", "filled", "raw"}`` for
+    a terminal state, ``{"status": "timeout", ...}`` at ``deadline`` (epoch seconds), or
+    ``{"status": "error", "message"}`` when IBKR fails for good.
+    """
+
+    def __init__(
+        self, *, order_id: str, ibkr_conn_id: str, poll_interval: float = 30.0, deadline: float | None = None
+    ) -> None:
+        super().__init__()
+        self.order_id = order_id
+        self.ibkr_conn_id = ibkr_conn_id
+        self.poll_interval = poll_interval
+        self.deadline = deadline
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "order_id": self.order_id,
+                "ibkr_conn_id": self.ibkr_conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from ibkr_provider.hooks.ibkr import IbkrHook
+
+        pending: list[str] = []
+        try:
+            client = await IbkrHook(ibkr_conn_id=self.ibkr_conn_id).aget_client(pending.append)
+            while True:
+                status = await asyncio.to_thread(client.orders.status, self.order_id)
+                while pending:
+                    await amask_secret(pending.pop())
+                state = str(status.get("order_status") or "")
+                if state in TERMINAL_STATUSES:
+                    yield TriggerEvent(
+                        {
+                            "status": "success",
+                            "order_id": self.order_id,
+                            "order_status": state,
+                            "filled": status.get("cum_fill"),
+                            "raw": dict(status),
+                        }
+                    )
+                    return
+                if self.deadline is not None and time.time() >= self.deadline:
+                    yield TriggerEvent(
+                        {"status": "timeout", "order_id": self.order_id, "order_status": state}
+                    )
+                    return
+                self.log.info(
+                    "order %s is %s; checking again in %.0f s", self.order_id, state, self.poll_interval
+                )
+                await asyncio.sleep(self.poll_interval)
+        except IbkrError as exc:
+            yield TriggerEvent({"status": "error", "order_id": self.order_id, "message": str(exc)})
