@@ -127,7 +127,41 @@ def get_provider_info() -> dict[str, Any]:
                     },
                 },
                 "conn-fields": _ibkr_conn_fields(),
-            }
+            },
+            {
+                "connection-type": "ibkr_flex",
+                "hook-class-name": "ibkr_provider.hooks.flex.IbkrFlexHook",
+                "hook-name": "Interactive Brokers Flex",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"host": "Flex Web Service URL", "password": "Flex token"},
+                    "placeholders": {
+                        "host": "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService"
+                    },
+                },
+                "conn-fields": {
+                    "verify": {
+                        "label": "TLS verification",
+                        "description": "true (default), false, or the path of a CA bundle.",
+                        "schema": {"type": ["string", "boolean", "null"], "default": "true"},
+                    },
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "description": "Per-request HTTP timeout (default 30).",
+                        "schema": {"type": ["number", "string", "null"], "default": 30},
+                    },
+                    "poll_interval": {
+                        "label": "Poll interval (seconds)",
+                        "description": "Wait between GetStatement polls while IBKR answers 1019 (default 5).",
+                        "schema": {"type": ["number", "string", "null"], "default": 5},
+                    },
+                    "max_wait": {
+                        "label": "Max wait (seconds)",
+                        "description": "Give up on a report not ready after this long (default 600).",
+                        "schema": {"type": ["number", "string", "null"], "default": 600},
+                    },
+                },
+            },
         ],
         "config": {
             "ibkr": {
@@ -147,13 +181,17 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "Interactive Brokers",
-                "python-modules": ["ibkr_provider.hooks.ibkr"],
+                "python-modules": ["ibkr_provider.hooks.ibkr", "ibkr_provider.hooks.flex"],
             }
         ],
         "operators": [
             {
                 "integration-name": "Interactive Brokers",
-                "python-modules": ["ibkr_provider.operators.portfolio", "ibkr_provider.operators.orders"],
+                "python-modules": [
+                    "ibkr_provider.operators.portfolio",
+                    "ibkr_provider.operators.orders",
+                    "ibkr_provider.operators.flex",
+                ],
             }
         ],
         "sensors": [

@@ -59,8 +59,12 @@ def test_provider_info_validates_against_airflow_schema() -> None:
 def test_connection_form_declares_every_field_the_hook_reads() -> None:
     from ibkr_provider.hooks.ibkr import EXTRA_FIELDS
 
-    (conn_type,) = get_provider_info()["connection-types"]
-    assert conn_type["connection-type"] == "ibkr"
+    types = {c["connection-type"]: c for c in get_provider_info()["connection-types"]}
+    assert set(types) == {"ibkr", "ibkr_flex"}
+    flex = types["ibkr_flex"]
+    assert flex["hook-class-name"] == "ibkr_provider.hooks.flex.IbkrFlexHook"
+    assert flex["ui-field-behaviour"]["relabeling"]["password"] == "Flex token"
+    conn_type = types["ibkr"]
     assert conn_type["hook-class-name"] == "ibkr_provider.hooks.ibkr.IbkrHook"
     assert conn_type["hook-name"] == "Interactive Brokers"
     fields = conn_type["conn-fields"]

@@ -7,14 +7,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import Asset, BaseOperator, Context, ObjectStoragePath
+from airflow.sdk import Asset, BaseOperator, Context
 
 from ibkr_provider.hooks.ibkr import IbkrHook
-
-
-def _storage_path(location: str) -> ObjectStoragePath:
-    """An ObjectStoragePath for a URL (``s3://...``, ``file:///...``) or a plain local path."""
-    return ObjectStoragePath(location if "://" in location else f"file://{location}")
+from ibkr_provider.operators.storage import storage_path
 
 
 class IbkrPortfolioSnapshotOperator(BaseOperator):
@@ -86,7 +82,7 @@ class IbkrPortfolioSnapshotOperator(BaseOperator):
             )
         files: list[str] = []
         if self.output_path:
-            folder = _storage_path(self.output_path)
+            folder = storage_path(self.output_path)
             folder.mkdir(parents=True, exist_ok=True)
             run_tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(context["run_id"]))
             if "json" in self.formats:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from ibkr_provider.sandbox import portfolio
 from ibkr_provider.sandbox.control import ASGIApp, SandboxControl
+from ibkr_provider.sandbox.flex import add_flex_routes
 from ibkr_provider.sandbox.oauth import JwtRejected, verify_client_assertion, verify_sso_jwt
 from ibkr_provider.sandbox.orders import PromptRule
 from ibkr_provider.sandbox.seed import SANDBOX_USER_ID, SeedAccount
@@ -43,9 +44,12 @@ def _oauth_error(status: int, error: str, description: str) -> SandboxHttpError:
     return SandboxHttpError(status, {"error": error, "error_description": description, "status": status})
 
 
-def create_app(state: SandboxState) -> ASGIApp:
-    """Build the sandbox's ASGI app over ``state`` (one app per sandbox process)."""
+def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
+    """Build the sandbox's ASGI app over ``state`` (one app per sandbox process); with a
+    ``flex_token`` it also serves the Flex Web Service."""
     app = FastAPI(title="IBKR Web API sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    if flex_token:
+        add_flex_routes(app, state, flex_token)
     settings = state.settings
 
     @app.exception_handler(SandboxHttpError)

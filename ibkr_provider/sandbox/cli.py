@@ -69,7 +69,12 @@ def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from ibkr_provider.sandbox.app import create_app
-    from ibkr_provider.sandbox.files import ensure_client_keys, ensure_gateway_tls, write_ready_files
+    from ibkr_provider.sandbox.files import (
+        ensure_client_keys,
+        ensure_flex_token,
+        ensure_gateway_tls,
+        write_ready_files,
+    )
     from ibkr_provider.sandbox.state import SandboxSettings, SandboxState
 
     state_dir: Path = args.state_dir
@@ -102,7 +107,7 @@ def serve(args: argparse.Namespace) -> None:
     base_url = args.public_url or f"{scheme}://{shown_host}:{port}"
 
     config = uvicorn.Config(
-        create_app(state),
+        create_app(state, flex_token=ensure_flex_token(state_dir)),
         log_level=args.log_level,
         access_log=False,
         ssl_certfile=certfile,

@@ -33,6 +33,8 @@ CA_FILE = "gateway_ca.pem"
 CERT_FILE = "gateway_cert.pem"
 CERT_KEY_FILE = "gateway_key.pem"
 CONN_FILE = "airflow_conn_ibkr_default.json"
+FLEX_CONN_FILE = "airflow_conn_ibkr_flex_default.json"
+FLEX_TOKEN_FILE = "flex_token.txt"
 READY_FILE = "sandbox.json"
 
 
@@ -129,6 +131,16 @@ def ensure_gateway_tls(state_dir: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
+def ensure_flex_token(state_dir: Path) -> str:
+    """The sandbox's Flex token, generated once (IBKR's are 24 digits)."""
+    path = state_dir / FLEX_TOKEN_FILE
+    if not path.exists():
+        import secrets
+
+        _write_private(path, "".join(secrets.choice("0123456789") for _ in range(24)).encode())
+    return path.read_text().strip()
+
+
 def connection_json(state_dir: Path, base_url: str, *, gateway: bool) -> dict[str, Any]:
     """The Airflow connection (JSON form) that points at this sandbox."""
     if gateway:
@@ -155,6 +167,13 @@ def write_ready_files(state_dir: Path, *, base_url: str, port: int, gateway: boo
     """Write the connection JSON (0600: it holds the private key) and, last, ``sandbox.json``."""
     conn = connection_json(state_dir, base_url, gateway=gateway)
     _write_private(state_dir / CONN_FILE, json.dumps(conn, indent=2).encode())
+    flex = {
+        "conn_type": "ibkr_flex",
+        "host": f"{base_url}/AccountManagement/FlexWebService",
+        "password": ensure_flex_token(state_dir),
+        "extra": {"verify": str(state_dir / CA_FILE)} if gateway else {},
+    }
+    _write_private(state_dir / FLEX_CONN_FILE, json.dumps(flex, indent=2).encode())
     ready = {
         "base_url": base_url,
         "port": port,

@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from ibkr_provider.sandbox.files import CA_FILE, CONN_FILE, READY_FILE
+from ibkr_provider.sandbox.files import CA_FILE, CONN_FILE, FLEX_CONN_FILE, READY_FILE
 
 
 @dataclass
@@ -49,6 +49,12 @@ class RunningSandbox:
         conn = self.connection
         merged = {**conn["extra"], **extra_overrides}
         conn["extra"] = {k: v for k, v in merged.items() if v is not None}
+        return json.dumps(conn)
+
+    def flex_connection_json(self, **overrides: Any) -> str:
+        """The ``ibkr_flex`` connection (JSON form) for this sandbox's Flex Web Service."""
+        conn: dict[str, Any] = json.loads((self.state_dir / FLEX_CONN_FILE).read_text())
+        conn.update(overrides)
         return json.dumps(conn)
 
     def client_config_values(self, **overrides: Any) -> dict[str, Any]:

@@ -42,6 +42,10 @@ class SandboxSettings:
     retry_after_header: bool = True
     #: Confirmation prompts: [{"message_id", "text", "when": always|market|notional_over, "threshold"}].
     prompt_rules: list[dict[str, Any]] = field(default_factory=list)
+    #: Flex: GetStatement answers 1019 this many times per reference code before the report.
+    flex_pending_polls: int = 2
+    #: Flex: a token polling again within this many seconds gets 1018 (IBKR's limit is UNCONFIRMED).
+    flex_min_interval: float = 1.0
 
     @property
     def global_limit(self) -> float:

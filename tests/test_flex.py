@@ -1,0 +1,75 @@
+"""Flex Web Service: the client and operator against the sandbox's Flex service over HTTP."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from ibkr_provider.client import IbkrAuthError, IbkrRequestError
+from ibkr_provider.client.flex import FlexClient
+from ibkr_provider.sandbox.process import RunningSandbox
+from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
+
+
+def _flex(sandbox: RunningSandbox, **overrides: object) -> FlexClient:
+    conn = json.loads(sandbox.flex_connection_json())
+    options: dict[str, object] = {"token": conn["password"], "base_url": conn["host"], "poll_interval": 0.3}
+    options.update(overrides)
+    return FlexClient(**options)  # type: ignore[arg-type]
+
+
+def test_report_survives_1019_and_1018(fresh_sandbox: RunningSandbox) -> None:
+    fresh_sandbox.configure(flex_pending_polls=3, flex_min_interval=0.5)
+    # A 0.3 s poll interval is faster than the sandbox allows: the first poll after a 1019
+    # draws a 1018, and the client backs off.
+    report = _flex(fresh_sandbox).fetch("100001", from_date=date(2026, 11, 2), to_date=date(2026, 11, 20))
+    stats = fresh_sandbox.stats()
+    assert stats["flex_1019"] == 3 and stats["flex_1018"] >= 1
+    assert report.polls == stats["flex_polls"]
+    positions = report.rows("OpenPositions")
+    assert len(positions) == 273 + 6 + 3
+    assert {row["accountId"] for row in positions} == {"DU1234567", "DU2345678", "U3456789"}
+    assert report.rows("CashReport") and report.content.startswith(b"<FlexQueryResponse")
+    assert b'fromDate="20261102"' in report.content and b'toDate="20261120"' in report.content
+
+
+def test_bad_token_fails_clearly_without_echoing_it(fresh_sandbox: RunningSandbox) -> None:
+    with pytest.raises(IbkrAuthError) as excinfo:
+        _flex(fresh_sandbox, token="000000000000000000000000").fetch("100001")
+    message = str(excinfo.value)
+    assert excinfo.value.code == "1015" and "Token is invalid" in message and "new Flex token" in message
+    assert "000000000000000000000000" not in message
+
+
+def test_unknown_query_and_max_wait(fresh_sandbox: RunningSandbox) -> None:
+    with pytest.raises(IbkrRequestError, match="1014"):
+        _flex(fresh_sandbox).fetch("999")
+    fresh_sandbox.configure(flex_pending_polls=1000, flex_min_interval=0)
+    with pytest.raises(IbkrRequestError, match="not ready after"):
+        _flex(fresh_sandbox, max_wait=2.0).fetch("100001")
+
+
+def test_flex_report_dag_runs_under_airflow_dags_test(fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:
+    fresh_sandbox.configure(flex_min_interval=0)
+    home = tmp_path / "home"
+    home.mkdir()
+    out = tmp_path / "flex"
+    env = airflow_env(
+        home,
+        REPO_ROOT / "dags",
+        AIRFLOW_CONN_IBKR_FLEX_DEFAULT=fresh_sandbox.flex_connection_json(extra={"poll_interval": 0.5}),
+    )
+    assert run_airflow(["db", "migrate"], env).returncode == 0
+    result = run_airflow(
+        ["dags", "test", "ibkr_flex_report", "-c", json.dumps({"output_dir": str(out)})], env
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    (raw,) = out.glob("flex_*.xml")
+    assert raw.read_bytes().startswith(b"<FlexQueryResponse")
+    positions = next(out.glob("flex_*_OpenPositions.csv"))
+    assert len(list(csv.DictReader(positions.open()))) == 282
+    assert fresh_sandbox.stats()["flex_1019"] == 2  # the default pending polls, survived
