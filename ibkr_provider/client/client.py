@@ -33,6 +33,7 @@ from ibkr_provider.client.errors import (
     IbkrResponseError,
     IbkrSessionError,
 )
+from ibkr_provider.client.marketdata import MarketData
 from ibkr_provider.client.models import (
     Account,
     AccountSummary,
@@ -127,6 +128,11 @@ class IbkrClient:
     def session_key(self) -> str:
         """The cache key of this client's session (base URL, client id, credential)."""
         return self._key
+
+    @property
+    def market_data(self) -> MarketData:
+        """Contract search and snapshots (see :mod:`ibkr_provider.client.marketdata`)."""
+        return MarketData(self)
 
     @property
     def orders(self) -> OrderService:

@@ -334,6 +334,72 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
             raise _ibkr_error(400, f"Bad Request: order {order_id} not found in {account_id}")
         return answer
 
+    # ------------------------------------------------------------------ contracts and market data
+    @app.get("/v1/api/iserver/secdef/search")
+    def secdef_search(request: Request, symbol: str = "", name: bool = False, secType: str = "") -> Any:
+        brokerage(request)
+        wanted = symbol.strip().upper()
+        if not wanted:
+            raise _ibkr_error(400, "Bad Request: symbol required")
+        matches = [
+            i
+            for i in state.book.instruments.values()
+            if (i.symbol == wanted or (name and wanted in i.name))
+            and (not secType or secType == i.asset_class)
+        ]
+        return [
+            {
+                "conid": str(i.conid),
+                "companyHeader": f"{i.name} - {i.exchange}",
+                "companyName": i.name,
+                "symbol": i.symbol,
+                "description": i.exchange,
+                "restricted": None,
+                "fop": None,
+                "opt": None,
+                "war": None,
+                "sections": [{"secType": i.asset_class, "exchange": i.exchange}],
+            }
+            for i in matches
+        ]
+
+    @app.get("/v1/api/iserver/marketdata/snapshot")
+    def snapshot(request: Request, conids: str = "", fields: str = "") -> list[dict[str, Any]]:
+        """IBKR: "A pre-flight request must be made prior to ever receiving data": the first
+        request for a conid in a session answers without fields."""
+        record = brokerage(request)
+        if not record.iserver_accounts_queried:
+            raise _ibkr_error(500, "Please query /accounts first")
+        try:
+            ids = [int(c) for c in conids.split(",") if c.strip()]
+        except ValueError:
+            raise _ibkr_error(400, "Bad Request: conids must be integers") from None
+        state.apply_due_price_moves()
+        rows = []
+        for conid in ids:
+            row: dict[str, Any] = {"conid": conid, "conidEx": str(conid)}
+            instrument = state.book.instruments.get(conid)
+            if instrument is not None and conid in record.subscribed:
+                price = instrument.base_price
+                values = {
+                    "31": f"{price:.2f}",
+                    "84": f"{price - 0.01:.2f}",
+                    "86": f"{price + 0.01:.2f}",
+                    "85": "600",
+                    "88": "1,300",
+                    "7059": "100",
+                    "55": instrument.symbol,
+                    "6509": "RpB",
+                    "7295": f"{price * 0.995:.2f}",
+                    "7741": f"{price * 0.99:.2f}",
+                }
+                wanted = [f.strip() for f in fields.split(",") if f.strip()] or list(values)
+                row.update({f: values[f] for f in wanted if f in values})
+                row.update({"_updated": int(time.time() * 1000), "server_id": "q0"})
+            record.subscribed.add(conid)
+            rows.append(row)
+        return rows
+
     # ------------------------------------------------------------------ portfolio
     @app.get("/v1/api/portfolio/accounts")
     def portfolio_accounts(request: Request) -> list[dict[str, Any]]:
@@ -400,6 +466,7 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
             for record in state.sessions.values():
                 record.brokerage = False
                 record.iserver_accounts_queried = False
+                record.subscribed.clear()
             state.brokerage_holder.clear()
         return {"ok": True}
 

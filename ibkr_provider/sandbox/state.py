@@ -108,6 +108,8 @@ class SsoSessionRecord:
     competing: bool = False
     iserver_accounts_queried: bool = False
     portfolio_accounts_queried: bool = False
+    #: conids this session has requested market data for (the first snapshot is a pre-flight)
+    subscribed: set[int] = field(default_factory=set)
 
 
 @dataclass

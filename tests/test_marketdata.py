@@ -1,0 +1,44 @@
+"""Symbol resolution and snapshots with IBKR's pre-flight behaviour, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from ibkr_provider.client import IbkrClient, IbkrConfigError
+from ibkr_provider.client.marketdata import to_number
+from ibkr_provider.sandbox.process import RunningSandbox
+
+MakeClient = Callable[..., IbkrClient]
+
+
+def test_symbols_resolve_and_the_snapshot_waits_past_the_preflight(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    client = make_client(fresh_sandbox)
+    conids = client.market_data.resolve_conids(["VTI", "bnd"])
+    assert conids == {"VTI": 12340038, "bnd": 43645865}
+    quotes = client.market_data.snapshot(list(conids.values()), interval=0.05)
+    assert quotes[12340038].last == 289.0 and quotes[43645865].last == 72.5
+    assert quotes[12340038].bid == pytest.approx(288.99) and quotes[12340038].ask == pytest.approx(289.01)
+    # The first snapshot answered without fields (the pre-flight); the client polled again.
+    assert fresh_sandbox.stats()["paths"]["GET /v1/api/iserver/marketdata/snapshot"] == 2
+
+
+def test_unknown_symbol_names_the_field(fresh_sandbox: RunningSandbox, make_client: MakeClient) -> None:
+    with pytest.raises(IbkrConfigError, match="symbol"):
+        make_client(fresh_sandbox).market_data.resolve_conids(["NOPE"])
+
+
+def test_incomplete_snapshot_is_an_error_not_a_partial_answer(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    client = make_client(fresh_sandbox)
+    with pytest.raises(Exception, match="missing fields"):
+        client.market_data.snapshot([12340038], fields=("31", "7762"), max_polls=3, interval=0.05)
+
+
+def test_ibkr_number_strings() -> None:
+    assert to_number("1,300") == 1300 and to_number("C168.42") == 168.42 and to_number("H5") == 5
+    assert to_number("") is None and to_number(None) is None and to_number(7) == 7.0
