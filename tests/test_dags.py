@@ -70,3 +70,43 @@ def test_portfolio_snapshot_runs_under_airflow_dags_test(
     extra = json.loads(events[0][0])
     assert sorted(extra["files"]) == sorted([f"file://{json_file}", f"file://{csv_file}"])
     assert extra["accounts"]["DU1234567"]["positions"] == 273
+
+
+def test_rebalance_dry_run_plans_and_previews_without_placing(
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    out = tmp_path / "rebalance"
+    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    conf = {
+        "account_id": "DU2345678",
+        "targets": {"AAPL": 0.1, "MSFT": 0.1, "SPY": 0.35, "VTI": 0.15, "BND": 0.2, "VXUS": 0.1},
+        "output_dir": str(out),
+    }
+    result = run_airflow(["dags", "test", "ibkr_rebalance", "-c", json.dumps(conf)], env, timeout=400)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    (summary_file,) = out.glob("rebalance_*.json")
+    report = json.loads(summary_file.read_text())
+    assert report["dry_run"] is True and report["plan"]
+    assert len(report["orders"]) == len(report["plan"])
+    assert all(o["dry_run"] and "order_id" not in o and o["whatif"]["amount"] > 0 for o in report["orders"])
+    stats = fresh_sandbox.stats()
+    assert stats.get("orders_placed", 0) == 0 and stats["whatif_requests"] == len(report["plan"])
+
+
+def test_rebalance_places_orders_on_paper_and_waits_for_fills(
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    out = tmp_path / "rebalance"
+    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    conf = {
+        "account_id": "DU2345678",
+        "targets": {"SPY": 0.5, "BND": 0.3},
+        "dry_run": False,
+        "output_dir": str(out),
+    }
+    result = run_airflow(["dags", "test", "ibkr_rebalance", "-c", json.dumps(conf)], env, timeout=400)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    report = json.loads(next(out.glob("rebalance_*.json")).read_text())
+    assert report["dry_run"] is False
+    assert all(o["status"] == "Filled" for o in report["orders"])
+    assert fresh_sandbox.stats()["orders_placed"] == len(report["orders"]) == len(report["plan"]) > 0
