@@ -34,12 +34,30 @@ def airflow(args: list[str], env: dict[str, str], log_name: str) -> subprocess.C
     return result
 
 
+REBALANCE_CONF = {
+    "account_id": "DU2345678",
+    "targets": {"AAPL": 0.10, "MSFT": 0.10, "SPY": 0.35, "VTI": 0.15, "BND": 0.20, "VXUS": 0.10},
+    "output_dir": str(AIRFLOW_HOME / "output" / "rebalance"),
+}
+
+
+def newest(folder: Path, pattern: str, before: set[str]) -> Path:
+    fresh = sorted(p for p in folder.glob(pattern) if p.name not in before)
+    if not fresh:
+        raise SystemExit(f"the DAG reported success but wrote no {pattern} in {folder}")
+    return fresh[-1]
+
+
+def existing(folder: Path, pattern: str) -> set[str]:
+    return {p.name for p in folder.glob(pattern)} if folder.exists() else set()
+
+
 def main() -> int:
     AIRFLOW_HOME.mkdir(exist_ok=True)
     # A new sandbox knows none of the previous run's sessions: start with an empty session cache.
     shutil.rmtree(AIRFLOW_HOME / "ibkr" / "session_cache", ignore_errors=True)
     started = time.monotonic()
-    print("1/4 Starting the IBKR sandbox ...", flush=True)
+    print("1/6 Starting the IBKR sandbox ...", flush=True)
     sandbox = start_sandbox(ROOT / ".sandbox")
     try:
         print(f"    sandbox listening on {sandbox.base_url} (state in .sandbox/)")
@@ -50,33 +68,75 @@ def main() -> int:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW_CONN_IBKR_DEFAULT": sandbox.connection_json(),
+                "AIRFLOW_CONN_IBKR_FLEX_DEFAULT": sandbox.flex_connection_json(extra={"poll_interval": 1}),
                 "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             }
         )
-        print("2/4 Migrating the local Airflow database (.airflow/airflow.db) ...", flush=True)
+        print("2/6 Migrating the local Airflow database (.airflow/airflow.db) ...", flush=True)
         airflow(["db", "migrate"], env, "demo_db_migrate.log")
-        print("3/4 Running `airflow dags test ibkr_portfolio_snapshot` against the sandbox ...", flush=True)
-        before = {p.name for p in OUTPUT_DIR.glob("*.json")} if OUTPUT_DIR.exists() else set()
-        conf = json.dumps({"output_dir": str(OUTPUT_DIR)})
-        airflow(["dags", "test", "ibkr_portfolio_snapshot", "-c", conf], env, "demo_dags_test.log")
-        new = sorted(p for p in OUTPUT_DIR.glob("*.json") if p.name not in before)
-        if not new:
-            raise SystemExit("the DAG reported success but wrote no snapshot file")
-        snapshot = json.loads(new[-1].read_text())
+
+        print("3/6 ibkr_portfolio_snapshot ...", flush=True)
+        before = existing(OUTPUT_DIR, "portfolio_snapshot_*.json")
+        airflow(
+            ["dags", "test", "ibkr_portfolio_snapshot", "-c", json.dumps({"output_dir": str(OUTPUT_DIR)})],
+            env,
+            "demo_portfolio_snapshot.log",
+        )
+        snapshot_file = newest(OUTPUT_DIR, "portfolio_snapshot_*.json", before)
+
+        print("4/6 ibkr_rebalance (dry run: IBKR what-if only, nothing placed) ...", flush=True)
+        rebalance_dir = Path(REBALANCE_CONF["output_dir"])  # type: ignore[arg-type]
+        before = existing(rebalance_dir, "rebalance_*.json")
+        airflow(
+            ["dags", "test", "ibkr_rebalance", "-c", json.dumps(REBALANCE_CONF)], env, "demo_rebalance.log"
+        )
+        rebalance_file = newest(rebalance_dir, "rebalance_*.json", before)
+
+        print("5/6 ibkr_flex_report ...", flush=True)
+        flex_dir = AIRFLOW_HOME / "output" / "flex"
+        before = existing(flex_dir, "flex_*")
+        airflow(
+            ["dags", "test", "ibkr_flex_report", "-c", json.dumps({"output_dir": str(flex_dir)})],
+            env,
+            "demo_flex_report.log",
+        )
+        flex_files = sorted(p for p in flex_dir.glob("flex_*") if p.name not in before)
         stats = sandbox.stats()
     finally:
         sandbox.stop()
-    print("4/4 Done. The sandbox is stopped.\n")
-    print(f"{'account':<12} {'net liquidation':>18} {'positions':>10}")
+    print("6/6 Done. The sandbox is stopped.\n")
+
+    snapshot = json.loads(snapshot_file.read_text())
+    print("Portfolio snapshot")
+    print(f"  {'account':<12} {'net liquidation':>18} {'positions':>10}")
     for account in snapshot["accounts"]:
         net_liq = account["summary"]["netliquidation"]["amount"]
-        print(f"{account['account']['accountId']:<12} {net_liq:>18,.2f} {len(account['positions']):>10}")
+        print(f"  {account['account']['accountId']:<12} {net_liq:>18,.2f} {len(account['positions']):>10}")
+
+    report = json.loads(rebalance_file.read_text())
+    print(f"\nRebalance plan for {REBALANCE_CONF['account_id']} (dry run: {report['dry_run']})")
+    header = ("symbol", "side", "quantity", "price", "value", "weight now", "target")
+    print("  {:<7} {:<5} {:>9} {:>9} {:>12} {:>11} {:>7}".format(*header))
+    for row in report["plan"]:
+        cells = (row["symbol"], row["side"], row["quantity"], row["price"], row["value"])
+        weights = (row["current_weight"] * 100, row["target_weight"] * 100)
+        print(
+            "  {:<7} {:<5} {:>9g} {:>9.2f} {:>12,.2f} ".format(*cells)
+            + "{:>10.1f}% {:>6.1f}%".format(*weights)
+        )
+    if not report["plan"]:
+        print("  (every symbol is within its drift band: nothing to trade)")
+
+    print("\nFlex report files")
+    for path in flex_files:
+        print(f"  {path.relative_to(ROOT)}")
     print(
         f"\nIBKR traffic: {stats['tokens_issued']} access token, {stats['sso_sessions']} SSO session, "
-        f"{stats['requests_total']} requests, {stats['http_401']} x 401, {stats['http_429']} x 429"
+        f"{stats['requests_total']} requests, {stats['http_401']} x 401, {stats['http_429']} x 429, "
+        f"{stats.get('orders_placed', 0)} orders placed"
     )
-    print(f"Snapshot file: {new[-1].relative_to(ROOT)}")
-    print(f"Airflow log:   {(AIRFLOW_HOME / 'demo_dags_test.log').relative_to(ROOT)}")
+    print(f"Snapshot file: {snapshot_file.relative_to(ROOT)}")
+    print("Airflow logs:  .airflow/demo_*.log")
     print(f"Took {time.monotonic() - started:.0f} s.")
     return 0
 
