@@ -24,7 +24,17 @@ def test_dags_import_without_errors_or_connection_lookups() -> None:
     ) as lookup:
         bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
-    assert "ibkr_portfolio_snapshot" in bag.dag_ids
+    assert set(bag.dag_ids) == {
+        "ibkr_portfolio_snapshot",
+        "ibkr_rebalance",
+        "ibkr_dca",
+        "ibkr_flex_report",
+        "ibkr_risk_monitor",
+    }
+    for dag_id in bag.dag_ids:
+        dag = bag.dags[dag_id]
+        assert dag.doc_md and dag.default_args["retries"] >= 1 and dag.params, dag_id
+        assert str(dag.timezone) in ("America/New_York", "Timezone('America/New_York')"), dag_id
     lookup.assert_not_called()
     dag = bag.dags["ibkr_portfolio_snapshot"]
     assert dag is not None and dag.doc_md and dag.default_args["retries"] >= 1
@@ -110,3 +120,39 @@ def test_rebalance_places_orders_on_paper_and_waits_for_fills(
     assert report["dry_run"] is False
     assert all(o["status"] == "Filled" for o in report["orders"])
     assert fresh_sandbox.stats()["orders_placed"] == len(report["orders"]) == len(report["plan"]) > 0
+
+
+def test_dca_dry_run_previews_cash_quantity_orders(
+    migrated_home: Path, fresh_sandbox: RunningSandbox
+) -> None:
+    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    result = run_airflow(["dags", "test", "ibkr_dca", "-c", json.dumps({"account_id": "DU2345678"})], env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    stats = fresh_sandbox.stats()
+    assert stats["whatif_requests"] == 2 and stats.get("orders_placed", 0) == 0
+
+
+def test_dca_is_skipped_with_a_clear_line_when_funds_are_short(
+    migrated_home: Path, fresh_sandbox: RunningSandbox
+) -> None:
+    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    conf = {"account_id": "DU2345678", "amounts": {"VTI": 5_000_000}, "dry_run": False}
+    result = run_airflow(["dags", "test", "ibkr_dca", "-c", json.dumps(conf)], env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "Skipping DCA for DU2345678: available funds" in output
+    assert fresh_sandbox.stats().get("whatif_requests", 0) == 0
+
+
+def test_risk_monitor_passes_then_fails_with_a_readable_breach(
+    migrated_home: Path, fresh_sandbox: RunningSandbox
+) -> None:
+    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    ok = run_airflow(["dags", "test", "ibkr_risk_monitor"], env)
+    assert ok.returncode == 0, (ok.stdout + ok.stderr)[-4000:]
+    strict = {"accounts": ["DU2345678"], "min_cushion": 0.99, "min_excess_liquidity": 10_000_000}
+    failed = run_airflow(["dags", "test", "ibkr_risk_monitor", "-c", json.dumps(strict)], env)
+    output = failed.stdout + failed.stderr
+    assert "IBKR risk limits breached" in output
+    assert "DU2345678: margin cushion" in output and "DU2345678: excess liquidity" in output
+    assert "state=failed" in output or failed.returncode != 0

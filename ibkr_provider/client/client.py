@@ -40,6 +40,7 @@ from ibkr_provider.client.models import (
     BrokerageAccounts,
     BrokerageSessionStatus,
     Ledger,
+    PnlRow,
     Position,
     SsoValidation,
     TickleResult,
@@ -392,6 +393,11 @@ class IbkrClient:
         if record.iserver_accounts is None:
             record.iserver_accounts = dict(self._call("GET", "/iserver/accounts"))
         return BrokerageAccounts.from_json(record.iserver_accounts)
+
+    def pnl(self) -> dict[str, PnlRow]:
+        """``GET /iserver/account/pnl/partitioned``: daily PnL per account (IBKR: 1 per 5 s)."""
+        self.brokerage_accounts()
+        return PnlRow.from_json(self._call("GET", "/iserver/account/pnl/partitioned"))
 
     def tickle(self) -> TickleResult:
         """``POST /tickle``: keep the session alive (IBKR expects about one call per minute)."""

@@ -231,6 +231,38 @@ class AccountSummary:
 
 
 @dataclass(frozen=True)
+class PnlRow:
+    """One account of ``/iserver/account/pnl/partitioned`` (key ``<accountId>.Core``)."""
+
+    account_id: str
+    daily_pnl: float | None
+    net_liquidation: float | None
+    unrealized_pnl: float | None
+    excess_liquidity: float | None
+    market_value: float | None
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, payload: Json) -> dict[str, PnlRow]:
+        data = _require_mapping(payload, "/iserver/account/pnl/partitioned")
+        rows = _require_mapping(data.get("upnl") or {}, "upnl")
+        out: dict[str, PnlRow] = {}
+        for key, row in rows.items():
+            if isinstance(row, Mapping):
+                account = str(key).split(".")[0]
+                out[account] = cls(
+                    account_id=account,
+                    daily_pnl=_opt_float(row.get("dpl")),
+                    net_liquidation=_opt_float(row.get("nl")),
+                    unrealized_pnl=_opt_float(row.get("upl")),
+                    excess_liquidity=_opt_float(row.get("el")),
+                    market_value=_opt_float(row.get("mv")),
+                    raw=row,
+                )
+        return out
+
+
+@dataclass(frozen=True)
 class LedgerEntry:
     """One currency (or ``BASE``) of ``/portfolio/{id}/ledger``."""
 

@@ -400,6 +400,27 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
             rows.append(row)
         return rows
 
+    @app.get("/v1/api/iserver/account/pnl/partitioned")
+    def pnl(request: Request) -> dict[str, Any]:
+        """Daily PnL per account (``<id>.Core``): prices against a prior close 1% lower."""
+        record = brokerage(request)
+        rows: dict[str, Any] = {}
+        for account_id in state.credentials.get(record.credential, []):
+            account = state.book.accounts[account_id]
+            values = [(state.book.instruments[p.conid].base_price, p) for p in account.positions]
+            market = sum(price * p.quantity for price, p in values)
+            daily = sum((price - round(price / 1.01, 2)) * p.quantity for price, p in values)
+            net = market + account.cash
+            rows[f"{account_id}.Core"] = {
+                "rowType": 1,
+                "dpl": round(daily, 2),
+                "nl": round(net, 2),
+                "upl": round(sum((price - p.avg_cost) * p.quantity for price, p in values), 2),
+                "el": round(net - market * 0.25, 2),
+                "mv": round(market, 2),
+            }
+        return {"upnl": rows}
+
     # ------------------------------------------------------------------ portfolio
     @app.get("/v1/api/portfolio/accounts")
     def portfolio_accounts(request: Request) -> list[dict[str, Any]]:

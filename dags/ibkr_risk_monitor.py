@@ -1,0 +1,78 @@
+"""
+### IBKR risk monitor
+
+Every hour of US market hours (New York time, weekdays), checks every account (or `accounts`)
+against thresholds and **fails with a readable message naming each breach**, so Airflow's
+failure alerts (email, Slack callbacks) tell you what is wrong:
+
+- margin cushion (excess liquidity / net liquidation) below `min_cushion`;
+- excess liquidity below `min_excess_liquidity`;
+- daily PnL below `-max_daily_loss`.
+
+A breach is not retried (it is a finding, not a glitch); IBKR errors are.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+log = logging.getLogger(__name__)
+
+with DAG(
+    dag_id="ibkr_risk_monitor",
+    schedule="15 10-16 * * 1-5",
+    start_date=pendulum.datetime(2026, 1, 1, tz="America/New_York"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    params={
+        "accounts": Param([], type="array", description="Accounts to check; empty means every account."),
+        "min_cushion": Param(
+            0.10, type="number", minimum=0, maximum=1, description="Smallest margin cushion."
+        ),
+        "min_excess_liquidity": Param(10_000, type="number", description="Smallest excess liquidity."),
+        "max_daily_loss": Param(
+            5_000, type="number", minimum=0, description="Largest acceptable daily loss."
+        ),
+    },
+    tags=["ibkr", "risk"],
+    doc_md=__doc__,
+):
+
+    @task
+    def check_risk() -> dict[str, dict[str, float | None]]:
+        from ibkr_provider.hooks.ibkr import IbkrHook
+
+        params = get_current_context()["params"]
+        client = IbkrHook().get_conn()
+        accounts = list(params["accounts"]) or [a.account_id for a in client.list_accounts()]
+        pnl = client.pnl()
+        figures: dict[str, dict[str, float | None]] = {}
+        breaches: list[str] = []
+        for account in accounts:
+            summary = client.account_summary(account)
+            cushion, excess = summary.amount("cushion"), summary.amount("excessliquidity")
+            daily = pnl[account].daily_pnl if account in pnl else None
+            figures[account] = {"cushion": cushion, "excess_liquidity": excess, "daily_pnl": daily}
+            log.info("%s: cushion %s, excess liquidity %s, daily PnL %s", account, cushion, excess, daily)
+            if cushion is not None and cushion < params["min_cushion"]:
+                breaches.append(
+                    f"{account}: margin cushion {cushion:.1%} is below {params['min_cushion']:.1%}"
+                )
+            if excess is not None and excess < params["min_excess_liquidity"]:
+                floor = params["min_excess_liquidity"]
+                breaches.append(f"{account}: excess liquidity {excess:,.2f} is below {floor:,.2f}")
+            if daily is not None and daily < -params["max_daily_loss"]:
+                breaches.append(
+                    f"{account}: daily PnL {daily:,.2f} is a loss beyond {params['max_daily_loss']:,.2f}"
+                )
+        if breaches:
+            raise AirflowFailException("IBKR risk limits breached:\n- " + "\n- ".join(breaches))
+        return figures
+
+    check_risk()
