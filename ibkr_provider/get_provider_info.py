@@ -191,6 +191,7 @@ def get_provider_info() -> dict[str, Any]:
                     "ibkr_provider.operators.portfolio",
                     "ibkr_provider.operators.orders",
                     "ibkr_provider.operators.flex",
+                    "ibkr_provider.operators.market",
                 ],
             }
         ],

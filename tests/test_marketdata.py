@@ -42,3 +42,30 @@ def test_incomplete_snapshot_is_an_error_not_a_partial_answer(
 def test_ibkr_number_strings() -> None:
     assert to_number("1,300") == 1300 and to_number("C168.42") == 168.42 and to_number("H5") == 5
     assert to_number("") is None and to_number(None) is None and to_number(7) == 7.0
+
+
+def test_market_snapshot_operator_returns_numbers(
+    monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox
+) -> None:
+    from ibkr_provider.operators.market import IbkrMarketSnapshotOperator
+
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_DEFAULT", fresh_sandbox.connection_json())
+    op = IbkrMarketSnapshotOperator(task_id="prices", symbols="VTI, GLD")
+    assert op.execute({}) == {  # type: ignore[arg-type]
+        "VTI": {"conid": 12340038, "31": 289.0, "84": 288.99, "86": 289.01},
+        "GLD": {"conid": 51529211, "31": 243.0, "84": 242.99, "86": 243.01},
+    }
+
+
+def test_trades_and_pnl(fresh_sandbox: RunningSandbox, make_client: MakeClient) -> None:
+    from ibkr_provider.client.orders import OrderTicket
+
+    client = make_client(fresh_sandbox)
+    placed = client.orders.place("DU2345678", OrderTicket(conid=12340038, side="BUY", quantity=3, coid="t-1"))
+    (trade,) = client.trades(days=1, account_id="DU2345678")
+    assert trade["order_ref"] == "t-1" and trade["size"] == 3 and trade["side"] == "B"
+    assert placed.status == "Filled"
+    pnl = client.pnl()
+    assert set(pnl) == {"DU1234567", "DU2345678", "U3456789"} and (pnl["DU2345678"].daily_pnl or 0) > 0
+    with pytest.raises(IbkrConfigError, match="days"):
+        client.trades(days=30)

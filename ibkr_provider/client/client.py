@@ -394,6 +394,20 @@ class IbkrClient:
             record.iserver_accounts = dict(self._call("GET", "/iserver/accounts"))
         return BrokerageAccounts.from_json(record.iserver_accounts)
 
+    def trades(self, days: int = 1, account_id: str | None = None) -> list[dict[str, Any]]:
+        """``GET /iserver/account/trades``: executions of the last ``days`` days (IBKR allows at
+        most 7 and paces the endpoint at 1 per 5 s). Raw rows, as IBKR sends them."""
+        if not 1 <= days <= 7:
+            raise IbkrConfigError("days", "IBKR returns trades for 1 to 7 days")
+        self.brokerage_accounts()
+        params: dict[str, Any] = {"days": days}
+        if account_id:
+            params["accountId"] = self._account(account_id)
+        rows = self._call("GET", "/iserver/account/trades", params=params)
+        if not isinstance(rows, list):
+            raise IbkrResponseError("/iserver/account/trades did not answer with a list")
+        return rows
+
     def pnl(self) -> dict[str, PnlRow]:
         """``GET /iserver/account/pnl/partitioned``: daily PnL per account (IBKR: 1 per 5 s)."""
         self.brokerage_accounts()

@@ -400,6 +400,42 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
             rows.append(row)
         return rows
 
+    @app.get("/v1/api/iserver/account/trades")
+    def trades(request: Request, days: int = 1, accountId: str = "") -> list[dict[str, Any]]:
+        """Executions (filled sandbox orders) of the last ``days`` days (IBKR: at most 7)."""
+        record = trading(request)
+        accounts = set(state.credentials.get(record.credential, []))
+        since = time.time() - min(max(days, 1), 7) * 86_400
+        rows = []
+        with state.lock:
+            for o in state.orders.orders.values():
+                if o.status != "Filled" or o.account not in accounts or o.created_at < since:
+                    continue
+                if accountId and o.account != accountId:
+                    continue
+                inst = state.book.instruments[o.conid]
+                verb = "Bot" if o.side == "BUY" else "Sold"
+                rows.append(
+                    {
+                        "execution_id": f"0000e0d5.{o.order_id:08x}.01.01",
+                        "symbol": inst.symbol,
+                        "side": o.side[0],
+                        "order_description": f"{verb} {o.filled:g} @ {o.avg_price}",
+                        "trade_time_r": int(o.created_at * 1000),
+                        "size": o.filled,
+                        "price": f"{o.avg_price}",
+                        "order_ref": o.coid,
+                        "commission": "1.00",
+                        "net_amount": round(o.filled * (o.avg_price or 0), 2),
+                        "account": o.account,
+                        "conid": str(o.conid),
+                        "sec_type": inst.asset_class,
+                        "listing_exchange": inst.exchange,
+                        "company_name": inst.name,
+                    }
+                )
+        return rows
+
     @app.get("/v1/api/iserver/account/pnl/partitioned")
     def pnl(request: Request) -> dict[str, Any]:
         """Daily PnL per account (``<id>.Core``): prices against a prior close 1% lower."""

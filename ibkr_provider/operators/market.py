@@ -1,0 +1,59 @@
+"""``IbkrMarketSnapshotOperator``: prices for symbols, as numbers, ready for downstream tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.marketdata import DEFAULT_FIELDS
+from ibkr_provider.hooks.ibkr import IbkrHook
+
+
+class IbkrMarketSnapshotOperator(BaseOperator):
+    """Resolve symbols to conids (``/iserver/secdef/search``), do IBKR's pre-flight, and re-poll
+    the snapshot within a bound until every requested field is present; values are converted
+    from IBKR's strings to numbers. An incomplete snapshot fails the task.
+
+    Example::
+
+        IbkrMarketSnapshotOperator(task_id="prices", symbols=["VTI", "BND"], fields=["31", "84", "86"])
+
+    :param symbols: ticker symbols (templated).
+    :param fields: IBKR field codes (31 last, 84 bid, 86 ask, ...).
+    :return: ``{symbol: {"conid": int, "<field>": float, ...}}``.
+    """
+
+    template_fields: Sequence[str] = ("ibkr_conn_id", "symbols")
+    ui_color = "#d7f2e3"
+
+    def __init__(
+        self,
+        *,
+        symbols: Sequence[str] | str,
+        fields: Sequence[str] = DEFAULT_FIELDS,
+        sec_type: str = "STK",
+        max_polls: int = 6,
+        ibkr_conn_id: str = IbkrHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.symbols = symbols
+        self.fields = tuple(fields)
+        self.sec_type = sec_type
+        self.max_polls = max_polls
+        self.ibkr_conn_id = ibkr_conn_id
+
+    def execute(self, context: Context) -> dict[str, dict[str, Any]]:
+        symbols = [self.symbols] if isinstance(self.symbols, str) else list(self.symbols)
+        symbols = [s.strip().upper() for symbol in symbols for s in str(symbol).split(",") if s.strip()]
+        if not symbols:
+            raise IbkrConfigError("symbols", "give at least one ticker symbol, e.g. ['VTI']")
+        market = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn().market_data
+        conids = market.resolve_conids(symbols, sec_type=self.sec_type)
+        quotes = market.snapshot(list(conids.values()), self.fields, max_polls=self.max_polls)
+        result = {symbol: {"conid": conid, **quotes[conid].values} for symbol, conid in conids.items()}
+        self.log.info("Snapshot: %s", result)
+        return result
