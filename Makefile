@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: setup test lint typecheck unit demo bench clean redis-server
+.PHONY: setup test lint typecheck unit demo up bench clean redis-server
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -41,6 +41,10 @@ test: lint typecheck unit
 
 demo: setup
 	$(VENV)/bin/python scripts/demo.py
+
+# The sandbox and `airflow standalone` with the connections preset; Ctrl-C stops both.
+up: setup
+	$(VENV)/bin/python scripts/up.py
 
 # Measured scenarios (shared session vs naive login, shared pacing); rewrites docs/benchmarks.md.
 bench: setup

@@ -1,0 +1,110 @@
+"""`make up`: the IBKR sandbox and `airflow standalone`, for browsing and triggering the DAGs.
+
+Airflow runs from `.airflow/` (SQLite, LocalExecutor, parallelism 4 for small machines,
+`[core] test_connection = Enabled`). The `ibkr_default` and `ibkr_flex_default` connections are
+stored in Airflow's database (so the UI lists them and its Test button works), pointing at the
+sandbox. Ctrl-C stops Airflow and the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from ibkr_provider.sandbox.process import start_sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+AIRFLOW_HOME = ROOT / ".airflow"
+BIN = Path(sys.executable).parent
+PORT = int(os.environ.get("IBKR_UP_PORT", "8080"))
+
+
+def airflow(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(BIN / "airflow"), *args], env=env, capture_output=True, text=True, check=False
+    )
+    if check and result.returncode != 0:
+        sys.stderr.write(result.stdout[-2000:] + result.stderr[-3000:])
+        raise SystemExit(f"`airflow {args[0]} {args[1] if len(args) > 1 else ''}` failed")
+    return result
+
+
+def main() -> int:
+    AIRFLOW_HOME.mkdir(exist_ok=True)
+    sandbox = start_sandbox(ROOT / ".sandbox")
+    standalone: subprocess.Popen[bytes] | None = None
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+        env.update(
+            {
+                "AIRFLOW_HOME": str(AIRFLOW_HOME),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(PORT),
+                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{PORT}",
+                # `airflow standalone` starts its components as `airflow` from PATH.
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        )
+        airflow(["db", "migrate"], env)
+        for conn_id, conn_json in (
+            ("ibkr_default", sandbox.connection_json()),
+            ("ibkr_flex_default", sandbox.flex_connection_json(extra={"poll_interval": 1})),
+        ):
+            airflow(["connections", "delete", conn_id], env, check=False)
+            airflow(["connections", "add", conn_id, "--conn-json", conn_json], env)
+        log = open(AIRFLOW_HOME / "standalone.log", "ab")  # noqa: SIM115 - handed to the child
+        standalone = subprocess.Popen(
+            [str(BIN / "airflow"), "standalone"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{PORT}"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if requests.get(f"{url}/api/v2/version", timeout=2).status_code < 500:
+                    break
+            except requests.RequestException:
+                pass
+            if standalone.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"airflow standalone did not come up; see {AIRFLOW_HOME / 'standalone.log'}")
+            time.sleep(1)
+        passwords = AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated"
+        print(f"IBKR sandbox:  {sandbox.base_url}")
+        print(f"Airflow UI:    {url}  (user admin)")
+        if passwords.exists():
+            print(f"Password:      {json.loads(passwords.read_text()).get('admin')}  (from {passwords})")
+        print(
+            "Connections ibkr_default and ibkr_flex_default point at the sandbox; Admin > Connections > Test."
+        )
+        print("Ctrl-C stops Airflow and the sandbox.", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        standalone.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if standalone is not None and standalone.poll() is None:
+            os.killpg(standalone.pid, signal.SIGTERM)
+            try:
+                standalone.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(standalone.pid, signal.SIGKILL)
+        sandbox.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
