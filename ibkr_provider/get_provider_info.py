@@ -13,6 +13,20 @@ from ibkr_provider import __version__
 
 _OPTIONAL_STRING: dict[str, Any] = {"type": ["string", "null"]}
 
+#: Fields both connection types read the same way.
+_TRANSPORT_FIELDS: dict[str, Any] = {
+    "verify": {
+        "label": "TLS verification",
+        "description": "true (default), false, or the path of a CA bundle (e.g. the gateway's CA).",
+        "schema": {"type": ["string", "boolean", "null"], "default": "true"},
+    },
+    "timeout": {
+        "label": "Timeout (seconds)",
+        "description": "Per-request HTTP timeout in seconds (default 30).",
+        "schema": {"type": ["number", "string", "null"], "default": 30},
+    },
+}
+
 
 def _ibkr_conn_fields() -> dict[str, Any]:
     return {
@@ -54,16 +68,7 @@ def _ibkr_conn_fields() -> dict[str, Any]:
             "(oauth2 only). Never looked up from a third-party service.",
             "schema": _OPTIONAL_STRING,
         },
-        "verify": {
-            "label": "TLS verification",
-            "description": "true (default), false, or the path of a CA bundle (e.g. the gateway's CA).",
-            "schema": {"type": ["string", "boolean", "null"], "default": "true"},
-        },
-        "timeout": {
-            "label": "Timeout (seconds)",
-            "description": "Per-request HTTP timeout in seconds (default 30).",
-            "schema": {"type": ["number", "string", "null"], "default": 30},
-        },
+        **_TRANSPORT_FIELDS,
         "session_cache": {
             "label": "Session cache",
             "description": "Where the one IBKR session all tasks share lives: file (default, one per host; "
@@ -140,16 +145,7 @@ def get_provider_info() -> dict[str, Any]:
                     },
                 },
                 "conn-fields": {
-                    "verify": {
-                        "label": "TLS verification",
-                        "description": "true (default), false, or the path of a CA bundle.",
-                        "schema": {"type": ["string", "boolean", "null"], "default": "true"},
-                    },
-                    "timeout": {
-                        "label": "Timeout (seconds)",
-                        "description": "Per-request HTTP timeout (default 30).",
-                        "schema": {"type": ["number", "string", "null"], "default": 30},
-                    },
+                    **_TRANSPORT_FIELDS,
                     "poll_interval": {
                         "label": "Poll interval (seconds)",
                         "description": "Wait between GetStatement polls while IBKR answers 1019 (default 5).",

@@ -5,7 +5,6 @@ its own supervised process exactly as in production (recipe: airflow-3-providers
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,19 +14,13 @@ from pathlib import Path
 import requests
 
 from tests.airflow_cli import AIRFLOW, REPO_ROOT, airflow_env, run_airflow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.ports import free_port
 
 
 @contextmanager
 def airflow_cluster(home: Path, dags_folder: Path, parallelism: int = 8) -> Iterator[dict[str, str]]:
     """Yield the environment for ``airflow dags test --use-executor`` against a running api-server."""
-    port = _free_port()
+    port = free_port()
     env = airflow_env(
         home,
         dags_folder,

@@ -10,12 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.ports import free_port
 
 
 @contextmanager
@@ -26,7 +21,7 @@ def redis_server(workdir: Path) -> Iterator[str]:
         raise RuntimeError(
             "redis-server is not installed; `make test` installs it (apt-get install redis-server)"
         )
-    port = _free_port()
+    port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [
