@@ -113,3 +113,15 @@ def test_connection_env_points_at_the_sandbox_service(compose: dict[str, Any], t
     config = config_from_connection(conn["host"], conn["login"], extra)
     assert config.api_url == f"http://ibkr-sandbox:{port}/v1/api"
     assert "sandbox-state" in compose["volumes"]
+
+
+def test_flex_connection_env_matches_the_sandbox_flex_token(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    args = services["ibkr-sandbox"]["command"]
+    token = args[args.index("--flex-token") + 1]
+    port = args[args.index("--port") + 1]
+    for name in AIRFLOW_SERVICES:
+        flex = json.loads(services[name]["environment"]["AIRFLOW_CONN_IBKR_FLEX_DEFAULT"])
+        assert flex["conn_type"] == "ibkr_flex"
+        assert flex["host"] == f"http://ibkr-sandbox:{port}/AccountManagement/FlexWebService"
+        assert flex["password"] == token

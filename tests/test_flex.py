@@ -73,3 +73,17 @@ def test_flex_report_dag_runs_under_airflow_dags_test(fresh_sandbox: RunningSand
     positions = next(out.glob("flex_*_OpenPositions.csv"))
     assert len(list(csv.DictReader(positions.open()))) == 282
     assert fresh_sandbox.stats()["flex_1019"] == 2  # the default pending polls, survived
+
+
+def test_sandbox_accepts_a_given_flex_token(tmp_path: Path) -> None:
+    from ibkr_provider.sandbox.process import start_sandbox
+
+    sandbox = start_sandbox(tmp_path / "sb", "--flex-token", "fixed-demo-token")
+    try:
+        conn = json.loads(sandbox.flex_connection_json())
+        assert conn["password"] == "fixed-demo-token"
+        sandbox.configure(flex_pending_polls=0)
+        report = FlexClient(token="fixed-demo-token", base_url=conn["host"]).fetch("100001")
+        assert len(report.rows("OpenPositions")) == 282
+    finally:
+        sandbox.stop()

@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         default=15.0,
         help="penalty box after a pacing violation (IBKR: 10-15 min; default 15 s)",
     )
+    serve.add_argument(
+        "--flex-token", help="the Flex Web Service token to accept (default: generated once in --state-dir)"
+    )
     serve.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     return parser
 
@@ -107,7 +110,7 @@ def serve(args: argparse.Namespace) -> None:
     base_url = args.public_url or f"{scheme}://{shown_host}:{port}"
 
     config = uvicorn.Config(
-        create_app(state, flex_token=ensure_flex_token(state_dir)),
+        create_app(state, flex_token=ensure_flex_token(state_dir, args.flex_token)),
         log_level=args.log_level,
         access_log=False,
         ssl_certfile=certfile,

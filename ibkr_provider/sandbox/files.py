@@ -131,10 +131,13 @@ def ensure_gateway_tls(state_dir: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
-def ensure_flex_token(state_dir: Path) -> str:
-    """The sandbox's Flex token, generated once (IBKR's are 24 digits)."""
+def ensure_flex_token(state_dir: Path, given: str | None = None) -> str:
+    """The sandbox's Flex token: ``given`` (e.g. fixed in docker-compose), else generated once
+    (IBKR's are 24 digits)."""
     path = state_dir / FLEX_TOKEN_FILE
-    if not path.exists():
+    if given:
+        _write_private(path, given.encode())
+    elif not path.exists():
         import secrets
 
         _write_private(path, "".join(secrets.choice("0123456789") for _ in range(24)).encode())
