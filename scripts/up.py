@@ -3,7 +3,8 @@
 Airflow runs from `.airflow/` (SQLite, LocalExecutor, parallelism 4 for small machines,
 `[core] test_connection = Enabled`). The `ibkr_default` and `ibkr_flex_default` connections are
 stored in Airflow's database (so the UI lists them and its Test button works), pointing at the
-sandbox. Ctrl-C stops Airflow and the sandbox.
+sandbox. Ctrl-C stops Airflow and the sandbox. `IBKR_UP_PORT` (default 8080) and `IBKR_UP_HOME` (default
+`.airflow`) move the UI port and the Airflow home.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import requests
 from ibkr_provider.sandbox.process import start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
-AIRFLOW_HOME = ROOT / ".airflow"
+AIRFLOW_HOME = Path(os.environ.get("IBKR_UP_HOME") or ROOT / ".airflow")
 BIN = Path(sys.executable).parent
 PORT = int(os.environ.get("IBKR_UP_PORT", "8080"))
 
@@ -37,8 +38,8 @@ def airflow(args: list[str], env: dict[str, str], check: bool = True) -> subproc
 
 
 def main() -> int:
-    AIRFLOW_HOME.mkdir(exist_ok=True)
-    sandbox = start_sandbox(ROOT / ".sandbox")
+    AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+    sandbox = start_sandbox(AIRFLOW_HOME.parent / ".sandbox")  # ROOT/.sandbox by default
     standalone: subprocess.Popen[bytes] | None = None
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
