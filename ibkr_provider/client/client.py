@@ -415,7 +415,11 @@ class IbkrClient:
 
     def tickle(self) -> TickleResult:
         """``POST /tickle``: keep the session alive (IBKR expects about one call per minute)."""
-        result = TickleResult.from_json(self._call("POST", "/tickle"))
+        return self._tickle_result(self._call("POST", "/tickle"))
+
+    def _tickle_result(self, payload: Any) -> TickleResult:
+        """Parse a tickle answer; its session id is a secret for the masker."""
+        result = TickleResult.from_json(payload)
         if result.session:
             self._sink(result.session)
         return result
@@ -461,9 +465,7 @@ class IbkrClient:
         record = self._store.load(self._key)
         if idle < self.config.tickle_interval or record is None or not self._usable(record):
             return False
-        result = TickleResult.from_json(self._send("POST", "/tickle", record))
-        if result.session:
-            self._sink(result.session)
+        self._tickle_result(self._send("POST", "/tickle", record))
         return True
 
     # ------------------------------------------------------------------ portfolio
@@ -477,30 +479,30 @@ class IbkrClient:
             raise IbkrConfigError("account_id", f"{chosen!r} is not an IBKR account id such as U1234567")
         return chosen
 
+    def _fresh_portfolio_accounts(self, record: SessionRecord | None) -> list[Any] | None:
+        """The shared /portfolio/accounts answer, if it is younger than the TTL."""
+        if record is None or record.portfolio_accounts is None:
+            return None
+        if self._clock() - record.portfolio_accounts_at >= PORTFOLIO_ACCOUNTS_TTL_SECONDS:
+            return None
+        return record.portfolio_accounts
+
     def _portfolio_preflight(self, *, force: bool = False) -> list[Any]:
         """``GET /portfolio/accounts`` once per session, shared by every process (single flight)."""
-        record = self.session()
-        fresh = self._clock() - record.portfolio_accounts_at < PORTFOLIO_ACCOUNTS_TTL_SECONDS
-        if record.portfolio_accounts is not None and fresh and not force:
-            return record.portfolio_accounts
+        cached = None if force else self._fresh_portfolio_accounts(self.session())
+        if cached is not None:
+            return cached
         with self._lock, self._store.lock(self._key):
-            shared = self._store.load(self._key)
-            if (
-                not force
-                and shared is not None
-                and shared.generation == record.generation
-                and shared.portfolio_accounts is not None
-                and self._clock() - shared.portfolio_accounts_at < PORTFOLIO_ACCOUNTS_TTL_SECONDS
-            ):
-                self._remember(shared)
-                return shared.portfolio_accounts
+            cached = None if force else self._fresh_portfolio_accounts(self._store.load(self._key))
+            if cached is not None:
+                return cached
             payload = self._call("GET", "/portfolio/accounts")
             if not isinstance(payload, list):
                 raise IbkrResponseError(
                     "/portfolio/accounts did not answer with a list", endpoint="/v1/api/portfolio/accounts"
                 )
-            record = self._record or record
-            target = shared if shared is not None and shared.generation == record.generation else record
+            # Under the lock the stored record is authoritative (a recovery inside the call saved it).
+            target = self._store.load(self._key) or self.session()
             target.portfolio_accounts = payload
             target.portfolio_accounts_at = self._clock()
             self._store.save(self._key, target)

@@ -156,6 +156,11 @@ class BrokerageAccounts:
         )
 
 
+def is_paper_account(account_id: str) -> bool:
+    """IBKR paper accounts have ids starting with ``D`` (``DU...``, ``DF...``); others are live."""
+    return account_id.upper().startswith("D")
+
+
 @dataclass(frozen=True)
 class Account:
     """One entry of ``GET /portfolio/accounts``."""
@@ -169,8 +174,7 @@ class Account:
 
     @property
     def is_paper(self) -> bool:
-        """Paper accounts have ids starting with ``D`` (``DU...``, ``DF...``) in IBKR's numbering."""
-        return self.account_id.upper().startswith("D")
+        return is_paper_account(self.account_id)
 
     @classmethod
     def from_json(cls, payload: Json) -> Account:

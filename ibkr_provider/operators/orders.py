@@ -9,13 +9,9 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 
 from ibkr_provider.client.errors import IbkrConfigError, IbkrOrderError
+from ibkr_provider.client.models import is_paper_account
 from ibkr_provider.client.orders import OrderTicket
 from ibkr_provider.hooks.ibkr import IbkrHook
-
-
-def is_live_account(account_id: str) -> bool:
-    """IBKR paper accounts have ids starting with ``D`` (``DU...``, ``DF...``); others are live."""
-    return not account_id.upper().startswith("D")
 
 
 def order_coid(dag_id: str, task_id: str, run_id: str, map_index: int) -> str:
@@ -153,7 +149,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
         coid = order_coid(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)
         ticket = self._ticket(coid)
         account_id = str(self.account_id)
-        live = is_live_account(account_id)
+        live = not is_paper_account(account_id)
         if live and not self.whatif_only and not self.allow_live:
             raise IbkrOrderError(
                 f"{account_id} is a live (non-paper) account: refusing to place a real order without "
