@@ -27,8 +27,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    """One OAuth 2.0 sandbox for the session; tests that count requests call ``reset()``."""
-    running = start_sandbox(tmp_path_factory.mktemp("sandbox"))
+    """One OAuth 2.0 sandbox for the session; tests that count requests call ``reset()``.
+
+    Its market clock is stopped (``--price-tick-seconds 0``): prices stay at their seeded values
+    unless a test steps the market or sets a price, so expected amounts are exact.
+    """
+    running = start_sandbox(tmp_path_factory.mktemp("sandbox"), "--price-tick-seconds", "0")
     try:
         yield running
     finally:
@@ -45,7 +49,7 @@ def fresh_sandbox(sandbox: RunningSandbox) -> RunningSandbox:
 @pytest.fixture(scope="session")
 def gateway_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
     """A sandbox in Client Portal Gateway mode (TLS with its own CA, no auth)."""
-    running = start_sandbox(tmp_path_factory.mktemp("gateway"), gateway=True)
+    running = start_sandbox(tmp_path_factory.mktemp("gateway"), "--price-tick-seconds", "0", gateway=True)
     try:
         yield running
     finally:

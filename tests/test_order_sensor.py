@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +15,11 @@ from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
 from ibkr_provider.client.orders import OrderTicket
+from ibkr_provider.sandbox.prices import PricePath
 from ibkr_provider.sandbox.process import RunningSandbox
 from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
 from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
-from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
+from tests.airflow_cli import AIRFLOW, REPO_ROOT, airflow_env, run_airflow
 
 VTI = 12340038
 
@@ -139,3 +143,62 @@ def test_place_then_deferrable_wait_in_a_real_airflow_run(
     assert stats["orders_placed"] == 1
     (status_path,) = [p for p in stats["paths"] if "/order/status/" in p]
     assert stats["paths"][status_path] >= 3  # the sensor's poke, then the trigger's polls to the fill
+
+
+def _status_polls(sandbox: RunningSandbox) -> int:
+    return sum(v for k, v in sandbox.stats()["paths"].items() if "/order/status/" in k)
+
+
+def test_reschedule_mode_waits_for_a_fill_by_the_price_model(
+    fresh_sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    """The sensor in ``reschedule`` mode under real Airflow. The market clock is stopped, so the
+    order rests until the test steps the price model; nothing sets a price."""
+    path = PricePath(seed=0, volatility=0.02)
+    ahead = [path.price(VTI, 289.0, 0, tick) for tick in range(1, 41)]
+    limit = min(ahead)
+    assert limit < 289.0
+    home = tmp_path / "home"
+    home.mkdir()
+    env = airflow_env(
+        home, REPO_ROOT / "tests" / "dags", AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json()
+    )
+    assert run_airflow(["db", "migrate"], env).returncode == 0
+    command = [AIRFLOW, "dags", "test", "ibkr_order_reschedule", "-c", json.dumps({"limit_price": limit})]
+    run = subprocess.Popen(
+        command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while _status_polls(fresh_sandbox) == 0:  # until the sensor has seen the order resting
+            assert run.poll() is None and time.monotonic() < deadline, "the sensor never poked"
+            time.sleep(0.2)
+        steps = 0
+        while run.poll() is None and steps < len(ahead):
+            fresh_sandbox.step_market(1)
+            steps += 1
+            time.sleep(0.3)
+        output, _ = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, output[-4000:]
+    with sqlite3.connect(home / "airflow.db") as db:
+        reschedules = db.execute(
+            "SELECT count(*) FROM task_reschedule r JOIN task_instance t ON t.id = r.ti_id "
+            "WHERE t.task_id = 'wait_for_fill'"
+        ).fetchone()[0]
+        (xcom,) = db.execute(
+            "SELECT value FROM xcom WHERE task_id = 'wait_for_fill' AND key = 'return_value'"
+        ).fetchone()
+    assert reschedules >= 1
+    assert json.loads(xcom)["order_status"] == "Filled"
+    assert fresh_sandbox.stats()["orders_placed"] == 1
+    client = IbkrClient(
+        IbkrClientConfig.from_mapping(fresh_sandbox.client_config_values(session_cache="memory"))
+    )
+    (order,) = client.orders.live_orders()
+    client.close()
+    # Filled at the path's low, a price nobody set: the model crossed the limit.
+    assert order.status == "Filled" and order.raw["avgPrice"] == f"{limit:.4f}"

@@ -3,6 +3,8 @@ placement, and the place-order operator's guards."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +17,7 @@ from ibkr_provider.client import IbkrClient, IbkrConfigError, IbkrOrderError
 from ibkr_provider.client.orders import OrderTicket
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator, order_coid
 from ibkr_provider.sandbox.process import RunningSandbox
+from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
 
 MakeClient = Callable[..., IbkrClient]
 VTI = 12340038  # seeded at 289.00
@@ -218,6 +221,38 @@ def test_a_retried_task_places_exactly_one_order(conn_env: None, fresh_sandbox: 
     assert retry["adopted"] is True and retry["order_id"] == first["order_id"]
     assert other_run["adopted"] is False and other_run["order_id"] != first["order_id"]
     assert fresh_sandbox.stats()["orders_placed"] == 2
+
+
+def test_an_airflow_retry_after_a_lost_answer_adopts_the_order(
+    fresh_sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    """The real case: the order reaches IBKR, its answer is lost, the task fails and Airflow
+    retries it. The retry finds the order by its cOID and adopts it: one order, two tries."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = airflow_env(
+        home, REPO_ROOT / "tests" / "dags", AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json()
+    )
+    assert run_airflow(["db", "migrate"], env).returncode == 0
+    fresh_sandbox.inject_fault("/v1/api/iserver/account/DU2345678/orders", "drop_after", method="POST")
+    result = run_airflow(["dags", "test", "ibkr_place_retry"], env, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    stats = fresh_sandbox.stats()
+    assert stats["faults_fired"] == 1
+    assert stats["orders_placed"] == 1
+    assert stats["paths"]["POST /v1/api/iserver/account/DU2345678/orders"] == 1  # the retry never re-sent it
+    with sqlite3.connect(home / "airflow.db") as db:
+        (state, try_number) = db.execute(
+            "SELECT state, try_number FROM task_instance WHERE dag_id = 'ibkr_place_retry'"
+        ).fetchone()
+        (xcom,) = db.execute(
+            "SELECT value FROM xcom WHERE dag_id = 'ibkr_place_retry' AND key = 'return_value'"
+        ).fetchone()
+    assert (state, try_number) == ("success", 2)
+    placed = json.loads(xcom)
+    assert placed["adopted"] is True and placed["status"] == "Filled"
+    assert placed["coid"].startswith("af-")
 
 
 def test_operator_declines_an_unknown_prompt(conn_env: None, fresh_sandbox: RunningSandbox) -> None:

@@ -293,10 +293,7 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
     def live_orders(request: Request) -> dict[str, Any]:
         record = trading(request)
         accounts = set(state.credentials.get(record.credential, []))
-        state.apply_due_price_moves()
         with state.lock:
-            for order in state.orders.orders.values():
-                state.orders.try_fill(state.book, order)
             rows = [
                 o.as_live_order(state.book) for o in state.orders.orders.values() if o.account in accounts
             ]
@@ -305,12 +302,10 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
     @app.get("/v1/api/iserver/account/order/status/{order_id}")
     def order_status(request: Request, order_id: int) -> dict[str, Any]:
         record = trading(request)
-        state.apply_due_price_moves()
         with state.lock:
             order = state.orders.orders.get(order_id)
             if order is None or order.account not in state.credentials.get(record.credential, []):
                 raise _ibkr_error(400, f"Bad Request: order {order_id} not found")
-            state.orders.try_fill(state.book, order)
             row = order.as_live_order(state.book)
         return {
             "order_id": order_id,
@@ -374,13 +369,12 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
             ids = [int(c) for c in conids.split(",") if c.strip()]
         except ValueError:
             raise _ibkr_error(400, "Bad Request: conids must be integers") from None
-        state.apply_due_price_moves()
         rows = []
         for conid in ids:
             row: dict[str, Any] = {"conid": conid, "conidEx": str(conid)}
             instrument = state.book.instruments.get(conid)
             if instrument is not None and conid in record.subscribed:
-                price = instrument.base_price
+                price = instrument.last_price
                 values = {
                     "31": f"{price:.2f}",
                     "84": f"{price - 0.01:.2f}",
@@ -443,7 +437,7 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
         rows: dict[str, Any] = {}
         for account_id in state.credentials.get(record.credential, []):
             account = state.book.accounts[account_id]
-            values = [(state.book.instruments[p.conid].base_price, p) for p in account.positions]
+            values = [(state.book.instruments[p.conid].last_price, p) for p in account.positions]
             market = sum(price * p.quantity for price, p in values)
             daily = sum((price - round(price / 1.01, 2)) * p.quantity for price, p in values)
             net = market + account.cash
@@ -516,6 +510,32 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
             state.set_price(conid, price)
         return {"conid": conid, "price": price, "after": after}
 
+    @app.get("/__sandbox__/market")
+    def market(conids: str = "") -> dict[str, Any]:
+        """The current tick and prices (of ``conids``, comma separated, or every instrument)."""
+        try:
+            wanted = [int(c) for c in conids.split(",") if c.strip()]
+        except ValueError:
+            raise _ibkr_error(400, "conids must be comma-separated integers") from None
+        with state.lock:
+            tick = state.advance_market()
+            instruments = state.book.instruments
+            chosen = wanted or list(instruments)
+            prices = {str(c): instruments[c].last_price for c in chosen if c in instruments}
+        return {"tick": tick, "prices": prices}
+
+    @app.post("/__sandbox__/market")
+    async def step_market(request: Request) -> dict[str, Any]:
+        """Move the market ``{"ticks": n}`` ticks ahead now (n >= 1)."""
+        body = await request.json()
+        try:
+            ticks = int(body["ticks"])
+        except (KeyError, TypeError, ValueError):
+            raise _ibkr_error(400, 'send {"ticks": <positive integer>}') from None
+        if ticks < 1:
+            raise _ibkr_error(400, "ticks must be at least 1")
+        return {"tick": state.step_market(ticks)}
+
     @app.post("/__sandbox__/sessions/drop-brokerage")
     def drop_brokerage() -> dict[str, Any]:
         """Drop every brokerage session (as IBKR's nightly reset does); SSO sessions stay."""
@@ -561,8 +581,8 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _ibkr_error(400, f"fault needs path and kind: {exc}") from None
-        if fault.kind not in {"drop", "delay", "401", "429", "500", "502", "503", "504"}:
-            raise _ibkr_error(400, "kind must be drop, delay, 401, 429, 500, 502, 503 or 504")
+        if fault.kind not in {"drop", "drop_after", "delay", "401", "429", "500", "502", "503", "504"}:
+            raise _ibkr_error(400, "kind must be drop, drop_after, delay, 401, 429, 500, 502, 503 or 504")
         with state.lock:
             state.faults.append(fault)
         return dataclasses.asdict(fault)

@@ -64,6 +64,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--flex-token", help="the Flex Web Service token to accept (default: generated once in --state-dir)"
     )
+    serve.add_argument(
+        "--price-tick-seconds",
+        type=float,
+        default=5.0,
+        help="seconds per market tick of the price model; 0 moves prices only on request (default 5)",
+    )
+    serve.add_argument(
+        "--price-volatility",
+        type=float,
+        default=0.02,
+        help="how far prices wander from their seeded values, as a fraction; 0 freezes them (default 0.02)",
+    )
+    serve.add_argument(
+        "--price-seed", type=int, default=0, help="seed of the deterministic price paths (default 0)"
+    )
     serve.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     return parser
 
@@ -92,6 +107,9 @@ def serve(args: argparse.Namespace) -> None:
         rate_limit=args.rate_limit,
         endpoint_limits=not args.no_endpoint_limits,
         penalty_seconds=args.penalty_seconds,
+        price_tick_seconds=args.price_tick_seconds,
+        price_volatility=args.price_volatility,
+        price_seed=args.price_seed,
     )
     state = SandboxState(settings=settings, client_keys=client_keys)
     certfile: str | None = None

@@ -76,6 +76,7 @@ class SandboxControl:
                 status_seen.append(int(message["status"]))
             await send(message)
 
+        state.advance_market()
         with state.lock:
             state.counters["requests_total"] += 1
             state.path_counts[f"{method} {path}"] += 1
@@ -89,6 +90,16 @@ class SandboxControl:
                 if _drop_connection(send):
                     return
                 raise ConnectionAbortedError("injected drop")
+            elif fault is not None and fault.kind == "drop_after":
+                # The request takes effect (an order is placed) but its answer is lost: the
+                # case a retried task must not turn into a second order.
+                async def discard(message: Message) -> None:
+                    return None
+
+                await self.app(scope, receive, discard)
+                if _drop_connection(send):
+                    return
+                raise ConnectionAbortedError("injected drop after handling")
             elif fault is not None:
                 status = int(fault.kind)
                 headers = []

@@ -65,8 +65,8 @@ def report_xml(state: SandboxState, request: FlexRequest) -> str:
                     "symbol": book.instruments[p.conid].symbol,
                     "conid": p.conid,
                     "position": p.quantity,
-                    "markPrice": book.instruments[p.conid].base_price,
-                    "positionValue": round(book.instruments[p.conid].base_price * p.quantity, 2),
+                    "markPrice": book.instruments[p.conid].last_price,
+                    "positionValue": round(book.instruments[p.conid].last_price * p.quantity, 2),
                     "costBasisPrice": p.avg_cost,
                     "reportDate": request.to_date,
                 }

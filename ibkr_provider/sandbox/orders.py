@@ -129,7 +129,7 @@ class OrderBook:
         price = float(raw["price"]) if raw.get("price") is not None else None
         if order_type == "LMT" and (price is None or price <= 0):
             raise OrderRejected("Bad Request: a LMT order needs a positive price")
-        last = book.instruments[conid].base_price
+        last = book.instruments[conid].last_price
         if raw.get("cashQty") is not None:
             quantity = float(int(float(raw["cashQty"]) / (price or last)))
         else:
@@ -214,7 +214,7 @@ class OrderBook:
         """Fill by the price model: MKT at once, LMT when the price is at or through the limit."""
         if order.status in TERMINAL:
             return
-        price = book.instruments[order.conid].base_price
+        price = book.instruments[order.conid].last_price
         marketable = order.order_type == "MKT" or (
             order.limit_price is not None
             and (price <= order.limit_price if order.side == "BUY" else price >= order.limit_price)
@@ -256,7 +256,7 @@ class OrderBook:
             return {"error": exc.text}
         amount = sum(o["quantity"] * (o["price"] or o["last"]) for o in orders)
         equity = book.accounts[account].cash + sum(
-            book.instruments[p.conid].base_price * p.quantity for p in book.accounts[account].positions
+            book.instruments[p.conid].last_price * p.quantity for p in book.accounts[account].positions
         )
 
         def money(value: float) -> str:

@@ -11,7 +11,7 @@ POSITIONS_PAGE_SIZE = 100
 
 
 def _price(book: SeedBook, conid: int) -> float:
-    return book.instruments[conid].base_price
+    return book.instruments[conid].last_price
 
 
 def account_json(account: SeedAccount) -> dict[str, Any]:

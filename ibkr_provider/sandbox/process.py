@@ -93,6 +93,17 @@ class RunningSandbox:
         crosses their limit)."""
         self._control("POST", "prices", {"conid": conid, "price": price, "after": after})
 
+    def market(self, *conids: int) -> dict[str, Any]:
+        """The current tick and prices, ``{"tick": n, "prices": {"conid": price}}``."""
+        query = ",".join(str(c) for c in conids)
+        answer: dict[str, Any] = self._control("GET", f"market?conids={query}")
+        return answer
+
+    def step_market(self, ticks: int) -> int:
+        """Move the price model ``ticks`` ticks ahead now; returns the new tick."""
+        tick: int = self._control("POST", "market", {"ticks": ticks})["tick"]
+        return tick
+
     def drop_brokerage_sessions(self) -> None:
         """Drop every brokerage session, keeping the SSO sessions."""
         self._control("POST", "sessions/drop-brokerage")

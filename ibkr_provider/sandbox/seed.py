@@ -37,7 +37,8 @@ class Instrument:
     symbol: str
     name: str
     exchange: str
-    base_price: float
+    #: The current price: seeded, then moved by the price model (``sandbox/prices.py``).
+    last_price: float
     currency: str = "USD"
     asset_class: str = "STK"
 
@@ -81,7 +82,7 @@ def _synthetic_instruments(rng: random.Random, count: int) -> list[Instrument]:
                 symbol=symbol,
                 name=f"{symbol} HOLDINGS INC",
                 exchange=rng.choice(("NYSE", "NASDAQ", "ARCA")),
-                base_price=round(rng.uniform(5, 400), 2),
+                last_price=round(rng.uniform(5, 400), 2),
             )
         )
     return made
@@ -92,14 +93,14 @@ def build_seed_book(seed: int = 7) -> SeedBook:
     paper account, and a small account flagged live (id without the ``D`` paper prefix)."""
     rng = random.Random(seed)  # noqa: S311 - reproducible seed data, not cryptography
     real = [
-        Instrument(conid=c, symbol=s, name=n, exchange=e, base_price=p) for s, n, e, c, p in _REAL_TICKERS
+        Instrument(conid=c, symbol=s, name=n, exchange=e, last_price=p) for s, n, e, c, p in _REAL_TICKERS
     ]
     synthetic = _synthetic_instruments(rng, 280)
     instruments = {i.conid: i for i in [*real, *synthetic]}
 
     def holding(inst: Instrument) -> SeedPosition:
         qty = float(rng.randint(1, 400))
-        return SeedPosition(inst.conid, qty, round(inst.base_price * rng.uniform(0.7, 1.1), 4))
+        return SeedPosition(inst.conid, qty, round(inst.last_price * rng.uniform(0.7, 1.1), 4))
 
     large = SeedAccount("DU1234567", "Sandbox Paper Growth", True, 125_000.0)
     large.positions = [holding(i) for i in [*real, *synthetic[:261]]]  # 273 positions

@@ -16,6 +16,7 @@ from typing import Any
 
 from ibkr_provider.client.limits import DEFAULT_GATEWAY_RATE_LIMIT, DEFAULT_OAUTH_RATE_LIMIT, endpoint_limit
 from ibkr_provider.sandbox.orders import OrderBook
+from ibkr_provider.sandbox.prices import Anchor, Market, MarketClock, PricePath
 from ibkr_provider.sandbox.seed import SANDBOX_CREDENTIAL, SeedBook, build_seed_book
 
 
@@ -46,6 +47,13 @@ class SandboxSettings:
     flex_pending_polls: int = 2
     #: Flex: a token polling again within this many seconds gets 1018 (IBKR's limit is UNCONFIRMED).
     flex_min_interval: float = 1.0
+    #: Price model (``sandbox/prices.py``): seconds per market tick; 0 stops the clock, and prices
+    #: then move only by ``POST /__sandbox__/market`` steps or set prices.
+    price_tick_seconds: float = 5.0
+    #: How far a price wanders from its seeded (or last set) value: 0.02 is +/- 2 %; 0 freezes it.
+    price_volatility: float = 0.02
+    #: Seed of the price paths: the same seed gives the same prices at the same tick.
+    price_seed: int = 0
 
     @property
     def global_limit(self) -> float:
@@ -69,7 +77,8 @@ class Fault:
 
     ``path`` is a full request path (``/v1/api/portfolio/accounts``); a trailing ``*`` makes it
     a prefix. Kinds: an HTTP status (401, 429, 500, 502, 503, 504), ``drop`` (close the
-    connection without an answer) or ``delay`` (answer normally after ``delay`` seconds).
+    connection without an answer), ``drop_after`` (handle the request, then close the connection
+    without its answer) or ``delay`` (answer normally after ``delay`` seconds).
     """
 
     path: str
@@ -135,9 +144,11 @@ class SandboxState:
     penalty_until: dict[str, float] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
     started_at: float = field(default_factory=time.time)
+    market: Market = field(init=False)
 
     def __post_init__(self) -> None:
         self._pristine_book = copy.deepcopy(self.book)
+        self.market = self._opening_market()
         self._pristine_settings = dataclasses.replace(self.settings)
         if not self.credentials:
             self.credentials = {SANDBOX_CREDENTIAL: list(self.book.accounts)}
@@ -165,6 +176,7 @@ class SandboxState:
             self.faults.clear()
             self.orders = OrderBook()
             self.price_moves.clear()
+            self.market = self._opening_market()
             self.windows.clear()
             self.penalty_until.clear()
             self.access_tokens.clear()
@@ -267,22 +279,57 @@ class SandboxState:
             out["active_sessions"] = len(self.sessions)
             return out
 
-    def set_price(self, conid: int, price: float) -> None:
-        """Move an instrument's price now; resting limit orders it crosses fill."""
-        with self.lock:
-            instrument = self.book.instruments[conid]
-            self.book.instruments[conid] = dataclasses.replace(instrument, base_price=price)
-            for order in self.orders.orders.values():
-                self.orders.try_fill(self.book, order)
+    # -------------------------------------------------------------- the market
+    def _opening_market(self) -> Market:
+        anchors = {conid: Anchor(i.last_price, 0) for conid, i in self.book.instruments.items()}
+        return Market(MarketClock(time.time()), anchors)
 
-    def apply_due_price_moves(self) -> None:
-        """Apply scheduled price moves whose time has come (called before reading prices or orders)."""
+    def _quote(self, conid: int, price: float) -> None:
+        instrument = self.book.instruments[conid]
+        if instrument.last_price != price:
+            self.book.instruments[conid] = dataclasses.replace(instrument, last_price=price)
+
+    def _fill_resting_orders(self) -> None:
+        for order in self.orders.orders.values():
+            self.orders.try_fill(self.book, order)
+
+    def advance_market(self) -> int:
+        """Bring every price to the current tick, apply scheduled moves that are due, and fill
+        the resting orders they cross. The control layer calls it before each API request, so
+        every answer (quotes, positions, what-if, fills, Flex) sees one consistent market.
+        Returns the tick."""
         with self.lock:
-            now = time.time()
-            due = [move for move in self.price_moves if move[0] <= now]
+            market = self.market
+            tick = market.clock.tick(time.time(), self.settings.price_tick_seconds)
+            now = market.clock.last_wall
+            due = sorted(move for move in self.price_moves if move[0] <= now)
+            if tick == market.current_tick and not due:
+                return tick
             self.price_moves[:] = [move for move in self.price_moves if move[0] > now]
-            for _, conid, price in sorted(due):
-                self.set_price(conid, price)
+            market.current_tick = tick
+            path = PricePath(self.settings.price_seed, self.settings.price_volatility)
+            for conid, anchor in market.anchors.items():
+                self._quote(conid, path.price(conid, anchor.price, anchor.tick, tick))
+            for _, conid, price in due:
+                market.anchors[conid] = Anchor(price, tick)
+                self._quote(conid, price)
+            self._fill_resting_orders()
+            return tick
+
+    def step_market(self, ticks: int) -> int:
+        """Move the market ``ticks`` ticks ahead now (tests and demos use it instead of sleeping)."""
+        with self.lock:
+            self.market.clock.stepped += ticks
+            return self.advance_market()
+
+    def set_price(self, conid: int, price: float) -> None:
+        """Pin an instrument's price now (its path continues from there); resting limit orders
+        it crosses fill."""
+        with self.lock:
+            tick = self.advance_market()
+            self.market.anchors[conid] = Anchor(price, tick)
+            self._quote(conid, price)
+            self._fill_resting_orders()
 
     # -------------------------------------------------------------- pacing and faults
     def take_fault(self, method: str, path: str) -> Fault | None:
