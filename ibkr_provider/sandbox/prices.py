@@ -3,7 +3,8 @@
 Each instrument's price follows a fixed path through market *ticks*: the seeded (or last set)
 price times ``exp(x(tick) - x(anchor tick))``, where ``x`` is a sum of three sine waves whose
 phases come from ``(seed, conid)``. The path is therefore the same on every run with the same
-seed, stays within ``volatility`` of its anchor, and can be read at any tick in O(1) (a sandbox
+seed, stays within ``volatility`` of the seeded price (within twice that of a price set later,
+which pins the path at another point of its wave), and can be read at any tick in O(1) (a sandbox
 left idle for a day does not replay a day of steps). Ticks advance with wall time
 (``tick_seconds``; 0 stops the clock) and by explicit steps from the control plane
 (``POST /__sandbox__/market``), which is how tests move the market without sleeping.
@@ -35,7 +36,7 @@ class PricePath:
     """The deterministic log-price offset of one model (seed and band) at a tick."""
 
     seed: int
-    #: The path stays within this fraction of its anchor (0.02: +/- 2 %); 0 freezes prices.
+    #: Half the band of the log-price wave (0.02: +/- 2 % around the seeded price); 0 freezes prices.
     volatility: float
 
     def offset(self, conid: int, tick: int) -> float:
