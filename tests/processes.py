@@ -31,14 +31,14 @@ def run_workers(
     env = {**os.environ, **env_overrides, "PYTHONPATH": str(REPO_ROOT)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.workers.ibkr_worker", str(start_at), action, str(n)],
+            [sys.executable, "-m", "tests.workers.ibkr_worker", str(start_at), action, str(n), str(index)],
             env=env,
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(count)
+        for index in range(count)
     ]
     results = []
     for proc in procs:

@@ -18,6 +18,7 @@ from ibkr_provider.client.orders import OrderTicket
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator, order_coid
 from ibkr_provider.sandbox.process import RunningSandbox
 from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
+from tests.processes import cache_env, run_workers
 
 MakeClient = Callable[..., IbkrClient]
 VTI = 12340038  # seeded at 289.00
@@ -69,6 +70,24 @@ def test_sandbox_rejects_duplicate_coid_and_unknown_reply(
     assert "reply id not found" in str(excinfo.value)
 
 
+def test_a_new_order_supersedes_the_open_question(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    """The sandbox's model of IBKR's race: one open question per session, replaced by a new order."""
+    fresh_sandbox.configure(prompt_rules=[PROMPT])
+    client = make_client(fresh_sandbox)
+    client.brokerage_accounts()
+    order = {"conid": VTI, "side": "BUY", "orderType": "LMT", "price": 1.0, "quantity": 1}
+    first = client.request("POST", "/iserver/account/DU2345678/orders", json=[order])
+    second = client.request("POST", "/iserver/account/DU1234567/orders", json=[order])
+    with pytest.raises(Exception, match="reply id not found"):
+        client.request("POST", f"/iserver/reply/{first[0]['id']}", json={"confirmed": True})
+    placed = client.request("POST", f"/iserver/reply/{second[0]['id']}", json={"confirmed": True})
+    assert "order_id" in placed[0]
+    stats = fresh_sandbox.stats()
+    assert stats["questions_superseded"] == 1 and stats["orders_placed"] == 1
+
+
 # ---------------------------------------------------------------------------- client
 def test_allowed_prompt_is_confirmed_and_the_order_placed(
     fresh_sandbox: RunningSandbox, make_client: MakeClient
@@ -105,6 +124,30 @@ def test_same_coid_twice_places_once(fresh_sandbox: RunningSandbox, make_client:
     second = client.orders.place("DU2345678", ticket)
     assert (first.adopted, second.adopted) == (False, True) and first.order_id == second.order_id
     assert fresh_sandbox.stats()["orders_placed"] == 1
+
+
+def test_concurrent_placements_from_many_processes_are_serialised(
+    fresh_sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    """Four processes place orders with a confirmation prompt at the same instant, in two
+    accounts of one login, while each reply takes 0.5 s. The naive flow loses questions to the
+    race ("reply id not found"); the client's placement lock loses none."""
+    fresh_sandbox.configure(prompt_rules=[PROMPT])
+    env = {"AIRFLOW_CONN_IBKR_DEFAULT": fresh_sandbox.connection_json(), **cache_env(tmp_path / "naive")}
+    fresh_sandbox.inject_fault("/v1/api/iserver/reply/*", "delay", count=4, delay=0.5)
+    naive = run_workers(4, "place_unlocked", env, allow_errors=True)
+    assert any("reply id not found" in r.get("error", "") for r in naive), naive
+    assert fresh_sandbox.stats()["questions_superseded"] >= 1
+
+    fresh_sandbox.reset()
+    fresh_sandbox.configure(prompt_rules=[PROMPT])
+    env = {"AIRFLOW_CONN_IBKR_DEFAULT": fresh_sandbox.connection_json(), **cache_env(tmp_path / "safe")}
+    fresh_sandbox.inject_fault("/v1/api/iserver/reply/*", "delay", count=4, delay=0.5)
+    safe = run_workers(4, "place", env)
+    assert len({r["order_id"] for r in safe}) == 4 and len({r["pid"] for r in safe}) == 4
+    stats = fresh_sandbox.stats()
+    assert stats["orders_placed"] == 4 and stats.get("questions_superseded", 0) == 0
+    assert stats["faults_fired"] == 4  # every reply was slow, and none was overtaken
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,12 @@
 
 Placement rules this module enforces, because money is at stake:
 
-- **One order in flight per account.** IBKR answers "reply id not found" when orders race
-  (ibind issues #35, #103); the placement runs under a lock in the session store, so it holds
-  across every process sharing the session.
+- **One order in flight per account, in fact per login.** IBKR answers "reply id not found"
+  when orders race (ibind issues #35, #103). Whether the question context belongs to the
+  account or to the brokerage session is not documented, so the lock covers the login (the
+  session, which serves every account of it), as ibind's client-wide lock does. It lives in
+  the session store, so it holds across every process sharing the session; an order's whole
+  placement, prompts included, takes well under a second, so the cost is small.
 - **Idempotent by cOID.** Before placing, the account's orders are searched for the ticket's
   ``cOID`` (IBKR's ``order_ref``); an order found is adopted, not placed again. A duplicate-cOID
   rejection from IBKR is resolved the same way. So a retried task never places twice.
@@ -250,7 +253,7 @@ class OrderService:
         ticket.validate()
         client = self._client
         client.brokerage_accounts()
-        with client.store.lock(f"{client.session_key}-orders-{account_id}"):
+        with client.store.lock(f"{client.session_key}-orders"):
             if ticket.coid:
                 existing = self.find_by_coid(account_id, ticket.coid)
                 if existing is not None:

@@ -30,8 +30,9 @@ class IbkrPlaceOrderOperator(BaseOperator):
     2. ``max_quantity`` / ``max_notional`` caps (the notional comes from IBKR's what-if).
     3. ``dry_run=True`` (the default) stops after the what-if, logs and returns it.
     4. A live (non-paper) account needs ``allow_live=True`` as well as ``dry_run=False``.
-    5. Placement runs one order at a time per account, with a cOID derived from dag id, task
-       id, run id and map index: a retried task adopts the order it placed before.
+    5. Placement runs one order at a time per login (so per account too), with a cOID derived
+       from dag id, task id, run id and map index: a retried task adopts the order it placed
+       before.
     6. Confirmation prompts are confirmed only for ids in ``allowed_message_ids``; any other
        prompt is declined and the task fails with IBKR's text.
 

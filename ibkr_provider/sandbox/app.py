@@ -256,11 +256,13 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
 
     @app.post("/v1/api/iserver/account/{account_id}/orders")
     async def place_orders(request: Request, account_id: str) -> Any:
-        trading(request, account_id)
+        record = trading(request, account_id)
         orders = await order_list(request)
         rules = [PromptRule(**rule) for rule in settings.prompt_rules]
         with state.lock:
-            answer = state.orders.submit(state.book, account_id, orders, rules)
+            if settings.one_question_per_session:
+                state.counters["questions_superseded"] += state.orders.supersede_questions(record.credential)
+            answer = state.orders.submit(state.book, record.credential, account_id, orders, rules)
             if isinstance(answer, list):
                 state.counters["orders_placed"] += sum(1 for a in answer if "order_id" in a)
             return answer

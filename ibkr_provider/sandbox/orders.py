@@ -96,6 +96,8 @@ class SandboxOrder:
 
 @dataclass
 class PendingReply:
+    #: the username whose brokerage session holds the question
+    owner: str
     account: str
     orders: list[dict[str, Any]]
     prompts: list[PromptRule]
@@ -151,8 +153,20 @@ class OrderBook:
         }
 
     # ------------------------------------------------------------------ flow
+    def supersede_questions(self, owner: str) -> int:
+        """Drop ``owner``'s open questions (a new order replaces them); returns how many.
+
+        Models the race behind IBKR's ``reply id not found`` with concurrent orders (ibind
+        issues #35, #103) as one open question per brokerage session: UNCONFIRMED, so it is the
+        sandbox setting ``one_question_per_session``.
+        """
+        stale = [reply_id for reply_id, pending in self.replies.items() if pending.owner == owner]
+        for reply_id in stale:
+            del self.replies[reply_id]
+        return len(stale)
+
     def submit(
-        self, book: SeedBook, account: str, raw_orders: list[Any], rules: list[PromptRule]
+        self, book: SeedBook, owner: str, account: str, raw_orders: list[Any], rules: list[PromptRule]
     ) -> list[dict[str, Any]] | dict[str, Any]:
         try:
             orders = [self.normalise(book, account, o) for o in raw_orders]
@@ -166,15 +180,20 @@ class OrderBook:
                 return {"error": f"Order couldn't be submitted: Local order ID={coid} is already registered"}
         notional = sum(o["quantity"] * (o["price"] or o["last"]) for o in orders)
         prompts = [rule for rule in rules if any(rule.applies(o, notional) for o in orders)]
-        return self._next(book, account, orders, prompts)
+        return self._next(book, owner, account, orders, prompts)
 
     def _next(
-        self, book: SeedBook, account: str, orders: list[dict[str, Any]], prompts: list[PromptRule]
+        self,
+        book: SeedBook,
+        owner: str,
+        account: str,
+        orders: list[dict[str, Any]],
+        prompts: list[PromptRule],
     ) -> list[dict[str, Any]]:
         if prompts:
             reply_id = secrets.token_hex(16)
             reply_id = f"{reply_id[:8]}-{reply_id[8:12]}-{reply_id[12:16]}-{reply_id[16:20]}-{reply_id[20:]}"
-            self.replies[reply_id] = PendingReply(account, orders, prompts)
+            self.replies[reply_id] = PendingReply(owner, account, orders, prompts)
             rule = prompts[0]
             return [
                 {
@@ -192,7 +211,7 @@ class OrderBook:
             return 400, {"error": f"reply id not found: '{reply_id}'"}
         if not confirmed:
             return 200, {"error": "Order was not submitted: the confirmation was declined"}
-        return 200, self._next(book, pending.account, pending.orders, pending.prompts[1:])
+        return 200, self._next(book, pending.owner, pending.account, pending.orders, pending.prompts[1:])
 
     def _place(self, book: SeedBook, account: str, order: dict[str, Any]) -> dict[str, Any]:
         placed = SandboxOrder(

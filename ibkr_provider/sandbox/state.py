@@ -43,6 +43,9 @@ class SandboxSettings:
     retry_after_header: bool = True
     #: Confirmation prompts: [{"message_id", "text", "when": always|market|notional_over, "threshold"}].
     prompt_rules: list[dict[str, Any]] = field(default_factory=list)
+    #: A new order replaces the session's open confirmation question, whose reply id then
+    #: answers "reply id not found" (UNCONFIRMED model of the race in ibind issues #35, #103).
+    one_question_per_session: bool = True
     #: Flex: GetStatement answers 1019 this many times per reference code before the report.
     flex_pending_polls: int = 2
     #: Flex: a token polling again within this many seconds gets 1018 (IBKR's limit is UNCONFIRMED).

@@ -1,8 +1,11 @@
 """A separate OS process that uses the provider like a task would (for multi-process tests).
 
-Usage: python -m tests.workers.ibkr_worker START_AT ACTION [N]
+Usage: python -m tests.workers.ibkr_worker START_AT ACTION [N [INDEX]]
   START_AT  epoch seconds to wait for, so all workers hit the sandbox at the same moment
-  ACTION    "accounts" (list accounts via IbkrHook) or "requests" (N x GET /iserver/accounts)
+  ACTION    "accounts" (list accounts via IbkrHook), "requests" (N x GET /iserver/accounts),
+            "place" (one resting order through the client's safe placement) or
+            "place_unlocked" (the same order the naive way: POST it, confirm its question)
+  INDEX     this worker's number: it picks the account (even: DU2345678, odd: DU1234567)
 Prints one line "IBKR-WORKER-RESULT <json>" with pid, started, finished, requests and, when
 present, accounts or error; exits 1 when the action failed with an IbkrError.
 """
@@ -18,7 +21,9 @@ import time
 def main() -> int:
     start_at, action = float(sys.argv[1]), sys.argv[2]
     count = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    index = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     from ibkr_provider.client import IbkrError
+    from ibkr_provider.client.orders import OrderTicket
     from ibkr_provider.hooks.ibkr import IbkrHook
 
     hook = IbkrHook()
@@ -34,6 +39,25 @@ def main() -> int:
             for _ in range(count):
                 client.request("GET", "/iserver/accounts")
                 done += 1
+        elif action == "place":
+            ticket = OrderTicket(
+                conid=12340038,
+                side="BUY",
+                quantity=1,
+                order_type="LMT",
+                limit_price=1.0,
+                coid=f"race-{index}",
+            )
+            account = ("DU2345678", "DU1234567")[index % 2]
+            result["order_id"] = client.orders.place(account, ticket, allowed_message_ids=["o163"]).order_id
+            done += 1
+        elif action == "place_unlocked":
+            account = ("DU2345678", "DU1234567")[index % 2]
+            order = {"conid": 12340038, "side": "BUY", "orderType": "LMT", "price": 1.0, "quantity": 1}
+            client.brokerage_accounts()
+            question = client.request("POST", f"/iserver/account/{account}/orders", json={"orders": [order]})
+            client.request("POST", f"/iserver/reply/{question[0]['id']}", json={"confirmed": True})
+            done += 1
         else:
             raise SystemExit(f"unknown action {action}")
     except IbkrError as exc:
