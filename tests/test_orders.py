@@ -126,6 +126,24 @@ def test_same_coid_twice_places_once(fresh_sandbox: RunningSandbox, make_client:
     assert fresh_sandbox.stats()["orders_placed"] == 1
 
 
+def test_a_stale_order_list_falls_back_to_the_duplicate_coid_answer(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    """If IBKR's order list lags (or is a pre-flight's empty answer), the search misses the
+    order and the POST goes out again: IBKR's duplicate-cOID rejection then leads to adoption."""
+    client = make_client(fresh_sandbox)
+    ticket = OrderTicket(conid=VTI, side="BUY", quantity=1, order_type="LMT", limit_price=1.0, coid="lagging")
+    first = client.orders.place("DU2345678", ticket)
+    fresh_sandbox.inject_fault(
+        "/v1/api/iserver/account/orders", "stale", method="GET", body={"orders": [], "snapshot": True}
+    )
+    second = client.orders.place("DU2345678", ticket)
+    assert second.adopted is True and second.order_id == first.order_id
+    stats = fresh_sandbox.stats()
+    assert stats["faults_fired"] == 1 and stats["orders_placed"] == 1
+    assert stats["paths"]["POST /v1/api/iserver/account/DU2345678/orders"] == 2  # refused the 2nd time
+
+
 def test_concurrent_placements_from_many_processes_are_serialised(
     fresh_sandbox: RunningSandbox, tmp_path: Path
 ) -> None:

@@ -580,11 +580,15 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
                 method=body.get("method"),
                 retry_after=body.get("retry_after"),
                 delay=float(body.get("delay", 0.0)),
+                body=body.get("body"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _ibkr_error(400, f"fault needs path and kind: {exc}") from None
-        if fault.kind not in {"drop", "drop_after", "delay", "401", "429", "500", "502", "503", "504"}:
-            raise _ibkr_error(400, "kind must be drop, drop_after, delay, 401, 429, 500, 502, 503 or 504")
+        kinds = ("drop", "drop_after", "delay", "stale", "401", "429", "500", "502", "503", "504")
+        if fault.kind not in kinds:
+            raise _ibkr_error(400, f"kind must be one of {', '.join(kinds)}")
+        if fault.kind == "stale" and fault.body is None:
+            raise _ibkr_error(400, 'a stale fault needs the "body" to answer with')
         with state.lock:
             state.faults.append(fault)
         return dataclasses.asdict(fault)

@@ -22,7 +22,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 API_PREFIX = "/v1/api"
 
 
-async def _answer(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+async def _answer(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]]) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -90,6 +90,9 @@ class SandboxControl:
                 if _drop_connection(send):
                     return
                 raise ConnectionAbortedError("injected drop")
+            elif fault is not None and fault.kind == "stale":
+                await _answer(counting_send, 200, fault.body, [])
+                return
             elif fault is not None and fault.kind == "drop_after":
                 # The request takes effect (an order is placed) but its answer is lost: the
                 # case a retried task must not turn into a second order.

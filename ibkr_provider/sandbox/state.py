@@ -81,7 +81,8 @@ class Fault:
     ``path`` is a full request path (``/v1/api/portfolio/accounts``); a trailing ``*`` makes it
     a prefix. Kinds: an HTTP status (401, 429, 500, 502, 503, 504), ``drop`` (close the
     connection without an answer), ``drop_after`` (handle the request, then close the connection
-    without its answer) or ``delay`` (answer normally after ``delay`` seconds).
+    without its answer), ``delay`` (answer normally after ``delay`` seconds) or ``stale``
+    (answer 200 with ``body`` instead of the truth, e.g. an order list that lags behind).
     """
 
     path: str
@@ -90,6 +91,7 @@ class Fault:
     method: str | None = None
     retry_after: float | None = None
     delay: float = 0.0
+    body: Any = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method.upper() != method.upper():
