@@ -4,13 +4,21 @@ executor, share one token, one SSO session and one brokerage session."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ibkr_provider.client import IbkrClient
-from ibkr_provider.client.session_store import FileSessionStore, RedisSessionStore, session_key
+from ibkr_provider.client import IbkrClient, IbkrSessionError
+from ibkr_provider.client.session_store import (
+    FileSessionStore,
+    MemorySessionStore,
+    RedisSessionStore,
+    SessionStore,
+    session_key,
+)
 from ibkr_provider.sandbox.process import RunningSandbox
 from tests.airflow_cli import REPO_ROOT, run_airflow
 from tests.airflow_cluster import airflow_cluster
@@ -131,3 +139,40 @@ def test_single_flight_renewal_between_threads(
     with ThreadPoolExecutor(8) as pool:
         assert all(r == ALL_ACCOUNTS for r in pool.map(worker, range(8)))
     _assert_one_session(fresh_sandbox.stats())
+
+
+def _wait_for_held_lock(store: SessionStore, key: str, timeout: float) -> float:
+    """Hold ``key`` in another thread and time a wait of at most ``timeout`` for it."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.lock(key):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(5)
+        started = time.monotonic()
+        with (
+            pytest.raises(IbkrSessionError, match=f"timed out after {timeout:g} s"),
+            store.lock(key, timeout),
+        ):
+            pass
+        return time.monotonic() - started
+    finally:
+        release.set()
+        holder.join(10)
+
+
+def test_every_store_waits_for_a_held_lock_only_as_long_as_asked(tmp_path: Path) -> None:
+    """The placement lock waits much longer than the session lock; each store honours the wait."""
+    with redis_server(tmp_path / "redis") as url:
+        stores = [MemorySessionStore(), FileSessionStore(tmp_path / "files"), RedisSessionStore(url)]
+        for store in stores:
+            key = f"lock-wait-{type(store).__name__}"
+            waited = _wait_for_held_lock(store, key, 0.3)
+            assert 0.25 <= waited < 5, (store, waited)  # redis-py stops within one 20 ms sleep
+            with store.lock(key, timeout=0.3):  # free again once released
+                pass

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How long a placement waits for the orders queued before it (the placement lock). Each order
+#: reads the order list first, which IBKR paces at 1 request per 5 s, so a rebalance of 60
+#: orders of one login queues for about five minutes; fifteen leave room for prompts and retries.
+ORDER_QUEUE_SECONDS = 900.0
+
 #: IBKR's terminal order states (``status`` of /iserver/account/orders).
 TERMINAL_STATUSES = frozenset({"Filled", "Cancelled", "Inactive", "Rejected"})
 #: ibind answers at most 20 rounds of questions; so does this module.
@@ -253,7 +258,7 @@ class OrderService:
         ticket.validate()
         client = self._client
         client.brokerage_accounts()
-        with client.store.lock(f"{client.session_key}-orders"):
+        with client.store.lock(f"{client.session_key}-orders", timeout=ORDER_QUEUE_SECONDS):
             if ticket.coid:
                 existing = self.find_by_coid(account_id, ticket.coid)
                 if existing is not None:

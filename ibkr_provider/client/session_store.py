@@ -117,8 +117,9 @@ class SessionStore(ABC):
         """Store the record; readers never see a half-written one."""
 
     @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        """An exclusive lock across every process sharing this store (single flight).
+    def lock(self, key: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+        """An exclusive lock across every process sharing this store (single flight), waited
+        for at most ``timeout`` seconds.
 
         Re-entrant within a thread: a renewal that needs the lock again (a recovery inside a
         pre-flight) must not wait for itself.
@@ -131,7 +132,7 @@ class SessionStore(ABC):
             finally:
                 depth[key] -= 1
             return
-        with self._acquire(key):
+        with self._acquire(key, timeout):
             depth[key] = 1
             try:
                 yield
@@ -139,7 +140,7 @@ class SessionStore(ABC):
                 depth[key] = 0
 
     @abstractmethod
-    def _acquire(self, key: str) -> contextlib.AbstractContextManager[None]:
+    def _acquire(self, key: str, timeout: float) -> contextlib.AbstractContextManager[None]:
         """The backend's exclusive cross-process lock for ``key``."""
 
     @abstractmethod
@@ -177,11 +178,11 @@ class MemorySessionStore(SessionStore):
         self._records[key] = dataclasses.replace(record)
 
     @contextlib.contextmanager
-    def _acquire(self, key: str) -> Iterator[None]:
+    def _acquire(self, key: str, timeout: float) -> Iterator[None]:
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
-        if not lock.acquire(timeout=LOCK_TIMEOUT_SECONDS):
-            raise IbkrSessionError(f"timed out after {LOCK_TIMEOUT_SECONDS:g} s waiting for the session lock")
+        if not lock.acquire(timeout=timeout):
+            raise IbkrSessionError(f"timed out after {timeout:g} s waiting for the lock {key}")
         try:
             yield
         finally:
@@ -213,7 +214,7 @@ class MemorySessionStore(SessionStore):
 
 # ---------------------------------------------------------------------------- file
 @contextlib.contextmanager
-def _flock(path: Path, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+def _flock(path: Path, timeout: float) -> Iterator[None]:
     """Hold an exclusive OS lock on ``path``; sleeps between tries, never spins hot."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -226,7 +227,7 @@ def _flock(path: Path, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise IbkrSessionError(
-                        f"timed out after {timeout:g} s waiting for the session lock {path.name}"
+                        f"timed out after {timeout:g} s waiting for the lock {path.name}"
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
@@ -266,7 +267,7 @@ class FileStateStore:
         return stored if len(stored) == len(rates) else algorithm.initial(rates)
 
     def check(self, algorithm: Any, rates: Any, now: int, weight: int) -> Any:
-        with _flock(self.path.with_name(self.path.name + ".lock")):
+        with _flock(self.path.with_name(self.path.name + ".lock"), LOCK_TIMEOUT_SECONDS):
             new_state, decision = algorithm.step(rates, self._load(algorithm, rates), now, weight)
             if decision.allowed:
                 _write_private_atomically(self.path, json.dumps(list(new_state)).encode())
@@ -308,8 +309,8 @@ class FileSessionStore(SessionStore):
     def save(self, key: str, record: SessionRecord) -> None:
         _write_private_atomically(self._path(key, "session"), self._seal(record))
 
-    def _acquire(self, key: str) -> contextlib.AbstractContextManager[None]:
-        return _flock(self._path(key, "lock"))
+    def _acquire(self, key: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        return _flock(self._path(key, "lock"), timeout)
 
     def pacing_store(self, key: str, bucket: str) -> StateStore:
         return FileStateStore(self._path(key, f"pace-{bucket}"))  # type: ignore[return-value]
@@ -354,17 +355,15 @@ class RedisSessionStore(SessionStore):
         self._redis.set(self._name(key, "session"), self._seal(record))
 
     @contextlib.contextmanager
-    def _acquire(self, key: str) -> Iterator[None]:
+    def _acquire(self, key: str, timeout: float) -> Iterator[None]:
         lock = self._redis.lock(
             self._name(key, "lock"),
             timeout=REDIS_LOCK_TTL_SECONDS,
-            blocking_timeout=LOCK_TIMEOUT_SECONDS,
+            blocking_timeout=timeout,
             sleep=0.02,
         )
         if not lock.acquire():
-            raise IbkrSessionError(
-                f"timed out after {LOCK_TIMEOUT_SECONDS:g} s waiting for the Redis session lock"
-            )
+            raise IbkrSessionError(f"timed out after {timeout:g} s waiting for the Redis lock {key}")
         try:
             yield
         finally:
