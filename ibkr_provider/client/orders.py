@@ -6,8 +6,8 @@ Placement rules this module enforces, because money is at stake:
   when orders race (ibind issues #35, #103). Whether the question context belongs to the
   account or to the brokerage session is not documented, so the lock covers the login (the
   session, which serves every account of it), as ibind's client-wide lock does. It lives in
-  the session store, so it holds across every process sharing the session; an order's whole
-  placement, prompts included, takes well under a second, so the cost is small.
+  the session store, so it holds across every process sharing the session. The queue moves at
+  about one order per 5 s, the pace IBKR allows for the order list each placement reads first.
 - **Idempotent by cOID.** Before placing, the account's orders are searched for the ticket's
   ``cOID`` (IBKR's ``order_ref``); an order found is adopted, not placed again. A duplicate-cOID
   rejection from IBKR is resolved the same way. So a retried task never places twice.
