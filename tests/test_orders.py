@@ -144,26 +144,30 @@ def test_a_stale_order_list_falls_back_to_the_duplicate_coid_answer(
     assert stats["paths"]["POST /v1/api/iserver/account/DU2345678/orders"] == 2  # refused the 2nd time
 
 
+def _race(sandbox: RunningSandbox, cache: Path, action: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Four worker processes run ``action`` at one instant against a freshly reset sandbox that
+    asks a question on every order and takes 0.5 s over each reply; their reports and the stats."""
+    sandbox.reset()
+    sandbox.configure(prompt_rules=[PROMPT])
+    sandbox.inject_fault("/v1/api/iserver/reply/*", "delay", count=4, delay=0.5)
+    env = {"AIRFLOW_CONN_IBKR_DEFAULT": sandbox.connection_json(), **cache_env(cache)}
+    reports = run_workers(4, action, env, allow_errors=True)
+    return reports, sandbox.stats()
+
+
 def test_concurrent_placements_from_many_processes_are_serialised(
     fresh_sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
     """Four processes place orders with a confirmation prompt at the same instant, in two
-    accounts of one login, while each reply takes 0.5 s. The naive flow loses questions to the
-    race ("reply id not found"); the client's placement lock loses none."""
-    fresh_sandbox.configure(prompt_rules=[PROMPT])
-    env = {"AIRFLOW_CONN_IBKR_DEFAULT": fresh_sandbox.connection_json(), **cache_env(tmp_path / "naive")}
-    fresh_sandbox.inject_fault("/v1/api/iserver/reply/*", "delay", count=4, delay=0.5)
-    naive = run_workers(4, "place_unlocked", env, allow_errors=True)
+    accounts of one login. The naive flow loses questions to the race ("reply id not found");
+    the client's placement lock loses none."""
+    naive, stats = _race(fresh_sandbox, tmp_path / "naive", "place_unlocked")
     assert any("reply id not found" in r.get("error", "") for r in naive), naive
-    assert fresh_sandbox.stats()["questions_superseded"] >= 1
+    assert stats["questions_superseded"] >= 1
 
-    fresh_sandbox.reset()
-    fresh_sandbox.configure(prompt_rules=[PROMPT])
-    env = {"AIRFLOW_CONN_IBKR_DEFAULT": fresh_sandbox.connection_json(), **cache_env(tmp_path / "safe")}
-    fresh_sandbox.inject_fault("/v1/api/iserver/reply/*", "delay", count=4, delay=0.5)
-    safe = run_workers(4, "place", env)
+    safe, stats = _race(fresh_sandbox, tmp_path / "safe", "place")
+    assert not [r for r in safe if "error" in r], safe
     assert len({r["order_id"] for r in safe}) == 4 and len({r["pid"] for r in safe}) == 4
-    stats = fresh_sandbox.stats()
     assert stats["orders_placed"] == 4 and stats.get("questions_superseded", 0) == 0
     assert stats["faults_fired"] == 4  # every reply was slow, and none was overtaken
 
