@@ -29,14 +29,13 @@ ALL_ACCOUNTS = ["DU1234567", "DU2345678", "U3456789"]
 
 
 def _assert_one_session(stats: dict[str, object]) -> None:
-    assert (stats["token_requests"], stats["tokens_issued"], stats["sso_sessions"], stats["ssodh_inits"]) == (
-        1,
-        1,
-        1,
-        1,
-    ), stats
-    assert stats["http_401"] == 0 and stats["http_429"] == 0, stats
-    assert stats.get("competing_takeovers", 0) == 0, stats
+    # The whole record as text (pytest shortens a dict message), so a failure says which path
+    # led to a second login: a 401, a recovery probe (/iserver/auth/status), or no record found.
+    shown = json.dumps(stats, sort_keys=True)
+    counts = (stats["token_requests"], stats["tokens_issued"], stats["sso_sessions"], stats["ssodh_inits"])
+    assert counts == (1, 1, 1, 1), shown
+    assert stats["http_401"] == 0 and stats["http_429"] == 0, shown
+    assert stats.get("competing_takeovers", 0) == 0, shown
 
 
 def test_eight_processes_share_one_session_through_the_file_cache(

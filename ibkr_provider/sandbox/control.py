@@ -76,8 +76,8 @@ class SandboxControl:
                 status_seen.append(int(message["status"]))
             await send(message)
 
-        state.advance_market()
         with state.lock:
+            state.advance_market()
             state.counters["requests_total"] += 1
             state.path_counts[f"{method} {path}"] += 1
             if any(name == b"authorization" for name, _ in scope.get("headers", [])):

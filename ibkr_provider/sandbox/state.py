@@ -354,10 +354,11 @@ class SandboxState:
 
         Returns None when admitted, else the seconds until the penalty box opens again. A
         request over the global or per-endpoint limit puts the username in the penalty box;
-        requests in the box are refused and not counted.
+        requests in the box are refused and not counted. The arrival time is read before the
+        state lock is taken, so a wait for the lock never bunches arrivals that were spaced.
         """
+        now = time.time()
         with self.lock:
-            now = time.time()
             until = self.penalty_until.get(username, 0.0)
             if now < until:
                 return until - now
