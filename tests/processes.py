@@ -41,12 +41,20 @@ def run_workers(
         for index in range(count)
     ]
     results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=timeout)
-        marker = "IBKR-WORKER-RESULT "
-        lines = [line[len(marker) :] for line in out.splitlines() if line.startswith(marker)]
-        assert lines and (proc.returncode == 0 or allow_errors), err[-3000:] + out[-1000:]
-        results.append(json.loads(lines[-1]))
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            marker = "IBKR-WORKER-RESULT "
+            lines = [line[len(marker) :] for line in out.splitlines() if line.startswith(marker)]
+            assert lines and (proc.returncode == 0 or allow_errors), err[-3000:] + out[-1000:]
+            results.append(json.loads(lines[-1]))
+    finally:
+        # A failed worker must not leave its siblings running: they would keep calling the
+        # shared sandbox (and log in again after the next test's reset) during later tests.
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert all(r["started"] >= start_at for r in results)
     return results
 
