@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.fernet import Fernet  # noqa: E402
 
+from ibkr_provider.client.pacing import SAFETY_MARGIN  # noqa: E402
 from ibkr_provider.sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 from tests.airflow_cli import run_airflow  # noqa: E402
 from tests.airflow_cluster import airflow_cluster  # noqa: E402
@@ -176,7 +177,10 @@ def markdown(dag: list[dict[str, Any]], pace: list[dict[str, Any]], command: str
         f"{shared_pace['floor_seconds']} s "
         f"({shared_pace['seconds'] / max(shared_pace['floor_seconds'], 0.1):.2f}x) with "
         f"{shared_pace['http_429']} x 429; per-process pacing drew {naive_pace['http_429']} x 429 and "
-        f"{naive_pace['penalties']} penalty-box entries.",
+        f"{naive_pace['penalties']} penalty-box entries. The client spaces requests "
+        f"{SAFETY_MARGIN:.2f}x wider than the limit on purpose (`SAFETY_MARGIN`: a request may arrive "
+        f"{(SAFETY_MARGIN - 1) * 1000:.0f} ms late without sharing a one-second window), "
+        "so that is the pace it aims for.",
         "",
         "Raw figures (JSON):",
         "",
