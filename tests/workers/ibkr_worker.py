@@ -39,7 +39,9 @@ def main() -> int:
             for _ in range(count):
                 client.request("GET", "/iserver/accounts")
                 done += 1
-        elif action == "place":
+        elif action in ("place", "place_unlocked"):
+            # One resting paper order per worker, far below the market.
+            account = ("DU2345678", "DU1234567")[index % 2]
             ticket = OrderTicket(
                 conid=12340038,
                 side="BUY",
@@ -48,15 +50,14 @@ def main() -> int:
                 limit_price=1.0,
                 coid=f"race-{index}",
             )
-            account = ("DU2345678", "DU1234567")[index % 2]
-            result["order_id"] = client.orders.place(account, ticket, allowed_message_ids=["o163"]).order_id
-            done += 1
-        elif action == "place_unlocked":
-            account = ("DU2345678", "DU1234567")[index % 2]
-            order = {"conid": 12340038, "side": "BUY", "orderType": "LMT", "price": 1.0, "quantity": 1}
-            client.brokerage_accounts()
-            question = client.request("POST", f"/iserver/account/{account}/orders", json={"orders": [order]})
-            client.request("POST", f"/iserver/reply/{question[0]['id']}", json={"confirmed": True})
+            if action == "place":
+                placed = client.orders.place(account, ticket, allowed_message_ids=["o163"])
+                result["order_id"] = placed.order_id
+            else:
+                client.brokerage_accounts()
+                body = {"orders": [ticket.to_json(account)]}
+                question = client.request("POST", f"/iserver/account/{account}/orders", json=body)
+                client.request("POST", f"/iserver/reply/{question[0]['id']}", json={"confirmed": True})
             done += 1
         else:
             raise SystemExit(f"unknown action {action}")
