@@ -20,6 +20,7 @@ import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
+from ibkr_provider.failures import fail_fast
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
 
 log = logging.getLogger(__name__)
@@ -47,18 +48,19 @@ with DAG(
 ):
 
     @task
+    @fail_fast("IBKR DCA plan")
     def plan_purchases() -> list[dict[str, Any]]:
-        from ibkr_provider.client import IbkrConfigError
+        from ibkr_provider.client.errors import IbkrValidationError
         from ibkr_provider.hooks.ibkr import IbkrHook
 
         params = get_current_context()["params"]
         amounts = {str(s).upper(): float(v) for s, v in params["amounts"].items()}
         if not amounts or any(v <= 0 for v in amounts.values()):
-            raise IbkrConfigError("amounts", 'give symbol -> positive cash amount, e.g. {"VTI": 500}')
+            raise IbkrValidationError("amounts", 'give symbol -> positive cash amount, e.g. {"VTI": 500}')
         client = IbkrHook().get_conn()
         account = params["account_id"] or client.config.account_id
         if not account:
-            raise IbkrConfigError("account_id", "set the param or the connection's account_id")
+            raise IbkrValidationError("account_id", "set the param or the connection's account_id")
         available = client.account_summary(account).amount("availablefunds") or 0.0
         needed = sum(amounts.values())
         if available < needed:

@@ -26,6 +26,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 
+from ibkr_provider.failures import fail_fast
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
 from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
 
@@ -60,7 +61,9 @@ with DAG(
 ):
 
     @task
+    @fail_fast("IBKR rebalance plan")
     def plan() -> list[dict[str, Any]]:
+        from ibkr_provider.client.errors import IbkrValidationError
         from ibkr_provider.client.rebalance import Holding, check_targets, plan_rebalance
         from ibkr_provider.hooks.ibkr import IbkrHook
 
@@ -68,7 +71,7 @@ with DAG(
         client = IbkrHook().get_conn()
         account = params["account_id"] or client.config.account_id
         if not account:
-            raise ValueError("account_id: set the param or the connection's account_id")
+            raise IbkrValidationError("account_id", "set the param or the connection's account_id")
         targets = check_targets(params["targets"])
         net_liq = client.account_summary(account).net_liquidation or 0.0
         holdings = {

@@ -21,6 +21,8 @@ import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from ibkr_provider.failures import fail_fast
+
 log = logging.getLogger(__name__)
 
 with DAG(
@@ -45,6 +47,7 @@ with DAG(
 ):
 
     @task
+    @fail_fast("IBKR risk check")
     def check_risk() -> dict[str, dict[str, float | None]]:
         from ibkr_provider.hooks.ibkr import IbkrHook
 

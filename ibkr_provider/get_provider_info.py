@@ -145,6 +145,13 @@ def get_provider_info() -> dict[str, Any]:
                     },
                 },
                 "conn-fields": {
+                    "query_id": {
+                        "label": "Default Flex query id",
+                        "description": "Query id from Client Portal (Performance & Reports > Flex Queries): "
+                        "used by operators that name none, and by the Test button, which then proves token "
+                        "and query with one SendRequest.",
+                        "schema": _OPTIONAL_STRING,
+                    },
                     **_TRANSPORT_FIELDS,
                     "poll_interval": {
                         "label": "Poll interval (seconds)",

@@ -14,6 +14,7 @@ from ibkr_provider.client import (
     IbkrClient,
     IbkrClientConfig,
     IbkrConfigError,
+    IbkrValidationError,
     IbkrConnectionError,
     IbkrRequestError,
 )
@@ -76,9 +77,9 @@ def test_generic_request_escape_hatch(fresh_sandbox: RunningSandbox, make_client
     body = client.request("GET", "/iserver/accounts")
     assert body["accounts"] == ["DU1234567", "DU2345678", "U3456789"]
     assert client.request("post", "tickle")["iserver"]["authStatus"]["authenticated"] is True
-    with pytest.raises(IbkrConfigError, match="path"):
+    with pytest.raises(IbkrValidationError, match="path"):
         client.request("GET", "https://evil.example/steal")
-    with pytest.raises(IbkrConfigError, match="method"):
+    with pytest.raises(IbkrValidationError, match="method"):
         client.request("FETCH", "/tickle")
 
 
@@ -108,7 +109,7 @@ def test_wrong_key_raises_auth_error_with_status_and_endpoint(
     with pytest.raises(IbkrAuthError) as excinfo:
         client.connect()
     err = excinfo.value
-    assert err.status == 401 and err.endpoint == "/oauth2/api/v1/token" and err.code == "invalid_client"
+    assert err.status == 401 and err.endpoint == "/oauth2/api/v1/token" and err.ibkr_code == "invalid_client"
     assert "signature verification failed" in str(err)
     assert client.store.load(client._key) is None  # nothing half-made was shared
 
@@ -125,9 +126,9 @@ def test_bad_config_fails_before_any_request(fresh_sandbox: RunningSandbox, make
     with pytest.raises(IbkrConfigError, match=r"^ip:"):
         make_client(fresh_sandbox, ip="")
     client = make_client(fresh_sandbox, account_id=None)
-    with pytest.raises(IbkrConfigError, match="account_id"):
+    with pytest.raises(IbkrValidationError, match="account_id"):
         client.account_summary()
-    with pytest.raises(IbkrConfigError, match="account_id"):
+    with pytest.raises(IbkrValidationError, match="account_id"):
         client.all_positions("../../etc")
     assert fresh_sandbox.stats()["requests_total"] == 0
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ibkr_provider.client import IbkrAuthError, IbkrRequestError
-from ibkr_provider.client.flex import FlexClient
+from ibkr_provider.client.flex import DEFAULT_FLEX_URL, FlexClient
+from ibkr_provider.hooks.flex import IbkrFlexHook, flex_base_url
 from ibkr_provider.sandbox.process import RunningSandbox
 from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
 
@@ -41,7 +42,7 @@ def test_bad_token_fails_clearly_without_echoing_it(fresh_sandbox: RunningSandbo
     with pytest.raises(IbkrAuthError) as excinfo:
         _flex(fresh_sandbox, token="000000000000000000000000").fetch("100001")
     message = str(excinfo.value)
-    assert excinfo.value.code == "1015" and "Token is invalid" in message and "new Flex token" in message
+    assert excinfo.value.ibkr_code == "1015" and "Token is invalid" in message and "new Flex token" in message
     assert "000000000000000000000000" not in message
 
 
@@ -87,3 +88,43 @@ def test_sandbox_accepts_a_given_flex_token(tmp_path: Path) -> None:
         assert len(report.rows("OpenPositions")) == 282
     finally:
         sandbox.stop()
+
+
+def _flex_hook(monkeypatch: pytest.MonkeyPatch, conn: dict[str, object]) -> IbkrFlexHook:
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_FLEX_TEST", json.dumps(conn))
+    return IbkrFlexHook(ibkr_flex_conn_id="ibkr_flex_test")
+
+
+def test_the_connection_test_asks_ibkr_about_the_token(
+    monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox
+) -> None:
+    """The Test button is green only for a token IBKR accepts: one SendRequest each time."""
+    conn = json.loads(fresh_sandbox.flex_connection_json())
+    ok, message = _flex_hook(monkeypatch, conn).test_connection()
+    assert ok and "token accepted" in message, message
+    stats = fresh_sandbox.stats()
+    assert stats["flex_send_requests"] == 1 and stats.get("flex_polls", 0) == 0
+
+    ok, message = _flex_hook(monkeypatch, {**conn, "password": "000000000000000000000000"}).test_connection()
+    assert not ok and "1015" in message and "Flex token" in message, message
+    assert "000000000000000000000000" not in message
+
+    ok, message = _flex_hook(monkeypatch, {**conn, "extra": {"query_id": "100001"}}).test_connection()
+    assert ok and "query 100001 accepted" in message, message
+    ok, message = _flex_hook(monkeypatch, {**conn, "extra": {"query_id": "999"}}).test_connection()
+    assert not ok and "1014" in message, message
+    assert fresh_sandbox.stats()["flex_send_requests"] == 4
+
+
+def test_a_bare_flex_host_gets_the_service_path(
+    monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox
+) -> None:
+    conn = json.loads(fresh_sandbox.flex_connection_json())
+    bare = conn["host"].split("/AccountManagement")[0]
+    hook = _flex_hook(monkeypatch, {**conn, "host": bare})
+    assert hook.get_conn().base_url == conn["host"]
+    assert hook.test_connection()[0]
+    assert flex_base_url("ndcdyn.interactivebrokers.com") == (
+        "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService"
+    )
+    assert flex_base_url(None) == DEFAULT_FLEX_URL

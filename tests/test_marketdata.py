@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ibkr_provider.client import IbkrClient, IbkrConfigError
+from ibkr_provider.client import IbkrClient, IbkrNotFoundError, IbkrRequestError, IbkrValidationError
 from ibkr_provider.client.marketdata import to_number
 from ibkr_provider.sandbox.process import RunningSandbox
 
@@ -27,7 +27,7 @@ def test_symbols_resolve_and_the_snapshot_waits_past_the_preflight(
 
 
 def test_unknown_symbol_names_the_field(fresh_sandbox: RunningSandbox, make_client: MakeClient) -> None:
-    with pytest.raises(IbkrConfigError, match="symbol"):
+    with pytest.raises(IbkrNotFoundError, match="symbol"):
         make_client(fresh_sandbox).market_data.resolve_conids(["NOPE"])
 
 
@@ -35,7 +35,7 @@ def test_incomplete_snapshot_is_an_error_not_a_partial_answer(
     fresh_sandbox: RunningSandbox, make_client: MakeClient
 ) -> None:
     client = make_client(fresh_sandbox)
-    with pytest.raises(Exception, match="missing fields"):
+    with pytest.raises(IbkrRequestError, match="missing fields"):
         client.market_data.snapshot([12340038], fields=("31", "7762"), max_polls=3, interval=0.05)
 
 
@@ -67,5 +67,5 @@ def test_trades_and_pnl(fresh_sandbox: RunningSandbox, make_client: MakeClient) 
     assert placed.status == "Filled"
     pnl = client.pnl()
     assert set(pnl) == {"DU1234567", "DU2345678", "U3456789"} and (pnl["DU2345678"].daily_pnl or 0) > 0
-    with pytest.raises(IbkrConfigError, match="days"):
+    with pytest.raises(IbkrValidationError, match="days"):
         client.trades(days=30)

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 import requests
 
-from ibkr_provider.client import IbkrClient, IbkrConfigError, IbkrOrderError
+from airflow.sdk.exceptions import AirflowFailException
+
+from ibkr_provider.client import (
+    IbkrClient,
+    IbkrErrorCode,
+    IbkrOrderRefusedError,
+    IbkrRequestError,
+    IbkrValidationError,
+)
 from ibkr_provider.client.orders import OrderTicket
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator, order_coid
 from ibkr_provider.sandbox.process import RunningSandbox
@@ -65,9 +73,9 @@ def test_sandbox_rejects_duplicate_coid_and_unknown_reply(
     assert first[0]["order_status"] == "Submitted"  # a limit far below the market rests
     again = client.request("POST", "/iserver/account/DU2345678/orders", json={"orders": [order]})
     assert again == {"error": "Order couldn't be submitted: Local order ID=dup-1 is already registered"}
-    with pytest.raises(Exception) as excinfo:
+    with pytest.raises(IbkrRequestError) as excinfo:
         client.request("POST", "/iserver/reply/nope", json={"confirmed": True})
-    assert "reply id not found" in str(excinfo.value)
+    assert excinfo.value.status == 400 and "reply id not found" in str(excinfo.value)
 
 
 def test_a_new_order_supersedes_the_open_question(
@@ -80,7 +88,7 @@ def test_a_new_order_supersedes_the_open_question(
     order = {"conid": VTI, "side": "BUY", "orderType": "LMT", "price": 1.0, "quantity": 1}
     first = client.request("POST", "/iserver/account/DU2345678/orders", json=[order])
     second = client.request("POST", "/iserver/account/DU1234567/orders", json=[order])
-    with pytest.raises(Exception, match="reply id not found"):
+    with pytest.raises(IbkrRequestError, match="reply id not found"):
         client.request("POST", f"/iserver/reply/{first[0]['id']}", json={"confirmed": True})
     placed = client.request("POST", f"/iserver/reply/{second[0]['id']}", json={"confirmed": True})
     assert "order_id" in placed[0]
@@ -107,9 +115,9 @@ def test_unknown_prompt_is_declined_and_nothing_placed(
 ) -> None:
     fresh_sandbox.configure(prompt_rules=[PROMPT])
     client = make_client(fresh_sandbox)
-    with pytest.raises(IbkrOrderError) as excinfo:
+    with pytest.raises(IbkrOrderRefusedError) as excinfo:
         client.orders.place("DU2345678", OrderTicket(conid=VTI, side="BUY", quantity=1, coid="c-2"))
-    assert excinfo.value.code == "prompt_declined"
+    assert excinfo.value.code is IbkrErrorCode.PROMPT_DECLINED and excinfo.value.permanent
     assert "Percentage constraint" in str(excinfo.value) and "o163" in str(excinfo.value)
     stats = fresh_sandbox.stats()
     assert stats.get("orders_placed", 0) == 0 and stats["replies_declined"] == 1
@@ -186,7 +194,7 @@ def test_bad_tickets_fail_before_any_request(
     fresh_sandbox: RunningSandbox, make_client: MakeClient, ticket: OrderTicket, field: str
 ) -> None:
     client = make_client(fresh_sandbox)
-    with pytest.raises(IbkrConfigError) as excinfo:
+    with pytest.raises(IbkrValidationError) as excinfo:
         client.orders.place("DU2345678", ticket)
     assert excinfo.value.field == field
     assert fresh_sandbox.stats()["requests_total"] == 0
@@ -196,6 +204,16 @@ def test_bad_tickets_fail_before_any_request(
 def _context(run_id: str = "manual__1", map_index: int = -1) -> dict[str, Any]:
     ti = SimpleNamespace(dag_id="ibkr_rebalance", task_id="place", run_id=run_id, map_index=map_index)
     return {"ti": ti}
+
+
+def _refusal(op: IbkrPlaceOrderOperator) -> IbkrOrderRefusedError:
+    """Run the operator, expecting it to fail without retries because the provider refused the
+    order; return the refusal (the failure's cause)."""
+    with pytest.raises(AirflowFailException, match="Not retried") as failed:
+        op.execute(_context())  # type: ignore[arg-type]
+    cause = failed.value.__cause__
+    assert isinstance(cause, IbkrOrderRefusedError), repr(cause)
+    return cause
 
 
 @pytest.fixture
@@ -218,9 +236,8 @@ def test_operator_refuses_a_live_account_without_allow_live(
     op = IbkrPlaceOrderOperator(
         task_id="place", account_id="U3456789", conid=VTI, side="BUY", quantity=1, dry_run=False
     )
-    with pytest.raises(IbkrOrderError) as excinfo:
-        op.execute(_context())  # type: ignore[arg-type]
-    assert excinfo.value.code == "live_not_allowed"
+    refusal = _refusal(op)
+    assert refusal.code is IbkrErrorCode.LIVE_NOT_ALLOWED
     assert fresh_sandbox.stats()["requests_total"] == 0  # not even a login, let alone an order
 
 
@@ -250,8 +267,7 @@ def test_operator_caps_refuse_before_any_order(conn_env: None, fresh_sandbox: Ru
         max_quantity=10,
         dry_run=False,
     )
-    with pytest.raises(IbkrConfigError, match="max_quantity"):
-        too_many.execute(_context())  # type: ignore[arg-type]
+    assert "max_quantity" in str(_refusal(too_many))
     too_big = IbkrPlaceOrderOperator(
         task_id="place",
         account_id="DU2345678",
@@ -261,9 +277,49 @@ def test_operator_caps_refuse_before_any_order(conn_env: None, fresh_sandbox: Ru
         max_notional=1000,
         dry_run=False,
     )
-    with pytest.raises(IbkrConfigError, match="max_notional"):
-        too_big.execute(_context())  # type: ignore[arg-type]
-    assert fresh_sandbox.stats().get("orders_placed", 0) == 0
+    refusal = _refusal(too_big)
+    assert refusal.code is IbkrErrorCode.CAP_EXCEEDED and "max_notional 1,000.00" in str(refusal)
+    assert "2,890.00" in str(refusal)  # the what-if amount of 10 x 289.00 it was refused for
+    stats = fresh_sandbox.stats()
+    assert stats.get("orders_placed", 0) == 0 and stats["whatif_requests"] == 1
+
+
+def test_operator_refuses_when_the_whatif_states_no_amount(
+    conn_env: None, fresh_sandbox: RunningSandbox
+) -> None:
+    """A notional cap the provider cannot check fails closed: the order is refused, not placed."""
+    fresh_sandbox.inject_fault(
+        "/v1/api/iserver/account/DU2345678/orders/whatif",
+        "stale",
+        method="POST",
+        body={"amount": {"commission": "1.00 USD"}, "warn": None, "error": None},
+    )
+    op = IbkrPlaceOrderOperator(
+        task_id="place",
+        account_id="DU2345678",
+        conid=VTI,
+        side="BUY",
+        quantity=1,
+        max_notional=1000,
+        dry_run=False,
+    )
+    refusal = _refusal(op)
+    assert refusal.code is IbkrErrorCode.CAP_UNCHECKABLE
+    assert "max_notional 1,000.00 cannot be checked" in str(refusal) and "commission" in str(refusal)
+    stats = fresh_sandbox.stats()
+    assert stats["faults_fired"] == 1 and stats.get("orders_placed", 0) == 0
+    assert not [p for p in stats["paths"] if p.startswith("POST") and p.endswith("/orders")]
+    # Without a cap the same answer is no reason to refuse: the order is placed.
+    fresh_sandbox.inject_fault(
+        "/v1/api/iserver/account/DU2345678/orders/whatif",
+        "stale",
+        method="POST",
+        body={"amount": {"commission": "1.00 USD"}, "warn": None, "error": None},
+    )
+    uncapped = IbkrPlaceOrderOperator(
+        task_id="place", account_id="DU2345678", conid=VTI, side="BUY", quantity=1, dry_run=False
+    )
+    assert uncapped.execute(_context())["status"] == "Filled"  # type: ignore[arg-type]
 
 
 def test_a_retried_task_places_exactly_one_order(conn_env: None, fresh_sandbox: RunningSandbox) -> None:
@@ -331,8 +387,7 @@ def test_operator_declines_an_unknown_prompt(conn_env: None, fresh_sandbox: Runn
         dry_run=False,
         allowed_message_ids=["o163"],
     )
-    with pytest.raises(IbkrOrderError, match="Are you sure"):
-        op.execute(_context())  # type: ignore[arg-type]
+    assert "Are you sure" in str(_refusal(op))
     stats = fresh_sandbox.stats()
     assert stats.get("orders_placed", 0) == 0 and stats["replies_declined"] == 1
     assert requests.get(f"{fresh_sandbox.base_url}/__sandbox__/faults", timeout=5).json() == []
@@ -352,5 +407,6 @@ def test_cancel_operator_cancels_a_resting_order(
     op = IbkrCancelOrderOperator(task_id="cancel", account_id="DU2345678", order_id=placed.order_id)
     assert op.execute(_context())["msg"] == "Request was submitted"  # type: ignore[arg-type]
     assert client.orders.status(placed.order_id)["order_status"] == "Cancelled"
-    with pytest.raises(IbkrConfigError, match="order_id"):
+    with pytest.raises(AirflowFailException, match="order_id") as failed:
         IbkrCancelOrderOperator(task_id="c", account_id="DU2345678", order_id="abc").execute(_context())  # type: ignore[arg-type]
+    assert isinstance(failed.value.__cause__, IbkrValidationError)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ibkr_provider.client import IbkrConfigError
+from ibkr_provider.client import IbkrValidationError
 from ibkr_provider.client.rebalance import Holding, check_targets, plan_rebalance
 
 
@@ -41,6 +41,6 @@ def test_sells_never_exceed_the_holding() -> None:
 
 @pytest.mark.parametrize("targets", [{}, {"VTI": 1.2}, {"VTI": 0.7, "BND": 0.4}, {"VTI": "lots"}])
 def test_bad_targets_name_the_field(targets: dict[str, object]) -> None:
-    with pytest.raises(IbkrConfigError) as excinfo:
+    with pytest.raises(IbkrValidationError) as excinfo:
         check_targets(targets)  # type: ignore[arg-type]
     assert excinfo.value.field == "targets"

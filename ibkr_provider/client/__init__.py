@@ -8,11 +8,16 @@ from ibkr_provider.client.errors import (
     IbkrConfigError,
     IbkrConnectionError,
     IbkrError,
+    IbkrErrorCode,
+    IbkrNotFoundError,
     IbkrOrderError,
+    IbkrOrderRefusedError,
     IbkrRateLimitError,
     IbkrRequestError,
     IbkrResponseError,
     IbkrSessionError,
+    IbkrValidationError,
+    is_permanent,
 )
 
 __all__ = [
@@ -24,9 +29,14 @@ __all__ = [
     "IbkrConfigError",
     "IbkrConnectionError",
     "IbkrError",
+    "IbkrErrorCode",
+    "IbkrNotFoundError",
     "IbkrOrderError",
+    "IbkrOrderRefusedError",
     "IbkrRateLimitError",
     "IbkrRequestError",
     "IbkrResponseError",
     "IbkrSessionError",
+    "IbkrValidationError",
+    "is_permanent",
 ]

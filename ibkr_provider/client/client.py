@@ -28,10 +28,11 @@ from ibkr_provider.client.auth import AuthStrategy, SecretSink, build_auth
 from ibkr_provider.client.config import AuthType, IbkrClientConfig
 from ibkr_provider.client.errors import (
     IbkrCompetingSessionError,
-    IbkrConfigError,
     IbkrError,
+    IbkrErrorCode,
     IbkrResponseError,
     IbkrSessionError,
+    IbkrValidationError,
 )
 from ibkr_provider.client.marketdata import MarketData
 from ibkr_provider.client.models import (
@@ -239,7 +240,7 @@ class IbkrClient:
                 "compete_on_login",
                 endpoint="/v1/api/iserver/auth/ssodh/init",
                 ibkr_error=status.message or status.fail or None,
-                code="competing",
+                code=IbkrErrorCode.COMPETING,
             )
         if not status.authenticated:
             reason = status.fail or status.message or "authenticated=false"
@@ -247,7 +248,7 @@ class IbkrClient:
                 f"IBKR did not grant a brokerage session: {reason}",
                 endpoint="/v1/api/iserver/auth/ssodh/init",
                 ibkr_error=status.fail or status.message or None,
-                code="not_authenticated",
+                code=IbkrErrorCode.NOT_AUTHENTICATED,
             )
         record.iserver_accounts = dict(self._send("GET", "/iserver/accounts", record))
         record.brokerage_ready = True
@@ -274,7 +275,7 @@ class IbkrClient:
                     "IBKR username for the API",
                     endpoint="/v1/api/iserver/auth/status",
                     ibkr_error=status.message or status.fail or None,
-                    code="competing",
+                    code=IbkrErrorCode.COMPETING,
                 ) from error
             if status is None:
                 record = self._open_session(previous=record, release_previous=False)
@@ -283,7 +284,7 @@ class IbkrClient:
                 record.generation += 1
                 record.brokerage_ready = False
                 record.portfolio_accounts = None
-                if status.authenticated and error.code == "accounts_preflight":
+                if status.authenticated and error.code is IbkrErrorCode.ACCOUNTS_PREFLIGHT:
                     record.iserver_accounts = dict(self._send("GET", "/iserver/accounts", record))
                     record.brokerage_ready = True
                 else:
@@ -367,11 +368,11 @@ class IbkrClient:
         """
         verb = method.upper()
         if verb not in _METHODS:
-            raise IbkrConfigError(
+            raise IbkrValidationError(
                 "method", f"{method!r} is not an HTTP method; use one of {sorted(_METHODS)}"
             )
         if "://" in path or not path.strip():
-            raise IbkrConfigError(
+            raise IbkrValidationError(
                 "path", f"{path!r} must be a path below /v1/api such as '/portfolio/accounts'"
             )
         return self._call(
@@ -398,7 +399,7 @@ class IbkrClient:
         """``GET /iserver/account/trades``: executions of the last ``days`` days (IBKR allows at
         most 7 and paces the endpoint at 1 per 5 s). Raw rows, as IBKR sends them."""
         if not 1 <= days <= 7:
-            raise IbkrConfigError("days", "IBKR returns trades for 1 to 7 days")
+            raise IbkrValidationError("days", "IBKR returns trades for 1 to 7 days")
         self.brokerage_accounts()
         params: dict[str, Any] = {"days": days}
         if account_id:
@@ -472,11 +473,11 @@ class IbkrClient:
     def _account(self, account_id: str | None) -> str:
         chosen = account_id or self.config.account_id
         if not chosen:
-            raise IbkrConfigError(
+            raise IbkrValidationError(
                 "account_id", "no account given and the connection has no default account_id; pass one"
             )
         if not _ACCOUNT_ID_RE.match(chosen):
-            raise IbkrConfigError("account_id", f"{chosen!r} is not an IBKR account id such as U1234567")
+            raise IbkrValidationError("account_id", f"{chosen!r} is not an IBKR account id such as U1234567")
         return chosen
 
     def _fresh_portfolio_accounts(self, record: SessionRecord | None) -> list[Any] | None:
@@ -540,7 +541,7 @@ class IbkrClient:
         """One page (0-based, up to 100 rows) of ``GET /portfolio/{accountId}/positions/{page}``."""
         account = self._account(account_id)
         if page < 0:
-            raise IbkrConfigError("page", "position pages start at 0")
+            raise IbkrValidationError("page", "position pages start at 0")
         self._portfolio_preflight()
         payload = self._call("GET", f"/portfolio/{account}/positions/{page}")
         if not isinstance(payload, list):

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import defusedxml.ElementTree as SafeET
@@ -30,6 +30,7 @@ from ibkr_provider import __version__
 from ibkr_provider.client.errors import (
     IbkrAuthError,
     IbkrConnectionError,
+    IbkrErrorCode,
     IbkrRequestError,
     IbkrResponseError,
 )
@@ -37,6 +38,14 @@ from ibkr_provider.client.errors import (
 log = logging.getLogger(__name__)
 
 DEFAULT_FLEX_URL = "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService"
+#: The path IBKR serves the Flex Web Service under, added to a bare host.
+FLEX_SERVICE_PATH = "/AccountManagement/FlexWebService"
+#: A query id no account has: SendRequest answers 1014 for it once the token is accepted.
+PROBE_QUERY_ID = "0"
+QUERY_INVALID = 1014
+TOKEN_HINT = (
+    "the Flex token (Client Portal > Settings > Flex Web Service) in the ibkr_flex connection's password"
+)
 
 #: IBKR's Flex error codes (ibflex's table plus 1001), with how this client reacts.
 FLEX_ERRORS: Mapping[int, tuple[str, str]] = {
@@ -122,6 +131,16 @@ class FlexClient:
         # IBKR requires a User-Agent naming the technology and version.
         self._http.headers["User-Agent"] = f"Python/airflow-provider-ibkr-{__version__}"
 
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> FlexClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _get(self, url: str, params: Mapping[str, Any]) -> bytes:
         path = urlsplit(url).path
         try:
@@ -132,11 +151,13 @@ class FlexClient:
             raise IbkrConnectionError(
                 f"could not reach the Flex Web Service ({type(exc).__name__})",
                 endpoint=path,
-                code="connection",
+                code=IbkrErrorCode.CONNECTION,
             ) from None
         if response.status_code >= 300:
             raise IbkrRequestError(
-                f"the Flex Web Service answered HTTP {response.status_code}",
+                f"the Flex Web Service answered HTTP {response.status_code}; check the ibkr_flex "
+                "connection's host (IBKR's is https://ndcdyn.interactivebrokers.com/AccountManagement/"
+                "FlexWebService)",
                 status=response.status_code,
                 endpoint=path,
             )
@@ -154,20 +175,53 @@ class FlexClient:
         fields = {child.tag: (child.text or "").strip() for child in root}
         return fields.get("Status", ""), fields
 
-    def _raise_for(self, fields: Mapping[str, str], endpoint: str) -> None:
+    def _raise_for(self, fields: Mapping[str, str], endpoint: str) -> NoReturn:
         code = int(fields.get("ErrorCode") or 0)
         text = fields.get("ErrorMessage") or FLEX_ERRORS.get(code, ("unknown error", "fail"))[0]
-        if FLEX_ERRORS.get(code, ("", "fail"))[1] == "token":
+        action = FLEX_ERRORS.get(code, ("", "fail"))[1]
+        if action == "token":
             raise IbkrAuthError(
                 f"Flex error {code}: {text} Generate a new Flex token in Client Portal (Settings > Flex Web "
                 "Service) and put it in the ibkr_flex connection's password.",
                 endpoint=endpoint,
                 ibkr_error=text,
-                code=str(code),
+                code=IbkrErrorCode.FLEX,
+                ibkr_code=str(code),
+                hint=TOKEN_HINT,
             )
         raise IbkrRequestError(
-            f"Flex error {code}: {text}", endpoint=endpoint, ibkr_error=text, code=str(code)
+            f"Flex error {code}: {text}",
+            endpoint=endpoint,
+            ibkr_error=text,
+            code=IbkrErrorCode.FLEX,
+            ibkr_code=str(code),
+            hint="the Flex query id and its settings in Client Portal (Performance & Reports > Flex Queries)",
+            # "retry"/"throttled"/"poll" codes reach here only once the wait is used up.
+            permanent=action == "fail",
         )
+
+    def check_token(self, query_id: str = PROBE_QUERY_ID) -> str:
+        """Ask IBKR whether it accepts the token, with one SendRequest; returns what IBKR said.
+
+        With a real ``query_id`` a statement is generated (harmless: it is never fetched) and
+        the answer proves both token and query. With the default probe id ``0`` IBKR answers
+        1014 "Query is invalid" for a token it accepted, and 1012/1015 for a token it did not
+        (UNCONFIRMED that IBKR checks the token before the query; the sandbox does). Raises
+        :class:`IbkrAuthError` for a token error and :class:`IbkrRequestError` for anything else.
+        """
+        url = f"{self.base_url}/SendRequest"
+        envelope = self._envelope(self._get(url, {"q": query_id}))
+        if envelope is None:
+            raise IbkrResponseError(
+                "SendRequest did not answer with a FlexStatementResponse", endpoint=urlsplit(url).path
+            )
+        status, fields = envelope
+        if status == "Success":
+            return f"token and query {query_id} accepted (reference {fields.get('ReferenceCode', '?')})"
+        code = int(fields.get("ErrorCode") or 0)
+        if query_id == PROBE_QUERY_ID and code == QUERY_INVALID:
+            return "token accepted (IBKR answered 1014 'Query is invalid' to the probe query id 0)"
+        self._raise_for(fields, urlsplit(url).path)
 
     def fetch(
         self, query_id: str, *, from_date: date | None = None, to_date: date | None = None
@@ -202,7 +256,8 @@ class FlexClient:
                     f"Flex report {reference} not ready after {polls} poll(s) in {elapsed:.0f} s "
                     f"(last: {code} {fields.get('ErrorMessage', '')}); max_wait is {self.max_wait:g} s",
                     endpoint=urlsplit(statement_url).path,
-                    code=str(code),
+                    code=IbkrErrorCode.FLEX_NOT_READY,
+                    ibkr_code=str(code),
                 )
             log.info(
                 "Flex %s (%s %s); polling again in %.1f s",

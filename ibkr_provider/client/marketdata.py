@@ -13,7 +13,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ibkr_provider.client.errors import IbkrConfigError, IbkrRequestError, IbkrResponseError
+from ibkr_provider.client.errors import (
+    IbkrErrorCode,
+    IbkrNotFoundError,
+    IbkrRequestError,
+    IbkrResponseError,
+)
 
 if TYPE_CHECKING:
     from ibkr_provider.client.client import IbkrClient
@@ -77,7 +82,11 @@ class MarketData:
                 r for r in rows or [] if isinstance(r, Mapping) and str(r.get("symbol", "")).upper() == wanted
             ]
             if not matches:
-                raise IbkrConfigError("symbol", f"IBKR knows no {sec_type} contract for symbol {symbol!r}")
+                raise IbkrNotFoundError(
+                    f"symbol: IBKR knows no {sec_type} contract for symbol {symbol!r}",
+                    endpoint="/v1/api/iserver/secdef/search",
+                    code=IbkrErrorCode.NOT_FOUND,
+                )
             resolved[symbol] = int(matches[0]["conid"])
         return resolved
 
@@ -116,5 +125,5 @@ class MarketData:
             f"market data incomplete after {max_polls} polls: missing fields {gaps} (no subscription, or the "
             "market is closed and no prior close is available)",
             endpoint="/v1/api/iserver/marketdata/snapshot",
-            code="incomplete_snapshot",
+            code=IbkrErrorCode.INCOMPLETE_SNAPSHOT,
         )

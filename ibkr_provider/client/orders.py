@@ -24,7 +24,13 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ibkr_provider.client.errors import IbkrConfigError, IbkrOrderError, IbkrResponseError
+from ibkr_provider.client.errors import (
+    IbkrErrorCode,
+    IbkrOrderError,
+    IbkrOrderRefusedError,
+    IbkrResponseError,
+    IbkrValidationError,
+)
 
 if TYPE_CHECKING:
     from ibkr_provider.client.client import IbkrClient
@@ -68,22 +74,24 @@ class OrderTicket:
     def validate(self) -> None:
         """Raise :class:`IbkrConfigError` naming the field, before anything is sent."""
         if not isinstance(self.conid, int) or self.conid <= 0:
-            raise IbkrConfigError("conid", f"{self.conid!r} is not an IBKR contract id (a positive integer)")
+            raise IbkrValidationError(
+                "conid", f"{self.conid!r} is not an IBKR contract id (a positive integer)"
+            )
         if self.side not in ("BUY", "SELL"):
-            raise IbkrConfigError("side", f"{self.side!r} must be BUY or SELL")
+            raise IbkrValidationError("side", f"{self.side!r} must be BUY or SELL")
         if self.order_type not in ("MKT", "LMT"):
-            raise IbkrConfigError("order_type", f"{self.order_type!r} is not supported; use MKT or LMT")
+            raise IbkrValidationError("order_type", f"{self.order_type!r} is not supported; use MKT or LMT")
         if (self.quantity is None) == (self.cash_quantity is None):
-            raise IbkrConfigError("quantity", "give exactly one of quantity and cash_quantity")
+            raise IbkrValidationError("quantity", "give exactly one of quantity and cash_quantity")
         amount = self.quantity if self.quantity is not None else self.cash_quantity
         if amount is None or amount <= 0:
-            raise IbkrConfigError("quantity", "must be positive")
+            raise IbkrValidationError("quantity", "must be positive")
         if self.order_type == "LMT" and (self.limit_price is None or self.limit_price <= 0):
-            raise IbkrConfigError("limit_price", "a LMT order needs a positive limit_price")
+            raise IbkrValidationError("limit_price", "a LMT order needs a positive limit_price")
         if self.order_type == "MKT" and self.limit_price is not None:
-            raise IbkrConfigError("limit_price", "a MKT order takes no limit_price; use order_type LMT")
+            raise IbkrValidationError("limit_price", "a MKT order takes no limit_price; use order_type LMT")
         if self.tif not in ("DAY", "GTC", "IOC", "OPG"):
-            raise IbkrConfigError(
+            raise IbkrValidationError(
                 "tif", f"{self.tif!r} is not a time in force IBKR accepts (DAY, GTC, IOC, OPG)"
             )
 
@@ -279,7 +287,9 @@ class OrderService:
                         existing = self.find_by_coid(account_id, ticket.coid)
                         if existing is not None:
                             return PlacedOrder(existing.order_id, existing.status, ticket.coid, adopted=True)
-                    raise IbkrOrderError(f"IBKR rejected the order: {text}", ibkr_error=text, code="rejected")
+                    raise IbkrOrderError(
+                        f"IBKR rejected the order: {text}", ibkr_error=text, code=IbkrErrorCode.REJECTED
+                    )
                 first = answer[0] if isinstance(answer, list) and answer else None
                 if isinstance(first, Mapping) and first.get("order_id") is not None:
                     log.info(
@@ -300,7 +310,8 @@ class OrderService:
                     continue
                 raise IbkrResponseError(f"unexpected answer to an order: {str(answer)[:200]}")
             raise IbkrOrderError(
-                f"IBKR asked more than {MAX_PROMPT_ROUNDS} questions; the order was not confirmed"
+                f"IBKR asked more than {MAX_PROMPT_ROUNDS} questions; the order was not confirmed",
+                code=IbkrErrorCode.TOO_MANY_PROMPTS,
             )
 
     def _answer_prompt(
@@ -314,10 +325,10 @@ class OrderService:
             confirmed.extend(message_ids)
             return self._client.request("POST", f"/iserver/reply/{reply_id}", json={"confirmed": True})
         self._client.request("POST", f"/iserver/reply/{reply_id}", json={"confirmed": False})
-        raise IbkrOrderError(
+        raise IbkrOrderRefusedError(
             f"IBKR asked for confirmation {message_ids or '(no message id)'}: {text!r}. It is not in "
             "allowed_message_ids, so it was declined and no order was placed; add the id to "
             "allowed_message_ids if this prompt is expected.",
             ibkr_error=text,
-            code="prompt_declined",
+            code=IbkrErrorCode.PROMPT_DECLINED,
         )

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.errors import IbkrValidationError
 
 
 @dataclass(frozen=True)
@@ -39,18 +39,22 @@ class PlannedOrder:
 def check_targets(targets: Mapping[str, float]) -> dict[str, float]:
     """Weights between 0 and 1 summing to at most 1 (the rest stays in cash or unlisted holdings)."""
     if not targets:
-        raise IbkrConfigError("targets", 'give at least one symbol -> weight, e.g. {"VTI": 0.6, "BND": 0.4}')
+        raise IbkrValidationError(
+            "targets", 'give at least one symbol -> weight, e.g. {"VTI": 0.6, "BND": 0.4}'
+        )
     clean: dict[str, float] = {}
     for symbol, weight in targets.items():
         try:
             value = float(weight)
         except (TypeError, ValueError):
-            raise IbkrConfigError("targets", f"weight of {symbol!r} is not a number: {weight!r}") from None
+            raise IbkrValidationError(
+                "targets", f"weight of {symbol!r} is not a number: {weight!r}"
+            ) from None
         if not 0 <= value <= 1:
-            raise IbkrConfigError("targets", f"weight of {symbol!r} must be between 0 and 1, got {value}")
+            raise IbkrValidationError("targets", f"weight of {symbol!r} must be between 0 and 1, got {value}")
         clean[str(symbol).upper()] = value
     if sum(clean.values()) > 1.0 + 1e-9:
-        raise IbkrConfigError(
+        raise IbkrValidationError(
             "targets", f"weights sum to {sum(clean.values()):.4f}; they must sum to at most 1"
         )
     return clean
@@ -68,11 +72,11 @@ def plan_rebalance(
 ) -> list[PlannedOrder]:
     """Whole-share orders that bring each listed symbol back to its target weight."""
     if net_liquidation <= 0:
-        raise IbkrConfigError("account_id", f"net liquidation is {net_liquidation}; nothing to rebalance")
+        raise IbkrValidationError("account_id", f"net liquidation is {net_liquidation}; nothing to rebalance")
     if not 0 <= drift_band < 1:
-        raise IbkrConfigError("drift_band", "must be a fraction between 0 and 1, e.g. 0.02")
+        raise IbkrValidationError("drift_band", "must be a fraction between 0 and 1, e.g. 0.02")
     if min_trade < 0:
-        raise IbkrConfigError("min_trade", "must not be negative")
+        raise IbkrValidationError("min_trade", "must not be negative")
     orders: list[PlannedOrder] = []
     for symbol, weight in check_targets(targets).items():
         conid, price = conids[symbol], prices[symbol]

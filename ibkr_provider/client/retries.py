@@ -29,7 +29,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from ibkr_provider.client.errors import IbkrConnectionError, IbkrError, IbkrRateLimitError, IbkrRequestError
+from ibkr_provider.client.errors import (
+    IbkrConnectionError,
+    IbkrError,
+    IbkrErrorCode,
+    IbkrRateLimitError,
+    IbkrRequestError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +64,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, IbkrRateLimitError):
         return "429" + (f" (Retry-After {exc.retry_after:g} s)" if exc.retry_after is not None else "")
     if isinstance(exc, IbkrConnectionError):
-        return exc.code or "connection"
+        return str(exc.code or IbkrErrorCode.CONNECTION)
     if isinstance(exc, IbkrError) and exc.status:
         return str(exc.status)
     return type(exc).__name__
@@ -71,7 +77,7 @@ def is_transient(exc: BaseException, *, idempotent: bool) -> bool:
     if not idempotent:
         return False
     if isinstance(exc, IbkrConnectionError):
-        return exc.code != "tls"
+        return exc.code is not IbkrErrorCode.TLS
     return isinstance(exc, IbkrRequestError) and exc.status in RETRYABLE_STATUSES
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from ibkr_provider.client.errors import IbkrConfigError, IbkrSessionError
+from ibkr_provider.client.errors import IbkrConfigError, IbkrErrorCode, IbkrSessionError
 
 if TYPE_CHECKING:
     from pyrate_limiter import StateStore
@@ -182,7 +182,9 @@ class MemorySessionStore(SessionStore):
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         if not lock.acquire(timeout=timeout):
-            raise IbkrSessionError(f"timed out after {timeout:g} s waiting for the lock {key}")
+            raise IbkrSessionError(
+                f"timed out after {timeout:g} s waiting for the lock {key}", code=IbkrErrorCode.LOCK_TIMEOUT
+            )
         try:
             yield
         finally:
@@ -227,7 +229,8 @@ def _flock(path: Path, timeout: float) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise IbkrSessionError(
-                        f"timed out after {timeout:g} s waiting for the lock {path.name}"
+                        f"timed out after {timeout:g} s waiting for the lock {path.name}",
+                        code=IbkrErrorCode.LOCK_TIMEOUT,
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
@@ -363,7 +366,10 @@ class RedisSessionStore(SessionStore):
             sleep=0.02,
         )
         if not lock.acquire():
-            raise IbkrSessionError(f"timed out after {timeout:g} s waiting for the Redis lock {key}")
+            raise IbkrSessionError(
+                f"timed out after {timeout:g} s waiting for the Redis lock {key}",
+                code=IbkrErrorCode.LOCK_TIMEOUT,
+            )
         try:
             yield
         finally:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ibkr_provider.client.client import IbkrClient
-from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.errors import IbkrErrorCode, IbkrNotFoundError
 from ibkr_provider.client.models import Account, AccountSummary, Ledger, Position
 
 POSITION_COLUMNS = (
@@ -61,7 +61,7 @@ class AccountSnapshot:
 def take_snapshot(client: IbkrClient, account_ids: Iterable[str] | None = None) -> list[AccountSnapshot]:
     """Snapshot the given accounts, or every account the login can see.
 
-    Raises :class:`IbkrConfigError` for an account the login cannot see (before any per-account
+    Raises :class:`IbkrNotFoundError` for an account the login cannot see (before any per-account
     request), and lets any failed page raise: a snapshot is complete or it is an error.
     """
     accounts = client.list_accounts()
@@ -69,8 +69,9 @@ def take_snapshot(client: IbkrClient, account_ids: Iterable[str] | None = None) 
     wanted: Sequence[str] = list(account_ids or []) or list(visible)
     unknown = [a for a in wanted if a not in visible]
     if unknown:
-        raise IbkrConfigError(
-            "account_ids", f"{unknown} are not accounts this login can see; visible: {sorted(visible)}"
+        raise IbkrNotFoundError(
+            f"account_ids: {unknown} are not accounts this login can see; visible: {sorted(visible)}",
+            code=IbkrErrorCode.NOT_FOUND,
         )
     return [
         AccountSnapshot(

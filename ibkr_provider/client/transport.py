@@ -22,6 +22,7 @@ from ibkr_provider.client.errors import (
     IbkrCompetingSessionError,
     IbkrConnectionError,
     IbkrError,
+    IbkrErrorCode,
     IbkrRateLimitError,
     IbkrRequestError,
     IbkrResponseError,
@@ -35,11 +36,11 @@ USER_AGENT = f"airflow-provider-ibkr/{__version__}"
 
 #: IBKR error texts that mean "the session, not the request, is the problem" (shared reference
 #: section 3, "Common error bodies"). Matched case-insensitively as substrings.
-SESSION_ERROR_MARKERS: Mapping[str, str] = {
-    "no bridge": "no_bridge",
-    "not authenticated": "not_authenticated",
-    "please query /accounts first": "accounts_preflight",
-    "no session": "no_session",
+SESSION_ERROR_MARKERS: Mapping[str, IbkrErrorCode] = {
+    "no bridge": IbkrErrorCode.NO_BRIDGE,
+    "not authenticated": IbkrErrorCode.NOT_AUTHENTICATED,
+    "please query /accounts first": IbkrErrorCode.ACCOUNTS_PREFLIGHT,
+    "no session": IbkrErrorCode.NO_SESSION,
 }
 
 
@@ -84,19 +85,23 @@ def error_from_response(response: requests.Response, endpoint: str, *, auth_step
         )
     if auth_step and status in (400, 401, 403):
         code = body.get("error") if isinstance(body, Mapping) and isinstance(body.get("error"), str) else None
-        return IbkrAuthError(f"IBKR refused the credentials: {text}", code=code, **kwargs)
+        return IbkrAuthError(
+            f"IBKR refused the credentials: {text}", code=IbkrErrorCode.AUTH, ibkr_code=code, **kwargs
+        )
     lowered = text.lower()
     if "competing" in lowered:
         return IbkrCompetingSessionError(
             f"another login for this IBKR username holds the brokerage session: {text}",
-            code="competing",
+            code=IbkrErrorCode.COMPETING,
             **kwargs,
         )
     for marker, code in SESSION_ERROR_MARKERS.items():
         if marker in lowered:
             return IbkrSessionError(f"IBKR session not usable: {text}", code=code, **kwargs)
     if status == 401:
-        return IbkrSessionError(f"IBKR session not authenticated: {text}", code="not_authenticated", **kwargs)
+        return IbkrSessionError(
+            f"IBKR session not authenticated: {text}", code=IbkrErrorCode.NOT_AUTHENTICATED, **kwargs
+        )
     return IbkrRequestError(f"IBKR request failed: {text}", **kwargs)
 
 
@@ -192,18 +197,20 @@ class HttpTransport:
             raise IbkrConnectionError(
                 f"no answer from IBKR within {self._timeout:g} s ({type(exc).__name__})",
                 endpoint=endpoint,
-                code="timeout",
+                code=IbkrErrorCode.TIMEOUT,
             ) from None
         except requests.exceptions.SSLError:
             raise IbkrConnectionError(
                 "TLS verification failed; for a gateway with a self-signed certificate set the "
                 "connection's verify field to its CA bundle path",
                 endpoint=endpoint,
-                code="tls",
+                code=IbkrErrorCode.TLS,
             ) from None
         except requests.RequestException as exc:
             raise IbkrConnectionError(
-                f"could not reach IBKR ({type(exc).__name__})", endpoint=endpoint, code="connection"
+                f"could not reach IBKR ({type(exc).__name__})",
+                endpoint=endpoint,
+                code=IbkrErrorCode.CONNECTION,
             ) from None
         log.debug("%s %s -> %s", method, endpoint, response.status_code)
         if response.status_code >= 300:

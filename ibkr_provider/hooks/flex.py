@@ -7,13 +7,14 @@ password (registered with the masker), the host defaulting to IBKR's Flex Web Se
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from ibkr_provider.client.config import parse_number, parse_timeout, parse_verify
 from ibkr_provider.client.errors import IbkrConfigError, IbkrError
-from ibkr_provider.client.flex import DEFAULT_FLEX_URL, FlexClient
+from ibkr_provider.client.flex import DEFAULT_FLEX_URL, FLEX_SERVICE_PATH, FlexClient
 
 
 class IbkrFlexHook(BaseHook):
@@ -47,12 +48,9 @@ class IbkrFlexHook(BaseHook):
             )
         mask_secret(token)
         extra = conn.extra_dejson
-        host = (conn.host or "").strip().rstrip("/")
-        if host and "://" not in host:
-            host = f"https://{host}"
         return FlexClient(
             token=token,
-            base_url=host or DEFAULT_FLEX_URL,
+            base_url=flex_base_url(conn.host),
             verify=parse_verify(extra.get("verify")),
             timeout=parse_timeout(extra.get("timeout")),
             poll_interval=parse_number(
@@ -61,13 +59,47 @@ class IbkrFlexHook(BaseHook):
             max_wait=parse_number("max_wait", extra.get("max_wait"), 600.0, minimum=1, example="600"),
         )
 
+    def default_query_id(self) -> str | None:
+        """The connection's ``query_id`` extra: the query operators use when they name none."""
+        value = self.get_connection(self.ibkr_flex_conn_id).extra_dejson.get("query_id")
+        text = str(value).strip() if value is not None else ""
+        if text and not text.isdigit():
+            raise IbkrConfigError("query_id", f"{text!r} is not a Flex query id (digits)")
+        return text or None
+
     def test_connection(self) -> tuple[bool, str]:
-        """Checks the connection's settings (a real check would generate a report: Flex is slow
-        and rate-limited, so the button does not do that)."""
+        """Ask IBKR whether it accepts the token (one SendRequest; never raises).
+
+        With the connection's ``query_id`` the request names that query, so a green test proves
+        token and query; without one it names a probe id that IBKR rejects as an invalid query
+        only after accepting the token (see :meth:`FlexClient.check_token`).
+        """
         try:
-            client = self.get_conn()
+            with self.get_conn() as client:
+                query_id = self.default_query_id()
+                answer = client.check_token(query_id) if query_id else client.check_token()
+                where = client.base_url
         except IbkrError as exc:
             return False, f"{type(exc).__name__}: {exc}"
         except Exception as exc:
             return False, f"Unexpected {type(exc).__name__}: {exc}"
-        return True, f"Flex token set; Flex Web Service at {client.base_url}"
+        return True, f"Flex Web Service at {where}: {answer}"
+
+
+def flex_base_url(host: str | None) -> str:
+    """The Flex Web Service root for a connection's host.
+
+    Users type ``ndcdyn.interactivebrokers.com``, a URL without a path, or the full service
+    URL; a host without a path gets IBKR's ``/AccountManagement/FlexWebService``.
+    """
+    text = (host or "").strip().rstrip("/")
+    if not text:
+        return DEFAULT_FLEX_URL
+    if "://" not in text:
+        text = f"https://{text}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise IbkrConfigError(
+            "host", f"{host!r} is not a host name or http(s) URL; use e.g. {DEFAULT_FLEX_URL}"
+        )
+    return text if parts.path not in ("", "/") else f"{text}{FLEX_SERVICE_PATH}"

@@ -11,7 +11,8 @@ from typing import Any
 
 from airflow.sdk import Asset, BaseOperator, Context
 
-from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.errors import IbkrValidationError
+from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.flex import IbkrFlexHook
 from ibkr_provider.operators.storage import storage_path
 
@@ -31,7 +32,7 @@ def _as_date(name: str, value: Any) -> date | None:
             return datetime.strptime(text[:size], fmt).date()
         except ValueError:
             continue
-    raise IbkrConfigError(name, f"{value!r} is not a date (YYYY-MM-DD)")
+    raise IbkrValidationError(name, f"{value!r} is not a date (YYYY-MM-DD)")
 
 
 class IbkrFlexReportOperator(BaseOperator):
@@ -61,8 +62,8 @@ class IbkrFlexReportOperator(BaseOperator):
     def __init__(
         self,
         *,
-        query_id: str,
         output_path: str,
+        query_id: str | None = None,
         sections: Sequence[str] = DEFAULT_SECTIONS,
         use_data_interval: bool = False,
         from_date: str | date | None = None,
@@ -89,23 +90,26 @@ class IbkrFlexReportOperator(BaseOperator):
             if interval_start is not None and interval_end is not None:
                 start, end = interval_start.date(), interval_end.date()
         if (start is None) != (end is None):
-            raise IbkrConfigError("from_date", "give both from_date and to_date, or neither")
+            raise IbkrValidationError("from_date", "give both from_date and to_date, or neither")
         if start and end and (end < start or (end - start).days > 365):
-            raise IbkrConfigError(
+            raise IbkrValidationError(
                 "to_date", "the range must run forwards and span at most 365 days (IBKR's limit)"
             )
         return start, end
 
     def execute(self, context: Context) -> dict[str, Any]:
-        query_id = str(self.query_id).strip()
-        if not query_id.isdigit():
-            raise IbkrConfigError("query_id", f"{self.query_id!r} is not a Flex query id (digits)")
-        start, end = self._dates(context)
-        report = (
-            IbkrFlexHook(ibkr_flex_conn_id=self.ibkr_flex_conn_id)
-            .get_conn()
-            .fetch(query_id, from_date=start, to_date=end)
-        )
+        with fail_fast(f"IBKR Flex report ({self.task_id})"):
+            hook = IbkrFlexHook(ibkr_flex_conn_id=self.ibkr_flex_conn_id)
+            query_id = str(self.query_id or hook.default_query_id() or "").strip()
+            if not query_id.isdigit():
+                raise IbkrValidationError(
+                    "query_id",
+                    f"{self.query_id!r} is not a Flex query id (digits); pass query_id or set the "
+                    "ibkr_flex connection's query_id",
+                )
+            start, end = self._dates(context)
+            with hook.get_conn() as flex:
+                report = flex.fetch(query_id, from_date=start, to_date=end)
         folder = storage_path(str(self.output_path))
         folder.mkdir(parents=True, exist_ok=True)
         tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{query_id}_{context['run_id']}")

@@ -7,8 +7,9 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.errors import IbkrValidationError
 from ibkr_provider.client.marketdata import DEFAULT_FIELDS
+from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
 
 
@@ -47,13 +48,14 @@ class IbkrMarketSnapshotOperator(BaseOperator):
         self.ibkr_conn_id = ibkr_conn_id
 
     def execute(self, context: Context) -> dict[str, dict[str, Any]]:
-        symbols = [self.symbols] if isinstance(self.symbols, str) else list(self.symbols)
-        symbols = [s.strip().upper() for symbol in symbols for s in str(symbol).split(",") if s.strip()]
-        if not symbols:
-            raise IbkrConfigError("symbols", "give at least one ticker symbol, e.g. ['VTI']")
-        market = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn().market_data
-        conids = market.resolve_conids(symbols, sec_type=self.sec_type)
-        quotes = market.snapshot(list(conids.values()), self.fields, max_polls=self.max_polls)
+        with fail_fast(f"IBKR market snapshot ({self.task_id})"):
+            symbols = [self.symbols] if isinstance(self.symbols, str) else list(self.symbols)
+            symbols = [s.strip().upper() for symbol in symbols for s in str(symbol).split(",") if s.strip()]
+            if not symbols:
+                raise IbkrValidationError("symbols", "give at least one ticker symbol, e.g. ['VTI']")
+            market = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn().market_data
+            conids = market.resolve_conids(symbols, sec_type=self.sec_type)
+            quotes = market.snapshot(list(conids.values()), self.fields, max_polls=self.max_polls)
         result = {symbol: {"conid": conid, **quotes[conid].values} for symbol, conid in conids.items()}
         self.log.info("Snapshot: %s", result)
         return result

@@ -8,9 +8,15 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from ibkr_provider.client.errors import IbkrConfigError, IbkrOrderError
+from ibkr_provider.client.errors import (
+    IbkrErrorCode,
+    IbkrOrderError,
+    IbkrOrderRefusedError,
+    IbkrValidationError,
+)
 from ibkr_provider.client.models import is_paper_account
-from ibkr_provider.client.orders import OrderTicket
+from ibkr_provider.client.orders import OrderTicket, WhatIf
+from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
 
 
@@ -27,7 +33,8 @@ class IbkrPlaceOrderOperator(BaseOperator):
     Safety, in order, all before any order is sent:
 
     1. The ticket is validated; bad input raises an error naming the field.
-    2. ``max_quantity`` / ``max_notional`` caps (the notional comes from IBKR's what-if).
+    2. ``max_quantity`` / ``max_notional`` caps. The notional comes from IBKR's what-if; when
+       the what-if carries no amount the cap cannot be checked, and the order is refused.
     3. ``dry_run=True`` (the default) stops after the what-if, logs and returns it.
     4. A live (non-paper) account needs ``allow_live=True`` as well as ``dry_run=False``.
     5. Placement runs one order at a time per login (so per account too), with a cOID derived
@@ -109,13 +116,13 @@ class IbkrPlaceOrderOperator(BaseOperator):
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise IbkrConfigError(name, f"{value!r} is not a number") from None
+            raise IbkrValidationError(name, f"{value!r} is not a number") from None
 
     def _ticket(self, coid: str | None) -> OrderTicket:
         try:
             conid = int(self.conid)
         except (TypeError, ValueError):
-            raise IbkrConfigError("conid", f"{self.conid!r} is not an IBKR contract id") from None
+            raise IbkrValidationError("conid", f"{self.conid!r} is not an IBKR contract id") from None
         ticket = OrderTicket(
             conid=conid,
             side=str(self.side).upper(),
@@ -132,42 +139,66 @@ class IbkrPlaceOrderOperator(BaseOperator):
             and ticket.quantity is not None
             and ticket.quantity > self.max_quantity
         ):
-            raise IbkrConfigError(
-                "quantity", f"{ticket.quantity:g} exceeds max_quantity {self.max_quantity:g}"
+            raise IbkrOrderRefusedError(
+                f"quantity {ticket.quantity:g} exceeds max_quantity {self.max_quantity:g}. Nothing was sent.",
+                code=IbkrErrorCode.CAP_EXCEEDED,
             )
         if (
             self.max_notional is not None
             and ticket.cash_quantity is not None
             and (ticket.cash_quantity > self.max_notional)
         ):
-            raise IbkrConfigError(
-                "cash_quantity", f"{ticket.cash_quantity:g} exceeds max_notional {self.max_notional:g}"
+            raise IbkrOrderRefusedError(
+                f"cash_quantity {ticket.cash_quantity:g} exceeds max_notional {self.max_notional:g}. "
+                "Nothing was sent.",
+                code=IbkrErrorCode.CAP_EXCEEDED,
             )
         return ticket
 
+    def _check_notional(self, whatif: WhatIf) -> None:
+        """Refuse an order over ``max_notional``, or whose notional IBKR's what-if did not state
+        (a cap that cannot be checked must not wave the order through)."""
+        if self.max_notional is None:
+            return
+        if whatif.amount is None:
+            shown = str(whatif.raw.get("amount"))[:200]
+            raise IbkrOrderRefusedError(
+                f"max_notional {self.max_notional:,.2f} cannot be checked: IBKR's what-if gave no order "
+                f"amount (its 'amount' section: {shown}). Refusing the order; nothing was placed.",
+                code=IbkrErrorCode.CAP_UNCHECKABLE,
+            )
+        if whatif.amount > self.max_notional:
+            raise IbkrOrderRefusedError(
+                f"the order is worth {whatif.amount:,.2f} (IBKR what-if), over max_notional "
+                f"{self.max_notional:,.2f}. Nothing was placed.",
+                code=IbkrErrorCode.CAP_EXCEEDED,
+            )
+
     def execute(self, context: Context) -> dict[str, Any]:
+        with fail_fast(f"IBKR order ({self.task_id})"):
+            return self._place(context)
+
+    def _place(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
         coid = order_coid(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)
         ticket = self._ticket(coid)
         account_id = str(self.account_id)
         live = not is_paper_account(account_id)
         if live and not self.whatif_only and not self.allow_live:
-            raise IbkrOrderError(
+            raise IbkrOrderRefusedError(
                 f"{account_id} is a live (non-paper) account: refusing to place a real order without "
                 "allow_live=True (and dry_run=False). Nothing was sent.",
-                code="live_not_allowed",
+                code=IbkrErrorCode.LIVE_NOT_ALLOWED,
             )
         client = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn()
         whatif = client.orders.whatif(account_id, ticket)
         if whatif.error:
             raise IbkrOrderError(
-                f"IBKR's what-if rejected the order: {whatif.error}", ibkr_error=whatif.error
+                f"IBKR's what-if rejected the order: {whatif.error}",
+                ibkr_error=whatif.error,
+                code=IbkrErrorCode.REJECTED,
             )
-        if self.max_notional is not None and whatif.amount is not None and whatif.amount > self.max_notional:
-            raise IbkrConfigError(
-                "max_notional",
-                f"the order is worth {whatif.amount:,.2f} (IBKR what-if), over {self.max_notional:,.2f}",
-            )
+        self._check_notional(whatif)
         result: dict[str, Any] = {
             "dry_run": self.whatif_only,
             "account_id": account_id,
@@ -226,10 +257,11 @@ class IbkrCancelOrderOperator(BaseOperator):
         self.ibkr_conn_id = ibkr_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        order_id = str(self.order_id).strip()
-        if not order_id.isdigit():
-            raise IbkrConfigError("order_id", f"{self.order_id!r} is not an IBKR order id (digits)")
-        client = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn()
-        answer = dict(client.orders.cancel(str(self.account_id), order_id))
+        with fail_fast(f"IBKR cancel ({self.task_id})"):
+            order_id = str(self.order_id).strip()
+            if not order_id.isdigit():
+                raise IbkrValidationError("order_id", f"{self.order_id!r} is not an IBKR order id (digits)")
+            client = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn()
+            answer = dict(client.orders.cancel(str(self.account_id), order_id))
         self.log.info("Cancel of order %s requested: %s", order_id, answer.get("msg"))
         return answer

@@ -9,6 +9,7 @@ from typing import Any
 
 from airflow.sdk import Asset, BaseOperator, Context
 
+from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
 from ibkr_provider.operators.storage import storage_path
 
@@ -70,8 +71,9 @@ class IbkrPortfolioSnapshotOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from ibkr_provider.client.snapshot import positions_csv, take_snapshot
 
-        client = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn()
-        snapshots = take_snapshot(client, self._wanted())
+        with fail_fast(f"IBKR portfolio snapshot ({self.task_id})"):
+            client = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn()
+            snapshots = take_snapshot(client, self._wanted())
         figures = {s.account.account_id: s.figures() for s in snapshots}
         for account_id, numbers in figures.items():
             self.log.info(

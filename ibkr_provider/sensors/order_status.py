@@ -8,9 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from ibkr_provider.client.orders import TERMINAL_STATUSES
+from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
 from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
 
@@ -63,13 +64,16 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
 
     def _outcome(self, state: str, filled: Any) -> dict[str, Any]:
         if state not in self.expected_statuses:
-            raise AirflowException(
-                f"IBKR order {self.order_id} ended {state!r}, not one of {list(self.expected_statuses)}"
+            # Terminal: waiting again cannot change how the order ended.
+            raise AirflowFailException(
+                f"IBKR order {self.order_id} ended {state!r}, not one of {list(self.expected_statuses)}. "
+                "Not retried: the order is final."
             )
         return {"order_id": str(self.order_id), "order_status": state, "filled": filled}
 
     def poke(self, context: Context) -> PokeReturnValue:
-        status = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn().orders.status(str(self.order_id))
+        with fail_fast(f"IBKR order status ({self.task_id})"):
+            status = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn().orders.status(str(self.order_id))
         state = str(status.get("order_status") or "")
         self.log.info("IBKR order %s is %s", self.order_id, state)
         if state in TERMINAL_STATUSES:
@@ -97,7 +101,10 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
         if event.get("status") == "success":
             return self._outcome(str(event["order_status"]), event.get("filled"))
         if event.get("status") == "timeout":
-            raise AirflowException(
+            raise AirflowSensorTimeout(
                 f"IBKR order {self.order_id} was still {event.get('order_status')!r} at the sensor's deadline"
             )
-        raise AirflowException(f"waiting for IBKR order {self.order_id} failed: {event.get('message')}")
+        message = f"waiting for IBKR order {self.order_id} failed: {event.get('message')}"
+        if event.get("permanent"):
+            raise AirflowFailException(f"{message}. Not retried: retrying cannot fix this.")
+        raise AirflowException(message)

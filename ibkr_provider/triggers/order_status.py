@@ -24,7 +24,8 @@ class IbkrOrderStatusTrigger(BaseTrigger):
 
     Yields one event: ``{"status": "success", "order_id", "order_status", "filled", "raw"}`` for
     a terminal state, ``{"status": "timeout", ...}`` at ``deadline`` (epoch seconds), or
-    ``{"status": "error", "message"}`` when IBKR fails for good.
+    ``{"status": "error", "message", "permanent"}`` when IBKR fails (``permanent``: a retry of
+    the task cannot help).
     """
 
     def __init__(
@@ -79,4 +80,11 @@ class IbkrOrderStatusTrigger(BaseTrigger):
                 )
                 await asyncio.sleep(self.poll_interval)
         except IbkrError as exc:
-            yield TriggerEvent({"status": "error", "order_id": self.order_id, "message": str(exc)})
+            yield TriggerEvent(
+                {
+                    "status": "error",
+                    "order_id": self.order_id,
+                    "message": f"{type(exc).__name__}: {exc}. Check {exc.hint}",
+                    "permanent": exc.permanent,
+                }
+            )
