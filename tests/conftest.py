@@ -92,3 +92,26 @@ def make_client() -> Iterator[Callable[..., IbkrClient]]:
     yield build
     for client in made:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `airflow db migrate` per test session; tests copy its database (a migration costs
+    several seconds, a copy milliseconds)."""
+    from tests.airflow_cli import airflow_env, run_airflow
+
+    home = tmp_path_factory.mktemp("airflow-template")
+    result = run_airflow(["db", "migrate"], airflow_env(home, REPO_ROOT / "dags"), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home / "airflow.db"
+
+
+@pytest.fixture
+def fresh_airflow_home(migrated_template: Path, tmp_path: Path) -> Path:
+    """An AIRFLOW_HOME of this test's own with a migrated, empty metadata database."""
+    import shutil
+
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    shutil.copy(migrated_template, home / "airflow.db")
+    return home

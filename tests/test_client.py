@@ -14,9 +14,9 @@ from ibkr_provider.client import (
     IbkrClient,
     IbkrClientConfig,
     IbkrConfigError,
-    IbkrValidationError,
     IbkrConnectionError,
     IbkrRequestError,
+    IbkrValidationError,
 )
 from ibkr_provider.sandbox.process import RunningSandbox
 

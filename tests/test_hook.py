@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -11,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ibkr_provider.hooks.ibkr import IbkrHook
 from ibkr_provider.sandbox.process import RunningSandbox
+from tests.airflow_cli import REPO_ROOT, airflow_env
 
 
 @pytest.fixture
@@ -95,3 +99,38 @@ def test_every_runtime_secret_is_registered_with_the_masker(conn_env) -> None:  
         mask_secret(secret)
     line = f"Authorization: Bearer {record.bearer} token={record.access_token}"
     assert record.bearer not in redact(line) and record.access_token not in redact(line)
+
+
+def _test_in_fresh_home(tmp_path: Path, sandbox: RunningSandbox, **env_extra: str) -> tuple[bool, str]:
+    """``IbkrHook().test_connection()`` in a new process whose AIRFLOW_HOME has no airflow.cfg."""
+    home = tmp_path / "fresh-home"
+    home.mkdir()
+    env = airflow_env(
+        home, REPO_ROOT / "dags", AIRFLOW_CONN_IBKR_DEFAULT=sandbox.connection_json(), **env_extra
+    )
+    code = (
+        "import json, logging; logging.basicConfig(); from ibkr_provider.hooks.ibkr import IbkrHook; "
+        "print(json.dumps(IbkrHook().test_connection()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (home / "airflow.cfg").exists() or "FERNET" not in env_extra
+    ok, message = json.loads(result.stdout.strip().splitlines()[-1])
+    return ok, message + result.stdout + result.stderr
+
+
+def test_a_fresh_home_without_a_fernet_key_works_and_warns(
+    tmp_path: Path, fresh_sandbox: RunningSandbox
+) -> None:
+    """Airflow returns the placeholder '{FERNET_KEY}' when no airflow.cfg exists yet: that is "no key"."""
+    ok, output = _test_in_fresh_home(tmp_path, fresh_sandbox)
+    assert ok, output
+    assert "fernet_key is not set" in output and "unencrypted" in output
+
+
+def test_a_malformed_fernet_key_names_the_option(tmp_path: Path, fresh_sandbox: RunningSandbox) -> None:
+    ok, message = _test_in_fresh_home(tmp_path, fresh_sandbox, AIRFLOW__CORE__FERNET_KEY="not-a-key")
+    assert not ok and "IbkrConfigError: [core] fernet_key: is not a valid Fernet key" in message
+    assert fresh_sandbox.stats()["requests_total"] == 0

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import requests
-
 from airflow.sdk.exceptions import AirflowFailException
 
 from ibkr_provider.client import (

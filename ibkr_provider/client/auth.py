@@ -17,7 +17,7 @@ from typing import Protocol
 
 from ibkr_provider.client.assertions import AssertionSigner
 from ibkr_provider.client.config import AuthType, IbkrClientConfig
-from ibkr_provider.client.errors import IbkrAuthError, IbkrResponseError
+from ibkr_provider.client.errors import IbkrAuthError, IbkrErrorCode, IbkrResponseError
 from ibkr_provider.client.models import AccessToken, SsoSession
 from ibkr_provider.client.transport import HttpTransport
 
@@ -28,6 +28,12 @@ SecretSink = Callable[[str], None]
 #: IBKR's sample requests only this scope; it allows creating SSO sessions for end users.
 TOKEN_SCOPE = "sso-sessions.write"
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: Where to look when IBKR refuses a login step.
+TOKEN_HINT = (
+    "the connection's login (OAuth 2.0 client id), private_key and client_key_id (kid): IBKR must "
+    "hold the key's public half under that kid for that client id"
+)
+SSO_SESSION_HINT = "the connection's credential (the IBKR username the client may act for) and ip"
 #: Used when the token response omits ``expires_in`` (IBKR's typical value is UNCONFIRMED).
 DEFAULT_ACCESS_TOKEN_LIFETIME_SECONDS = 600
 
@@ -106,7 +112,7 @@ class OAuth2PrivateKeyJwtAuth:
                 "client_assertion": assertion,
                 "scope": TOKEN_SCOPE,
             },
-            auth_step=True,
+            auth_hint=TOKEN_HINT,
         )
         if not isinstance(body, Mapping) or not isinstance(body.get("access_token"), str):
             raise IbkrResponseError(
@@ -135,7 +141,7 @@ class OAuth2PrivateKeyJwtAuth:
                 "Accept": "application/json",
             },
             data=signed,
-            auth_step=True,
+            auth_hint=SSO_SESSION_HINT,
         )
         if not isinstance(body, Mapping) or not isinstance(body.get("access_token"), str):
             raise IbkrResponseError(
@@ -148,6 +154,8 @@ class OAuth2PrivateKeyJwtAuth:
             raise IbkrAuthError(
                 f"IBKR created an inactive SSO session for credential {self._config.credential!r}",
                 endpoint="/gw/api/v1/sso-sessions",
+                code=IbkrErrorCode.AUTH,
+                hint=SSO_SESSION_HINT,
             )
         log.info("IBKR SSO session opened for credential %s", self._config.credential)
         return SsoSession(

@@ -65,11 +65,13 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-def error_from_response(response: requests.Response, endpoint: str, *, auth_step: bool) -> IbkrError:
+def error_from_response(
+    response: requests.Response, endpoint: str, *, auth_hint: str | None = None
+) -> IbkrError:
     """Map a non-2xx answer to the exception a caller reacts to.
 
-    ``auth_step`` is true for the token and SSO-session endpoints, where 401/400 mean the
-    credentials were refused (fix the key/kid/client id), not that a session expired.
+    ``auth_hint`` is given for the login steps (token, SSO session), where 400/401/403 mean the
+    credentials were refused, not that a session expired; it says which fields to check.
     """
     status = response.status_code
     try:
@@ -83,10 +85,14 @@ def error_from_response(response: requests.Response, endpoint: str, *, auth_step
         return IbkrRateLimitError(
             f"IBKR rate limit hit: {text or 'Too Many Requests'}", retry_after=retry_after, **kwargs
         )
-    if auth_step and status in (400, 401, 403):
+    if auth_hint is not None and status in (400, 401, 403):
         code = body.get("error") if isinstance(body, Mapping) and isinstance(body.get("error"), str) else None
         return IbkrAuthError(
-            f"IBKR refused the credentials: {text}", code=IbkrErrorCode.AUTH, ibkr_code=code, **kwargs
+            f"IBKR refused the credentials: {text}",
+            code=IbkrErrorCode.AUTH,
+            ibkr_code=code,
+            hint=auth_hint,
+            **kwargs,
         )
     lowered = text.lower()
     if "competing" in lowered:
@@ -136,7 +142,7 @@ class HttpTransport:
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
         data: Any = None,
-        auth_step: bool = False,
+        auth_hint: str | None = None,
         idempotent: bool = True,
         before_attempt: Callable[[], None] | None = None,
     ) -> Any:
@@ -158,7 +164,7 @@ class HttpTransport:
                 params=params,
                 json_body=json_body,
                 data=data,
-                auth_step=auth_step,
+                auth_hint=auth_hint,
             )
 
         return call_with_retries(
@@ -178,7 +184,7 @@ class HttpTransport:
         params: Mapping[str, Any] | None,
         json_body: Any,
         data: Any,
-        auth_step: bool,
+        auth_hint: str | None,
     ) -> Any:
         endpoint = urlsplit(url).path
         try:
@@ -214,7 +220,7 @@ class HttpTransport:
             ) from None
         log.debug("%s %s -> %s", method, endpoint, response.status_code)
         if response.status_code >= 300:
-            raise error_from_response(response, endpoint, auth_step=auth_step)
+            raise error_from_response(response, endpoint, auth_hint=auth_hint)
         if not response.content:
             return None
         try:

@@ -12,6 +12,8 @@ encrypted with Airflow's Fernet key when one is configured).
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,9 +22,11 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from ibkr_provider.client import IbkrClient, IbkrClientConfig, IbkrError
+from ibkr_provider.client import IbkrClient, IbkrClientConfig, IbkrConfigError, IbkrError
 from ibkr_provider.client.auth import SecretSink
 from ibkr_provider.client.session_store import Cipher
+
+log = logging.getLogger(__name__)
 
 #: Extra fields the hook reads (see get_provider_info's conn-fields).
 EXTRA_FIELDS = (
@@ -57,11 +61,37 @@ def default_session_cache_dir() -> Path:
 
 
 def airflow_cipher() -> Cipher | None:
-    """Airflow's Fernet (``[core] fernet_key``) for records at rest, or None when no key is set."""
-    from airflow.sdk.crypto import get_fernet
+    """Airflow's Fernet (``[core] fernet_key``) for records at rest, or None when no key is set.
 
-    fernet = get_fernet()
-    return fernet if fernet.is_encrypted else None
+    A fresh ``AIRFLOW_HOME`` without ``airflow.cfg`` (a worker image configured only by
+    environment variables, a notebook) makes Airflow return the template placeholder
+    ``{FERNET_KEY}`` as the key; that and an empty key mean "no key" (one warning: records are
+    stored unencrypted). A malformed key is a configuration error naming the option.
+    """
+    from airflow.sdk import conf
+    from cryptography.fernet import Fernet, MultiFernet
+
+    configured = (conf.get("core", "fernet_key", fallback="") or "").strip()
+    if not configured or configured == "{FERNET_KEY}":
+        _warn_no_fernet_key()
+        return None
+    try:
+        return MultiFernet([Fernet(part.strip().encode()) for part in configured.split(",")])
+    except (ValueError, TypeError):
+        raise IbkrConfigError(
+            "[core] fernet_key",
+            "is not a valid Fernet key (32 url-safe base64-encoded bytes); generate one with "
+            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'",
+        ) from None
+
+
+@functools.cache
+def _warn_no_fernet_key() -> None:
+    """Say once per process that session records are stored unencrypted."""
+    log.warning(
+        "[core] fernet_key is not set: the shared IBKR session record is stored unencrypted "
+        "(protected only by file mode or Redis access). Set a Fernet key in production."
+    )
 
 
 def key_secrets(config: IbkrClientConfig) -> list[str]:
