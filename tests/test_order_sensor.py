@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, TaskDeferred
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
 from ibkr_provider.client.orders import OrderTicket
@@ -202,3 +202,26 @@ def test_reschedule_mode_waits_for_a_fill_by_the_price_model(
     client.close()
     # Filled at the path's low, a price nobody set: the model crossed the limit.
     assert order.status == "Filled" and order.raw["avgPrice"] == f"{limit:.4f}"
+
+
+def test_a_permanent_error_in_the_trigger_fails_the_sensor_without_retries(
+    resting_order: str, fresh_sandbox: RunningSandbox
+) -> None:
+    """IBKR knows no such order (400): the trigger says the error is permanent, and the sensor
+    fails without retries; a transient one (503) is left to Airflow's retries."""
+    trigger = IbkrOrderStatusTrigger(order_id="999999", ibkr_conn_id="ibkr_default", poll_interval=0.2)
+
+    async def first_event() -> dict[str, Any]:
+        return dict((await trigger.run().__anext__()).payload)
+
+    event = asyncio.run(first_event())
+    assert event["status"] == "error" and event["permanent"] is True and "400" in event["message"]
+    sensor = IbkrOrderStatusSensor(task_id="wait", order_id="999999")
+    with pytest.raises(AirflowFailException, match="Not retried"):
+        sensor.execute_complete({}, event)  # type: ignore[arg-type]
+    transient = {**event, "permanent": False}
+    with pytest.raises(AirflowException) as excinfo:
+        sensor.execute_complete({}, transient)  # type: ignore[arg-type]
+    assert not isinstance(excinfo.value, AirflowFailException)
+    with pytest.raises(AirflowFailException, match="Not retried"):
+        sensor.poke({})  # type: ignore[arg-type]
