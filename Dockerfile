@@ -10,5 +10,7 @@ RUN mkdir -p /opt/ibkr-sandbox && chown airflow:root /opt/ibkr-sandbox
 USER airflow
 COPY --chown=airflow:root pyproject.toml README.md /opt/provider/
 COPY --chown=airflow:root ibkr_provider /opt/provider/ibkr_provider
+# The sandbox is a distribution of its own (sandbox/), installed beside the provider.
+COPY --chown=airflow:root sandbox /opt/sandbox
 # Pin Airflow so pip cannot up- or downgrade the image's own install.
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "/opt/provider[redis]"
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "/opt/provider[redis]" /opt/sandbox

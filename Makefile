@@ -20,8 +20,8 @@ $(VENV)/.synced: pyproject.toml uv.lock Makefile | $(UV)
 setup: $(VENV)/.synced
 
 lint: setup
-	$(VENV)/bin/ruff check ibkr_provider tests dags scripts benchmarks
-	$(VENV)/bin/ruff format --check ibkr_provider tests dags scripts benchmarks
+	$(VENV)/bin/ruff check ibkr_provider sandbox tests dags scripts benchmarks
+	$(VENV)/bin/ruff format --check ibkr_provider sandbox tests dags scripts benchmarks
 
 typecheck: setup
 	$(VENV)/bin/mypy

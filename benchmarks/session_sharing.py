@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cryptography.fernet import Fernet  # noqa: E402
+from ibkr_sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 
 from ibkr_provider.client.pacing import SAFETY_MARGIN  # noqa: E402
-from ibkr_provider.sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 from tests.airflow_cli import run_airflow  # noqa: E402
 from tests.airflow_cluster import airflow_cluster  # noqa: E402
 from tests.processes import cache_env, run_workers  # noqa: E402

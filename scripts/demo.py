@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from ibkr_provider.sandbox.process import start_sandbox
+from ibkr_sandbox.process import start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = ROOT / ".airflow"

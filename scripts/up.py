@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import requests
-
-from ibkr_provider.sandbox.process import start_sandbox
+from ibkr_sandbox.process import start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(os.environ.get("IBKR_UP_HOME") or ROOT / ".airflow")

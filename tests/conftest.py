@@ -18,9 +18,9 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parent.p
 os.environ["AIRFLOW__CORE__FERNET_KEY"] = "kPqxH3nH7r6fY0h0lJ6y8QkB6m3pYk1tq1bD3a9yV2E="
 
 import pytest  # noqa: E402
+from ibkr_sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig  # noqa: E402
-from ibkr_provider.sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

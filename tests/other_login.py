@@ -7,8 +7,7 @@ import time
 
 import jwt
 import requests
-
-from ibkr_provider.sandbox.process import RunningSandbox
+from ibkr_sandbox.process import RunningSandbox
 
 
 def login_elsewhere(sandbox: RunningSandbox) -> str:

@@ -8,6 +8,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import (
     IbkrAuthError,
@@ -18,7 +19,6 @@ from ibkr_provider.client import (
     IbkrRequestError,
     IbkrValidationError,
 )
-from ibkr_provider.sandbox.process import RunningSandbox
 
 MakeClient = Callable[..., IbkrClient]
 

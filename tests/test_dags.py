@@ -9,8 +9,8 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from ibkr_sandbox.process import RunningSandbox
 
-from ibkr_provider.sandbox.process import RunningSandbox
 from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
 
 DAGS = REPO_ROOT / "dags"

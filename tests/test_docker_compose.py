@@ -13,9 +13,9 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from ibkr_sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID
 
 from ibkr_provider.hooks.ibkr import config_from_connection
-from ibkr_provider.sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID
 from tests.airflow_cli import REPO_ROOT
 
 AIRFLOW_SERVICES = {
@@ -74,6 +74,7 @@ def test_every_component_runs_the_image_built_with_the_provider(compose: dict[st
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in install and "/opt/provider" in install
     copied = {m.group(1) for m in re.finditer(r"COPY .*? (\S+) /opt/provider", dockerfile)}
     assert "ibkr_provider" in copied
+    assert "/opt/sandbox" in install  # the sandbox service runs the sandbox distribution
 
 
 def test_connection_env_points_at_the_sandbox_service(compose: dict[str, Any], tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from ibkr_sandbox.process import RunningSandbox
 
-from ibkr_provider.sandbox.process import RunningSandbox
 from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
 
 NOT_RETRIED = "Not retried: retrying cannot fix this."

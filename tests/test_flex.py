@@ -8,11 +8,11 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrAuthError, IbkrRequestError
 from ibkr_provider.client.flex import DEFAULT_FLEX_URL, FlexClient
 from ibkr_provider.hooks.flex import IbkrFlexHook, flex_base_url
-from ibkr_provider.sandbox.process import RunningSandbox
 from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
 
 
@@ -77,7 +77,7 @@ def test_flex_report_dag_runs_under_airflow_dags_test(fresh_sandbox: RunningSand
 
 
 def test_sandbox_accepts_a_given_flex_token(tmp_path: Path) -> None:
-    from ibkr_provider.sandbox.process import start_sandbox
+    from ibkr_sandbox.process import start_sandbox
 
     sandbox = start_sandbox(tmp_path / "sb", "--flex-token", "fixed-demo-token")
     try:

@@ -11,9 +11,9 @@ from unittest import mock
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.hooks.ibkr import IbkrHook
-from ibkr_provider.sandbox.process import RunningSandbox
 from tests.airflow_cli import REPO_ROOT, airflow_env
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrNotFoundError, IbkrRequestError, IbkrValidationError
 from ibkr_provider.client.marketdata import to_number
-from ibkr_provider.sandbox.process import RunningSandbox
 
 MakeClient = Callable[..., IbkrClient]
 

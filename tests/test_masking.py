@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ibkr_provider.sandbox.process import RunningSandbox
+from ibkr_sandbox.process import RunningSandbox
+
 from tests.airflow_cli import REPO_ROOT, run_airflow
 from tests.airflow_cluster import airflow_cluster
 

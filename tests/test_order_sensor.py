@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from ibkr_sandbox.prices import PricePath
+from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
 from ibkr_provider.client.orders import OrderTicket
-from ibkr_provider.sandbox.prices import PricePath
-from ibkr_provider.sandbox.process import RunningSandbox
 from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
 from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
 from tests.airflow_cli import AIRFLOW, REPO_ROOT, airflow_env, run_airflow

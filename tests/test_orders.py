@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 from airflow.sdk.exceptions import AirflowFailException
+from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import (
     IbkrClient,
@@ -23,7 +24,6 @@ from ibkr_provider.client import (
 )
 from ibkr_provider.client.orders import OrderTicket
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator, order_coid
-from ibkr_provider.sandbox.process import RunningSandbox
 from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
 from tests.processes import cache_env, run_workers
 

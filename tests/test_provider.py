@@ -138,3 +138,28 @@ def test_importing_the_hook_and_dags_opens_no_socket(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_the_wheel_ships_no_sandbox_and_needs_no_web_server(tmp_path: Path) -> None:
+    """The sandbox is a distribution of its own: the provider's wheel neither contains it nor
+    requires fastapi or uvicorn."""
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("airflow_provider_ibkr-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata_text = archive.read(next(n for n in names if n.endswith("/METADATA"))).decode()
+    assert any(n.startswith("ibkr_provider/client/") for n in names)
+    assert not [n for n in names if "sandbox" in n.lower()], names
+    requires = [line for line in metadata_text.splitlines() if line.startswith("Requires-Dist:")]
+    unconditional = [line for line in requires if "extra ==" not in line]
+    assert not [line for line in unconditional if "fastapi" in line or "uvicorn" in line], requires
+    assert "Requires-Dist: ibkr-sandbox; extra == 'sandbox'" in requires

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import (
     IbkrClient,
@@ -18,7 +19,6 @@ from ibkr_provider.client import (
     IbkrSessionError,
 )
 from ibkr_provider.client.pacing import SAFETY_MARGIN
-from ibkr_provider.sandbox.process import RunningSandbox
 from tests.other_login import login_elsewhere
 from tests.processes import cache_env, run_workers
 

@@ -10,8 +10,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
-from ibkr_provider.sandbox.process import RunningSandbox
+from ibkr_sandbox.process import RunningSandbox
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ibkr_sandbox.prices import PricePath
+from ibkr_sandbox.process import RunningSandbox
+
 from ibkr_provider.client import IbkrClient
 from ibkr_provider.client.orders import OrderTicket
-from ibkr_provider.sandbox.prices import PricePath
-from ibkr_provider.sandbox.process import RunningSandbox
 
 MakeClient = Callable[..., IbkrClient]
 VTI = 12340038  # seeded at 289.00

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrSessionError
 from ibkr_provider.client.session_store import (
@@ -19,7 +20,6 @@ from ibkr_provider.client.session_store import (
     SessionStore,
     session_key,
 )
-from ibkr_provider.sandbox.process import RunningSandbox
 from tests.airflow_cli import REPO_ROOT, run_airflow
 from tests.airflow_cluster import airflow_cluster
 from tests.processes import cache_env, run_workers

@@ -86,14 +86,14 @@ def _parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from ibkr_provider.sandbox.app import create_app
-    from ibkr_provider.sandbox.files import (
+    from ibkr_sandbox.app import create_app
+    from ibkr_sandbox.files import (
         ensure_client_keys,
         ensure_flex_token,
         ensure_gateway_tls,
         write_ready_files,
     )
-    from ibkr_provider.sandbox.state import SandboxSettings, SandboxState
+    from ibkr_sandbox.state import SandboxSettings, SandboxState
 
     state_dir: Path = args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def serve(args: argparse.Namespace) -> None:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             write_ready_files(state_dir, base_url=base_url, port=port, gateway=args.gateway)
-            logging.getLogger("ibkr_provider.sandbox").warning("IBKR sandbox listening on %s", base_url)
+            logging.getLogger("ibkr_sandbox").warning("IBKR sandbox listening on %s", base_url)
 
     server = _Announcing(config)
     server.run(sockets=[sock])

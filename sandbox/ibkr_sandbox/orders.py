@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ibkr_provider.sandbox.seed import SeedBook, SeedPosition
+from ibkr_sandbox.seed import SeedBook, SeedPosition
 
 TERMINAL = {"Filled", "Cancelled", "Inactive", "Rejected"}
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ibkr_provider.sandbox.state import SandboxState
+from ibkr_sandbox.state import SandboxState
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

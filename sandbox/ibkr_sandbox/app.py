@@ -15,13 +15,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ibkr_provider.sandbox import portfolio
-from ibkr_provider.sandbox.control import ASGIApp, SandboxControl
-from ibkr_provider.sandbox.flex import add_flex_routes
-from ibkr_provider.sandbox.oauth import JwtRejected, verify_client_assertion, verify_sso_jwt
-from ibkr_provider.sandbox.orders import PromptRule
-from ibkr_provider.sandbox.seed import SANDBOX_USER_ID, SeedAccount
-from ibkr_provider.sandbox.state import Fault, SandboxState, SsoSessionRecord
+from ibkr_sandbox import portfolio
+from ibkr_sandbox.control import ASGIApp, SandboxControl
+from ibkr_sandbox.flex import add_flex_routes
+from ibkr_sandbox.oauth import JwtRejected, verify_client_assertion, verify_sso_jwt
+from ibkr_sandbox.orders import PromptRule
+from ibkr_sandbox.seed import SANDBOX_USER_ID, SeedAccount
+from ibkr_sandbox.state import Fault, SandboxState, SsoSessionRecord
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SERVER_INFO = {"serverName": "SandboxGW1", "serverVersion": "Build 10.30.1s (airflow-provider-ibkr sandbox)"}

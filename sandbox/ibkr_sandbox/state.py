@@ -14,10 +14,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ibkr_provider.client.limits import DEFAULT_GATEWAY_RATE_LIMIT, DEFAULT_OAUTH_RATE_LIMIT, endpoint_limit
-from ibkr_provider.sandbox.orders import OrderBook
-from ibkr_provider.sandbox.prices import Anchor, Market, MarketClock, PricePath
-from ibkr_provider.sandbox.seed import SANDBOX_CREDENTIAL, SeedBook, build_seed_book
+from ibkr_sandbox.orders import OrderBook
+from ibkr_sandbox.pacing import GATEWAY_GLOBAL_PER_SECOND, OAUTH_GLOBAL_PER_SECOND, rule_for
+from ibkr_sandbox.prices import Anchor, Market, MarketClock, PricePath
+from ibkr_sandbox.seed import SANDBOX_CREDENTIAL, SeedBook, build_seed_book
 
 
 @dataclass
@@ -62,7 +62,7 @@ class SandboxSettings:
     def global_limit(self) -> float:
         if self.rate_limit is not None:
             return self.rate_limit
-        return DEFAULT_GATEWAY_RATE_LIMIT if self.gateway else DEFAULT_OAUTH_RATE_LIMIT
+        return GATEWAY_GLOBAL_PER_SECOND if self.gateway else OAUTH_GLOBAL_PER_SECOND
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply a partial update, rejecting unknown keys and the mode flag."""
@@ -363,9 +363,9 @@ class SandboxState:
             if now < until:
                 return until - now
             checks: list[tuple[str, float, float]] = [("global", self.settings.global_limit, 1.0)]
-            entry = endpoint_limit(method, api_path) if self.settings.endpoint_limits else None
-            if entry is not None:
-                checks.append((entry.name, float(entry.limit), entry.per_seconds))
+            rule = rule_for(method, api_path) if self.settings.endpoint_limits else None
+            if rule is not None:
+                checks.append((rule.bucket, float(rule.requests), rule.seconds))
             for bucket, limit, window in checks:
                 arrivals = self.windows.setdefault((username, bucket), deque())
                 while arrivals and arrivals[0] <= now - window:

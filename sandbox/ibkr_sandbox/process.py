@@ -2,7 +2,7 @@
 
 Example::
 
-    from ibkr_provider.sandbox.process import start_sandbox
+    from ibkr_sandbox.process import start_sandbox
 
     sandbox = start_sandbox(Path("/tmp/ibkr-sandbox"))
     try:
@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from ibkr_provider.sandbox.files import CA_FILE, CONN_FILE, FLEX_CONN_FILE, READY_FILE
+from ibkr_sandbox.files import CA_FILE, CONN_FILE, FLEX_CONN_FILE, READY_FILE
 
 
 @dataclass
@@ -132,7 +132,7 @@ def start_sandbox(
     args = [
         sys.executable,
         "-m",
-        "ibkr_provider.sandbox.cli",
+        "ibkr_sandbox.cli",
         "serve",
         "--host",
         host,

@@ -18,7 +18,7 @@ from xml.sax.saxutils import quoteattr
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from ibkr_provider.sandbox.state import SandboxState
+from ibkr_sandbox.state import SandboxState
 
 SANDBOX_FLEX_QUERY_ID = "100001"
 FLEX_PATH = "/AccountManagement/FlexWebService"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ibkr_provider.sandbox.seed import SeedAccount, SeedBook
+from ibkr_sandbox.seed import SeedAccount, SeedBook
 
 POSITIONS_PAGE_SIZE = 100
 

@@ -1,0 +1,64 @@
+"""IBKR's pacing limits as the sandbox enforces them, written from IBKR's documentation.
+
+Sources: "Pacing Limitations" on IBKR's Client Portal API page
+(https://www.interactivebrokers.com/campus/ibkr-api-page/cpapi-v1/#pacing-limitations) and the
+Web API documentation's pacing section, which gives the same per-endpoint values. The two
+disagree on the global limit: 50 requests/s per username for the Web API (10/s through the CP
+Gateway) against 10/s on the older page; the sandbox takes 50 (OAuth) and 10 (gateway) and lets
+``--rate-limit`` change it.
+
+This table is the sandbox's own on purpose: the provider keeps its copy in
+``ibkr_provider/client/limits.py``, and a test compares the two, so a wrong row on either side
+fails a test instead of agreeing with itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+OAUTH_GLOBAL_PER_SECOND = 50.0
+GATEWAY_GLOBAL_PER_SECOND = 10.0
+
+
+@dataclass(frozen=True)
+class PacingRule:
+    """At most ``requests`` per ``seconds`` for one username, on requests that match."""
+
+    bucket: str
+    method: str
+    path: re.Pattern[str]
+    requests: int
+    seconds: float
+
+    def applies(self, method: str, api_path: str) -> bool:
+        """``api_path`` is below ``/v1/api``, e.g. ``/portfolio/accounts``."""
+        return (self.method == "*" or self.method == method.upper()) and bool(self.path.fullmatch(api_path))
+
+
+def _rule(bucket: str, method: str, pattern: str, requests: int, seconds: float) -> PacingRule:
+    return PacingRule(bucket, method, re.compile(pattern), requests, seconds)
+
+
+#: IBKR's per-endpoint table, row by row as documented.
+RULES: tuple[PacingRule, ...] = (
+    _rule("marketdata_snapshot", "GET", r"/iserver/marketdata/snapshot", 10, 1.0),
+    _rule("live_orders", "GET", r"/iserver/account/orders", 1, 5.0),
+    _rule("trades", "GET", r"/iserver/account/trades", 1, 5.0),
+    _rule("pnl", "GET", r"/iserver/account/pnl/partitioned", 1, 5.0),
+    _rule("portfolio_accounts", "GET", r"/portfolio/accounts", 1, 5.0),
+    _rule("portfolio_subaccounts", "GET", r"/portfolio/subaccounts", 1, 5.0),
+    _rule("scanner_params", "GET", r"/iserver/scanner/params", 1, 900.0),
+    _rule("scanner_run", "POST", r"/iserver/scanner/run", 1, 1.0),
+    _rule("pa_performance", "POST", r"/pa/performance", 1, 900.0),
+    _rule("pa_summary", "POST", r"/pa/summary", 1, 900.0),
+    _rule("pa_transactions", "POST", r"/pa/transactions", 1, 900.0),
+    _rule("fyi", "*", r"/fyi/.+", 1, 1.0),
+    _rule("tickle", "*", r"/tickle", 1, 1.0),
+    _rule("sso_validate", "GET", r"/sso/validate", 1, 60.0),
+)
+
+
+def rule_for(method: str, api_path: str) -> PacingRule | None:
+    """The documented per-endpoint rule for a request, if any."""
+    return next((rule for rule in RULES if rule.applies(method, api_path)), None)
