@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -65,16 +66,28 @@ def airflow_home() -> Path:
 def isolated_session_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """Each test gets its own file session cache (hooks read [ibkr] session_cache_dir) and an
     empty per-process memory cache, so no session leaks from one test into another."""
-    from ibkr_provider.client.session_store import MemorySessionStore
+    from ibkr_provider.client.stores import MemorySessionStore
 
     cache = tmp_path / "session-cache"
     monkeypatch.setenv("AIRFLOW__IBKR__SESSION_CACHE_DIR", str(cache))
     MemorySessionStore.clear()
     yield cache
-    # Hooks have no close(): stop the keep-alive threads their clients started in this test.
-    for thread in threading.enumerate():
-        if thread.name == "ibkr-keepalive":
-            thread.stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_keepalive() -> Iterator[None]:
+    """Every client a test opens is closed by the test (or the operator, hook or trigger it ran):
+    no keep-alive thread may outlive it."""
+    before = set(threading.enumerate())
+
+    def started_here() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "ibkr-keepalive" and t not in before]
+
+    yield
+    deadline = time.monotonic() + 2
+    while (alive := started_here()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive, f"{len(alive)} keep-alive thread(s) outlived the test: a client was not closed"
 
 
 @pytest.fixture

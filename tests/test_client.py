@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 import requests
@@ -44,10 +45,12 @@ def test_end_to_end_auth_accounts_summary_and_every_position(
     assert len({p.conid for p in positions}) == 273
     assert all(p.account_id == "DU1234567" and p.quantity > 0 for p in positions)
     gross = sum(p.market_value or 0 for p in positions)
-    assert gross == pytest.approx(summary.amount("grosspositionvalue"), rel=1e-6)
+    assert abs(gross - (summary.amount("grosspositionvalue") or 0)) < Decimal("0.01") * len(positions)
 
     ledger = client.account_ledger("DU1234567")
-    assert ledger.entries["BASE"].net_liquidation_value == pytest.approx(summary.net_liquidation, rel=1e-6)
+    assert abs((ledger.entries["BASE"].net_liquidation_value or 0) - summary.net_liquidation) < Decimal(
+        "0.01"
+    )
 
     stats = fresh_sandbox.stats()
     assert (stats["token_requests"], stats["tokens_issued"], stats["sso_sessions"], stats["ssodh_inits"]) == (
@@ -111,7 +114,7 @@ def test_wrong_key_raises_auth_error_with_status_and_endpoint(
     err = excinfo.value
     assert err.status == 401 and err.endpoint == "/oauth2/api/v1/token" and err.ibkr_code == "invalid_client"
     assert "signature verification failed" in str(err)
-    assert client.store.load(client._key) is None  # nothing half-made was shared
+    assert client.store.load(client.session_key) is None  # nothing half-made was shared
 
 
 def test_wrong_kid_and_wrong_credential(fresh_sandbox: RunningSandbox, make_client: MakeClient) -> None:
@@ -176,11 +179,11 @@ def test_gateway_mode_over_tls_with_its_ca(gateway_sandbox: RunningSandbox) -> N
     gateway_sandbox.reset()
     conn = gateway_sandbox.connection
     assert conn["host"].startswith("https://localhost:")
-    client = IbkrClient(
+    with IbkrClient(
         IbkrClientConfig.from_mapping({"base_url": conn["host"], "session_cache": "memory", **conn["extra"]})
-    )
-    assert client.connect().authenticated
-    assert len(client.all_positions("DU1234567")) == 273
+    ) as client:
+        assert client.connect().authenticated
+        assert len(client.all_positions("DU1234567")) == 273
     stats = gateway_sandbox.stats()
     assert stats["token_requests"] == 0 and stats["sso_sessions"] == 0 and stats["ssodh_inits"] == 1
     # No Authorization header is ever sent in gateway mode.

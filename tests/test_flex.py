@@ -11,7 +11,8 @@ import pytest
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrAuthError, IbkrRequestError
-from ibkr_provider.client.flex import DEFAULT_FLEX_URL, FlexClient
+from ibkr_provider.client.flex import FlexClient
+from ibkr_provider.client.hosts import DEFAULT_FLEX_URL
 from ibkr_provider.hooks.flex import IbkrFlexHook, flex_base_url
 from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
 

@@ -86,9 +86,10 @@ def test_every_runtime_secret_is_registered_with_the_masker(conn_env) -> None:  
         client = hook.get_conn()
         client.connect()
         client.tickle()
+        hook.close()
     # Unwrap what was registered, then register it for real and check the masker hides it.
     assert spy.call_count >= 5
-    record = client._record
+    record = client.sessions.current
     assert record is not None and record.bearer and record.access_token
     assert record.bearer in sink and record.access_token in sink
     assert client.config.private_key_pem in sink

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrNotFoundError, IbkrRequestError, IbkrValidationError
-from ibkr_provider.client.marketdata import to_number
+from ibkr_provider.client.numbers import to_decimal
 
 MakeClient = Callable[..., IbkrClient]
 
@@ -21,7 +22,7 @@ def test_symbols_resolve_and_the_snapshot_waits_past_the_preflight(
     assert conids == {"VTI": 12340038, "bnd": 43645865}
     quotes = client.market_data.snapshot(list(conids.values()), interval=0.05)
     assert quotes[12340038].last == 289.0 and quotes[43645865].last == 72.5
-    assert quotes[12340038].bid == pytest.approx(288.99) and quotes[12340038].ask == pytest.approx(289.01)
+    assert quotes[12340038].bid == Decimal("288.99") and quotes[12340038].ask == Decimal("289.01")
     # The first snapshot answered without fields (the pre-flight); the client polled again.
     assert fresh_sandbox.stats()["paths"]["GET /v1/api/iserver/marketdata/snapshot"] == 2
 
@@ -40,8 +41,12 @@ def test_incomplete_snapshot_is_an_error_not_a_partial_answer(
 
 
 def test_ibkr_number_strings() -> None:
-    assert to_number("1,300") == 1300 and to_number("C168.42") == 168.42 and to_number("H5") == 5
-    assert to_number("") is None and to_number(None) is None and to_number(7) == 7.0
+    assert (
+        to_decimal("1,300") == 1300 and to_decimal("C168.42") == Decimal("168.42") and to_decimal("H5") == 5
+    )
+    assert to_decimal("1,234.56 USD") == Decimal("1234.56") and to_decimal("-0.5") == Decimal("-0.5")
+    assert to_decimal("") is None and to_decimal(None) is None and to_decimal(7) == 7
+    assert to_decimal(0.1) == Decimal("0.1")  # a JSON float keeps its shortest repr, not binary noise
 
 
 def test_market_snapshot_operator_returns_numbers(

@@ -61,8 +61,9 @@ def test_poke_mode_waits_then_succeeds_on_fill(resting_order: str, fresh_sandbox
     assert done.is_done and done.xcom_value == {
         "order_id": resting_order,
         "order_status": "Filled",
-        "filled": "1",
+        "filled": 1.0,
     }
+    sensor.hook.close()  # execute() closes it; this test called poke() directly
 
 
 def test_deferrable_sensor_defers_and_the_trigger_completes_on_fill(
@@ -92,7 +93,7 @@ def test_deferrable_sensor_defers_and_the_trigger_completes_on_fill(
     assert sensor.execute_complete({}, payload) == {  # type: ignore[arg-type]
         "order_id": resting_order,
         "order_status": "Filled",
-        "filled": "1",
+        "filled": 1.0,
     }
     assert fresh_sandbox.stats()["paths"][f"GET /v1/api/iserver/account/order/status/{resting_order}"] >= 3
 
@@ -120,7 +121,7 @@ def test_a_cancelled_order_fails_the_sensor(resting_order: str, fresh_sandbox: R
     client.close()
     sensor = IbkrOrderStatusSensor(task_id="wait", order_id=resting_order)
     with pytest.raises(AirflowException, match="ended 'Cancelled'"):
-        sensor.poke({})  # type: ignore[arg-type]
+        sensor.execute({})  # type: ignore[arg-type]
 
 
 def test_place_then_deferrable_wait_in_a_real_airflow_run(
@@ -224,4 +225,4 @@ def test_a_permanent_error_in_the_trigger_fails_the_sensor_without_retries(
         sensor.execute_complete({}, transient)  # type: ignore[arg-type]
     assert not isinstance(excinfo.value, AirflowFailException)
     with pytest.raises(AirflowFailException, match="Not retried"):
-        sensor.poke({})  # type: ignore[arg-type]
+        sensor.execute({})  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from ibkr_provider.client import (
     IbkrRequestError,
     IbkrValidationError,
 )
-from ibkr_provider.client.orders import OrderTicket
+from ibkr_provider.client.orders import OrderState, OrderTicket
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator, order_coid
 from tests.airflow_cli import REPO_ROOT, airflow_env, run_airflow
 from tests.processes import cache_env, run_workers
@@ -405,7 +405,7 @@ def test_cancel_operator_cancels_a_resting_order(
     placed = client.orders.place("DU2345678", ticket)
     op = IbkrCancelOrderOperator(task_id="cancel", account_id="DU2345678", order_id=placed.order_id)
     assert op.execute(_context())["msg"] == "Request was submitted"  # type: ignore[arg-type]
-    assert client.orders.status(placed.order_id)["order_status"] == "Cancelled"
+    assert client.orders.status(placed.order_id).status is OrderState.CANCELLED
     with pytest.raises(AirflowFailException, match="order_id") as failed:
         IbkrCancelOrderOperator(task_id="c", account_id="DU2345678", order_id="abc").execute(_context())  # type: ignore[arg-type]
     assert isinstance(failed.value.__cause__, IbkrValidationError)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -50,21 +51,24 @@ def test_recovery_by_one_process_is_reused_by_the_others(
         make_client(fresh_sandbox, session_cache=cache),
     )
     first.request("GET", "/iserver/accounts")
-    stale = second.session()  # what the second process was using when the session died
-    assert stale.generation == 1
+    assert second.session().generation == 1
     fresh_sandbox.reset()  # the SSO session is gone (as after IBKR's nightly reset)
-    first.request("GET", "/iserver/accounts")  # fails, recovers with a new session: generation 2
-    before = fresh_sandbox.stats()["requests_total"]
-    # The second process failed with generation 1 too; its recovery finds generation 2 and
-    # reuses it without a single request.
-    recovered = second._recover(
-        stale, IbkrSessionError("not authenticated", status=401, code="not_authenticated")
-    )
-    assert recovered.generation == 2 and recovered.bearer != stale.bearer
-    assert fresh_sandbox.stats()["requests_total"] == before
-    assert second.request("GET", "/iserver/accounts")["accounts"]
+    # The second process's request is on its way with the dead bearer (the sandbox holds it
+    # for 2 s) when the first process meets the 401 and recovers the session.
+    fresh_sandbox.inject_fault("/v1/api/iserver/accounts", "delay", method="GET", delay=2.0)
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(second.request, "GET", "/iserver/accounts")
+        time.sleep(0.5)
+        first.request("POST", "/tickle")  # 401, then the one recovery: generation 2
+        assert slow.result(timeout=30)["accounts"]  # a real 401, then generation 2 reused
+    assert second.session().generation == 2
     stats = fresh_sandbox.stats()
-    assert stats["sso_sessions"] == 1 and stats["ssodh_inits"] == 1  # since the reset: one recovery
+    assert stats["faults_fired"] == 1
+    # Since the reset: one new session, opened by the first process; the second process's 401
+    # led to no probe and no login of its own.
+    assert stats["sso_sessions"] == 1 and stats["ssodh_inits"] == 1 and stats["token_requests"] == 1
+    assert stats["paths"]["POST /v1/api/iserver/auth/status"] == 1
+    assert stats["http_401"] == 3  # the second's request, the first's tickle, the first's probe
 
 
 def test_a_session_that_keeps_failing_is_not_retried_in_a_loop(
@@ -151,10 +155,10 @@ def test_keepalive_never_logs_in_again_on_its_own(
     stats = fresh_sandbox.stats()
     assert stats["paths"].get("POST /v1/api/tickle") == 1  # one tickle found it dead, then it stopped
     assert stats["tokens_issued"] == 0 and stats["sso_sessions"] == 0 and stats["ssodh_inits"] == 0
-    assert client._keepalive is None
+    assert not client.keepalive_running
     # The next real request recovers the session, and keep-alive starts again.
     assert client.request("GET", "/iserver/accounts")["accounts"]
-    assert client._keepalive is not None
+    assert client.keepalive_running
 
 
 # ---------------------------------------------------------------------------- pacing

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from decimal import Decimal
 
 from ibkr_sandbox.prices import PricePath
 from ibkr_sandbox.process import RunningSandbox
@@ -42,9 +43,9 @@ def test_every_endpoint_sees_the_same_moving_market(
     moved = fresh_sandbox.market(VTI)["prices"][str(VTI)]
     assert moved != 289.0
     assert moved == PricePath(seed=0, volatility=0.02).price(VTI, 289.0, 0, 7)
-    assert client.market_data.snapshot([VTI], interval=0.05)[VTI].last == moved
+    assert client.market_data.snapshot([VTI], interval=0.05)[VTI].last == Decimal(str(moved))
     position = next(p for p in client.all_positions("DU2345678") if p.conid == VTI)
-    assert position.market_price == moved
+    assert position.market_price == Decimal(str(moved))
     # Determinism over HTTP: the same seed and tick give the same price after a reset.
     fresh_sandbox.reset()
     fresh_sandbox.step_market(7)
@@ -83,10 +84,10 @@ def test_a_resting_limit_order_fills_when_the_path_crosses_it(
         fresh_sandbox.step_market(1)
         status = client.orders.status(placed.order_id)
         if lows[tick - 1] > limit:
-            assert status["order_status"] == "Submitted", f"filled early at tick {tick}"
+            assert status.status_text == "Submitted", f"filled early at tick {tick}"
         else:
-            assert status["order_status"] == "Filled"
-            assert float(status["average_price"]) == limit
+            assert status.status_text == "Filled"
+            assert status.average_price == Decimal(str(limit))
             break
     else:
         raise AssertionError("the order never filled")

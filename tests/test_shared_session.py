@@ -13,13 +13,8 @@ import pytest
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrSessionError
-from ibkr_provider.client.session_store import (
-    FileSessionStore,
-    MemorySessionStore,
-    RedisSessionStore,
-    SessionStore,
-    session_key,
-)
+from ibkr_provider.client.record import session_key
+from ibkr_provider.client.stores import FileSessionStore, MemorySessionStore, RedisSessionStore, SessionStore
 from tests.airflow_cli import REPO_ROOT, run_airflow
 from tests.airflow_cluster import airflow_cluster
 from tests.processes import cache_env, run_workers

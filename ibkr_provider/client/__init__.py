@@ -1,7 +1,14 @@
-"""Plain-Python IBKR Web API client (no Airflow import)."""
+"""Plain-Python IBKR Web API client (no Airflow import).
 
-from ibkr_provider.client.client import IbkrClient
-from ibkr_provider.client.config import AuthType, IbkrClientConfig
+The names below load on first use: importing this package (as every operator module does for
+the error types) does not import the HTTP, JWT or crypto stack; building a client does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ibkr_provider.client.errors import (
     IbkrAuthError,
     IbkrCompetingSessionError,
@@ -19,6 +26,26 @@ from ibkr_provider.client.errors import (
     IbkrValidationError,
     is_permanent,
 )
+
+if TYPE_CHECKING:
+    from ibkr_provider.client.client import IbkrClient
+    from ibkr_provider.client.config import AuthType, IbkrClientConfig
+
+_LAZY = {
+    "IbkrClient": "ibkr_provider.client.client",
+    "IbkrClientConfig": "ibkr_provider.client.config",
+    "AuthType": "ibkr_provider.client.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AuthType",

@@ -1,86 +1,13 @@
-"""The two signed JWTs of IBKR's OAuth 2.0 flow, made with PyJWT (RS256).
+"""Deprecated alias of :mod:`ibkr_provider.client.jwt_signing` (renamed in 0.2; removed in 0.3)."""
 
-IBKR supports only ``private_key_jwt`` client authentication (RFC 7521/7523). Both JWTs carry
-the header ``{"alg": "RS256", "typ": "JWT", "kid": <client key id>}``; the key id selects which
-of the client's registered public keys IBKR verifies the signature with.
-"""
+import warnings
 
-from __future__ import annotations
+from ibkr_provider.client.jwt_signing import AssertionSigner, load_private_key
 
-import time
-from collections.abc import Callable
-from typing import Any
+warnings.warn(
+    "ibkr_provider.client.assertions is now ibkr_provider.client.jwt_signing",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-
-from ibkr_provider.client.errors import IbkrConfigError
-
-#: IBKR's audience for the client assertion is this literal relative string, not a URL.
-TOKEN_AUDIENCE = "/token"
-#: The client assertion is single-use and short-lived; IBKR's own sample signs it for 20-30 s.
-ASSERTION_LIFETIME_SECONDS = 60
-#: ``iat`` is backdated so a server clock slightly behind ours does not see a future token.
-CLOCK_SKEW_SECONDS = 10
-#: IBKR's sample signs the SSO-session JWT for 24 hours.
-SSO_JWT_LIFETIME_SECONDS = 86_400
-
-
-def load_private_key(pem: str) -> RSAPrivateKey:
-    """Parse the RSA private key, raising a config error that never echoes the key."""
-    try:
-        key = serialization.load_pem_private_key(pem.encode(), password=None)
-    except (ValueError, TypeError) as exc:
-        reason = (
-            "it is encrypted; provide an unencrypted key"
-            if "encrypted" in str(exc).lower()
-            else ("it is not a valid PEM private key")
-        )
-        raise IbkrConfigError("private_key", f"cannot load the private key: {reason}") from None
-    if not isinstance(key, RSAPrivateKey):
-        raise IbkrConfigError("private_key", "IBKR OAuth 2.0 needs an RSA key (e.g. openssl genrsa 3072)")
-    return key
-
-
-class AssertionSigner:
-    """Signs IBKR's client assertion and SSO-session JWT with one RSA key."""
-
-    def __init__(
-        self, *, client_id: str, key_id: str, private_key_pem: str, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._client_id = client_id
-        self._key_id = key_id
-        self._key = load_private_key(private_key_pem)
-        self._clock = clock
-
-    def _sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self._key_id, "typ": "JWT"})
-
-    def client_assertion(self) -> str:
-        """The ``client_assertion`` for ``POST /oauth2/api/v1/token``: iss = sub = client id,
-        aud ``/token``, iat slightly in the past, short expiry."""
-        now = int(self._clock())
-        return self._sign(
-            {
-                "iss": self._client_id,
-                "sub": self._client_id,
-                "aud": TOKEN_AUDIENCE,
-                "iat": now - CLOCK_SKEW_SECONDS,
-                "exp": now + ASSERTION_LIFETIME_SECONDS,
-            }
-        )
-
-    def sso_session_jwt(self, *, credential: str, ip: str) -> str:
-        """The body of ``POST /gw/api/v1/sso-sessions``: the username the session is for and the
-        public IP it is bound to."""
-        now = int(self._clock())
-        return self._sign(
-            {
-                "credential": credential,
-                "ip": ip,
-                "iss": self._client_id,
-                "iat": now,
-                "exp": now + SSO_JWT_LIFETIME_SECONDS,
-            }
-        )
+__all__ = ["AssertionSigner", "load_private_key"]

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ibkr_provider.client.assertions import AssertionSigner
 from ibkr_provider.client.config import AuthType, IbkrClientConfig
 from ibkr_provider.client.errors import IbkrAuthError, IbkrErrorCode, IbkrResponseError
+from ibkr_provider.client.jwt_signing import AssertionSigner
 from ibkr_provider.client.models import AccessToken, SsoSession
 from ibkr_provider.client.transport import HttpTransport
 

@@ -15,10 +15,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.hosts import DEFAULT_BASE_URL
 from ibkr_provider.client.limits import DEFAULT_GATEWAY_RATE_LIMIT, DEFAULT_OAUTH_RATE_LIMIT
 from ibkr_provider.client.retries import RetryPolicy
 
-DEFAULT_BASE_URL = "https://api.ibkr.com"
 DEFAULT_CLIENT_KEY_ID = "main"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 #: IBKR: "It is expected to call this endpoint approximately every 60 seconds" (/tickle).

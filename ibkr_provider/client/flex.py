@@ -34,12 +34,10 @@ from ibkr_provider.client.errors import (
     IbkrRequestError,
     IbkrResponseError,
 )
+from ibkr_provider.client.hosts import DEFAULT_FLEX_URL
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FLEX_URL = "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService"
-#: The path IBKR serves the Flex Web Service under, added to a bare host.
-FLEX_SERVICE_PATH = "/AccountManagement/FlexWebService"
 #: A query id no account has: SendRequest answers 1014 for it once the token is accepted.
 PROBE_QUERY_ID = "0"
 QUERY_INVALID = 1014

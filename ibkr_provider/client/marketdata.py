@@ -3,7 +3,7 @@
 IBKR's snapshot needs a pre-flight: "A pre-flight request must be made prior to ever receiving
 data", and users report needing more than one call (ibind #107). :meth:`MarketData.snapshot`
 calls ``/iserver/accounts`` first, then re-polls, within a bound, until every requested field
-of every conid is present, and converts IBKR's strings ("1,300", "C168.42") to numbers.
+of every conid is present, and converts IBKR's strings ("1,300", "C168.42") to Decimals.
 """
 
 from __future__ import annotations
@@ -11,71 +11,62 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from decimal import Decimal
+from typing import Any
 
+from ibkr_provider.client.api import IbkrApi
 from ibkr_provider.client.errors import (
     IbkrErrorCode,
     IbkrNotFoundError,
     IbkrRequestError,
     IbkrResponseError,
 )
-
-if TYPE_CHECKING:
-    from ibkr_provider.client.client import IbkrClient
+from ibkr_provider.client.numbers import as_json_number, to_decimal
 
 #: IBKR market-data field codes used by name here (campus "market-data-fields").
 LAST, BID, ASK, SYMBOL = "31", "84", "86", "55"
 DEFAULT_FIELDS = (LAST, BID, ASK)
 
 
-def to_number(value: Any) -> float | None:
-    """IBKR sends strings: ``"1,300"``; last prices may be prefixed ``C`` (prior close) or ``H`` (halted)."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip().replace(",", "")
-    if text[:1] in ("C", "H"):
-        text = text[1:]
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True)
 class Quote:
+    """One conid's snapshot; ``values`` maps IBKR field codes to numbers."""
+
     conid: int
-    values: Mapping[str, float | None]
+    values: Mapping[str, Decimal | None]
     raw: Mapping[str, Any] = field(repr=False)
 
     @property
-    def last(self) -> float | None:
+    def last(self) -> Decimal | None:
         return self.values.get(LAST)
 
     @property
-    def bid(self) -> float | None:
+    def bid(self) -> Decimal | None:
         return self.values.get(BID)
 
     @property
-    def ask(self) -> float | None:
+    def ask(self) -> Decimal | None:
         return self.values.get(ASK)
+
+    def as_json(self) -> dict[str, float | None]:
+        """The values as JSON numbers (for XCom)."""
+        return {code: as_json_number(value) for code, value in self.values.items()}
 
 
 class MarketData:
-    """Contract search and snapshots of one client (``client.market_data``)."""
+    """``client.market_data``: contract search and snapshots."""
 
-    def __init__(self, client: IbkrClient, *, sleep: Callable[[float], None] = time.sleep) -> None:
-        self._client = client
+    def __init__(self, api: IbkrApi, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._api = api
         self._sleep = sleep
 
     def resolve_conids(self, symbols: Iterable[str], sec_type: str = "STK") -> dict[str, int]:
         """``/iserver/secdef/search``: symbol -> conid of its ``sec_type`` contract."""
-        self._client.brokerage_accounts()
+        self._api.iserver_preflight()
         resolved: dict[str, int] = {}
         for symbol in symbols:
             wanted = symbol.strip().upper()
-            rows = self._client.request(
+            rows = self._api.call(
                 "GET", "/iserver/secdef/search", params={"symbol": wanted, "secType": sec_type}
             )
             matches = [
@@ -102,20 +93,20 @@ class MarketData:
         are missing after ``max_polls`` polls (IBKR paces snapshots at 10/s)."""
         if not conids:
             return {}
-        self._client.brokerage_accounts()  # IBKR's pre-flight for market data
+        self._api.iserver_preflight()  # IBKR's pre-flight for market data
         params = {"conids": ",".join(str(c) for c in conids), "fields": ",".join(fields)}
         missing: dict[int, list[str]] = {}
         for poll in range(max_polls):
-            rows = self._client.request("GET", "/iserver/marketdata/snapshot", params=params)
+            rows = self._api.call("GET", "/iserver/marketdata/snapshot", params=params)
             if not isinstance(rows, list):
                 raise IbkrResponseError("the market data snapshot is not a list")
             by_conid = {int(r["conid"]): r for r in rows if isinstance(r, Mapping) and "conid" in r}
             missing = {
-                c: [f for f in fields if to_number(by_conid.get(c, {}).get(f)) is None] for c in conids
+                c: [f for f in fields if to_decimal(by_conid.get(c, {}).get(f)) is None] for c in conids
             }
             if not any(missing.values()):
                 return {
-                    c: Quote(c, {f: to_number(by_conid[c].get(f)) for f in fields}, by_conid[c])
+                    c: Quote(c, {f: to_decimal(by_conid[c].get(f)) for f in fields}, by_conid[c])
                     for c in conids
                 }
             if poll + 1 < max_polls:

@@ -1,8 +1,9 @@
 """Typed, frozen results of the endpoints the client covers.
 
 Each model keeps the decoded payload in ``raw`` so nothing IBKR sent is lost when IBKR adds a
-field before this provider models it. Parsers are strict about what the provider relies on
-(an account id, a conid) and raise :class:`IbkrResponseError` rather than returning a
+field before this provider models it. Money and prices are :class:`~decimal.Decimal` (read by
+:mod:`ibkr_provider.client.numbers`); quantities are floats. Parsers are strict about what the
+provider relies on (an account id, a conid) and raise :class:`IbkrResponseError` rather than returning a
 half-filled object.
 """
 
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError
+from ibkr_provider.client.numbers import to_decimal, to_float
+from ibkr_provider.client.paper import is_paper_account
 
 Json = Any
 
@@ -21,17 +25,6 @@ def _require_mapping(payload: Json, what: str) -> Mapping[str, Any]:
     if not isinstance(payload, Mapping):
         raise IbkrResponseError(f"expected a JSON object for {what}, got {type(payload).__name__}")
     return payload
-
-
-def _opt_float(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(str(value).replace(",", ""))
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -50,35 +43,6 @@ class SsoSession:
     bearer: str = field(repr=False)
     active: bool
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SsoValidation:
-    """``GET /sso/validate``: is the read-only (outer) session valid, for whom, until when."""
-
-    result: bool
-    user_name: str | None
-    user_id: int | None
-    expires_ms: int | None
-    login_type: int | None
-    raw: Mapping[str, Any] = field(repr=False)
-
-    @property
-    def is_paper(self) -> bool:
-        """IBKR ``LOGIN_TYPE``: 1 live, 2 paper."""
-        return self.login_type == 2
-
-    @classmethod
-    def from_json(cls, payload: Json) -> SsoValidation:
-        data = _require_mapping(payload, "/sso/validate")
-        return cls(
-            result=bool(data.get("RESULT", data.get("result", False))),
-            user_name=data.get("USER_NAME") or data.get("user_name"),
-            user_id=data.get("USER_ID") or data.get("user_id"),
-            expires_ms=data.get("EXPIRES") or data.get("expires"),
-            login_type=data.get("LOGIN_TYPE") or data.get("login_type"),
-            raw=data,
-        )
 
 
 @dataclass(frozen=True)
@@ -156,11 +120,6 @@ class BrokerageAccounts:
         )
 
 
-def is_paper_account(account_id: str) -> bool:
-    """IBKR paper accounts have ids starting with ``D`` (``DU...``, ``DF...``); others are live."""
-    return account_id.upper().startswith("D")
-
-
 @dataclass(frozen=True)
 class Account:
     """One entry of ``GET /portfolio/accounts``."""
@@ -196,7 +155,7 @@ class Account:
 class SummaryValue:
     """One metric of ``/portfolio/{id}/summary``: ``amount`` for numbers, ``value`` for text."""
 
-    amount: float | None
+    amount: Decimal | None
     currency: str | None
     value: str | None
     timestamp_ms: int | None
@@ -210,13 +169,13 @@ class AccountSummary:
     metrics: Mapping[str, SummaryValue]
     raw: Mapping[str, Any] = field(repr=False)
 
-    def amount(self, name: str) -> float | None:
+    def amount(self, name: str) -> Decimal | None:
         """The numeric amount of a metric such as ``netliquidation`` or ``cushion``."""
         metric = self.metrics.get(name)
         return metric.amount if metric else None
 
     @property
-    def net_liquidation(self) -> float | None:
+    def net_liquidation(self) -> Decimal | None:
         return self.amount("netliquidation")
 
     @classmethod
@@ -226,7 +185,7 @@ class AccountSummary:
         for name, item in data.items():
             if isinstance(item, Mapping):
                 metrics[name] = SummaryValue(
-                    amount=None if item.get("isNull") else _opt_float(item.get("amount")),
+                    amount=None if item.get("isNull") else to_decimal(item.get("amount")),
                     currency=item.get("currency"),
                     value=item.get("value"),
                     timestamp_ms=item.get("timestamp"),
@@ -239,11 +198,11 @@ class PnlRow:
     """One account of ``/iserver/account/pnl/partitioned`` (key ``<accountId>.Core``)."""
 
     account_id: str
-    daily_pnl: float | None
-    net_liquidation: float | None
-    unrealized_pnl: float | None
-    excess_liquidity: float | None
-    market_value: float | None
+    daily_pnl: Decimal | None
+    net_liquidation: Decimal | None
+    unrealized_pnl: Decimal | None
+    excess_liquidity: Decimal | None
+    market_value: Decimal | None
     raw: Mapping[str, Any] = field(repr=False)
 
     @classmethod
@@ -256,11 +215,11 @@ class PnlRow:
                 account = str(key).split(".")[0]
                 out[account] = cls(
                     account_id=account,
-                    daily_pnl=_opt_float(row.get("dpl")),
-                    net_liquidation=_opt_float(row.get("nl")),
-                    unrealized_pnl=_opt_float(row.get("upl")),
-                    excess_liquidity=_opt_float(row.get("el")),
-                    market_value=_opt_float(row.get("mv")),
+                    daily_pnl=to_decimal(row.get("dpl")),
+                    net_liquidation=to_decimal(row.get("nl")),
+                    unrealized_pnl=to_decimal(row.get("upl")),
+                    excess_liquidity=to_decimal(row.get("el")),
+                    market_value=to_decimal(row.get("mv")),
                     raw=row,
                 )
         return out
@@ -271,11 +230,11 @@ class LedgerEntry:
     """One currency (or ``BASE``) of ``/portfolio/{id}/ledger``."""
 
     currency: str
-    cash_balance: float | None
-    net_liquidation_value: float | None
-    unrealized_pnl: float | None
-    realized_pnl: float | None
-    exchange_rate: float | None
+    cash_balance: Decimal | None
+    net_liquidation_value: Decimal | None
+    unrealized_pnl: Decimal | None
+    realized_pnl: Decimal | None
+    exchange_rate: Decimal | None
     raw: Mapping[str, Any] = field(repr=False)
 
 
@@ -295,11 +254,11 @@ class Ledger:
             if isinstance(item, Mapping):
                 entries[key] = LedgerEntry(
                     currency=key,
-                    cash_balance=_opt_float(item.get("cashbalance")),
-                    net_liquidation_value=_opt_float(item.get("netliquidationvalue")),
-                    unrealized_pnl=_opt_float(item.get("unrealizedpnl")),
-                    realized_pnl=_opt_float(item.get("realizedpnl")),
-                    exchange_rate=_opt_float(item.get("exchangerate")),
+                    cash_balance=to_decimal(item.get("cashbalance")),
+                    net_liquidation_value=to_decimal(item.get("netliquidationvalue")),
+                    unrealized_pnl=to_decimal(item.get("unrealizedpnl")),
+                    realized_pnl=to_decimal(item.get("realizedpnl")),
+                    exchange_rate=to_decimal(item.get("exchangerate")),
                     raw=item,
                 )
         return cls(account_id=account_id, entries=entries, raw=data)
@@ -314,11 +273,11 @@ class Position:
     symbol: str | None
     description: str | None
     quantity: float
-    market_price: float | None
-    market_value: float | None
-    average_cost: float | None
-    unrealized_pnl: float | None
-    realized_pnl: float | None
+    market_price: Decimal | None
+    market_value: Decimal | None
+    average_cost: Decimal | None
+    unrealized_pnl: Decimal | None
+    realized_pnl: Decimal | None
     currency: str | None
     asset_class: str | None
     raw: Mapping[str, Any] = field(repr=False)
@@ -326,7 +285,7 @@ class Position:
     @classmethod
     def from_json(cls, payload: Json) -> Position:
         data = _require_mapping(payload, "a position")
-        conid, quantity = data.get("conid"), _opt_float(data.get("position"))
+        conid, quantity = data.get("conid"), to_float(data.get("position"))
         if conid is None or quantity is None:
             raise IbkrResponseError("a position row lacks 'conid' or 'position'")
         return cls(
@@ -335,11 +294,11 @@ class Position:
             symbol=data.get("ticker") or data.get("contractDesc"),
             description=data.get("contractDesc"),
             quantity=quantity,
-            market_price=_opt_float(data.get("mktPrice")),
-            market_value=_opt_float(data.get("mktValue")),
-            average_cost=_opt_float(data.get("avgCost")),
-            unrealized_pnl=_opt_float(data.get("unrealizedPnl")),
-            realized_pnl=_opt_float(data.get("realizedPnl")),
+            market_price=to_decimal(data.get("mktPrice")),
+            market_value=to_decimal(data.get("mktValue")),
+            average_cost=to_decimal(data.get("avgCost")),
+            unrealized_pnl=to_decimal(data.get("unrealizedPnl")),
+            realized_pnl=to_decimal(data.get("realizedPnl")),
             currency=data.get("currency"),
             asset_class=data.get("assetClass"),
             raw=data,

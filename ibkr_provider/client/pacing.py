@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ibkr_provider.client.limits import EndpointLimit, endpoint_limit
-from ibkr_provider.client.session_store import SessionStore
+from ibkr_provider.client.stores import SessionStore
 
 if TYPE_CHECKING:
     from pyrate_limiter import Rate, StateStore

@@ -144,7 +144,7 @@ class HttpTransport:
         data: Any = None,
         auth_hint: str | None = None,
         idempotent: bool = True,
-        before_attempt: Callable[[], None] | None = None,
+        before_attempt: Callable[[], object] | None = None,
     ) -> Any:
         """Send a request, retrying transient failures, and return the decoded JSON body
         (``None`` for an empty body).

@@ -6,15 +6,18 @@ password (registered with the masker), the host defaulting to IBKR's Flex Web Se
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from ibkr_provider.client.config import parse_number, parse_timeout, parse_verify
 from ibkr_provider.client.errors import IbkrConfigError, IbkrError
-from ibkr_provider.client.flex import DEFAULT_FLEX_URL, FLEX_SERVICE_PATH, FlexClient
+from ibkr_provider.client.hosts import DEFAULT_FLEX_URL, FLEX_SERVICE_PATH
+from ibkr_provider.hooks.names import DEFAULT_FLEX_CONN_ID
+
+if TYPE_CHECKING:
+    from ibkr_provider.client.flex import FlexClient
 
 
 class IbkrFlexHook(BaseHook):
@@ -29,7 +32,7 @@ class IbkrFlexHook(BaseHook):
     """
 
     conn_name_attr = "ibkr_flex_conn_id"
-    default_conn_name = "ibkr_flex_default"
+    default_conn_name = DEFAULT_FLEX_CONN_ID
     conn_type = "ibkr_flex"
     hook_name = "Interactive Brokers Flex"
 
@@ -38,6 +41,10 @@ class IbkrFlexHook(BaseHook):
         self.ibkr_flex_conn_id = ibkr_flex_conn_id
 
     def get_conn(self) -> FlexClient:
+        """The Flex client for this connection (close it, or use it as a context manager)."""
+        from ibkr_provider.client.config import parse_number, parse_timeout, parse_verify
+        from ibkr_provider.client.flex import FlexClient
+
         conn = self.get_connection(self.ibkr_flex_conn_id)
         token = (conn.password or "").strip()
         if not token:

@@ -12,19 +12,23 @@ encrypted with Airflow's Fernet key when one is configured).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from ibkr_provider.client import IbkrClient, IbkrClientConfig, IbkrConfigError, IbkrError
-from ibkr_provider.client.auth import SecretSink
-from ibkr_provider.client.session_store import Cipher
+from ibkr_provider.hooks.names import DEFAULT_CONN_ID
+
+if TYPE_CHECKING:
+    from ibkr_provider.client import IbkrClient, IbkrClientConfig
+    from ibkr_provider.client.auth import SecretSink
+    from ibkr_provider.client.record import Cipher
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,8 @@ def airflow_cipher() -> Cipher | None:
     from airflow.sdk import conf
     from cryptography.fernet import Fernet, MultiFernet
 
+    from ibkr_provider.client.errors import IbkrConfigError
+
     configured = (conf.get("core", "fernet_key", fallback="") or "").strip()
     if not configured or configured == "{FERNET_KEY}":
         _warn_no_fernet_key()
@@ -110,6 +116,8 @@ def config_from_connection(
     Extra keys are read under their plain names and, for connections saved by older forms,
     under ``extra__ibkr__<name>``.
     """
+    from ibkr_provider.client.config import IbkrClientConfig
+
     values: dict[str, Any] = {"base_url": host, "client_id": login}
     if session_cache_dir is not None:
         values["session_cache_dir"] = str(session_cache_dir)
@@ -125,16 +133,20 @@ class IbkrHook(BaseHook):
 
     Example::
 
-        hook = IbkrHook(ibkr_conn_id="ibkr_default")
-        client = hook.get_conn()
-        for account in client.list_accounts():
-            print(account.account_id, client.account_summary(account.account_id).net_liquidation)
+        with IbkrHook(ibkr_conn_id="ibkr_default") as hook:
+            client = hook.get_conn()
+            for account in client.list_accounts():
+                print(account.account_id, client.account_summary(account.account_id).net_liquidation)
+
+    The client is built on first use and reused; :meth:`close` (or leaving the ``with`` block)
+    releases its keep-alive registration and HTTP connections. The IBKR session stays open for
+    every other task sharing it.
 
     :param ibkr_conn_id: the ``ibkr`` connection to use.
     """
 
     conn_name_attr = "ibkr_conn_id"
-    default_conn_name = "ibkr_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "ibkr"
     hook_name = "Interactive Brokers"
 
@@ -154,38 +166,62 @@ class IbkrHook(BaseHook):
         return config
 
     async def aget_client(self, secret_sink: SecretSink) -> IbkrClient:
-        """A client built in async code (triggers): the connection is read with
-        ``aget_connection``; ``secret_sink`` receives every secret, to be masked with
-        ``amask_secret`` by the caller (a blocking ``mask_secret`` is unsafe in the triggerer)."""
+        """A client built for async code (triggers). The connection is read with
+        ``aget_connection`` on the event loop; parsing it (key files, PEM checks) and building
+        the client (the session cache) run in a worker thread, so the loop never blocks.
+        ``secret_sink`` receives every secret, to be masked with ``amask_secret`` by the caller
+        (a blocking ``mask_secret`` is unsafe in the triggerer)."""
+        from ibkr_provider.client import IbkrClient
+
         conn = await self.aget_connection(self.ibkr_conn_id)
         extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
-        config = config_from_connection(
-            conn.host, conn.login, extra, session_cache_dir=default_session_cache_dir()
-        )
-        for secret in key_secrets(config):
-            secret_sink(secret)
-        return IbkrClient(config, secret_sink=secret_sink, cipher=airflow_cipher())
+
+        def build() -> IbkrClient:
+            config = config_from_connection(
+                conn.host, conn.login, extra, session_cache_dir=default_session_cache_dir()
+            )
+            for secret in key_secrets(config):
+                secret_sink(secret)
+            return IbkrClient(config, secret_sink=secret_sink, cipher=airflow_cipher())
+
+        return await asyncio.to_thread(build)
 
     def get_conn(self) -> IbkrClient:
         """The client for this connection, built on first use and reused by the hook."""
+        from ibkr_provider.client import IbkrClient
+
         if self._client is None:
             self._client = IbkrClient(
                 self.get_client_config(), secret_sink=mask_secret, cipher=airflow_cipher()
             )
         return self._client
 
+    def close(self) -> None:
+        """Close the client this hook built, if any (safe to call twice)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> IbkrHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def test_connection(self) -> tuple[bool, str]:
-        """Authenticate for real and list the accounts; never raises (used by the UI Test button)."""
+        """Authenticate for real and list the accounts; never raises (the UI's Test button runs
+        it in the API server, so the client is closed afterwards)."""
+        from ibkr_provider.client import IbkrError
+
         try:
-            client = self.get_conn()
-            client.connect()
-            accounts = client.list_accounts()
+            with self:
+                client = self.get_conn()
+                client.connect()
+                accounts = client.list_accounts()
+                where = f"{client.config.base_url} ({client.config.auth_type.value})"
         except IbkrError as exc:
             return False, f"{type(exc).__name__}: {exc}"
         except Exception as exc:
             return False, f"Unexpected {type(exc).__name__}: {exc}"
-        ids = ", ".join(a.account_id for a in accounts) or "none"
-        return (
-            True,
-            f"Connected to {client.config.base_url} ({client.config.auth_type.value}); accounts: {ids}",
-        )
+        ids = ", ".join(f"{a.account_id} ({'paper' if a.is_paper else 'live'})" for a in accounts) or "none"
+        return True, f"Connected to {where}; accounts: {ids}"

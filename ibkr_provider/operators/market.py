@@ -53,9 +53,10 @@ class IbkrMarketSnapshotOperator(BaseOperator):
             symbols = [s.strip().upper() for symbol in symbols for s in str(symbol).split(",") if s.strip()]
             if not symbols:
                 raise IbkrValidationError("symbols", "give at least one ticker symbol, e.g. ['VTI']")
-            market = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn().market_data
-            conids = market.resolve_conids(symbols, sec_type=self.sec_type)
-            quotes = market.snapshot(list(conids.values()), self.fields, max_polls=self.max_polls)
-        result = {symbol: {"conid": conid, **quotes[conid].values} for symbol, conid in conids.items()}
+            with IbkrHook(ibkr_conn_id=self.ibkr_conn_id) as hook:
+                market = hook.get_conn().market_data
+                conids = market.resolve_conids(symbols, sec_type=self.sec_type)
+                quotes = market.snapshot(list(conids.values()), self.fields, max_polls=self.max_polls)
+        result = {symbol: {"conid": conid, **quotes[conid].as_json()} for symbol, conid in conids.items()}
         self.log.info("Snapshot: %s", result)
         return result

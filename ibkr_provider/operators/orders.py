@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 
@@ -14,10 +14,12 @@ from ibkr_provider.client.errors import (
     IbkrOrderRefusedError,
     IbkrValidationError,
 )
-from ibkr_provider.client.models import is_paper_account
-from ibkr_provider.client.orders import OrderTicket, WhatIf
+from ibkr_provider.client.paper import is_paper_account
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
+
+if TYPE_CHECKING:
+    from ibkr_provider.client.order_models import OrderTicket, WhatIf
 
 
 def order_coid(dag_id: str, task_id: str, run_id: str, map_index: int) -> str:
@@ -119,6 +121,8 @@ class IbkrPlaceOrderOperator(BaseOperator):
             raise IbkrValidationError(name, f"{value!r} is not a number") from None
 
     def _ticket(self, coid: str | None) -> OrderTicket:
+        from ibkr_provider.client.order_models import OrderTicket
+
         try:
             conid = int(self.conid)
         except (TypeError, ValueError):
@@ -175,10 +179,10 @@ class IbkrPlaceOrderOperator(BaseOperator):
             )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        with fail_fast(f"IBKR order ({self.task_id})"):
-            return self._place(context)
+        with fail_fast(f"IBKR order ({self.task_id})"), IbkrHook(ibkr_conn_id=self.ibkr_conn_id) as hook:
+            return self._place(context, hook)
 
-    def _place(self, context: Context) -> dict[str, Any]:
+    def _place(self, context: Context, hook: IbkrHook) -> dict[str, Any]:
         ti = context["ti"]
         coid = order_coid(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)
         ticket = self._ticket(coid)
@@ -190,7 +194,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
                 "allow_live=True (and dry_run=False). Nothing was sent.",
                 code=IbkrErrorCode.LIVE_NOT_ALLOWED,
             )
-        client = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn()
+        client = hook.get_conn()
         whatif = client.orders.whatif(account_id, ticket)
         if whatif.error:
             raise IbkrOrderError(
@@ -213,14 +217,14 @@ class IbkrPlaceOrderOperator(BaseOperator):
         self.log.info(
             "Order %s %s (cOID %s)%s",
             placed.order_id,
-            placed.status,
+            placed.status.value,
             placed.coid,
             " adopted from an earlier attempt" if placed.adopted else "",
         )
         result.update(
             {
                 "order_id": placed.order_id,
-                "status": placed.status,
+                "status": placed.status.value,
                 "coid": placed.coid,
                 "adopted": placed.adopted,
                 "confirmed_message_ids": list(placed.confirmed_message_ids),
@@ -261,7 +265,7 @@ class IbkrCancelOrderOperator(BaseOperator):
             order_id = str(self.order_id).strip()
             if not order_id.isdigit():
                 raise IbkrValidationError("order_id", f"{self.order_id!r} is not an IBKR order id (digits)")
-            client = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn()
-            answer = dict(client.orders.cancel(str(self.account_id), order_id))
+            with IbkrHook(ibkr_conn_id=self.ibkr_conn_id) as hook:
+                answer = dict(hook.get_conn().orders.cancel(str(self.account_id), order_id))
         self.log.info("Cancel of order %s requested: %s", order_id, answer.get("msg"))
         return answer

@@ -71,9 +71,11 @@ class IbkrPortfolioSnapshotOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from ibkr_provider.client.snapshot import positions_csv, take_snapshot
 
-        with fail_fast(f"IBKR portfolio snapshot ({self.task_id})"):
-            client = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn()
-            snapshots = take_snapshot(client, self._wanted())
+        with (
+            fail_fast(f"IBKR portfolio snapshot ({self.task_id})"),
+            IbkrHook(ibkr_conn_id=self.ibkr_conn_id) as hook,
+        ):
+            snapshots = take_snapshot(hook.get_conn(), self._wanted())
         figures = {s.account.account_id: s.figures() for s in snapshots}
         for account_id, numbers in figures.items():
             self.log.info(

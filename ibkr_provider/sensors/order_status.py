@@ -5,15 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
-from ibkr_provider.client.orders import TERMINAL_STATUSES
 from ibkr_provider.failures import fail_fast
-from ibkr_provider.hooks.ibkr import IbkrHook
-from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
+from ibkr_provider.hooks.names import DEFAULT_CONN_ID
+
+if TYPE_CHECKING:
+    from ibkr_provider.client.order_models import OrderStatus
+    from ibkr_provider.hooks.ibkr import IbkrHook
 
 
 class IbkrOrderStatusSensor(BaseSensorOperator):
@@ -46,46 +49,63 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
         self,
         *,
         order_id: str,
-        ibkr_conn_id: str = IbkrHook.default_conn_name,
+        ibkr_conn_id: str = DEFAULT_CONN_ID,
         expected_statuses: Sequence[str] = ("Filled",),
         deferrable: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        unknown = set(expected_statuses) - TERMINAL_STATUSES
+        from ibkr_provider.client.order_models import TERMINAL_STATES
+
+        terminal = sorted(state.value for state in TERMINAL_STATES)
+        unknown = set(expected_statuses) - set(terminal)
         if unknown:
-            raise ValueError(
-                f"expected_statuses: {sorted(unknown)} are not terminal; use {sorted(TERMINAL_STATUSES)}"
-            )
+            raise ValueError(f"expected_statuses: {sorted(unknown)} are not terminal; use {terminal}")
         self.order_id = order_id
         self.ibkr_conn_id = ibkr_conn_id
         self.expected_statuses = tuple(expected_statuses)
         self.deferrable = deferrable
 
-    def _outcome(self, state: str, filled: Any) -> dict[str, Any]:
-        if state not in self.expected_statuses:
+    @cached_property
+    def hook(self) -> IbkrHook:
+        """One hook (so one client) for every poke of this task; closed when the task ends."""
+        from ibkr_provider.hooks.ibkr import IbkrHook
+
+        return IbkrHook(ibkr_conn_id=self.ibkr_conn_id)
+
+    def _outcome(self, outcome: dict[str, Any]) -> dict[str, Any]:
+        if outcome["order_status"] not in self.expected_statuses:
             # Terminal: waiting again cannot change how the order ended.
             raise AirflowFailException(
-                f"IBKR order {self.order_id} ended {state!r}, not one of {list(self.expected_statuses)}. "
-                "Not retried: the order is final."
+                f"IBKR order {self.order_id} ended {outcome['order_status']!r}, not one of "
+                f"{list(self.expected_statuses)}. Not retried: the order is final."
             )
-        return {"order_id": str(self.order_id), "order_status": state, "filled": filled}
+        return outcome
 
     def poke(self, context: Context) -> PokeReturnValue:
         with fail_fast(f"IBKR order status ({self.task_id})"):
-            status = IbkrHook(ibkr_conn_id=self.ibkr_conn_id).get_conn().orders.status(str(self.order_id))
-        state = str(status.get("order_status") or "")
-        self.log.info("IBKR order %s is %s", self.order_id, state)
-        if state in TERMINAL_STATUSES:
-            return PokeReturnValue(is_done=True, xcom_value=self._outcome(state, status.get("cum_fill")))
+            status: OrderStatus = self.hook.get_conn().orders.status(str(self.order_id))
+        self.log.info("IBKR order %s is %s", self.order_id, status.status_text)
+        if status.status.terminal:
+            return PokeReturnValue(is_done=True, xcom_value=self._outcome(status.summary()))
         return PokeReturnValue(is_done=False)
 
     def execute(self, context: Context) -> Any:
+        try:
+            return self._wait(context)
+        finally:
+            self.hook.close()
+
+    def _wait(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
         first = self.poke(context)
         if first.is_done:
             return first.xcom_value
+        # Imported here: the trigger module brings Airflow's trigger machinery, which a DAG file
+        # importing this sensor should not pay for on every parse.
+        from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
+
         self.defer(
             trigger=IbkrOrderStatusTrigger(
                 order_id=str(self.order_id),
@@ -99,7 +119,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("status") == "success":
-            return self._outcome(str(event["order_status"]), event.get("filled"))
+            return self._outcome({k: event.get(k) for k in ("order_id", "order_status", "filled")})
         if event.get("status") == "timeout":
             raise AirflowSensorTimeout(
                 f"IBKR order {self.order_id} was still {event.get('order_status')!r} at the sensor's deadline"

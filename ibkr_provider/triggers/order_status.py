@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.log import amask_secret
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from ibkr_provider.client.errors import IbkrError
-from ibkr_provider.client.orders import TERMINAL_STATUSES
+
+if TYPE_CHECKING:
+    from ibkr_provider.client import IbkrClient
 
 
 class IbkrOrderStatusTrigger(BaseTrigger):
@@ -52,31 +54,26 @@ class IbkrOrderStatusTrigger(BaseTrigger):
         from ibkr_provider.hooks.ibkr import IbkrHook
 
         pending: list[str] = []
+        client: IbkrClient | None = None
         try:
             client = await IbkrHook(ibkr_conn_id=self.ibkr_conn_id).aget_client(pending.append)
             while True:
                 status = await asyncio.to_thread(client.orders.status, self.order_id)
                 while pending:
                     await amask_secret(pending.pop())
-                state = str(status.get("order_status") or "")
-                if state in TERMINAL_STATUSES:
-                    yield TriggerEvent(
-                        {
-                            "status": "success",
-                            "order_id": self.order_id,
-                            "order_status": state,
-                            "filled": status.get("cum_fill"),
-                            "raw": dict(status),
-                        }
-                    )
+                if status.status.terminal:
+                    yield TriggerEvent({"status": "success", **status.summary(), "raw": dict(status.raw)})
                     return
                 if self.deadline is not None and time.time() >= self.deadline:
                     yield TriggerEvent(
-                        {"status": "timeout", "order_id": self.order_id, "order_status": state}
+                        {"status": "timeout", "order_id": self.order_id, "order_status": status.status_text}
                     )
                     return
                 self.log.info(
-                    "order %s is %s; checking again in %.0f s", self.order_id, state, self.poll_interval
+                    "order %s is %s; checking again in %.0f s",
+                    self.order_id,
+                    status.status_text,
+                    self.poll_interval,
                 )
                 await asyncio.sleep(self.poll_interval)
         except IbkrError as exc:
@@ -88,3 +85,6 @@ class IbkrOrderStatusTrigger(BaseTrigger):
                     "permanent": exc.permanent,
                 }
             )
+        finally:
+            if client is not None:
+                await asyncio.to_thread(client.close)

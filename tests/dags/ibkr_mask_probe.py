@@ -24,7 +24,7 @@ def ibkr_mask_probe() -> None:
         client = IbkrHook().get_conn()
         client.connect()
         client.tickle()
-        record = client._record
+        record = client.sessions.current
         assert record is not None and record.access_token and record.bearer
         key_body = [
             line for line in (client.config.private_key_pem or "").splitlines() if "-----" not in line

@@ -1,0 +1,62 @@
+"""What the endpoint groups need from the client, as a small protocol.
+
+``PortfolioApi``, ``IserverApi``, ``OrderService`` and ``MarketData`` depend on this protocol,
+not on :class:`~ibkr_provider.client.client.IbkrClient`, so they can be built and tested on
+their own and there is no import cycle between the client and its parts. The session manager
+(:class:`~ibkr_provider.client.session.SessionManager`) implements it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ibkr_provider.client.errors import IbkrValidationError
+
+if TYPE_CHECKING:
+    from ibkr_provider.client.models import BrokerageAccounts
+
+_ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class IbkrApi(Protocol):
+    """Requests on the shared session, with IBKR's pre-flights and the session's named locks."""
+
+    @property
+    def default_account(self) -> str | None:
+        """The connection's ``account_id``."""
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """A paced ``/v1/api`` request on the shared session, recovered once."""
+
+    def iserver_preflight(self) -> BrokerageAccounts:
+        """``GET /iserver/accounts``, which IBKR requires before orders and market data."""
+
+    def portfolio_preflight(self, *, force: bool = False) -> list[Any]:
+        """``GET /portfolio/accounts``, which IBKR requires before other ``/portfolio`` calls."""
+
+    def lock(self, name: str, timeout: float) -> AbstractContextManager[None]:
+        """A lock shared by every process of the session."""
+
+
+def resolve_account(given: str | None, default: str | None) -> str:
+    """The account a call is for: ``given``, else the connection's default; checked so that it
+    can go into a URL path."""
+    chosen = given or default
+    if not chosen:
+        raise IbkrValidationError(
+            "account_id", "no account given and the connection has no default account_id; pass one"
+        )
+    if not _ACCOUNT_ID_RE.match(chosen):
+        raise IbkrValidationError("account_id", f"{chosen!r} is not an IBKR account id such as U1234567")
+    return chosen

@@ -1,0 +1,77 @@
+"""Portfolio endpoints: accounts, summary, ledger and every page of positions.
+
+IBKR: ``/portfolio/accounts`` "must be called prior to calling other /portfolio endpoints"
+(Web API documentation, Portfolio); the session manager reads it once and shares it.
+"One page contains a maximum of 100 positions" (``/portfolio/{accountId}/positions/{pageId}``).
+"""
+
+from __future__ import annotations
+
+from ibkr_provider.client.api import IbkrApi, resolve_account
+from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
+from ibkr_provider.client.models import Account, AccountSummary, Ledger, Position
+
+POSITIONS_PAGE_SIZE = 100
+#: A bound on paging so a misbehaving server cannot loop a task forever (100,000 positions).
+MAX_POSITION_PAGES = 1000
+
+
+class PortfolioApi:
+    """``client.portfolio``."""
+
+    def __init__(self, api: IbkrApi) -> None:
+        self._api = api
+
+    def account(self, account_id: str | None) -> str:
+        """``account_id``, else the connection's default account, validated."""
+        return resolve_account(account_id, self._api.default_account)
+
+    def list_accounts(self, *, refresh: bool = False) -> list[Account]:
+        """``GET /portfolio/accounts``: every account the username can see.
+
+        Shared by all processes for five minutes (IBKR allows one call per 5 s); ``refresh``
+        reads it again.
+        """
+        return [Account.from_json(item) for item in self._api.portfolio_preflight(force=refresh)]
+
+    def account_summary(self, account_id: str | None = None) -> AccountSummary:
+        """``GET /portfolio/{accountId}/summary``: net liquidation, cash, margin, cushion..."""
+        account = self.account(account_id)
+        self._api.portfolio_preflight()
+        return AccountSummary.from_json(account, self._api.call("GET", f"/portfolio/{account}/summary"))
+
+    def account_ledger(self, account_id: str | None = None) -> Ledger:
+        """``GET /portfolio/{accountId}/ledger``: balances per currency and in BASE."""
+        account = self.account(account_id)
+        self._api.portfolio_preflight()
+        return Ledger.from_json(account, self._api.call("GET", f"/portfolio/{account}/ledger"))
+
+    def positions_page(self, account_id: str | None, page: int) -> list[Position]:
+        """One page (0-based, up to 100 rows) of ``GET /portfolio/{accountId}/positions/{page}``."""
+        account = self.account(account_id)
+        if page < 0:
+            raise IbkrValidationError("page", "position pages start at 0")
+        self._api.portfolio_preflight()
+        payload = self._api.call("GET", f"/portfolio/{account}/positions/{page}")
+        if not isinstance(payload, list):
+            raise IbkrResponseError(
+                f"positions page {page} of {account} is not a list",
+                endpoint=f"/v1/api/portfolio/{account}/positions/{page}",
+            )
+        return [Position.from_json(row) for row in payload]
+
+    def all_positions(self, account_id: str | None = None) -> list[Position]:
+        """Every position, page by page until IBKR returns a short page (whether an empty or a
+        short page ends paging is undocumented; a short page covers both). A page that fails
+        raises: the caller never gets a silently shorter list."""
+        account = self.account(account_id)
+        positions: list[Position] = []
+        for page in range(MAX_POSITION_PAGES):
+            rows = self.positions_page(account, page)
+            positions.extend(rows)
+            if len(rows) < POSITIONS_PAGE_SIZE:
+                return positions
+        raise IbkrResponseError(
+            f"{account} has more than {MAX_POSITION_PAGES} position pages; refusing to page further",
+            endpoint=f"/v1/api/portfolio/{account}/positions",
+        )

@@ -1,0 +1,377 @@
+"""The shared IBKR session: opened once, used by every process, renewed ahead of expiry,
+recovered once when IBKR drops it.
+
+IBKR allows one brokerage session per username ("A single username can only have one brokerage
+session active at a time across all IB platforms", Web API documentation, Sessions), so the
+session lives in a :class:`~ibkr_provider.client.stores.SessionStore` shared by every process
+using the same (API host, client id, credential). Exactly one process opens or renews it, under
+the store's lock (single flight), ahead of expiry and never in the middle of a request; the
+others wait for the lock and reuse the result.
+
+Opening follows IBKR's order: the auth strategy's steps, then ``POST /iserver/auth/ssodh/init``
+(the brokerage session every ``/iserver`` call needs) and the ``GET /iserver/accounts``
+pre-flight, which IBKR requires "before modifying an order or querying open orders" and before
+market data. ``GET /sso/validate`` is not part of it: IBKR paces it at one call per minute with a
+10-15 minute penalty box, and the ``ssodh/init`` answer already proves the SSO session.
+``GET /portfolio/accounts`` "must be called prior to calling other /portfolio endpoints"; its
+answer is shared for five minutes (IBKR paces it at 1 per 5 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+from ibkr_provider.client.auth import AuthStrategy
+from ibkr_provider.client.config import AuthType, IbkrClientConfig
+from ibkr_provider.client.errors import (
+    IbkrCompetingSessionError,
+    IbkrError,
+    IbkrErrorCode,
+    IbkrResponseError,
+    IbkrSessionError,
+)
+from ibkr_provider.client.models import BrokerageAccounts, BrokerageSessionStatus
+from ibkr_provider.client.pacing import Pacer
+from ibkr_provider.client.record import SessionRecord
+from ibkr_provider.client.stores import SessionStore
+from ibkr_provider.client.transport import HttpTransport
+
+log = logging.getLogger(__name__)
+
+#: How long the shared /portfolio/accounts answer is reused (IBKR paces it at 1 per 5 s).
+PORTFOLIO_ACCOUNTS_TTL_SECONDS = 300.0
+#: A process records "session used" in the store at most this often (it is a write).
+USE_MARK_INTERVAL_SECONDS = 5.0
+#: The brokerage-session status endpoint (IBKR: POST /iserver/auth/status).
+STATUS_PATH = "/iserver/auth/status"
+#: Requests that place, modify or confirm orders: never retried blindly.
+_ORDER_WRITES = re.compile(r"^/iserver/(account/[^/]+/orders?(/.*)?|reply/.+)$")
+
+COMPETING_ADVICE = (
+    "log out there, or use a second IBKR username for the API (IBKR allows one brokerage session per "
+    "username)"
+)
+
+
+def competing_error(
+    endpoint: str, status: BrokerageSessionStatus, *, took_over: bool
+) -> IbkrCompetingSessionError:
+    """The one wording of "another login holds the brokerage session"."""
+    verb = "took over" if took_over else "holds"
+    return IbkrCompetingSessionError(
+        f"another login for this IBKR username (TWS, IBKR Mobile or Client Portal) {verb} the brokerage "
+        f"session; the provider does not take it back. {COMPETING_ADVICE}",
+        endpoint=endpoint,
+        ibkr_error=status.message or status.fail or None,
+        code=IbkrErrorCode.COMPETING,
+    )
+
+
+class SessionManager:
+    """One username's shared session: single flight, opening, brokerage set-up, recovery,
+    logout, named locks and the pre-flight caches. The client's endpoint groups reach IBKR only
+    through :meth:`call`."""
+
+    def __init__(
+        self,
+        config: IbkrClientConfig,
+        *,
+        auth: AuthStrategy,
+        transport: HttpTransport,
+        store: SessionStore,
+        key: str,
+        pacer: Pacer,
+        secret_sink: Callable[[str], None],
+        on_ready: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.key = key
+        self._auth = auth
+        self._transport = transport
+        self._pacer = pacer
+        self._sink = secret_sink
+        self._on_ready = on_ready
+        self._clock = clock
+        self._record: SessionRecord | None = None
+        self._last_mark = 0.0
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ the shared record
+    def usable(self, record: SessionRecord | None) -> bool:
+        """Ready, and not within ``session_refresh_lead`` (at most half its life) of expiry."""
+        if record is None or not record.brokerage_ready:
+            return False
+        lifetime = record.expires_at - record.created_at
+        lead = min(self.config.session_refresh_lead, lifetime / 2)
+        return self._clock() < record.expires_at - lead
+
+    def _remember(self, record: SessionRecord) -> SessionRecord:
+        for secret in (record.bearer, record.access_token):
+            if secret:
+                self._sink(secret)
+        self._record = record
+        if record.brokerage_ready:
+            self._on_ready()
+        return record
+
+    def session(self) -> SessionRecord:
+        """The shared session, opened or renewed first when missing or near expiry."""
+        with self._lock:
+            # Always read the shared record (a small file read or Redis GET), so a renewal or
+            # recovery by another process is adopted before this process sends anything.
+            shared = self.store.load(self.key)
+            if shared is not None and self.usable(shared):
+                return self._remember(shared)
+            with self.store.lock(self.key):
+                shared = self.store.load(self.key)
+                if shared is not None and self.usable(shared):
+                    return self._remember(shared)
+                record = self._open(previous=shared, release_previous=True)
+                self.store.save(self.key, record)
+            return self._remember(record)
+
+    def lock(self, name: str, timeout: float) -> AbstractContextManager[None]:
+        """A lock named ``name`` shared by every process of this session (e.g. order placement)."""
+        return self.store.lock(f"{self.key}-{name}", timeout=timeout)
+
+    # ------------------------------------------------------------------ opening
+    def _open(self, previous: SessionRecord | None, *, release_previous: bool) -> SessionRecord:
+        """Open a new session end to end. Caller holds the store lock.
+
+        ``release_previous`` logs the previous, still valid session out first, so the new
+        brokerage session never competes with one this provider holds.
+        """
+        alive = previous is not None and previous.bearer and self._clock() < previous.expires_at
+        if release_previous and previous is not None and previous.brokerage_ready and alive:
+            try:
+                self.send_on(previous, "POST", "/logout")
+            except IbkrError as exc:
+                log.info(
+                    "logging out the previous IBKR session failed (%s); continuing", exc.code or exc.status
+                )
+        tokens = self._auth.open(self._transport)
+        record = SessionRecord(
+            generation=(previous.generation + 1) if previous else 1,
+            created_at=self._clock(),
+            expires_at=tokens.access_token.expires_at if tokens.access_token else float("inf"),
+            bearer=tokens.bearer,
+            access_token=tokens.access_token.token if tokens.access_token else None,
+        )
+        self._remember(record)
+        self._establish_brokerage(record, compete=self.config.compete_on_login)
+        log.info(
+            "IBKR session ready (%s mode, generation %d, %d account(s))",
+            self.config.auth_type.value,
+            record.generation,
+            len((record.iserver_accounts or {}).get("accounts", [])),
+        )
+        return record
+
+    def _status_of(self, record: SessionRecord) -> BrokerageSessionStatus:
+        return BrokerageSessionStatus.from_json(self.send_on(record, "POST", STATUS_PATH))
+
+    def _establish_brokerage(self, record: SessionRecord, *, compete: bool) -> None:
+        """``ssodh/init`` (unless the gateway already has a session) and the accounts pre-flight."""
+        status: BrokerageSessionStatus | None = None
+        if self.config.auth_type is AuthType.GATEWAY:
+            status = self._status_of(record)
+        if status is None or not status.healthy:
+            body = self.send_on(
+                record, "POST", "/iserver/auth/ssodh/init", json_body={"publish": True, "compete": compete}
+            )
+            status = BrokerageSessionStatus.from_json(body)
+        endpoint = "/v1/api/iserver/auth/ssodh/init"
+        if status.competing or (
+            not status.authenticated and "compet" in (status.fail + status.message).lower()
+        ):
+            error = competing_error(endpoint, status, took_over=False)
+            error.message += "; or set compete_on_login to take it over when opening a session"
+            error.args = (error.message,)
+            raise error
+        if not status.authenticated:
+            reason = status.fail or status.message or "authenticated=false"
+            raise IbkrSessionError(
+                f"IBKR did not grant a brokerage session: {reason}",
+                endpoint=endpoint,
+                ibkr_error=status.fail or status.message or None,
+                code=IbkrErrorCode.NOT_AUTHENTICATED,
+            )
+        record.iserver_accounts = dict(self.send_on(record, "GET", "/iserver/accounts"))
+        record.brokerage_ready = True
+
+    # ------------------------------------------------------------------ recovery
+    def recover(self, used: SessionRecord, error: IbkrSessionError) -> SessionRecord:
+        """Repair the shared session once after ``error``; reuse another process's repair.
+
+        ``POST /iserver/auth/status`` tells a dead SSO session (401: open a new one) from a lost
+        brokerage tier (re-initialise it, never competing). A competing login is not fought.
+        """
+        with self._lock, self.store.lock(self.key):
+            current = self.store.load(self.key)
+            if current is not None and current.generation != used.generation and self.usable(current):
+                log.info(
+                    "IBKR session already recovered by another process (generation %d)", current.generation
+                )
+                return self._remember(current)
+            record = current if current is not None and current.generation == used.generation else used
+            log.warning("IBKR session not usable (%s); recovering it once", error.code or error.status)
+            try:
+                status: BrokerageSessionStatus | None = self._status_of(record)
+            except IbkrSessionError:
+                status = None  # the SSO session itself is gone (401): open a new one
+            if status is not None and status.competing:
+                raise competing_error(f"/v1/api{STATUS_PATH}", status, took_over=True) from error
+            if status is None:
+                record = self._open(previous=record, release_previous=False)
+            else:
+                record.generation += 1
+                record.brokerage_ready = False
+                record.portfolio_accounts = None
+                if status.authenticated and error.code is IbkrErrorCode.ACCOUNTS_PREFLIGHT:
+                    record.iserver_accounts = dict(self.send_on(record, "GET", "/iserver/accounts"))
+                    record.brokerage_ready = True
+                else:
+                    self._establish_brokerage(record, compete=False)
+            self.store.save(self.key, record)
+            return self._remember(record)
+
+    # ------------------------------------------------------------------ requests
+    def send_on(
+        self,
+        record: SessionRecord,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """One paced ``/v1/api`` request on ``record``'s session, with the transport's retries
+        and no session recovery (set-up and recovery use it)."""
+        api_path = "/" + path.lstrip("/")
+        result = self._transport.send(
+            method,
+            f"{self.config.api_url}{api_path}",
+            headers=self._auth.headers_for(record.bearer),
+            params=params,
+            json_body=json_body,
+            idempotent=is_idempotent(method, api_path) if idempotent is None else idempotent,
+            before_attempt=lambda: self._pacer.acquire(method, api_path),
+        )
+        self._mark_used()
+        return result
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """A ``/v1/api`` request on the shared session, recovered once if the session fails.
+        The only way the endpoint groups reach IBKR."""
+        record = self.session()
+        try:
+            return self.send_on(
+                record, method, path, params=params, json_body=json_body, idempotent=idempotent
+            )
+        except IbkrCompetingSessionError:
+            raise
+        except IbkrSessionError as exc:
+            record = self.recover(record, exc)
+        if path.startswith("/portfolio/") and path != "/portfolio/accounts":
+            self.portfolio_preflight(force=True)
+        return self.send_on(record, method, path, params=params, json_body=json_body, idempotent=idempotent)
+
+    def _mark_used(self) -> None:
+        now = self._clock()
+        if now - self._last_mark >= USE_MARK_INTERVAL_SECONDS:
+            self._last_mark = now
+            self.store.mark_used(self.key, now)
+
+    # ------------------------------------------------------------------ pre-flights
+    def iserver_preflight(self) -> BrokerageAccounts:
+        """The ``/iserver/accounts`` answer of the shared session (read once, at set-up)."""
+        record = self.session()
+        if record.iserver_accounts is None:
+            record.iserver_accounts = dict(self.call("GET", "/iserver/accounts"))
+        return BrokerageAccounts.from_json(record.iserver_accounts)
+
+    def _fresh_portfolio_accounts(self, record: SessionRecord | None) -> list[Any] | None:
+        if record is None or record.portfolio_accounts is None:
+            return None
+        if self._clock() - record.portfolio_accounts_at >= PORTFOLIO_ACCOUNTS_TTL_SECONDS:
+            return None
+        return record.portfolio_accounts
+
+    def portfolio_preflight(self, *, force: bool = False) -> list[Any]:
+        """``GET /portfolio/accounts`` once per session and five minutes, shared by every
+        process (single flight); ``force`` reads it again."""
+        cached = None if force else self._fresh_portfolio_accounts(self.session())
+        if cached is not None:
+            return cached
+        with self._lock, self.store.lock(self.key):
+            cached = None if force else self._fresh_portfolio_accounts(self.store.load(self.key))
+            if cached is not None:
+                return cached
+            payload = self.call("GET", "/portfolio/accounts")
+            if not isinstance(payload, list):
+                raise IbkrResponseError(
+                    "/portfolio/accounts did not answer with a list", endpoint="/v1/api/portfolio/accounts"
+                )
+            # Under the lock the stored record is authoritative (a recovery inside the call saved it).
+            target = self.store.load(self.key) or self.session()
+            target.portfolio_accounts = payload
+            target.portfolio_accounts_at = self._clock()
+            self.store.save(self.key, target)
+            self._remember(target)
+            return payload
+
+    # ------------------------------------------------------------------ keep-alive and logout
+    def idle_record(self) -> SessionRecord | None:
+        """The shared record when no process used it for ``tickle_interval`` seconds and it is
+        still usable; keep-alive tickles only such a session and never logs in."""
+        idle = self._clock() - self.store.last_used(self.key)
+        record = self.store.load(self.key)
+        if idle < self.config.tickle_interval or record is None or not self.usable(record):
+            return None
+        return record
+
+    def logout(self) -> None:
+        """``POST /logout``: end the shared IBKR session for every process using it."""
+        with self._lock, self.store.lock(self.key):
+            record = self.store.load(self.key) or self._record
+            if record is not None and record.brokerage_ready:
+                self.send_on(record, "POST", "/logout")
+                record.brokerage_ready = False
+                record.expires_at = 0.0
+                self.store.save(self.key, record)
+            self._record = None
+
+    @property
+    def default_account(self) -> str | None:
+        """The connection's ``account_id``, for calls that name none."""
+        return self.config.account_id
+
+    @property
+    def current(self) -> SessionRecord | None:
+        """The record this process last used (None before the first request)."""
+        return self._record
+
+
+def is_idempotent(method: str, path: str) -> bool:
+    """Whether repeating the request after an ambiguous failure is harmless: every read, and
+    every write except placing, modifying or confirming an order."""
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return True
+    return _ORDER_WRITES.match(path) is None
