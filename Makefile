@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: setup test lint typecheck unit demo up bench clean redis-server
+.PHONY: setup test test-fast pytest lint typecheck demo up bench clean redis-server
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -34,10 +34,18 @@ redis-server:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
-unit: setup redis-server
-	$(VENV)/bin/pytest
+# Two workers: most of the suite waits on servers and subprocesses, so two run side by side.
+PYTEST := $(VENV)/bin/pytest -n 2 --dist loadgroup
 
-test: lint typecheck unit
+# The edit loop (about a minute): unit and integration tiers, no Airflow CLI runs.
+test-fast: setup
+	$(PYTEST) tests/unit tests/integration
+
+# Every tier (what CI runs via `make test`).
+pytest: setup redis-server
+	$(PYTEST)
+
+test: lint typecheck pytest
 
 demo: setup
 	$(VENV)/bin/python scripts/demo.py

@@ -35,9 +35,9 @@ from cryptography.fernet import Fernet  # noqa: E402
 from ibkr_sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 
 from ibkr_provider.client.pacing import SAFETY_MARGIN  # noqa: E402
-from tests.airflow_cli import run_airflow  # noqa: E402
-from tests.airflow_cluster import airflow_cluster  # noqa: E402
-from tests.processes import cache_env, run_workers  # noqa: E402
+from tests.support.airflow_cli import run_airflow  # noqa: E402
+from tests.support.airflow_cluster import airflow_cluster  # noqa: E402
+from tests.support.processes import cache_env, run_workers  # noqa: E402
 
 
 def auth_round_trips(stats: dict[str, Any]) -> int:
@@ -52,7 +52,7 @@ def dag_run(sandbox: RunningSandbox, work: Path, *, shared: bool) -> dict[str, A
     out.mkdir()
     conn = sandbox.connection_json() if shared else sandbox.connection_json(session_cache="memory")
     started = time.monotonic()
-    with airflow_cluster(home, ROOT / "tests" / "dags", parallelism=8) as env:
+    with airflow_cluster(home, ROOT / "tests" / "support" / "dags", parallelism=8) as env:
         env = {**env, "AIRFLOW_CONN_IBKR_DEFAULT": conn, "IBKR_PARALLEL_OUT": str(out)}
         result = run_airflow(["dags", "test", "ibkr_parallel_accounts", "--use-executor"], env, timeout=600)
     elapsed = time.monotonic() - started

@@ -61,7 +61,7 @@ with DAG(
         account = params["account_id"] or client.config.account_id
         if not account:
             raise IbkrValidationError("account_id", "set the param or the connection's account_id")
-        available = client.account_summary(account).amount("availablefunds") or 0.0
+        available = float(client.account_summary(account).amount("availablefunds") or 0)
         needed = sum(amounts.values())
         if available < needed:
             log.warning(

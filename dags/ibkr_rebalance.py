@@ -9,8 +9,10 @@ back to their target weights of the account's net liquidation.
    least `min_trade`. Holdings not in `targets` are left alone (list them with weight 0 to sell).
 2. **place_order** (one mapped task per order): **a dry run by default** (IBKR what-if only).
    Set `dry_run` to false to place; live accounts also need `allow_live`. Retries never place an
-   order twice; unknown confirmation prompts fail the task.
-3. **wait_for_fill**: deferrable sensors wait for each placed order to fill.
+   order twice; unknown confirmation prompts fail the task. `order_type` MKT (default) or LMT:
+   limit orders buy `limit_offset` below the snapshot price and sell that far above it.
+3. **wait_for_fill**: deferrable sensors wait for each placed order to fill, checking every
+   `IBKR_REBALANCE_FILL_POLL_SECONDS` (environment, default 30) seconds.
 4. **summary**: the plan and what happened, also written as JSON to `output_dir`.
 """
 
@@ -31,6 +33,7 @@ from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
 from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
 
 log = logging.getLogger(__name__)
+FILL_POLL_SECONDS = float(os.environ.get("IBKR_REBALANCE_FILL_POLL_SECONDS", "30"))
 DEFAULT_OUTPUT = os.path.join(
     os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "ibkr", "rebalance"
 )
@@ -52,6 +55,14 @@ with DAG(
             False, type="boolean", description="Needed (with dry_run false) for a live account."
         ),
         "allowed_message_ids": Param([], type="array", description="IBKR prompt ids to confirm, e.g. o163."),
+        "order_type": Param("MKT", type="string", enum=["MKT", "LMT"], description="Market or limit orders."),
+        "limit_offset": Param(
+            0.005,
+            type="number",
+            minimum=0,
+            maximum=0.2,
+            description="LMT only: buy this fraction below the snapshot price, sell this far above it.",
+        ),
         "output_dir": Param(
             "", type="string", description=f"Summary JSON directory; empty: {DEFAULT_OUTPUT}"
         ),
@@ -73,14 +84,14 @@ with DAG(
         if not account:
             raise IbkrValidationError("account_id", "set the param or the connection's account_id")
         targets = check_targets(params["targets"])
-        net_liq = client.account_summary(account).net_liquidation or 0.0
+        net_liq = float(client.account_summary(account).net_liquidation or 0)
         holdings = {
-            p.conid: Holding(p.conid, p.quantity, p.market_value or 0.0)
+            p.conid: Holding(p.conid, p.quantity, float(p.market_value or 0))
             for p in client.all_positions(account)
         }
         conids = client.market_data.resolve_conids(targets)
         quotes = client.market_data.snapshot(list(conids.values()))
-        prices = {s: quotes[c].last or 0.0 for s, c in conids.items()}
+        prices = {s: float(quotes[c].last or 0) for s, c in conids.items()}
         orders = plan_rebalance(
             net_liquidation=net_liq,
             targets=targets,
@@ -103,12 +114,18 @@ with DAG(
                 o.current_weight * 100,
                 o.target_weight * 100,
             )
+        limit = params["order_type"] == "LMT"
+        offset = float(params["limit_offset"])
         return [
             {
                 "account_id": account,
                 "conid": o.conid,
                 "side": o.side,
                 "quantity": o.quantity,
+                "order_type": params["order_type"],
+                "limit_price": round(o.price * (1 - offset if o.side == "BUY" else 1 + offset), 2)
+                if limit
+                else None,
                 "dry_run": bool(params["dry_run"]),
                 "allow_live": bool(params["allow_live"]),
                 "allowed_message_ids": list(params["allowed_message_ids"]),
@@ -124,7 +141,7 @@ with DAG(
         return [str(r["order_id"]) for r in results if r and r.get("order_id")]
 
     waits = IbkrOrderStatusSensor.partial(
-        task_id="wait_for_fill", deferrable=True, poke_interval=30, timeout=6 * 3600
+        task_id="wait_for_fill", deferrable=True, poke_interval=FILL_POLL_SECONDS, timeout=6 * 3600
     ).expand(order_id=placed_order_ids(placed.output))
 
     @task(trigger_rule="none_failed")

@@ -49,6 +49,7 @@ with DAG(
     @task
     @fail_fast("IBKR risk check")
     def check_risk() -> dict[str, dict[str, float | None]]:
+        from ibkr_provider.client.numbers import as_json_number
         from ibkr_provider.hooks.ibkr import IbkrHook
 
         params = get_current_context()["params"]
@@ -59,8 +60,11 @@ with DAG(
         breaches: list[str] = []
         for account in accounts:
             summary = client.account_summary(account)
-            cushion, excess = summary.amount("cushion"), summary.amount("excessliquidity")
-            daily = pnl[account].daily_pnl if account in pnl else None
+            cushion, excess = (
+                as_json_number(summary.amount("cushion")),
+                as_json_number(summary.amount("excessliquidity")),
+            )
+            daily = as_json_number(pnl[account].daily_pnl) if account in pnl else None
             figures[account] = {"cushion": cushion, "excess_liquidity": excess, "daily_pnl": daily}
             log.info("%s: cushion %s, excess liquidity %s, daily PnL %s", account, cushion, excess, daily)
             if cushion is not None and cushion < params["min_cushion"]:

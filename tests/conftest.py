@@ -1,4 +1,10 @@
-"""Test set-up: an isolated AIRFLOW_HOME and real sandbox servers on free loopback ports."""
+"""Test set-up: an isolated AIRFLOW_HOME and real sandbox servers on free loopback ports.
+
+Tiers (a marker each, from the folder): ``tests/unit`` (no subprocess, no socket),
+``tests/integration`` (the client, hooks and operators against sandbox servers over HTTP),
+``tests/e2e`` (the Airflow CLI, executors, several processes, the browser). Helpers live in
+``tests/support``. ``make test-fast`` runs the first two, ``make test`` all three.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,18 @@ from ibkr_sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 from ibkr_provider.client import IbkrClient, IbkrClientConfig  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its tier (its folder below tests/)."""
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        tier = Path(str(item.path)).resolve().relative_to(tests_dir).parts[0]
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +129,7 @@ def make_client() -> Iterator[Callable[..., IbkrClient]]:
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One `airflow db migrate` per test session; tests copy its database (a migration costs
     several seconds, a copy milliseconds)."""
-    from tests.airflow_cli import airflow_env, run_airflow
+    from tests.support.airflow_cli import airflow_env, run_airflow
 
     home = tmp_path_factory.mktemp("airflow-template")
     result = run_airflow(["db", "migrate"], airflow_env(home, REPO_ROOT / "dags"), timeout=300)

@@ -17,6 +17,7 @@ from ibkr_provider.client.errors import IbkrValidationError
 
 if TYPE_CHECKING:
     from ibkr_provider.client.models import BrokerageAccounts
+    from ibkr_provider.client.stores import Lease
 
 _ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -45,8 +46,8 @@ class IbkrApi(Protocol):
     def portfolio_preflight(self, *, force: bool = False) -> list[Any]:
         """``GET /portfolio/accounts``, which IBKR requires before other ``/portfolio`` calls."""
 
-    def lock(self, name: str, timeout: float) -> AbstractContextManager[None]:
-        """A lock shared by every process of the session."""
+    def lock(self, name: str, timeout: float) -> AbstractContextManager[Lease]:
+        """A lock shared by every process of the session; its lease says whether it is still held."""
 
 
 def resolve_account(given: str | None, default: str | None) -> str:

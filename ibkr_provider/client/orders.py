@@ -124,7 +124,7 @@ class OrderService:
         """Place one order safely (see the module docstring). Returns once IBKR acknowledged it."""
         ticket.validate()
         self._api.iserver_preflight()
-        with self._api.lock("orders", timeout=ORDER_QUEUE_SECONDS):
+        with self._api.lock("orders", timeout=ORDER_QUEUE_SECONDS) as lease:
             if ticket.coid:
                 existing = self.find_by_coid(account_id, ticket.coid)
                 if existing is not None:
@@ -134,6 +134,7 @@ class OrderService:
                         existing.order_id,
                     )
                     return PlacedOrder(existing.order_id, existing.status, ticket.coid, adopted=True)
+            lease.check()  # never send an order while another process may be placing one
             answer = self._api.call(
                 "POST",
                 f"/iserver/account/{account_id}/orders",

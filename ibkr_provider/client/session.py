@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from ibkr_provider.client.auth import AuthStrategy
@@ -39,7 +40,7 @@ from ibkr_provider.client.errors import (
 from ibkr_provider.client.models import BrokerageAccounts, BrokerageSessionStatus
 from ibkr_provider.client.pacing import Pacer
 from ibkr_provider.client.record import SessionRecord
-from ibkr_provider.client.stores import SessionStore
+from ibkr_provider.client.stores import Lease, SessionStore
 from ibkr_provider.client.transport import HttpTransport
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,19 @@ COMPETING_ADVICE = (
     "log out there, or use a second IBKR username for the API (IBKR allows one brokerage session per "
     "username)"
 )
+
+
+@dataclass
+class SessionStats:
+    """What this process did to the shared session (for logs and for proving single flight)."""
+
+    #: Sessions this process opened (logins), and when the last one was ready (epoch seconds).
+    opened: int = 0
+    opened_at: float | None = None
+    #: Repairs this process made after IBKR dropped the session.
+    recovered: int = 0
+    #: Seconds spent waiting for another process holding the session lock.
+    lock_wait_seconds: float = 0.0
 
 
 def competing_error(
@@ -102,6 +116,7 @@ class SessionManager:
         self._clock = clock
         self._record: SessionRecord | None = None
         self._last_mark = 0.0
+        self.stats = SessionStats()
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ the shared record
@@ -130,7 +145,9 @@ class SessionManager:
             shared = self.store.load(self.key)
             if shared is not None and self.usable(shared):
                 return self._remember(shared)
+            asked = time.monotonic()
             with self.store.lock(self.key):
+                self.stats.lock_wait_seconds += time.monotonic() - asked
                 shared = self.store.load(self.key)
                 if shared is not None and self.usable(shared):
                     return self._remember(shared)
@@ -138,7 +155,7 @@ class SessionManager:
                 self.store.save(self.key, record)
             return self._remember(record)
 
-    def lock(self, name: str, timeout: float) -> AbstractContextManager[None]:
+    def lock(self, name: str, timeout: float) -> AbstractContextManager[Lease]:
         """A lock named ``name`` shared by every process of this session (e.g. order placement)."""
         return self.store.lock(f"{self.key}-{name}", timeout=timeout)
 
@@ -167,6 +184,8 @@ class SessionManager:
         )
         self._remember(record)
         self._establish_brokerage(record, compete=self.config.compete_on_login)
+        self.stats.opened += 1
+        self.stats.opened_at = time.time()
         log.info(
             "IBKR session ready (%s mode, generation %d, %d account(s))",
             self.config.auth_type.value,
@@ -241,6 +260,7 @@ class SessionManager:
                 else:
                     self._establish_brokerage(record, compete=False)
             self.store.save(self.key, record)
+            self.stats.recovered += 1
             return self._remember(record)
 
     # ------------------------------------------------------------------ requests

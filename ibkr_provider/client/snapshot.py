@@ -9,11 +9,13 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from ibkr_provider.client.client import IbkrClient
 from ibkr_provider.client.errors import IbkrErrorCode, IbkrNotFoundError
 from ibkr_provider.client.models import Account, AccountSummary, Ledger, Position
+from ibkr_provider.client.numbers import as_json_number
 
 POSITION_COLUMNS = (
     "account_id",
@@ -50,11 +52,11 @@ class AccountSnapshot:
     def figures(self) -> dict[str, Any]:
         """Small, JSON-serializable headline figures (fit for XCom)."""
         return {
-            "net_liquidation": self.summary.net_liquidation,
-            "total_cash": self.summary.amount("totalcashvalue"),
-            "excess_liquidity": self.summary.amount("excessliquidity"),
+            "net_liquidation": as_json_number(self.summary.net_liquidation),
+            "total_cash": as_json_number(self.summary.amount("totalcashvalue")),
+            "excess_liquidity": as_json_number(self.summary.amount("excessliquidity")),
             "positions": len(self.positions),
-            "market_value": round(sum(p.market_value or 0.0 for p in self.positions), 2),
+            "market_value": float(sum((p.market_value or Decimal(0) for p in self.positions), Decimal(0))),
         }
 
 

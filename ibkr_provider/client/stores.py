@@ -22,25 +22,104 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from ibkr_provider.client.errors import IbkrConfigError, IbkrErrorCode, IbkrSessionError
 from ibkr_provider.client.locking import flock, write_private_atomically
-from ibkr_provider.client.pacing_state import FileStateStore
 from ibkr_provider.client.record import Cipher, SessionRecord
 
-if TYPE_CHECKING:
-    from pyrate_limiter import StateStore
+log = logging.getLogger(__name__)
 
 #: How long a process waits for another process's renewal before giving up.
 LOCK_TIMEOUT_SECONDS = 120.0
-#: A Redis lock expires on its own after this long, so a killed worker never wedges the others.
-REDIS_LOCK_TTL_SECONDS = 90.0
+#: A Redis lock expires on its own this long after its holder stops renewing it, so a killed
+#: worker never wedges the others; a live holder renews it every third of that.
+REDIS_LOCK_TTL_SECONDS = 30.0
+
+#: Atomically claim a pacing slot in Redis (milliseconds): slot = max(earliest, next free).
+RESERVE_SLOT_LUA = """
+local next_free = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = math.max(tonumber(ARGV[1]), next_free)
+redis.call('SET', KEYS[1], string.format('%d', slot + tonumber(ARGV[2])), 'PX', tonumber(ARGV[3]))
+return string.format('%d', slot)
+"""
+
+
+def lock_timeout(key: str, timeout: float) -> IbkrSessionError:
+    return IbkrSessionError(
+        f"timed out after {timeout:g} s waiting for the lock {key}", code=IbkrErrorCode.LOCK_TIMEOUT
+    )
+
+
+class Lease:
+    """A held lock. File and memory locks are held until released; :class:`RedisLease` can
+    lapse, and says so."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    @property
+    def held(self) -> bool:
+        return True
+
+    def check(self) -> None:
+        """Raise :class:`IbkrSessionError` if the lock was lost (before an irreversible step)."""
+        if not self.held:
+            raise IbkrSessionError(
+                f"the lock {self.key} lapsed while held (its holder stalled longer than the lease); "
+                "stopping before anything irreversible is sent",
+                code=IbkrErrorCode.LOCK_TIMEOUT,
+            )
+
+
+class RedisLease(Lease):
+    """A Redis lock renewed by a watchdog thread while held (redis-py's ``Lock.reacquire``), so a
+    placement that takes longer than the lease keeps it; it lapses only if the holder's process
+    stops (or Redis loses the key), and :meth:`check` then refuses to go on."""
+
+    def __init__(self, key: str, lock: Any, lease_seconds: float) -> None:
+        super().__init__(key)
+        self._lock = lock
+        self._period = max(0.05, lease_seconds / 3)
+        self._lost = threading.Event()
+        self._done = threading.Event()
+        self._watchdog = threading.Thread(target=self._renew, name="ibkr-lock-lease", daemon=True)
+
+    @property
+    def held(self) -> bool:
+        return not self._lost.is_set()
+
+    def start(self) -> None:
+        self._watchdog.start()
+
+    def _renew(self) -> None:
+        from redis.exceptions import LockError
+
+        while not self._done.wait(self._period):
+            try:
+                self._lock.reacquire()
+            except LockError:
+                self._lost.set()
+                log.warning("lost the Redis lock %s: another process may hold it now", self.key)
+                return
+
+    def end(self) -> None:
+        from redis.exceptions import LockError
+
+        self._done.set()
+        self._watchdog.join()
+        if self._lost.is_set():
+            return
+        try:
+            self._lock.release()
+        except LockError:
+            log.warning("the Redis lock %s had lapsed before its release", self.key)
 
 
 class SessionStore(ABC):
@@ -49,17 +128,28 @@ class SessionStore(ABC):
     def __init__(self, cipher: Cipher | None = None) -> None:
         self._cipher = cipher
         self._held = threading.local()
+        self._memo_lock = threading.Lock()
+        self._memo_data: bytes | None = None
+        self._memo_record: SessionRecord | None = None
 
     def _seal(self, record: SessionRecord) -> bytes:
         data = record.to_bytes()
         return self._cipher.encrypt(data) if self._cipher else data
 
     def _open(self, data: bytes) -> SessionRecord | None:
+        """The record in ``data``; decrypted once per distinct value (every request reads the
+        shared record, and it rarely changes)."""
+        with self._memo_lock:
+            if data == self._memo_data and self._memo_record is not None:
+                return dataclasses.replace(self._memo_record)
         try:
             plain = self._cipher.decrypt(data) if self._cipher else data
-            return SessionRecord.from_bytes(plain)
+            record = SessionRecord.from_bytes(plain)
         except Exception:
             return None
+        with self._memo_lock:
+            self._memo_data, self._memo_record = data, dataclasses.replace(record)
+        return record
 
     @abstractmethod
     def load(self, key: str) -> SessionRecord | None:
@@ -70,35 +160,36 @@ class SessionStore(ABC):
         """Store the record; readers never see a half-written one."""
 
     @contextlib.contextmanager
-    def lock(self, key: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+    def lock(self, key: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[Lease]:
         """An exclusive lock across every process sharing this store (single flight), waited
-        for at most ``timeout`` seconds.
+        for at most ``timeout`` seconds. Yields the :class:`Lease`, which says whether the lock
+        is still held (a Redis lock can lapse if its holder stalls).
 
         Re-entrant within a thread: a renewal that needs the lock again (a recovery inside a
         pre-flight) must not wait for itself.
         """
-        depth: dict[str, int] = self._held.__dict__.setdefault("depth", {})
-        if depth.get(key, 0):
-            depth[key] += 1
-            try:
-                yield
-            finally:
-                depth[key] -= 1
+        held: dict[str, Lease] = self._held.__dict__.setdefault("leases", {})
+        if key in held:
+            yield held[key]
             return
-        with self._acquire(key, timeout):
-            depth[key] = 1
+        with self._acquire(key, timeout) as lease:
+            held[key] = lease
             try:
-                yield
+                yield lease
             finally:
-                depth[key] = 0
+                del held[key]
 
     @abstractmethod
-    def _acquire(self, key: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+    def _acquire(self, key: str, timeout: float) -> contextlib.AbstractContextManager[Lease]:
         """The backend's exclusive cross-process lock for ``key``."""
 
     @abstractmethod
-    def pacing_store(self, key: str, bucket: str) -> StateStore:
-        """Atomic shared state for one pacing bucket (pyrate-limiter's store interface)."""
+    def reserve_slot(self, key: str, bucket: str, *, earliest_ms: int, interval_ms: int) -> int:
+        """Claim the next free send time of a pacing bucket, atomically for every process.
+
+        The slot is ``max(earliest_ms, next free)``; the bucket's next free time then moves one
+        ``interval_ms`` past it. Returns the slot (epoch milliseconds).
+        """
 
     @abstractmethod
     def mark_used(self, key: str, when: float) -> None:
@@ -117,7 +208,7 @@ class MemorySessionStore(SessionStore):
     _records: dict[str, SessionRecord] = {}
     _used: dict[str, float] = {}
     _locks: dict[str, threading.Lock] = {}
-    _pacing: dict[tuple[str, str], Any] = {}
+    _next_free: dict[tuple[str, str], int] = {}
     _guard = threading.Lock()
 
     def load(self, key: str) -> SessionRecord | None:
@@ -128,26 +219,21 @@ class MemorySessionStore(SessionStore):
         self._records[key] = dataclasses.replace(record)
 
     @contextlib.contextmanager
-    def _acquire(self, key: str, timeout: float) -> Iterator[None]:
+    def _acquire(self, key: str, timeout: float) -> Iterator[Lease]:
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         if not lock.acquire(timeout=timeout):
-            raise IbkrSessionError(
-                f"timed out after {timeout:g} s waiting for the lock {key}", code=IbkrErrorCode.LOCK_TIMEOUT
-            )
+            raise lock_timeout(key, timeout)
         try:
-            yield
+            yield Lease(key)
         finally:
             lock.release()
 
-    def pacing_store(self, key: str, bucket: str) -> StateStore:
-        from pyrate_limiter import InMemoryStateStore
-
+    def reserve_slot(self, key: str, bucket: str, *, earliest_ms: int, interval_ms: int) -> int:
         with self._guard:
-            store = self._pacing.get((key, bucket))
-            if store is None:
-                store = self._pacing[(key, bucket)] = InMemoryStateStore()
-            return store
+            slot = max(earliest_ms, self._next_free.get((key, bucket), 0))
+            self._next_free[(key, bucket)] = slot + interval_ms
+            return slot
 
     def mark_used(self, key: str, when: float) -> None:
         self._used[key] = max(when, self._used.get(key, 0.0))
@@ -161,7 +247,7 @@ class MemorySessionStore(SessionStore):
         with cls._guard:
             cls._records.clear()
             cls._used.clear()
-            cls._pacing.clear()
+            cls._next_free.clear()
 
 
 # ---------------------------------------------------------------------------- file
@@ -191,11 +277,21 @@ class FileSessionStore(SessionStore):
     def save(self, key: str, record: SessionRecord) -> None:
         write_private_atomically(self._path(key, "session"), self._seal(record))
 
-    def _acquire(self, key: str, timeout: float) -> contextlib.AbstractContextManager[None]:
-        return flock(self._path(key, "lock"), timeout)
+    @contextlib.contextmanager
+    def _acquire(self, key: str, timeout: float) -> Iterator[Lease]:
+        with flock(self._path(key, "lock"), timeout):
+            yield Lease(key)
 
-    def pacing_store(self, key: str, bucket: str) -> StateStore:
-        return FileStateStore(self._path(key, f"pace-{bucket}"))  # type: ignore[return-value]
+    def reserve_slot(self, key: str, bucket: str, *, earliest_ms: int, interval_ms: int) -> int:
+        path = self._path(key, f"pace-{bucket}")
+        with flock(path.with_name(path.name + ".lock"), LOCK_TIMEOUT_SECONDS):
+            try:
+                next_free = int(path.read_text())
+            except (OSError, ValueError):
+                next_free = 0
+            slot = max(earliest_ms, next_free)
+            write_private_atomically(path, str(slot + interval_ms).encode())
+            return slot
 
     def mark_used(self, key: str, when: float) -> None:
         write_private_atomically(self._path(key, "used"), repr(when).encode())
@@ -211,7 +307,9 @@ class FileSessionStore(SessionStore):
 class RedisSessionStore(SessionStore):
     """Shared across hosts through Redis (install the ``redis`` extra)."""
 
-    def __init__(self, url: str, cipher: Cipher | None = None) -> None:
+    def __init__(
+        self, url: str, cipher: Cipher | None = None, *, lease_seconds: float = REDIS_LOCK_TTL_SECONDS
+    ) -> None:
         super().__init__(cipher)
         try:
             import redis
@@ -222,6 +320,8 @@ class RedisSessionStore(SessionStore):
             ) from None
         self._url = url
         self._redis = redis.Redis.from_url(url)
+        self._lease_seconds = lease_seconds
+        self._reserve = self._redis.register_script(RESERVE_SLOT_LUA)
 
     def _name(self, key: str, part: str) -> str:
         return f"ibkr:{key}:{part}"
@@ -234,28 +334,29 @@ class RedisSessionStore(SessionStore):
         self._redis.set(self._name(key, "session"), self._seal(record))
 
     @contextlib.contextmanager
-    def _acquire(self, key: str, timeout: float) -> Iterator[None]:
+    def _acquire(self, key: str, timeout: float) -> Iterator[Lease]:
+        # Not thread-local: the lease's watchdog thread renews the token the holder acquired.
         lock = self._redis.lock(
             self._name(key, "lock"),
-            timeout=REDIS_LOCK_TTL_SECONDS,
+            timeout=self._lease_seconds,
             blocking_timeout=timeout,
             sleep=0.02,
+            thread_local=False,
         )
         if not lock.acquire():
-            raise IbkrSessionError(
-                f"timed out after {timeout:g} s waiting for the Redis lock {key}",
-                code=IbkrErrorCode.LOCK_TIMEOUT,
-            )
+            raise lock_timeout(key, timeout)
+        lease = RedisLease(key, lock, self._lease_seconds)
+        lease.start()
         try:
-            yield
+            yield lease
         finally:
-            with contextlib.suppress(Exception):
-                lock.release()
+            lease.end()
 
-    def pacing_store(self, key: str, bucket: str) -> StateStore:
-        from pyrate_limiter import RedisStateStore
-
-        return RedisStateStore(self._redis, self._name(key, f"pace:{bucket}"))
+    def reserve_slot(self, key: str, bucket: str, *, earliest_ms: int, interval_ms: int) -> int:
+        name = self._name(key, f"pace:{bucket}")
+        # The next free time expires a minute after it passes: an idle bucket leaves nothing behind.
+        ttl_ms = interval_ms + 60_000
+        return int(self._reserve(keys=[name], args=[earliest_ms, interval_ms, ttl_ms]))
 
     def mark_used(self, key: str, when: float) -> None:
         self._redis.set(self._name(key, "used"), repr(when))

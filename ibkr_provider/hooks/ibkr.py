@@ -155,14 +155,16 @@ class IbkrHook(BaseHook):
         self.ibkr_conn_id = ibkr_conn_id
         self._client: IbkrClient | None = None
 
-    def get_client_config(self) -> IbkrClientConfig:
-        """Read and validate the connection (raises :class:`IbkrConfigError` naming the field)."""
+    def get_client_config(self, secret_sink: SecretSink | None = None) -> IbkrClientConfig:
+        """Read and validate the connection (raises :class:`IbkrConfigError` naming the field);
+        the key and its lines go to ``secret_sink`` (Airflow's masker by default)."""
         conn = self.get_connection(self.ibkr_conn_id)
         config = config_from_connection(
             conn.host, conn.login, conn.extra_dejson, session_cache_dir=default_session_cache_dir()
         )
+        sink = secret_sink or mask_secret
         for secret in key_secrets(config):
-            mask_secret(secret)
+            sink(secret)
         return config
 
     async def aget_client(self, secret_sink: SecretSink) -> IbkrClient:
@@ -172,8 +174,10 @@ class IbkrHook(BaseHook):
         ``secret_sink`` receives every secret, to be masked with ``amask_secret`` by the caller
         (a blocking ``mask_secret`` is unsafe in the triggerer)."""
         from ibkr_provider.client import IbkrClient
+        from ibkr_provider.client.secrets import SecretRegistry
 
         conn = await self.aget_connection(self.ibkr_conn_id)
+        sink = SecretRegistry(secret_sink)
         extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
 
         def build() -> IbkrClient:
@@ -181,19 +185,19 @@ class IbkrHook(BaseHook):
                 conn.host, conn.login, extra, session_cache_dir=default_session_cache_dir()
             )
             for secret in key_secrets(config):
-                secret_sink(secret)
-            return IbkrClient(config, secret_sink=secret_sink, cipher=airflow_cipher())
+                sink(secret)
+            return IbkrClient(config, secret_sink=sink, cipher=airflow_cipher())
 
         return await asyncio.to_thread(build)
 
     def get_conn(self) -> IbkrClient:
         """The client for this connection, built on first use and reused by the hook."""
         from ibkr_provider.client import IbkrClient
+        from ibkr_provider.client.secrets import SecretRegistry
 
         if self._client is None:
-            self._client = IbkrClient(
-                self.get_client_config(), secret_sink=mask_secret, cipher=airflow_cipher()
-            )
+            sink = SecretRegistry(mask_secret)
+            self._client = IbkrClient(self.get_client_config(sink), secret_sink=sink, cipher=airflow_cipher())
         return self._client
 
     def close(self) -> None:

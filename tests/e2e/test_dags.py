@@ -1,0 +1,209 @@
+"""The example DAGs: they import cleanly without touching a connection, and run for real."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from ibkr_sandbox.process import RunningSandbox
+
+from ibkr_provider.client import IbkrClient, IbkrClientConfig
+from ibkr_provider.client.order_models import OrderSide
+from tests.support.airflow_cli import AIRFLOW, REPO_ROOT, airflow_env, run_airflow
+
+DAGS = REPO_ROOT / "dags"
+
+
+def test_dags_import_without_errors_or_connection_lookups() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    with mock.patch(
+        "airflow.sdk.BaseHook.get_connection", side_effect=AssertionError("lookup at parse")
+    ) as lookup:
+        bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {
+        "ibkr_portfolio_snapshot",
+        "ibkr_rebalance",
+        "ibkr_dca",
+        "ibkr_flex_report",
+        "ibkr_risk_monitor",
+    }
+    for dag_id in bag.dag_ids:
+        dag = bag.dags[dag_id]
+        assert dag.doc_md and dag.default_args["retries"] >= 1 and dag.params, dag_id
+        assert str(dag.timezone) in ("America/New_York", "Timezone('America/New_York')"), dag_id
+    lookup.assert_not_called()
+    dag = bag.dags["ibkr_portfolio_snapshot"]
+    assert dag is not None and dag.doc_md and dag.default_args["retries"] >= 1
+    assert str(dag.timezone) in ("America/New_York", "Timezone('America/New_York')")
+
+
+@pytest.fixture(scope="module")
+def migrated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("airflow-home")
+    result = run_airflow(["db", "migrate"], airflow_env(home, DAGS), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home
+
+
+def test_portfolio_snapshot_runs_under_airflow_dags_test(
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    out = tmp_path / "snapshots"
+    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    params = json.dumps({"output_dir": str(out)})
+    result = run_airflow(["dags", "test", "ibkr_portfolio_snapshot", "-c", params], env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    (json_file,) = out.glob("portfolio_snapshot_*.json")
+    snapshot = json.loads(json_file.read_text())
+    by_id = {a["account"]["accountId"]: a for a in snapshot["accounts"]}
+    assert set(by_id) == {"DU1234567", "DU2345678", "U3456789"}
+    assert len(by_id["DU1234567"]["positions"]) == 273  # every page of the 250+ position account
+    assert by_id["DU1234567"]["summary"]["netliquidation"]["amount"] > 0
+    assert "BASE" in by_id["DU2345678"]["ledger"]
+    (csv_file,) = out.glob("positions_*.csv")
+    rows = list(csv.DictReader(csv_file.open()))
+    assert len(rows) == 273 + 6 + 3
+    assert {r["account_id"] for r in rows} == set(by_id)
+
+    # The Asset event is in Airflow's database, with the files and figures in its extra.
+    with sqlite3.connect(migrated_home / "airflow.db") as db:
+        events = db.execute(
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.name = ?",
+            ("ibkr_portfolio_snapshot",),
+        ).fetchall()
+    assert len(events) == 1
+    extra = json.loads(events[0][0])
+    assert sorted(extra["files"]) == sorted([f"file://{json_file}", f"file://{csv_file}"])
+    assert extra["accounts"]["DU1234567"]["positions"] == 273
+
+
+def test_rebalance_dry_run_plans_and_previews_without_placing(
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    out = tmp_path / "rebalance"
+    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    conf = {
+        "account_id": "DU2345678",
+        "targets": {"AAPL": 0.1, "MSFT": 0.1, "SPY": 0.35, "VTI": 0.15, "BND": 0.2, "VXUS": 0.1},
+        "output_dir": str(out),
+    }
+    result = run_airflow(["dags", "test", "ibkr_rebalance", "-c", json.dumps(conf)], env, timeout=400)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    (summary_file,) = out.glob("rebalance_*.json")
+    report = json.loads(summary_file.read_text())
+    assert report["dry_run"] is True and report["plan"]
+    assert len(report["orders"]) == len(report["plan"])
+    assert all(o["dry_run"] and "order_id" not in o and o["whatif"]["amount"] > 0 for o in report["orders"])
+    stats = fresh_sandbox.stats()
+    assert stats.get("orders_placed", 0) == 0 and stats["whatif_requests"] == len(report["plan"])
+
+
+def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    """Limit orders 1 % away from the market rest; a deferrable sensor's trigger polls them until
+    the test moves the prices through the limits, and the run ends with every order filled."""
+    out = tmp_path / "rebalance"
+    env = airflow_env(
+        migrated_home,
+        DAGS,
+        AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
+        IBKR_REBALANCE_FILL_POLL_SECONDS="1",
+        # The test's own client shares the run's session (a second login would compete with it),
+        # so the cache is a directory both use, unencrypted for this test.
+        AIRFLOW__IBKR__SESSION_CACHE_DIR=str(tmp_path / "cache"),
+        AIRFLOW__CORE__FERNET_KEY="",
+    )
+    conf = {
+        "account_id": "DU2345678",
+        "targets": {"SPY": 0.5, "BND": 0.3},
+        "dry_run": False,
+        "order_type": "LMT",
+        "limit_offset": 0.01,
+        "output_dir": str(out),
+    }
+    command = [AIRFLOW, "dags", "test", "ibkr_rebalance", "-c", json.dumps(conf)]
+    run = subprocess.Popen(
+        command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    client = IbkrClient(
+        IbkrClientConfig.from_mapping(
+            fresh_sandbox.client_config_values(session_cache=f"file://{tmp_path / 'cache'}")
+        )
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:  # until a trigger has polled a resting order (dags test runs them one by one)
+            assert run.poll() is None and time.monotonic() < deadline, "the orders were never waited for"
+            polls = [v for k, v in fresh_sandbox.stats()["paths"].items() if "/order/status/" in k]
+            if polls and max(polls) >= 3:
+                break
+            time.sleep(0.5)
+        resting = client.orders.live_orders()
+        assert resting and all(o.status.value == "Submitted" for o in resting)
+        for order in resting:  # move each price through its limit
+            limit = float(order.raw["price"])
+            fresh_sandbox.set_price(
+                order.conid or 0, round(limit * (0.999 if order.side == OrderSide.BUY else 1.001), 2)
+            )
+        output, _ = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+        client.close()
+    assert run.returncode == 0, output[-4000:]
+    report = json.loads(next(out.glob("rebalance_*.json")).read_text())
+    assert report["dry_run"] is False and report["orders"]
+    assert all(o["status"] == "Submitted" for o in report["orders"])  # resting when placed
+    with sqlite3.connect(migrated_home / "airflow.db") as db:
+        waits = db.execute(
+            "SELECT state FROM task_instance WHERE dag_id = 'ibkr_rebalance' AND task_id = 'wait_for_fill'"
+        ).fetchall()
+    assert waits and {w[0] for w in waits} == {"success"} and len(waits) == len(report["orders"])
+    assert fresh_sandbox.stats()["orders_placed"] == len(report["orders"]) == len(report["plan"])
+
+
+def test_dca_dry_run_previews_cash_quantity_orders(
+    migrated_home: Path, fresh_sandbox: RunningSandbox
+) -> None:
+    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    result = run_airflow(["dags", "test", "ibkr_dca", "-c", json.dumps({"account_id": "DU2345678"})], env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    stats = fresh_sandbox.stats()
+    assert stats["whatif_requests"] == 2 and stats.get("orders_placed", 0) == 0
+
+
+def test_dca_is_skipped_with_a_clear_line_when_funds_are_short(
+    migrated_home: Path, fresh_sandbox: RunningSandbox
+) -> None:
+    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    conf = {"account_id": "DU2345678", "amounts": {"VTI": 5_000_000}, "dry_run": False}
+    result = run_airflow(["dags", "test", "ibkr_dca", "-c", json.dumps(conf)], env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "Skipping DCA for DU2345678: available funds" in output
+    assert fresh_sandbox.stats().get("whatif_requests", 0) == 0
+
+
+def test_risk_monitor_passes_then_fails_with_a_readable_breach(
+    migrated_home: Path, fresh_sandbox: RunningSandbox
+) -> None:
+    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    ok = run_airflow(["dags", "test", "ibkr_risk_monitor"], env)
+    assert ok.returncode == 0, (ok.stdout + ok.stderr)[-4000:]
+    strict = {"accounts": ["DU2345678"], "min_cushion": 0.99, "min_excess_liquidity": 10_000_000}
+    failed = run_airflow(["dags", "test", "ibkr_risk_monitor", "-c", json.dumps(strict)], env)
+    output = failed.stdout + failed.stderr
+    assert "IBKR risk limits breached" in output
+    assert "DU2345678: margin cushion" in output and "DU2345678: excess liquidity" in output
+    assert "state=failed" in output or failed.returncode != 0

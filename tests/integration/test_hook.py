@@ -1,0 +1,137 @@
+"""IbkrHook: lazy connection lookup, test_connection, and secret registration with the masker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from ibkr_sandbox.process import RunningSandbox
+
+from ibkr_provider.hooks.ibkr import IbkrHook
+from tests.support.airflow_cli import REPO_ROOT, airflow_env
+
+
+@pytest.fixture
+def conn_env(monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox):  # type: ignore[no-untyped-def]
+    def set_conn(conn_id: str = "ibkr_default", **extra: object) -> None:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", fresh_sandbox.connection_json(**extra))
+
+    return set_conn
+
+
+def test_constructor_never_looks_up_the_connection() -> None:
+    with mock.patch("airflow.sdk.BaseHook.get_connection", side_effect=AssertionError("looked up")) as lookup:
+        hook = IbkrHook(ibkr_conn_id="does_not_exist")
+        assert hook.ibkr_conn_id == "does_not_exist"
+        assert IbkrHook().ibkr_conn_id == "ibkr_default"
+    lookup.assert_not_called()
+
+
+def test_test_connection_succeeds_against_the_sandbox(conn_env, fresh_sandbox: RunningSandbox) -> None:  # type: ignore[no-untyped-def]
+    conn_env()
+    ok, message = IbkrHook().test_connection()
+    assert ok, message
+    assert "DU1234567" in message and "oauth2" in message
+    assert fresh_sandbox.stats()["tokens_issued"] == 1
+
+
+def test_test_connection_reports_a_wrong_key(conn_env) -> None:  # type: ignore[no-untyped-def]
+    wrong = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
+    conn_env(private_key=wrong)
+    ok, message = IbkrHook().test_connection()
+    assert not ok
+    assert message.startswith("IbkrAuthError") and "signature verification failed" in message
+    assert "BEGIN" not in message
+
+
+def test_test_connection_reports_a_missing_field_without_raising(conn_env) -> None:  # type: ignore[no-untyped-def]
+    conn_env(ip=None)
+    ok, message = IbkrHook().test_connection()
+    assert not ok and "ip:" in message
+
+
+def test_test_connection_reports_a_missing_connection() -> None:
+    ok, message = IbkrHook(ibkr_conn_id="no_such_conn").test_connection()
+    assert not ok and "no_such_conn" in message
+
+
+def test_prefixed_extra_names_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox
+) -> None:
+    conn = fresh_sandbox.connection
+    conn["extra"] = {f"extra__ibkr__{k}": v for k, v in conn["extra"].items()}
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_PREFIXED", json.dumps(conn))
+    assert IbkrHook(ibkr_conn_id="ibkr_prefixed").test_connection()[0]
+
+
+def test_every_runtime_secret_is_registered_with_the_masker(conn_env) -> None:  # type: ignore[no-untyped-def]
+    from airflow.sdk._shared.secrets_masker import redact
+
+    conn_env()
+    sink: list[str] = []
+    with mock.patch("ibkr_provider.hooks.ibkr.mask_secret", side_effect=lambda s: sink.append(s)) as spy:
+        hook = IbkrHook()
+        client = hook.get_conn()
+        client.connect()
+        client.tickle()
+        hook.close()
+    # Unwrap what was registered, then register it for real and check the masker hides it.
+    assert spy.call_count >= 5
+    record = client.sessions.current
+    assert record is not None and record.bearer and record.access_token
+    assert record.bearer in sink and record.access_token in sink
+    assert client.config.private_key_pem in sink
+    assert sum(s.count(".") == 2 for s in sink) >= 2  # the two signed JWTs (client assertion, SSO JWT)
+    from airflow.sdk.log import mask_secret
+
+    for secret in sink:
+        mask_secret(secret)
+    line = f"Authorization: Bearer {record.bearer} token={record.access_token}"
+    assert record.bearer not in redact(line) and record.access_token not in redact(line)
+
+
+def _test_in_fresh_home(tmp_path: Path, sandbox: RunningSandbox, **env_extra: str) -> tuple[bool, str]:
+    """``IbkrHook().test_connection()`` in a new process whose AIRFLOW_HOME has no airflow.cfg."""
+    home = tmp_path / "fresh-home"
+    home.mkdir()
+    env = airflow_env(
+        home, REPO_ROOT / "dags", AIRFLOW_CONN_IBKR_DEFAULT=sandbox.connection_json(), **env_extra
+    )
+    code = (
+        "import json, logging; logging.basicConfig(); from ibkr_provider.hooks.ibkr import IbkrHook; "
+        "print(json.dumps(IbkrHook().test_connection()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (home / "airflow.cfg").exists() or "FERNET" not in env_extra
+    ok, message = json.loads(result.stdout.strip().splitlines()[-1])
+    return ok, message + result.stdout + result.stderr
+
+
+def test_a_fresh_home_without_a_fernet_key_works_and_warns(
+    tmp_path: Path, fresh_sandbox: RunningSandbox
+) -> None:
+    """Airflow returns the placeholder '{FERNET_KEY}' when no airflow.cfg exists yet: that is "no key"."""
+    ok, output = _test_in_fresh_home(tmp_path, fresh_sandbox)
+    assert ok, output
+    assert "fernet_key is not set" in output and "unencrypted" in output
+
+
+def test_a_malformed_fernet_key_names_the_option(tmp_path: Path, fresh_sandbox: RunningSandbox) -> None:
+    ok, message = _test_in_fresh_home(tmp_path, fresh_sandbox, AIRFLOW__CORE__FERNET_KEY="not-a-key")
+    assert not ok and "IbkrConfigError: [core] fernet_key: is not a valid Fernet key" in message
+    assert fresh_sandbox.stats()["requests_total"] == 0

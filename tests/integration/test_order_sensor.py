@@ -1,0 +1,142 @@
+"""The order-status sensor in poke and deferrable modes, its trigger, and a real Airflow run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from ibkr_sandbox.process import RunningSandbox
+
+from ibkr_provider.client import IbkrClient, IbkrClientConfig
+from ibkr_provider.client.orders import OrderTicket
+from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
+from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
+
+VTI = 12340038
+
+
+@pytest.fixture
+def resting_order(
+    monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox, isolated_session_cache: Path
+) -> str:
+    """A paper BUY limit order below the market (289.00): it rests until the price drops."""
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_DEFAULT", fresh_sandbox.connection_json())
+    client = IbkrClient(
+        IbkrClientConfig.from_mapping(
+            fresh_sandbox.client_config_values(session_cache_dir=str(isolated_session_cache))
+        )
+    )
+    placed = client.orders.place(
+        "DU2345678",
+        OrderTicket(conid=VTI, side="BUY", quantity=1, order_type="LMT", limit_price=280.0, coid="rest"),
+    )
+    client.close()
+    assert placed.status == "Submitted"
+    return placed.order_id
+
+
+def test_trigger_round_trips_through_serialize() -> None:
+    trigger = IbkrOrderStatusTrigger(order_id="42", ibkr_conn_id="ibkr_x", poll_interval=5, deadline=123.0)
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert json.loads(json.dumps(kwargs)) == kwargs  # stored JSON-serialized in the trigger table
+
+
+def test_poke_mode_waits_then_succeeds_on_fill(resting_order: str, fresh_sandbox: RunningSandbox) -> None:
+    sensor = IbkrOrderStatusSensor(task_id="wait", order_id=resting_order, poke_interval=1)
+    assert sensor.poke({}).is_done is False  # type: ignore[arg-type]
+    fresh_sandbox.set_price(VTI, 279.0)
+    done = sensor.poke({})  # type: ignore[arg-type]
+    assert done.is_done and done.xcom_value == {
+        "order_id": resting_order,
+        "order_status": "Filled",
+        "filled": 1.0,
+    }
+    sensor.hook.close()  # execute() closes it; this test called poke() directly
+
+
+def test_deferrable_sensor_defers_and_the_trigger_completes_on_fill(
+    resting_order: str, fresh_sandbox: RunningSandbox
+) -> None:
+    sensor = IbkrOrderStatusSensor(
+        task_id="wait", order_id=resting_order, deferrable=True, poke_interval=0.5, timeout=60
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})  # type: ignore[arg-type]
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, IbkrOrderStatusTrigger) and deferred.value.method_name == "execute_complete"
+    _, kwargs = trigger.serialize()
+    rebuilt = IbkrOrderStatusTrigger(**kwargs)  # what the triggerer does
+
+    async def run_until_filled() -> dict[str, Any]:
+        events = rebuilt.run()
+        first = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(1.5)
+        assert not first.done()  # still resting: the trigger keeps polling
+        await asyncio.to_thread(fresh_sandbox.set_price, VTI, 279.0)
+        event = await asyncio.wait_for(first, timeout=20)
+        return dict(event.payload)
+
+    payload = asyncio.run(run_until_filled())
+    assert payload["status"] == "success" and payload["order_status"] == "Filled"
+    assert sensor.execute_complete({}, payload) == {  # type: ignore[arg-type]
+        "order_id": resting_order,
+        "order_status": "Filled",
+        "filled": 1.0,
+    }
+    assert fresh_sandbox.stats()["paths"][f"GET /v1/api/iserver/account/order/status/{resting_order}"] >= 3
+
+
+def test_trigger_times_out_at_the_deadline(resting_order: str) -> None:
+    trigger = IbkrOrderStatusTrigger(
+        order_id=resting_order, ibkr_conn_id="ibkr_default", poll_interval=0.2, deadline=0.0
+    )
+
+    async def first_event() -> dict[str, Any]:
+        return dict((await trigger.run().__anext__()).payload)
+
+    assert asyncio.run(first_event()) == {
+        "status": "timeout",
+        "order_id": resting_order,
+        "order_status": "Submitted",
+    }
+
+
+def test_a_cancelled_order_fails_the_sensor(resting_order: str, fresh_sandbox: RunningSandbox) -> None:
+    client = IbkrClient(
+        IbkrClientConfig.from_mapping(fresh_sandbox.client_config_values(session_cache="memory"))
+    )
+    client.orders.cancel("DU2345678", resting_order)
+    client.close()
+    sensor = IbkrOrderStatusSensor(task_id="wait", order_id=resting_order)
+    with pytest.raises(AirflowException, match="ended 'Cancelled'"):
+        sensor.execute({})  # type: ignore[arg-type]
+
+
+def test_a_permanent_error_in_the_trigger_fails_the_sensor_without_retries(
+    resting_order: str, fresh_sandbox: RunningSandbox
+) -> None:
+    """IBKR knows no such order (400): the trigger says the error is permanent, and the sensor
+    fails without retries; a transient one (503) is left to Airflow's retries."""
+    trigger = IbkrOrderStatusTrigger(order_id="999999", ibkr_conn_id="ibkr_default", poll_interval=0.2)
+
+    async def first_event() -> dict[str, Any]:
+        return dict((await trigger.run().__anext__()).payload)
+
+    event = asyncio.run(first_event())
+    assert event["status"] == "error" and event["permanent"] is True and "400" in event["message"]
+    sensor = IbkrOrderStatusSensor(task_id="wait", order_id="999999")
+    with pytest.raises(AirflowFailException, match="Not retried"):
+        sensor.execute_complete({}, event)  # type: ignore[arg-type]
+    transient = {**event, "permanent": False}
+    with pytest.raises(AirflowException) as excinfo:
+        sensor.execute_complete({}, transient)  # type: ignore[arg-type]
+    assert not isinstance(excinfo.value, AirflowFailException)
+    with pytest.raises(AirflowFailException, match="Not retried"):
+        sensor.execute({})  # type: ignore[arg-type]

@@ -1,0 +1,347 @@
+"""Orders against the sandbox over real HTTP: the sandbox's order book, the client's safe
+placement, and the place-order operator's guards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import requests
+from airflow.sdk.exceptions import AirflowFailException
+from ibkr_sandbox.process import RunningSandbox
+
+from ibkr_provider.client import (
+    IbkrClient,
+    IbkrErrorCode,
+    IbkrOrderRefusedError,
+    IbkrRequestError,
+    IbkrValidationError,
+)
+from ibkr_provider.client.orders import OrderState, OrderTicket
+from ibkr_provider.operators.orders import IbkrPlaceOrderOperator, order_coid
+
+MakeClient = Callable[..., IbkrClient]
+VTI = 12340038  # seeded at 289.00
+PROMPT = {
+    "message_id": "o163",
+    "text": "The order price exceeds the Percentage constraint of 3%.",
+    "when": "always",
+}
+
+
+def _order_requests(sandbox: RunningSandbox) -> int:
+    return sum(v for k, v in sandbox.stats()["paths"].items() if "/orders" in k or "/reply/" in k)
+
+
+# ---------------------------------------------------------------------------- sandbox
+def test_sandbox_accepts_both_body_forms_and_fills_market_orders(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    client = make_client(fresh_sandbox)
+    held = next(p for p in client.all_positions("DU2345678") if p.conid == VTI).quantity
+    order = {
+        "acctId": "DU2345678",
+        "conid": VTI,
+        "side": "BUY",
+        "orderType": "MKT",
+        "quantity": 2,
+        "tif": "DAY",
+    }
+    wrapped = client.request("POST", "/iserver/account/DU2345678/orders", json={"orders": [order]})
+    bare = client.request("POST", "/iserver/account/DU2345678/orders", json=[order])
+    assert wrapped[0]["order_status"] == "Filled" and bare[0]["order_status"] == "Filled"
+    assert fresh_sandbox.stats()["orders_placed"] == 2
+    vti = next(p for p in client.all_positions("DU2345678") if p.conid == VTI)
+    assert vti.quantity == held + 4
+
+
+def test_sandbox_rejects_duplicate_coid_and_unknown_reply(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    client = make_client(fresh_sandbox)
+    client.brokerage_accounts()
+    order = {"conid": VTI, "side": "BUY", "orderType": "LMT", "price": 1.0, "quantity": 1, "cOID": "dup-1"}
+    first = client.request("POST", "/iserver/account/DU2345678/orders", json={"orders": [order]})
+    assert first[0]["order_status"] == "Submitted"  # a limit far below the market rests
+    again = client.request("POST", "/iserver/account/DU2345678/orders", json={"orders": [order]})
+    assert again == {"error": "Order couldn't be submitted: Local order ID=dup-1 is already registered"}
+    with pytest.raises(IbkrRequestError) as excinfo:
+        client.request("POST", "/iserver/reply/nope", json={"confirmed": True})
+    assert excinfo.value.status == 400 and "reply id not found" in str(excinfo.value)
+
+
+def test_a_new_order_supersedes_the_open_question(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    """The sandbox's model of IBKR's race: one open question per session, replaced by a new order."""
+    fresh_sandbox.configure(prompt_rules=[PROMPT])
+    client = make_client(fresh_sandbox)
+    client.brokerage_accounts()
+    order = {"conid": VTI, "side": "BUY", "orderType": "LMT", "price": 1.0, "quantity": 1}
+    first = client.request("POST", "/iserver/account/DU2345678/orders", json=[order])
+    second = client.request("POST", "/iserver/account/DU1234567/orders", json=[order])
+    with pytest.raises(IbkrRequestError, match="reply id not found"):
+        client.request("POST", f"/iserver/reply/{first[0]['id']}", json={"confirmed": True})
+    placed = client.request("POST", f"/iserver/reply/{second[0]['id']}", json={"confirmed": True})
+    assert "order_id" in placed[0]
+    stats = fresh_sandbox.stats()
+    assert stats["questions_superseded"] == 1 and stats["orders_placed"] == 1
+
+
+# ---------------------------------------------------------------------------- client
+def test_allowed_prompt_is_confirmed_and_the_order_placed(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    fresh_sandbox.configure(prompt_rules=[PROMPT])
+    client = make_client(fresh_sandbox)
+    placed = client.orders.place(
+        "DU2345678", OrderTicket(conid=VTI, side="BUY", quantity=1, coid="c-1"), allowed_message_ids={"o163"}
+    )
+    assert placed.status == "Filled" and placed.confirmed_message_ids == ("o163",) and not placed.adopted
+    stats = fresh_sandbox.stats()
+    assert stats["orders_placed"] == 1 and stats["order_replies"] == 1
+
+
+def test_unknown_prompt_is_declined_and_nothing_placed(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    fresh_sandbox.configure(prompt_rules=[PROMPT])
+    client = make_client(fresh_sandbox)
+    with pytest.raises(IbkrOrderRefusedError) as excinfo:
+        client.orders.place("DU2345678", OrderTicket(conid=VTI, side="BUY", quantity=1, coid="c-2"))
+    assert excinfo.value.code is IbkrErrorCode.PROMPT_DECLINED and excinfo.value.permanent
+    assert "Percentage constraint" in str(excinfo.value) and "o163" in str(excinfo.value)
+    stats = fresh_sandbox.stats()
+    assert stats.get("orders_placed", 0) == 0 and stats["replies_declined"] == 1
+
+
+def test_same_coid_twice_places_once(fresh_sandbox: RunningSandbox, make_client: MakeClient) -> None:
+    client = make_client(fresh_sandbox)
+    ticket = OrderTicket(
+        conid=VTI, side="BUY", quantity=1, order_type="LMT", limit_price=1.0, coid="retry-me"
+    )
+    first = client.orders.place("DU2345678", ticket)
+    second = client.orders.place("DU2345678", ticket)
+    assert (first.adopted, second.adopted) == (False, True) and first.order_id == second.order_id
+    assert fresh_sandbox.stats()["orders_placed"] == 1
+
+
+def test_a_stale_order_list_falls_back_to_the_duplicate_coid_answer(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    """If IBKR's order list lags (or is a pre-flight's empty answer), the search misses the
+    order and the POST goes out again: IBKR's duplicate-cOID rejection then leads to adoption."""
+    client = make_client(fresh_sandbox)
+    ticket = OrderTicket(conid=VTI, side="BUY", quantity=1, order_type="LMT", limit_price=1.0, coid="lagging")
+    first = client.orders.place("DU2345678", ticket)
+    fresh_sandbox.inject_fault(
+        "/v1/api/iserver/account/orders", "stale", method="GET", body={"orders": [], "snapshot": True}
+    )
+    second = client.orders.place("DU2345678", ticket)
+    assert second.adopted is True and second.order_id == first.order_id
+    stats = fresh_sandbox.stats()
+    assert stats["faults_fired"] == 1 and stats["orders_placed"] == 1
+    assert stats["paths"]["POST /v1/api/iserver/account/DU2345678/orders"] == 2  # refused the 2nd time
+
+
+@pytest.mark.parametrize(
+    ("ticket", "field"),
+    [
+        (OrderTicket(conid=VTI, side="HOLD", quantity=1), "side"),
+        (OrderTicket(conid=VTI, side="BUY"), "quantity"),
+        (OrderTicket(conid=VTI, side="BUY", quantity=1, order_type="LMT"), "limit_price"),
+        (OrderTicket(conid=VTI, side="BUY", quantity=-3), "quantity"),
+        (OrderTicket(conid=0, side="BUY", quantity=1), "conid"),
+    ],
+)
+def test_bad_tickets_fail_before_any_request(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient, ticket: OrderTicket, field: str
+) -> None:
+    client = make_client(fresh_sandbox)
+    with pytest.raises(IbkrValidationError) as excinfo:
+        client.orders.place("DU2345678", ticket)
+    assert excinfo.value.field == field
+    assert fresh_sandbox.stats()["requests_total"] == 0
+
+
+# ---------------------------------------------------------------------------- operator
+def _context(run_id: str = "manual__1", map_index: int = -1) -> dict[str, Any]:
+    ti = SimpleNamespace(dag_id="ibkr_rebalance", task_id="place", run_id=run_id, map_index=map_index)
+    return {"ti": ti}
+
+
+def _refusal(op: IbkrPlaceOrderOperator) -> IbkrOrderRefusedError:
+    """Run the operator, expecting it to fail without retries because the provider refused the
+    order; return the refusal (the failure's cause)."""
+    with pytest.raises(AirflowFailException, match="Not retried") as failed:
+        op.execute(_context())  # type: ignore[arg-type]
+    cause = failed.value.__cause__
+    assert isinstance(cause, IbkrOrderRefusedError), repr(cause)
+    return cause
+
+
+@pytest.fixture
+def conn_env(monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_DEFAULT", fresh_sandbox.connection_json())
+
+
+def test_operator_is_a_dry_run_by_default(conn_env: None, fresh_sandbox: RunningSandbox) -> None:
+    op = IbkrPlaceOrderOperator(task_id="place", account_id="DU2345678", conid=VTI, side="BUY", quantity=3)
+    result = op.execute(_context())  # type: ignore[arg-type]
+    assert result["dry_run"] is True and "order_id" not in result
+    assert result["whatif"]["amount"] == pytest.approx(3 * 289.0)
+    stats = fresh_sandbox.stats()
+    assert stats["whatif_requests"] == 1 and stats.get("orders_placed", 0) == 0
+
+
+def test_operator_refuses_a_live_account_without_allow_live(
+    conn_env: None, fresh_sandbox: RunningSandbox
+) -> None:
+    op = IbkrPlaceOrderOperator(
+        task_id="place", account_id="U3456789", conid=VTI, side="BUY", quantity=1, dry_run=False
+    )
+    refusal = _refusal(op)
+    assert refusal.code is IbkrErrorCode.LIVE_NOT_ALLOWED
+    assert fresh_sandbox.stats()["requests_total"] == 0  # not even a login, let alone an order
+
+
+def test_operator_places_on_a_live_account_only_with_allow_live(
+    conn_env: None, fresh_sandbox: RunningSandbox
+) -> None:
+    op = IbkrPlaceOrderOperator(
+        task_id="place",
+        account_id="U3456789",
+        conid=VTI,
+        side="BUY",
+        quantity=1,
+        dry_run=False,
+        allow_live=True,
+    )
+    assert op.execute(_context())["status"] == "Filled"  # type: ignore[arg-type]
+    assert fresh_sandbox.stats()["orders_placed"] == 1
+
+
+def test_operator_caps_refuse_before_any_order(conn_env: None, fresh_sandbox: RunningSandbox) -> None:
+    too_many = IbkrPlaceOrderOperator(
+        task_id="place",
+        account_id="DU2345678",
+        conid=VTI,
+        side="BUY",
+        quantity=50,
+        max_quantity=10,
+        dry_run=False,
+    )
+    assert "max_quantity" in str(_refusal(too_many))
+    too_big = IbkrPlaceOrderOperator(
+        task_id="place",
+        account_id="DU2345678",
+        conid=VTI,
+        side="BUY",
+        quantity=10,
+        max_notional=1000,
+        dry_run=False,
+    )
+    refusal = _refusal(too_big)
+    assert refusal.code is IbkrErrorCode.CAP_EXCEEDED and "max_notional 1,000.00" in str(refusal)
+    assert "2,890.00" in str(refusal)  # the what-if amount of 10 x 289.00 it was refused for
+    stats = fresh_sandbox.stats()
+    assert stats.get("orders_placed", 0) == 0 and stats["whatif_requests"] == 1
+
+
+def test_operator_refuses_when_the_whatif_states_no_amount(
+    conn_env: None, fresh_sandbox: RunningSandbox
+) -> None:
+    """A notional cap the provider cannot check fails closed: the order is refused, not placed."""
+    fresh_sandbox.inject_fault(
+        "/v1/api/iserver/account/DU2345678/orders/whatif",
+        "stale",
+        method="POST",
+        body={"amount": {"commission": "1.00 USD"}, "warn": None, "error": None},
+    )
+    op = IbkrPlaceOrderOperator(
+        task_id="place",
+        account_id="DU2345678",
+        conid=VTI,
+        side="BUY",
+        quantity=1,
+        max_notional=1000,
+        dry_run=False,
+    )
+    refusal = _refusal(op)
+    assert refusal.code is IbkrErrorCode.CAP_UNCHECKABLE
+    assert "max_notional 1,000.00 cannot be checked" in str(refusal) and "commission" in str(refusal)
+    stats = fresh_sandbox.stats()
+    assert stats["faults_fired"] == 1 and stats.get("orders_placed", 0) == 0
+    assert not [p for p in stats["paths"] if p.startswith("POST") and p.endswith("/orders")]
+    # Without a cap the same answer is no reason to refuse: the order is placed.
+    fresh_sandbox.inject_fault(
+        "/v1/api/iserver/account/DU2345678/orders/whatif",
+        "stale",
+        method="POST",
+        body={"amount": {"commission": "1.00 USD"}, "warn": None, "error": None},
+    )
+    uncapped = IbkrPlaceOrderOperator(
+        task_id="place", account_id="DU2345678", conid=VTI, side="BUY", quantity=1, dry_run=False
+    )
+    assert uncapped.execute(_context())["status"] == "Filled"  # type: ignore[arg-type]
+
+
+def test_a_retried_task_places_exactly_one_order(conn_env: None, fresh_sandbox: RunningSandbox) -> None:
+    op = IbkrPlaceOrderOperator(
+        task_id="place",
+        account_id="DU2345678",
+        conid=VTI,
+        side="BUY",
+        quantity=1,
+        order_type="LMT",
+        limit_price=1.0,
+        dry_run=False,
+    )
+    first = op.execute(_context(run_id="scheduled__2026-11-20"))  # type: ignore[arg-type]
+    retry = op.execute(_context(run_id="scheduled__2026-11-20"))  # type: ignore[arg-type]
+    other_run = op.execute(_context(run_id="scheduled__2026-11-27"))  # type: ignore[arg-type]
+    assert (
+        first["coid"] == retry["coid"] == order_coid("ibkr_rebalance", "place", "scheduled__2026-11-20", -1)
+    )
+    assert retry["adopted"] is True and retry["order_id"] == first["order_id"]
+    assert other_run["adopted"] is False and other_run["order_id"] != first["order_id"]
+    assert fresh_sandbox.stats()["orders_placed"] == 2
+
+
+def test_operator_declines_an_unknown_prompt(conn_env: None, fresh_sandbox: RunningSandbox) -> None:
+    fresh_sandbox.configure(prompt_rules=[{**PROMPT, "message_id": "o10331", "text": "Are you sure?"}])
+    op = IbkrPlaceOrderOperator(
+        task_id="place",
+        account_id="DU2345678",
+        conid=VTI,
+        side="BUY",
+        quantity=1,
+        dry_run=False,
+        allowed_message_ids=["o163"],
+    )
+    assert "Are you sure" in str(_refusal(op))
+    stats = fresh_sandbox.stats()
+    assert stats.get("orders_placed", 0) == 0 and stats["replies_declined"] == 1
+    assert requests.get(f"{fresh_sandbox.base_url}/__sandbox__/faults", timeout=5).json() == []
+
+
+def test_cancel_operator_cancels_a_resting_order(
+    conn_env: None, fresh_sandbox: RunningSandbox, make_client: MakeClient, isolated_session_cache: Path
+) -> None:
+    from ibkr_provider.operators.orders import IbkrCancelOrderOperator
+
+    # The same session cache as the operator's hook: one session for the username.
+    client = make_client(fresh_sandbox, session_cache="file", session_cache_dir=str(isolated_session_cache))
+    ticket = OrderTicket(
+        conid=VTI, side="BUY", quantity=1, order_type="LMT", limit_price=1.0, coid="to-cancel"
+    )
+    placed = client.orders.place("DU2345678", ticket)
+    op = IbkrCancelOrderOperator(task_id="cancel", account_id="DU2345678", order_id=placed.order_id)
+    assert op.execute(_context())["msg"] == "Request was submitted"  # type: ignore[arg-type]
+    assert client.orders.status(placed.order_id).status is OrderState.CANCELLED
+    with pytest.raises(AirflowFailException, match="order_id") as failed:
+        IbkrCancelOrderOperator(task_id="c", account_id="DU2345678", order_id="abc").execute(_context())  # type: ignore[arg-type]
+    assert isinstance(failed.value.__cause__, IbkrValidationError)

@@ -1,0 +1,83 @@
+"""The pacer reserves slots in order: with a fake clock, requests are spaced exactly one interval
+(the limit plus the 10 % margin) apart, per-endpoint limits come first, and clients sharing a
+store never get the same slot."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import pytest
+
+from ibkr_provider.client.pacing import Pacer, interval_ms
+from ibkr_provider.client.stores import FileSessionStore, MemorySessionStore, SessionStore
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake() -> FakeTime:
+    return FakeTime()
+
+
+def test_requests_are_spaced_by_the_limit_and_the_margin(fake: FakeTime) -> None:
+    MemorySessionStore.clear()
+    pacer = Pacer(MemorySessionStore(), "k", global_limit=10, clock=fake.clock, sleep=fake.sleep)
+    sent = []
+    for _ in range(5):
+        pacer.acquire("GET", "/iserver/accounts")
+        sent.append(fake.now)
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(sent)]
+    assert gaps == [0.11] * 4  # 10/s, 10 % wider
+
+
+def test_a_per_endpoint_limit_comes_before_the_global_one(fake: FakeTime) -> None:
+    MemorySessionStore.clear()
+    pacer = Pacer(MemorySessionStore(), "k", global_limit=50, clock=fake.clock, sleep=fake.sleep)
+    pacer.acquire("GET", "/portfolio/accounts")
+    start = fake.now
+    pacer.acquire("GET", "/portfolio/accounts")  # IBKR: 1 per 5 s
+    assert fake.now - start == pytest.approx(5.5)
+    pacer.acquire("GET", "/iserver/accounts")  # only the global bucket: no wait beyond 22 ms
+    assert fake.now - start == pytest.approx(5.5 + 0.022)
+
+
+def test_interval_rounds_up_to_whole_milliseconds() -> None:
+    assert interval_ms(9, 1.0) == 123 and interval_ms(1, 5.0) == 5500 and interval_ms(10_000, 1.0) == 1
+
+
+@pytest.mark.parametrize("backend", ["memory", "file"])
+def test_clients_sharing_a_store_never_get_the_same_slot(backend: str, tmp_path: Path) -> None:
+    """Eight threads (each its own pacer, as eight processes would have) reserving at once get
+    distinct slots, one interval apart, none lost."""
+    MemorySessionStore.clear()
+    store: SessionStore = MemorySessionStore() if backend == "memory" else FileSessionStore(tmp_path)
+    slots: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def reserve() -> None:
+        barrier.wait()
+        for _ in range(10):
+            slot = store.reserve_slot("k", "global", earliest_ms=1_000, interval_ms=100)
+            with lock:
+                slots.append(slot)
+
+    threads = [threading.Thread(target=reserve) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(slots) == list(range(1_000, 1_000 + 80 * 100, 100))
