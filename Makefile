@@ -55,8 +55,8 @@ up: setup
 	$(VENV)/bin/python scripts/up.py
 
 # Measured scenarios (shared session vs naive login, shared pacing); rewrites docs/benchmarks.md.
-bench: setup
-	$(VENV)/bin/python benchmarks/session_sharing.py --write docs/benchmarks.md
+bench: setup redis-server
+	$(VENV)/bin/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .tools .airflow .sandbox .pytest_cache .mypy_cache .ruff_cache

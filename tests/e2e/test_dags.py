@@ -108,13 +108,13 @@ def test_rebalance_dry_run_plans_and_previews_without_placing(
 
 
 def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
-    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
     """Limit orders 1 % away from the market rest; a deferrable sensor's trigger polls them until
     the test moves the prices through the limits, and the run ends with every order filled."""
     out = tmp_path / "rebalance"
     env = airflow_env(
-        migrated_home,
+        fresh_airflow_home,
         DAGS,
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
         IBKR_REBALANCE_FILL_POLL_SECONDS="1",
@@ -165,7 +165,7 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
     report = json.loads(next(out.glob("rebalance_*.json")).read_text())
     assert report["dry_run"] is False and report["orders"]
     assert all(o["status"] == "Submitted" for o in report["orders"])  # resting when placed
-    with sqlite3.connect(migrated_home / "airflow.db") as db:
+    with sqlite3.connect(fresh_airflow_home / "airflow.db") as db:
         waits = db.execute(
             "SELECT state FROM task_instance WHERE dag_id = 'ibkr_rebalance' AND task_id = 'wait_for_fill'"
         ).fetchall()

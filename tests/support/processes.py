@@ -12,8 +12,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tests.support.airflow_cli import REPO_ROOT
 
@@ -36,6 +37,9 @@ def run_workers(
     ``allow_errors`` returns failed workers' reports (with an ``error`` key) instead of failing.
     """
     env = {**os.environ, **env_overrides, "PYTHONPATH": str(REPO_ROOT)}
+    # Logs go to files, not pipes: a worker that fills a pipe nobody reads yet would block while
+    # holding a lock its siblings wait for.
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in range(count)]  # noqa: SIM115 - closed below
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.support.workers.ibkr_worker", action, str(n), str(index)],
@@ -43,25 +47,25 @@ def run_workers(
             cwd=REPO_ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=logs[index],
             text=True,
         )
         for index in range(count)
     ]
     results = []
     try:
-        for proc in procs:
+        for proc, log in zip(procs, logs, strict=True):
             assert proc.stdout is not None
             line = proc.stdout.readline()
-            assert line.strip() == READY, line + (proc.stderr.read() if proc.stderr else "")
+            assert line.strip() == READY, line + _tail(log)
         for proc in procs:  # the barrier opens
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
+        for proc, log in zip(procs, logs, strict=True):
+            out, _ = proc.communicate(timeout=timeout)
             lines = [line[len(RESULT) :] for line in out.splitlines() if line.startswith(RESULT)]
-            assert lines and (proc.returncode == 0 or allow_errors), err[-3000:] + out[-1000:]
+            assert lines and (proc.returncode == 0 or allow_errors), _tail(log) + out[-1000:]
             results.append(json.loads(lines[-1]))
     finally:
         # A failed worker must not leave its siblings running: they would keep calling the
@@ -70,7 +74,14 @@ def run_workers(
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+        for log in logs:
+            log.close()
     return results
+
+
+def _tail(log: IO[str]) -> str:
+    log.seek(0)
+    return log.read()[-3000:]
 
 
 def cache_env(cache_dir: Path) -> dict[str, str]:

@@ -25,6 +25,10 @@ from typing import Any
 
 
 def main() -> int:
+    # The protocol (READY, RESULT) keeps stdout; everything else that writes to stdout (Airflow's
+    # logging) goes to stderr, which the parent collects in a file.
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     action = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     index = int(sys.argv[3]) if len(sys.argv) > 3 else 0
@@ -34,8 +38,8 @@ def main() -> int:
 
     hook = IbkrHook()
     client = hook.get_conn()  # reads the connection; no request yet
-    sys.stdout.write("IBKR-WORKER-READY\n")
-    sys.stdout.flush()
+    protocol.write("IBKR-WORKER-READY\n")
+    protocol.flush()
     sys.stdin.readline()
     started = time.time()
     result: dict[str, Any] = {"pid": os.getpid(), "started": started}
@@ -72,7 +76,8 @@ def main() -> int:
     result["finished"] = time.time()
     result["session"] = dataclasses.asdict(client.sessions.stats)
     hook.close()
-    sys.stdout.write("IBKR-WORKER-RESULT " + json.dumps(result) + "\n")
+    protocol.write("IBKR-WORKER-RESULT " + json.dumps(result) + "\n")
+    protocol.flush()
     return 1 if "error" in result else 0
 
 
