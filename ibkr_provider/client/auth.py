@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ibkr_provider.client.config import AuthType, IbkrClientConfig
-from ibkr_provider.client.errors import IbkrAuthError, IbkrErrorCode, IbkrResponseError
+from ibkr_provider.client.errors import IbkrAuthError, IbkrConfigError, IbkrErrorCode, IbkrResponseError
 from ibkr_provider.client.jwt_signing import AssertionSigner
 from ibkr_provider.client.models import AccessToken, SsoSession
 from ibkr_provider.client.transport import HttpTransport
@@ -86,13 +86,19 @@ class OAuth2PrivateKeyJwtAuth:
         secret_sink: SecretSink,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        assert config.client_id and config.private_key_pem and config.credential and config.ip
+        config.check_complete()  # raises IbkrConfigError naming the first missing field
+        client_id, key, credential, ip = (
+            config.client_id,
+            config.private_key_pem,
+            config.credential,
+            config.ip,
+        )
+        if not (client_id and key and credential and ip):
+            raise IbkrConfigError("auth_type", "the oauth2 settings are incomplete")
         self._config = config
+        self._credential, self._ip = credential, ip
         self._signer = AssertionSigner(
-            client_id=config.client_id,
-            key_id=config.client_key_id,
-            private_key_pem=config.private_key_pem,
-            clock=clock,
+            client_id=client_id, key_id=config.client_key_id, private_key_pem=key, clock=clock
         )
         self._sink = secret_sink
         self._clock = clock
@@ -129,8 +135,7 @@ class OAuth2PrivateKeyJwtAuth:
 
     def create_sso_session(self, transport: HttpTransport, access_token: AccessToken) -> SsoSession:
         """Step 2: open an SSO session for the configured username; returns the API bearer."""
-        assert self._config.credential and self._config.ip
-        signed = self._signer.sso_session_jwt(credential=self._config.credential, ip=self._config.ip)
+        signed = self._signer.sso_session_jwt(credential=self._credential, ip=self._ip)
         self._sink(signed)
         body = transport.send(
             "POST",

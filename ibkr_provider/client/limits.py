@@ -9,6 +9,7 @@ the older Client Portal page says 10/s globally. The provider defaults to 50/s f
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -49,8 +50,10 @@ ENDPOINT_LIMITS: tuple[EndpointLimit, ...] = (
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def endpoint_limit(method: str, path: str) -> EndpointLimit | None:
-    """The per-endpoint limit that applies to a ``/v1/api`` request, if any."""
+    """The per-endpoint limit that applies to a ``/v1/api`` request, if any (looked up once per
+    method and path: every request asks)."""
     for entry in ENDPOINT_LIMITS:
         if entry.matches(method, path):
             return entry

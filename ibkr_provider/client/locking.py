@@ -16,26 +16,36 @@ from ibkr_provider.client.errors import IbkrErrorCode, IbkrSessionError
 
 @contextlib.contextmanager
 def flock(path: Path, timeout: float) -> Iterator[None]:
-    """Hold an exclusive OS lock on ``path``; sleeps between tries, never spins hot."""
+    """Hold an exclusive OS lock on ``path`` (opened for the occasion)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise IbkrSessionError(
-                        f"timed out after {timeout:g} s waiting for the lock {path.name}",
-                        code=IbkrErrorCode.LOCK_TIMEOUT,
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
+        with locked(fd, timeout, path.name):
+            yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(fd: int, timeout: float, name: str) -> Iterator[None]:
+    """Hold an exclusive OS lock on an open descriptor; sleeps between tries, never spins hot."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise IbkrSessionError(
+                    f"timed out after {timeout:g} s waiting for the lock {name}",
+                    code=IbkrErrorCode.LOCK_TIMEOUT,
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+    try:
         yield
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def write_private_atomically(path: Path, data: bytes) -> None:

@@ -56,7 +56,7 @@ class Pacer:
     def acquire(self, method: str, path: str) -> float:
         """Block until a request to ``path`` (below ``/v1/api``) may be sent; returns the seconds
         spent waiting."""
-        earliest = math.ceil(self._clock() * 1000)
+        earliest = math.floor(self._clock() * 1000)
         entry = endpoint_limit(method, path)
         if entry is not None:
             earliest = self._store.reserve_slot(

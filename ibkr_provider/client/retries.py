@@ -89,8 +89,25 @@ def call_with_retries(
     describe: str,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run ``attempt`` until it succeeds, fails for good, or the policy's bounds are reached."""
+    """Run ``attempt`` until it succeeds, fails for good, or the policy's bounds are reached.
+
+    The first attempt runs bare (it is every request's path, and nearly always succeeds); only a
+    transient failure builds the retry machinery, which then replays that failure as its own
+    first attempt, so bounds, waits and the final message count it like any other.
+    """
     started = time.monotonic()
+    try:
+        return attempt()
+    except IbkrError as first:
+        if policy.max_attempts == 1 or not is_transient(first, idempotent=idempotent):
+            raise
+        replay: list[IbkrError] = [first]
+
+    def attempt_or_replay() -> T:
+        if replay:
+            raise replay.pop()
+        return attempt()
+
     backoff = wait_exponential_jitter(
         multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.initial_backoff
     )
@@ -127,10 +144,11 @@ def call_with_retries(
         sleep=sleep,
     )
     try:
-        return retrying(attempt)
+        return retrying(attempt_or_replay)
     except RetryError as exhausted:
         last = exhausted.last_attempt.exception()
-        assert isinstance(last, IbkrError)
+        if not isinstance(last, IbkrError):  # only IbkrErrors are retried
+            raise
         elapsed = time.monotonic() - started
         last.message = (
             f"{last.message}; gave up after {len(reasons)} attempt(s) in {elapsed:.1f} s "

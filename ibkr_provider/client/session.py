@@ -115,6 +115,7 @@ class SessionManager:
         self._on_ready = on_ready
         self._clock = clock
         self._record: SessionRecord | None = None
+        self._remembered: tuple[int, str | None, bool] | None = None
         self._last_mark = 0.0
         self.stats = SessionStats()
         self._lock = threading.RLock()
@@ -129,10 +130,16 @@ class SessionManager:
         return self._clock() < record.expires_at - lead
 
     def _remember(self, record: SessionRecord) -> SessionRecord:
+        """Use ``record`` from now on; register its secrets and keep-alive when it is a session
+        (or a state of it) this process has not seen yet. Every request passes here."""
+        state = (record.generation, record.bearer, record.brokerage_ready)
+        self._record = record
+        if state == self._remembered:
+            return record
+        self._remembered = state
         for secret in (record.bearer, record.access_token):
             if secret:
                 self._sink(secret)
-        self._record = record
         if record.brokerage_ready:
             self._on_ready()
         return record
@@ -377,6 +384,7 @@ class SessionManager:
                 record.expires_at = 0.0
                 self.store.save(self.key, record)
             self._record = None
+            self._remembered = None
 
     @property
     def default_account(self) -> str | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ibkr_provider.client.errors import IbkrConfigError, IbkrErrorCode, IbkrSessionError
-from ibkr_provider.client.locking import flock, write_private_atomically
+from ibkr_provider.client.locking import flock, locked, write_private_atomically
 from ibkr_provider.client.record import Cipher, SessionRecord
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,10 @@ class FileSessionStore(SessionStore):
     def __init__(self, directory: Path, cipher: Cipher | None = None) -> None:
         super().__init__(cipher)
         self.directory = directory.expanduser()
+        self._pace_fds: dict[tuple[str, str], tuple[int, int]] = {}
+        self._pace_guard = threading.Lock()
+        self._loaded: dict[str, tuple[tuple[int, int, int], SessionRecord]] = {}
+        self._session_paths: dict[str, Path] = {}
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -269,10 +274,26 @@ class FileSessionStore(SessionStore):
         return self.directory / f"{key}.{suffix}"
 
     def load(self, key: str) -> SessionRecord | None:
+        path = self._session_paths.get(key)
+        if path is None:
+            path = self._session_paths[key] = self._path(key, "session")
         try:
-            return self._open(self._path(key, "session").read_bytes())
+            stat = os.stat(path)
         except FileNotFoundError:
             return None
+        # Records are replaced atomically, so an unchanged (inode, mtime, size) is the same record:
+        # re-read (and decrypt) it only when another process saved a new one.
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = self._loaded.get(key)
+        if cached is not None and cached[0] == version:
+            return dataclasses.replace(cached[1])
+        try:
+            record = self._open(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        if record is not None:
+            self._loaded[key] = (version, dataclasses.replace(record))
+        return record
 
     def save(self, key: str, record: SessionRecord) -> None:
         write_private_atomically(self._path(key, "session"), self._seal(record))
@@ -283,15 +304,35 @@ class FileSessionStore(SessionStore):
             yield Lease(key)
 
     def reserve_slot(self, key: str, bucket: str, *, earliest_ms: int, interval_ms: int) -> int:
-        path = self._path(key, f"pace-{bucket}")
-        with flock(path.with_name(path.name + ".lock"), LOCK_TIMEOUT_SECONDS):
+        """One small file per bucket, locked and rewritten in place (every request does this, so
+        it is a handful of system calls on a descriptor kept open, not a rename)."""
+        # flock excludes other processes; threads of this one share the descriptor, so they
+        # take the store's own lock first.
+        with self._pace_guard:
+            fd = self._pace_fd(key, bucket)
+            return self._reserve_locked(fd, f"{key}.pace-{bucket}", earliest_ms, interval_ms)
+
+    @staticmethod
+    def _reserve_locked(fd: int, name: str, earliest_ms: int, interval_ms: int) -> int:
+        with locked(fd, LOCK_TIMEOUT_SECONDS, name):
+            raw = os.pread(fd, 32, 0)
             try:
-                next_free = int(path.read_text())
-            except (OSError, ValueError):
+                next_free = int(raw) if raw.strip() else 0
+            except ValueError:
                 next_free = 0
             slot = max(earliest_ms, next_free)
-            write_private_atomically(path, str(slot + interval_ms).encode())
+            os.pwrite(fd, f"{slot + interval_ms:020d}".encode(), 0)
             return slot
+
+    def _pace_fd(self, key: str, bucket: str) -> int:
+        """The bucket file's descriptor, opened once per process (after a fork, a new one: an
+        inherited descriptor would share the parent's lock)."""
+        opened = self._pace_fds.get((key, bucket))
+        if opened is not None and opened[0] == os.getpid():
+            return opened[1]
+        fd = os.open(self._path(key, f"pace-{bucket}"), os.O_RDWR | os.O_CREAT, 0o600)
+        self._pace_fds[(key, bucket)] = (os.getpid(), fd)
+        return fd
 
     def mark_used(self, key: str, when: float) -> None:
         write_private_atomically(self._path(key, "used"), repr(when).encode())
