@@ -28,13 +28,97 @@ _TRANSPORT_FIELDS: dict[str, Any] = {
 }
 
 
+_SECRET_STRING: dict[str, Any] = {"type": ["string", "null"], "format": "password"}
+
+
+def _oauth1a_fields() -> dict[str, Any]:
+    """Self-service OAuth 1.0a: what the user generated and uploaded, and what IBKR gave back."""
+    pem_note = "Paste the PEM; stripped or \\n-escaped newlines are repaired."
+    return {
+        "consumer_key": {
+            "label": "Consumer key (oauth1a)",
+            "description": "The 9-character consumer key you chose in IBKR's self-service OAuth page; "
+            "the connection's login works too.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "access_token": {
+            "label": "Access token (oauth1a)",
+            "description": "The access token IBKR's self-service OAuth page generated for the consumer.",
+            "schema": _SECRET_STRING,
+        },
+        "access_token_secret": {
+            "label": "Access token secret (oauth1a)",
+            "description": "As IBKR's page shows it (base64); the connection's password works too.",
+            "schema": _SECRET_STRING,
+        },
+        "signature_key": {
+            "label": "Private signature key (oauth1a)",
+            "description": "Private half of the signature key pair whose public half you uploaded "
+            f"(private_signature.pem). {pem_note}",
+            "schema": _SECRET_STRING,
+        },
+        "signature_key_path": {
+            "label": "Signature key path (oauth1a)",
+            "description": "Path to private_signature.pem on every worker, instead of pasting it.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "encryption_key": {
+            "label": "Private encryption key (oauth1a)",
+            "description": "Private half of the encryption key pair whose public half you uploaded "
+            f"(private_encryption.pem); it decrypts the access token secret. {pem_note}",
+            "schema": _SECRET_STRING,
+        },
+        "encryption_key_path": {
+            "label": "Encryption key path (oauth1a)",
+            "description": "Path to private_encryption.pem on every worker, instead of pasting it.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "dh_params": {
+            "label": "DH parameters (oauth1a)",
+            "description": "The dhparam.pem you uploaded (-----BEGIN DH PARAMETERS-----).",
+            "schema": _OPTIONAL_STRING,
+        },
+        "dh_params_path": {
+            "label": "DH parameters path (oauth1a)",
+            "description": "Path to dhparam.pem on every worker, instead of pasting it.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "dh_prime": {
+            "label": "DH prime, hex (oauth1a)",
+            "description": "The prime of dhparam.pem as hex (as ibind users keep it), instead of dh_params.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "realm": {
+            "label": "Realm (oauth1a)",
+            "description": "limited_poa (default); test_realm for IBKR's demo consumer TESTCONS.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "oauth1_query_signing": {
+            "label": "Query parameter signing (oauth1a)",
+            "description": "guide (IBKR's guide, default), ignore or url: IBKR's sources differ "
+            "(UNCONFIRMED); change it only if signed requests with query parameters get 401.",
+            "schema": {
+                "type": ["string", "null"],
+                "enum": ["guide", "ignore", "url", None],
+                "default": "guide",
+            },
+        },
+    }
+
+
 def _ibkr_conn_fields() -> dict[str, Any]:
     return {
         "auth_type": {
             "label": "Auth type",
-            "description": "oauth2 (IBKR OAuth 2.0 private_key_jwt, default) or gateway "
-            "(a Client Portal Gateway you run and log in to yourself).",
-            "schema": {"type": ["string", "null"], "enum": ["oauth2", "gateway", None], "default": "oauth2"},
+            "description": "oauth2: IBKR OAuth 2.0 private_key_jwt (advisor and institutional accounts; "
+            "default). oauth1a: IBKR's self-service OAuth 1.0a (individual accounts: consumer key, access "
+            "token and secret from IBKR's self-service OAuth page). gateway: a Client Portal Gateway you "
+            "run and log in to yourself.",
+            "schema": {
+                "type": ["string", "null"],
+                "enum": ["oauth2", "oauth1a", "gateway", None],
+                "default": "oauth2",
+            },
         },
         "client_key_id": {
             "label": "Client key id (kid)",
@@ -68,6 +152,7 @@ def _ibkr_conn_fields() -> dict[str, Any]:
             "(oauth2 only). Never looked up from a third-party service.",
             "schema": _OPTIONAL_STRING,
         },
+        **_oauth1a_fields(),
         **_TRANSPORT_FIELDS,
         "session_cache": {
             "label": "Session cache",
@@ -124,11 +209,16 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "ibkr_provider.hooks.ibkr.IbkrHook",
                 "hook-name": "Interactive Brokers",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "password"],
-                    "relabeling": {"host": "API base URL", "login": "OAuth 2.0 client id"},
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {
+                        "host": "API base URL",
+                        "login": "Client id (oauth2) or consumer key (oauth1a)",
+                        "password": "Access token secret (oauth1a)",
+                    },
                     "placeholders": {
                         "host": "https://api.ibkr.com (or https://localhost:5000 for a gateway)",
-                        "login": "your IBKR OAuth 2.0 client id",
+                        "login": "OAuth 2.0 client id, or OAuth 1.0a consumer key",
+                        "password": "oauth1a only: the access token secret IBKR showed you",
                     },
                 },
                 "conn-fields": _ibkr_conn_fields(),

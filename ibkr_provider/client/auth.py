@@ -40,33 +40,44 @@ DEFAULT_ACCESS_TOKEN_LIFETIME_SECONDS = 600
 
 @dataclass(frozen=True)
 class SessionTokens:
-    """What the client sends with every ``/v1/api`` call, and when the access token lapses.
+    """What the client authenticates every ``/v1/api`` call with (the OAuth 2.0 SSO bearer, the
+    OAuth 1.0a live session token), and when it lapses (epoch seconds).
 
     Gateway sessions have no tokens: the gateway process holds the session.
     """
 
     bearer: str | None = field(default=None, repr=False)
     access_token: AccessToken | None = None
+    expires_at: float | None = None
+
+
+#: Returns a send time (epoch seconds) reserved with the pacer: never earlier than any before.
+Stamp = Callable[[], int]
 
 
 class AuthStrategy(Protocol):
     """One way of authenticating to the IBKR Web API."""
 
-    def open(self, transport: HttpTransport) -> SessionTokens:
+    def open(self, transport: HttpTransport, stamp: Stamp) -> SessionTokens:
         """Run the steps that precede ``/v1/api`` access and return the tokens."""
 
-    def headers_for(self, bearer: str | None) -> Mapping[str, str]:
-        """Headers for a ``/v1/api`` request on the session whose bearer is ``bearer``."""
+    def headers_for(
+        self, bearer: str | None, *, method: str, url: str, query: Mapping[str, str], timestamp: int
+    ) -> Mapping[str, str]:
+        """Headers for one attempt of a ``/v1/api`` request on the session whose token is
+        ``bearer``; ``url`` has no query string, ``query`` holds its parameters."""
 
 
 class GatewayAuth:
     """A Client Portal Gateway holds the session after the user logs in through its web page;
     clients send no Authorization header."""
 
-    def open(self, transport: HttpTransport) -> SessionTokens:
+    def open(self, transport: HttpTransport, stamp: Stamp) -> SessionTokens:
         return SessionTokens()
 
-    def headers_for(self, bearer: str | None) -> Mapping[str, str]:
+    def headers_for(
+        self, bearer: str | None, *, method: str, url: str, query: Mapping[str, str], timestamp: int
+    ) -> Mapping[str, str]:
         return {}
 
 
@@ -167,12 +178,14 @@ class OAuth2PrivateKeyJwtAuth:
             bearer=bearer, active=True, raw={k: v for k, v in body.items() if k != "access_token"}
         )
 
-    def open(self, transport: HttpTransport) -> SessionTokens:
+    def open(self, transport: HttpTransport, stamp: Stamp) -> SessionTokens:
         access = self.request_access_token(transport)
         sso = self.create_sso_session(transport, access)
-        return SessionTokens(bearer=sso.bearer, access_token=access)
+        return SessionTokens(bearer=sso.bearer, access_token=access, expires_at=access.expires_at)
 
-    def headers_for(self, bearer: str | None) -> Mapping[str, str]:
+    def headers_for(
+        self, bearer: str | None, *, method: str, url: str, query: Mapping[str, str], timestamp: int
+    ) -> Mapping[str, str]:
         return {"Authorization": f"Bearer {bearer}"} if bearer else {}
 
 
@@ -180,4 +193,8 @@ def build_auth(config: IbkrClientConfig, *, secret_sink: SecretSink) -> AuthStra
     """The strategy for ``config.auth_type``."""
     if config.auth_type is AuthType.GATEWAY:
         return GatewayAuth()
+    if config.auth_type is AuthType.OAUTH1A:
+        from ibkr_provider.client.oauth1_auth import OAuth1aAuth
+
+        return OAuth1aAuth(config, secret_sink=secret_sink)
     return OAuth2PrivateKeyJwtAuth(config, secret_sink=secret_sink)

@@ -77,7 +77,7 @@ class IbkrClient:
         store = store or build_session_store(
             config.session_cache, default_dir=config.session_cache_dir, cipher=cipher
         )
-        key = session_key(config.base_url, config.client_id, config.credential)
+        key = session_key(config.base_url, *config.identity)
         self.sessions = SessionManager(
             config,
             auth=build_auth(config, secret_sink=sink),

@@ -11,13 +11,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ibkr_provider.client.errors import IbkrConfigError
 from ibkr_provider.client.hosts import DEFAULT_BASE_URL
 from ibkr_provider.client.limits import DEFAULT_GATEWAY_RATE_LIMIT, DEFAULT_OAUTH_RATE_LIMIT
 from ibkr_provider.client.retries import RetryPolicy
+
+if TYPE_CHECKING:
+    from ibkr_provider.client.oauth1 import OAuth1aCredentials
 
 DEFAULT_CLIENT_KEY_ID = "main"
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -35,15 +38,18 @@ class AuthType(str, enum.Enum):
 
     ``oauth2``: IBKR OAuth 2.0 with ``private_key_jwt`` client authentication (RFC 7521/7523),
     the only client authentication IBKR supports for OAuth 2.0.
+    ``oauth1a``: IBKR's self-service OAuth 1.0a for individual accounts (consumer key, access
+    token and secret, signature and encryption keys, DH parameters): a live session token.
     ``gateway``: a Client Portal Gateway the user runs and logs in to; it holds the session, so
     no Authorization header is sent.
     """
 
     OAUTH2 = "oauth2"
+    OAUTH1A = "oauth1a"
     GATEWAY = "gateway"
 
 
-def normalize_pem(text: str) -> str:
+def normalize_pem(text: str, field: str = "private_key") -> str:
     """Rebuild a PEM block whose newlines were lost.
 
     Browser inputs turn newlines into spaces or drop them; environment variables often carry
@@ -55,9 +61,9 @@ def normalize_pem(text: str) -> str:
     match = _PEM_RE.search(cleaned)
     if match is None:
         raise IbkrConfigError(
-            "private_key",
-            "no PEM block found; paste the whole key including the '-----BEGIN ... PRIVATE KEY-----' "
-            "and '-----END ... PRIVATE KEY-----' lines, or set private_key_path instead",
+            field,
+            "no PEM block found; paste the whole text including its '-----BEGIN ...-----' and "
+            f"'-----END ...-----' lines, or set {field}_path instead",
         )
     label, body = match.group(1), match.group(2)
     headers: list[str] = []
@@ -69,6 +75,25 @@ def normalize_pem(text: str) -> str:
     wrapped = [b64[i : i + 64] for i in range(0, len(b64), 64)]
     header_block = [*headers, ""] if headers else []
     return "\n".join([f"-----BEGIN {label}-----", *header_block, *wrapped, f"-----END {label}-----", ""])
+
+
+def read_pem(values: Mapping[str, Any], field: str) -> str | None:
+    """The PEM in ``values[field]``, or read from the file ``values[field + "_path"]``; repaired
+    by :func:`normalize_pem`. None when neither is set."""
+    inline = str(values.get(field) or "").strip() or None
+    path_text = str(values.get(f"{field}_path") or "").strip() or None
+    if inline and path_text:
+        raise IbkrConfigError(field, f"set either {field} or {field}_path, not both")
+    if path_text:
+        path = Path(path_text).expanduser()
+        try:
+            inline = path.read_text()
+        except OSError as exc:
+            raise IbkrConfigError(
+                f"{field}_path",
+                f"cannot read {str(path)!r} ({exc.strerror}); check the path and that the worker can read it",
+            ) from None
+    return normalize_pem(inline, field) if inline else None
 
 
 def parse_verify(value: Any) -> bool | str:
@@ -157,6 +182,8 @@ class IbkrClientConfig:
     client_key_id: str = DEFAULT_CLIENT_KEY_ID
     credential: str | None = None
     private_key_pem: str | None = field(default=None, repr=False)
+    #: The validated OAuth 1.0a credentials (auth type ``oauth1a``).
+    oauth1a: OAuth1aCredentials | None = field(default=None, repr=False)
     account_id: str | None = None
     ip: str | None = None
     verify: bool | str = True
@@ -179,6 +206,14 @@ class IbkrClientConfig:
         if self.rate_limit is not None:
             return self.rate_limit
         return DEFAULT_GATEWAY_RATE_LIMIT if self.auth_type is AuthType.GATEWAY else DEFAULT_OAUTH_RATE_LIMIT
+
+    @property
+    def identity(self) -> tuple[str | None, str | None]:
+        """Who the session belongs to, for the shared cache's key: (client id, username) for
+        OAuth 2.0, (consumer key, access token) for OAuth 1.0a."""
+        if self.oauth1a is not None:
+            return self.oauth1a.consumer_key, self.oauth1a.access_token
+        return self.client_id, self.credential
 
     @property
     def token_url(self) -> str:
@@ -217,25 +252,13 @@ class IbkrClientConfig:
             auth_type = AuthType(raw_auth)
         except ValueError:
             raise IbkrConfigError(
-                "auth_type", f"{raw_auth!r} is not supported; use 'oauth2' or 'gateway'"
+                "auth_type", f"{raw_auth!r} is not supported; use 'oauth2', 'oauth1a' or 'gateway'"
             ) from None
+        oauth1a = None
+        if auth_type is AuthType.OAUTH1A:
+            from ibkr_provider.client.oauth1_config import parse_oauth1a
 
-        private_key_pem: str | None = None
-        key_text, key_path = text("private_key"), text("private_key_path")
-        if key_text and key_path:
-            raise IbkrConfigError("private_key", "set either private_key or private_key_path, not both")
-        if key_path:
-            path = Path(key_path).expanduser()
-            try:
-                key_text = path.read_text()
-            except OSError as exc:
-                raise IbkrConfigError(
-                    "private_key_path",
-                    f"cannot read {str(path)!r} ({exc.strerror}); check the path and "
-                    "that the worker can read it",
-                ) from None
-        if key_text:
-            private_key_pem = normalize_pem(key_text)
+            oauth1a = parse_oauth1a(values)
 
         config = cls(
             base_url=parse_base_url(text("base_url")),
@@ -243,7 +266,8 @@ class IbkrClientConfig:
             client_id=text("client_id"),
             client_key_id=text("client_key_id") or DEFAULT_CLIENT_KEY_ID,
             credential=text("credential"),
-            private_key_pem=private_key_pem,
+            private_key_pem=read_pem(values, "private_key") if auth_type is AuthType.OAUTH2 else None,
+            oauth1a=oauth1a,
             account_id=text("account_id"),
             ip=text("ip"),
             verify=parse_verify(values.get("verify")),
@@ -286,6 +310,10 @@ class IbkrClientConfig:
     def check_complete(self) -> None:
         """Raise :class:`IbkrConfigError` for the first setting the chosen auth type lacks."""
         if self.auth_type is AuthType.GATEWAY:
+            return
+        if self.auth_type is AuthType.OAUTH1A:
+            if self.oauth1a is None:
+                raise IbkrConfigError("auth_type", "oauth1a settings are missing")
             return
         if not self.client_id:
             raise IbkrConfigError(

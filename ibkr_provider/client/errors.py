@@ -53,6 +53,7 @@ class IbkrErrorCode(str, enum.Enum):
     NOT_AUTHENTICATED = "not_authenticated"
     NO_BRIDGE = "no_bridge"
     NO_SESSION = "no_session"
+    SESSION_GONE = "session_gone"
     ACCOUNTS_PREFLIGHT = "accounts_preflight"
     COMPETING = "competing"
     LOCK_TIMEOUT = "lock_timeout"

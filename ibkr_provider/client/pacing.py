@@ -53,9 +53,10 @@ class Pacer:
         self._clock = clock
         self._sleep = sleep
 
-    def acquire(self, method: str, path: str) -> float:
-        """Block until a request to ``path`` (below ``/v1/api``) may be sent; returns the seconds
-        spent waiting."""
+    def acquire(self, method: str, path: str) -> int:
+        """Block until a request to ``path`` (below ``/v1/api``) may be sent; returns its slot
+        (epoch milliseconds). Slots only grow, across every process sharing the store, so they
+        also serve as timestamps that never go backwards (OAuth 1.0a requires that)."""
         earliest = math.floor(self._clock() * 1000)
         entry = endpoint_limit(method, path)
         if entry is not None:
@@ -73,7 +74,7 @@ class Pacer:
             self._sleep(wait)
         if wait > 0.5:
             log.debug("paced %s %s for %.2f s", method, path, wait)
-        return max(wait, 0.0)
+        return slot
 
 
 def interval_ms(limit: float, per_seconds: float) -> int:

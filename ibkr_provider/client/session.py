@@ -181,11 +181,11 @@ class SessionManager:
                 log.info(
                     "logging out the previous IBKR session failed (%s); continuing", exc.code or exc.status
                 )
-        tokens = self._auth.open(self._transport)
+        tokens = self._auth.open(self._transport, self._stamp)
         record = SessionRecord(
             generation=(previous.generation + 1) if previous else 1,
             created_at=self._clock(),
-            expires_at=tokens.access_token.expires_at if tokens.access_token else float("inf"),
+            expires_at=tokens.expires_at if tokens.expires_at is not None else float("inf"),
             bearer=tokens.bearer,
             access_token=tokens.access_token.token if tokens.access_token else None,
         )
@@ -200,6 +200,10 @@ class SessionManager:
             len((record.iserver_accounts or {}).get("accounts", [])),
         )
         return record
+
+    def _stamp(self) -> int:
+        """A paced send time in seconds for a login step (OAuth 1.0a signs it)."""
+        return self._pacer.acquire("POST", "/oauth/live_session_token") // 1000
 
     def _status_of(self, record: SessionRecord) -> BrokerageSessionStatus:
         return BrokerageSessionStatus.from_json(self.send_on(record, "POST", STATUS_PATH))
@@ -284,14 +288,22 @@ class SessionManager:
         """One paced ``/v1/api`` request on ``record``'s session, with the transport's retries
         and no session recovery (set-up and recovery use it)."""
         api_path = "/" + path.lstrip("/")
+        url = f"{self.config.api_url}{api_path}"
+        query = {key: str(value) for key, value in (params or {}).items()}
+
+        def prepare() -> Mapping[str, str]:
+            slot_ms = self._pacer.acquire(method, api_path)
+            return self._auth.headers_for(
+                record.bearer, method=method, url=url, query=query, timestamp=slot_ms // 1000
+            )
+
         result = self._transport.send(
             method,
-            f"{self.config.api_url}{api_path}",
-            headers=self._auth.headers_for(record.bearer),
+            url,
             params=params,
             json_body=json_body,
             idempotent=is_idempotent(method, api_path) if idempotent is None else idempotent,
-            before_attempt=lambda: self._pacer.acquire(method, api_path),
+            prepare=prepare,
         )
         self._mark_used()
         return result

@@ -104,6 +104,11 @@ def error_from_response(
     for marker, code in SESSION_ERROR_MARKERS.items():
         if marker in lowered:
             return IbkrSessionError(f"IBKR session not usable: {text}", code=code, **kwargs)
+    if status == 410:
+        # OAuth 1.0a: the live session token is no longer valid; a new one is needed.
+        return IbkrSessionError(
+            f"IBKR says the session token is gone: {text}", code=IbkrErrorCode.SESSION_GONE, **kwargs
+        )
     if status == 401:
         return IbkrSessionError(
             f"IBKR session not authenticated: {text}", code=IbkrErrorCode.NOT_AUTHENTICATED, **kwargs
@@ -144,23 +149,23 @@ class HttpTransport:
         data: Any = None,
         auth_hint: str | None = None,
         idempotent: bool = True,
-        before_attempt: Callable[[], object] | None = None,
+        prepare: Callable[[], Mapping[str, str]] | None = None,
     ) -> Any:
         """Send a request, retrying transient failures, and return the decoded JSON body
         (``None`` for an empty body).
 
-        ``before_attempt`` runs before every attempt (the pacer takes its slot there, so each
-        retry counts against IBKR's limits like any request). Raises a subclass of
+        ``prepare`` runs before every attempt and returns headers for it: the pacer takes its
+        slot there (so each retry counts against IBKR's limits like any request), and OAuth 1.0a
+        signs each attempt with a fresh nonce and timestamp. Raises a subclass of
         :class:`IbkrError` for every failure; never returns an error body.
         """
 
         def attempt() -> Any:
-            if before_attempt is not None:
-                before_attempt()
+            merged = {**(headers or {}), **(prepare() if prepare is not None else {})}
             return self._send_once(
                 method,
                 url,
-                headers=headers,
+                headers=merged,
                 params=params,
                 json_body=json_body,
                 data=data,

@@ -50,6 +50,19 @@ EXTRA_FIELDS = (
     "compete_on_login",
     "max_retries",
     "max_retry_seconds",
+    # self-service OAuth 1.0a
+    "consumer_key",
+    "access_token",
+    "access_token_secret",
+    "signature_key",
+    "signature_key_path",
+    "encryption_key",
+    "encryption_key_path",
+    "dh_params",
+    "dh_params_path",
+    "dh_prime",
+    "realm",
+    "oauth1_query_signing",
 )
 
 
@@ -100,32 +113,44 @@ def _warn_no_fernet_key() -> None:
     )
 
 
-def key_secrets(config: IbkrClientConfig) -> list[str]:
-    """The private key and each of its lines, for the masker (a log may print one line)."""
-    pem = config.private_key_pem
-    if not pem:
-        return []
-    return [pem, *(line for line in pem.splitlines() if not line.startswith("-----"))]
+def key_secrets(values: Mapping[str, Any]) -> list[str]:
+    """Every private key the connection holds, and each of its lines (a log may print one line),
+    with the OAuth 1.0a access token and secret, for the masker."""
+    from ibkr_provider.client.config import read_pem
+
+    secrets: list[str] = []
+    for name in ("private_key", "signature_key", "encryption_key"):
+        pem = read_pem(values, name)
+        if pem:
+            secrets += [pem, *(line for line in pem.splitlines() if not line.startswith("-----"))]
+    for name in ("access_token", "access_token_secret", "password"):
+        if values.get(name):
+            secrets.append(str(values[name]))
+    return secrets
 
 
-def config_from_connection(
-    host: str | None, login: str | None, extra: Mapping[str, Any], *, session_cache_dir: Path | None = None
-) -> IbkrClientConfig:
-    """Map connection fields onto :class:`IbkrClientConfig`.
+def connection_values(
+    host: str | None,
+    login: str | None,
+    password: str | None,
+    extra: Mapping[str, Any],
+    *,
+    session_cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The connection's fields under the names the client's config reads.
 
-    Extra keys are read under their plain names and, for connections saved by older forms,
-    under ``extra__ibkr__<name>``.
+    The login is the OAuth 2.0 client id or the OAuth 1.0a consumer key; the password is the
+    OAuth 1.0a access token secret. Extra keys are read under their plain names and, for
+    connections saved by older forms, under ``extra__ibkr__<name>``.
     """
-    from ibkr_provider.client.config import IbkrClientConfig
-
-    values: dict[str, Any] = {"base_url": host, "client_id": login}
+    values: dict[str, Any] = {"base_url": host, "client_id": login, "password": password}
     if session_cache_dir is not None:
         values["session_cache_dir"] = str(session_cache_dir)
     for name in EXTRA_FIELDS:
         value = extra.get(name, extra.get(f"extra__ibkr__{name}"))
         if value is not None:
             values[name] = value
-    return IbkrClientConfig.from_mapping(values)
+    return values
 
 
 class IbkrHook(BaseHook):
@@ -158,14 +183,20 @@ class IbkrHook(BaseHook):
     def get_client_config(self, secret_sink: SecretSink | None = None) -> IbkrClientConfig:
         """Read and validate the connection (raises :class:`IbkrConfigError` naming the field);
         the key and its lines go to ``secret_sink`` (Airflow's masker by default)."""
+        from ibkr_provider.client.config import IbkrClientConfig
+
         conn = self.get_connection(self.ibkr_conn_id)
-        config = config_from_connection(
-            conn.host, conn.login, conn.extra_dejson, session_cache_dir=default_session_cache_dir()
+        values = connection_values(
+            conn.host,
+            conn.login,
+            conn.password,
+            conn.extra_dejson,
+            session_cache_dir=default_session_cache_dir(),
         )
         sink = secret_sink or mask_secret
-        for secret in key_secrets(config):
+        for secret in key_secrets(values):
             sink(secret)
-        return config
+        return IbkrClientConfig.from_mapping(values)
 
     async def aget_client(self, secret_sink: SecretSink) -> IbkrClient:
         """A client built for async code (triggers). The connection is read with
@@ -181,12 +212,16 @@ class IbkrHook(BaseHook):
         extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
 
         def build() -> IbkrClient:
-            config = config_from_connection(
-                conn.host, conn.login, extra, session_cache_dir=default_session_cache_dir()
+            from ibkr_provider.client.config import IbkrClientConfig
+
+            values = connection_values(
+                conn.host, conn.login, conn.password, extra, session_cache_dir=default_session_cache_dir()
             )
-            for secret in key_secrets(config):
+            for secret in key_secrets(values):
                 sink(secret)
-            return IbkrClient(config, secret_sink=sink, cipher=airflow_cipher())
+            return IbkrClient(
+                IbkrClientConfig.from_mapping(values), secret_sink=sink, cipher=airflow_cipher()
+            )
 
         return await asyncio.to_thread(build)
 

@@ -19,6 +19,7 @@ from ibkr_sandbox import portfolio
 from ibkr_sandbox.control import ASGIApp, SandboxControl
 from ibkr_sandbox.flex import add_flex_routes
 from ibkr_sandbox.oauth import JwtRejected, verify_client_assertion, verify_sso_jwt
+from ibkr_sandbox.oauth1 import OAuth1Rejected
 from ibkr_sandbox.orders import PromptRule
 from ibkr_sandbox.seed import SANDBOX_USER_ID, SeedAccount
 from ibkr_sandbox.state import Fault, SandboxState, SsoSessionRecord
@@ -61,8 +62,34 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
         header = request.headers.get("authorization", "")
         return header[7:].strip() if header.lower().startswith("bearer ") else None
 
+    def signed_url(request: Request) -> str:
+        return f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
+
+    def oauth1_token(request: Request) -> str:
+        """OAuth 1.0a: the live session token a request is signed with (checked)."""
+        verifier = state.oauth1
+        if verifier is None:
+            raise _ibkr_error(401, "not authenticated")
+        header = request.headers.get("authorization", "")
+        with state.lock:
+            try:
+                _, lst = verifier.request(
+                    request.method, signed_url(request), dict(request.query_params), header
+                )
+            except OAuth1Rejected as exc:
+                if exc.bad_signature:
+                    state.counters["rejected_signatures"] += 1
+                raise SandboxHttpError(exc.status, exc.body) from None
+        return lst
+
     def session(request: Request) -> SsoSessionRecord:
-        record = state.live_session(None if settings.gateway else bearer(request))
+        if settings.gateway:
+            key = None
+        elif settings.oauth1a:
+            key = oauth1_token(request)
+        else:
+            key = bearer(request)
+        record = state.live_session(key)
         if record is None:
             raise _ibkr_error(401, "not authenticated")
         return record
@@ -151,6 +178,25 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
         record = state.open_sso_session(token_record, claims["credential"], claims["ip"])
         return {"active": True, "access_token": record.session_id, "token_type": "Bearer"}
 
+    # ------------------------------------------------------------------ OAuth 1.0a
+    @app.post("/v1/api/oauth/live_session_token")
+    def live_session_token(request: Request) -> dict[str, Any]:
+        verifier = state.oauth1
+        if verifier is None:
+            raise _ibkr_error(404, "Not Found")
+        with state.lock:
+            try:
+                consumer, lst, answer = verifier.live_session_token(
+                    request.method, signed_url(request), request.headers.get("authorization", "")
+                )
+            except OAuth1Rejected as exc:
+                if exc.bad_signature:
+                    state.counters["rejected_signatures"] += 1
+                raise SandboxHttpError(exc.status, exc.body) from None
+            expires_at = answer["live_session_token_expiration"] / 1000
+            state.open_oauth1_session(consumer.credential, lst, expires_at, replaces=consumer.tokens[:-1])
+        return answer
+
     # ------------------------------------------------------------------ sessions
     @app.get("/v1/api/sso/validate")
     def sso_validate(request: Request) -> dict[str, Any]:
@@ -196,7 +242,7 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
     def tickle(request: Request) -> dict[str, Any]:
         record = session(request)
         return {
-            "session": record.session_id[:32],
+            "session": record.public_id,
             "ssoExpires": int(settings.sso_idle_timeout * 1000),
             "collission": False,
             "userId": SANDBOX_USER_ID,
@@ -229,7 +275,7 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
             "profiles": [],
             "selectedAccount": accounts[0] if accounts else None,
             "serverInfo": SERVER_INFO,
-            "sessionId": record.session_id[:16],
+            "sessionId": record.public_id[:16],
             "isFT": False,
             "isPaper": all(book[a].paper for a in accounts),
         }
@@ -480,7 +526,19 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
     # ------------------------------------------------------------------ control plane
     @app.get("/__sandbox__/health")
     def health() -> dict[str, Any]:
-        return {"ok": True, "mode": "gateway" if settings.gateway else "oauth2"}
+        return {
+            "ok": True,
+            "mode": "gateway" if settings.gateway else "oauth1a" if settings.oauth1a else "oauth2",
+        }
+
+    @app.post("/__sandbox__/oauth1/expire-lst")
+    def expire_lst() -> dict[str, Any]:
+        """Make every current live session token invalid: the next request answers 410 Gone."""
+        if state.oauth1 is None:
+            raise _ibkr_error(400, "the sandbox is not in oauth1a mode")
+        with state.lock:
+            expired = state.oauth1.expire_tokens()
+        return {"expired": len(expired)}
 
     @app.get("/__sandbox__/stats")
     def stats() -> dict[str, Any]:
@@ -584,7 +642,7 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _ibkr_error(400, f"fault needs path and kind: {exc}") from None
-        kinds = ("drop", "drop_after", "delay", "stale", "401", "429", "500", "502", "503", "504")
+        kinds = ("drop", "drop_after", "delay", "stale", "401", "410", "429", "500", "502", "503", "504")
         if fault.kind not in kinds:
             raise _ibkr_error(400, f"kind must be one of {', '.join(kinds)}")
         if fault.kind == "stale" and fault.body is None:

@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--gateway", action="store_true", help="serve Client Portal Gateway mode (TLS, no auth)"
     )
+    serve.add_argument(
+        "--auth",
+        choices=("oauth2", "oauth1a"),
+        default="oauth2",
+        help="how API clients authenticate: OAuth 2.0 (default) or self-service OAuth 1.0a",
+    )
     serve.add_argument("--access-token-lifetime", type=float, default=3600.0, help="seconds (default 3600)")
     serve.add_argument(
         "--max-assertion-lifetime",
@@ -91,8 +97,10 @@ def serve(args: argparse.Namespace) -> None:
         ensure_client_keys,
         ensure_flex_token,
         ensure_gateway_tls,
+        ensure_oauth1_consumer,
         write_ready_files,
     )
+    from ibkr_sandbox.oauth1 import Consumer, OAuth1Verifier
     from ibkr_sandbox.state import SandboxSettings, SandboxState
 
     state_dir: Path = args.state_dir
@@ -104,6 +112,7 @@ def serve(args: argparse.Namespace) -> None:
         clock_skew=args.clock_skew,
         sso_idle_timeout=args.sso_idle_timeout,
         gateway=args.gateway,
+        oauth1a=args.auth == "oauth1a" and not args.gateway,
         rate_limit=args.rate_limit,
         endpoint_limits=not args.no_endpoint_limits,
         penalty_seconds=args.penalty_seconds,
@@ -112,6 +121,18 @@ def serve(args: argparse.Namespace) -> None:
         price_seed=args.price_seed,
     )
     state = SandboxState(settings=settings, client_keys=client_keys)
+    mode = "gateway" if args.gateway else args.auth
+    if settings.oauth1a:
+        record = ensure_oauth1_consumer(state_dir)
+        consumer = Consumer(
+            consumer_key=record["consumer_key"],
+            access_token=record["access_token"],
+            prepend=bytes.fromhex(record["prepend"]),
+            signature_public_pem=record["signature_public_pem"],
+            dh_prime=int(record["dh_prime"], 16),
+            credential=record["credential"],
+        )
+        state.oauth1 = OAuth1Verifier({consumer.consumer_key: consumer}, settings)
     certfile: str | None = None
     keyfile: str | None = None
     if args.gateway:
@@ -138,7 +159,7 @@ def serve(args: argparse.Namespace) -> None:
     class _Announcing(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
-            write_ready_files(state_dir, base_url=base_url, port=port, gateway=args.gateway)
+            write_ready_files(state_dir, base_url=base_url, port=port, mode=mode)
             logging.getLogger("ibkr_sandbox").warning("IBKR sandbox listening on %s", base_url)
 
     server = _Announcing(config)

@@ -57,6 +57,12 @@ class SandboxControl:
     def _username(self, scope: Scope) -> str | None:
         if self.state.settings.gateway:
             return "gateway"
+        if self.state.oauth1 is not None:
+            for name, value in scope.get("headers", []):
+                if name == b"authorization":
+                    consumer = self.state.oauth1.consumer_of(value.decode(errors="replace"))
+                    return consumer.credential if consumer else None
+            return None
         for name, value in scope.get("headers", []):
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 record = self.state.sessions.get(value[7:].decode(errors="replace").strip())
@@ -108,7 +114,7 @@ class SandboxControl:
                 headers = []
                 if fault.retry_after is not None:
                     headers.append((b"retry-after", str(round(fault.retry_after)).encode()))
-                text = {401: "not authenticated", 429: "Too Many Requests"}.get(
+                text = {401: "not authenticated", 410: "gone", 429: "Too Many Requests"}.get(
                     status, "Service Unavailable" if status == 503 else "error"
                 )
                 await _answer(counting_send, status, {"error": text, "statusCode": status}, headers)
@@ -127,6 +133,6 @@ class SandboxControl:
                         return
             await self.app(scope, receive, counting_send)
         finally:
-            if status_seen and status_seen[0] in (401, 429):
+            if status_seen and status_seen[0] in (401, 410, 429):
                 with state.lock:
                     state.counters[f"http_{status_seen[0]}"] += 1

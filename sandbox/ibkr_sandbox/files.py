@@ -13,6 +13,7 @@ Files (created on first start, reused afterwards):
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import json
@@ -20,9 +21,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from asn1crypto import algos, pem
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from ibkr_sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID
@@ -144,9 +146,71 @@ def ensure_flex_token(state_dir: Path, given: str | None = None) -> str:
     return path.read_text().strip()
 
 
-def connection_json(state_dir: Path, base_url: str, *, gateway: bool) -> dict[str, Any]:
-    """The Airflow connection (JSON form) that points at this sandbox."""
-    if gateway:
+OAUTH1_FILE = "oauth1_consumer.json"
+OAUTH1_SIGNATURE_KEY = "oauth1_private_signature.pem"
+OAUTH1_ENCRYPTION_KEY = "oauth1_private_encryption.pem"
+OAUTH1_DH_PARAMS = "oauth1_dhparam.pem"
+SANDBOX_CONSUMER_KEY = "SANDBOXCK"
+
+
+def ensure_oauth1_consumer(state_dir: Path) -> dict[str, Any]:
+    """The self-service OAuth 1.0a consumer of this sandbox, created once: what a user does in
+    IBKR's portal (two key pairs, dhparam.pem with a fixed 2048-bit safe prime, generator 2) and
+    what IBKR hands back (an access token, and a secret: a random prepend encrypted to the
+    encryption key, base64). Returns the sandbox's side: consumer key, access token, prepend hex,
+    the signature public key and the prime."""
+    from ibkr_sandbox.oauth1 import GENERATOR, RFC3526_PRIME_2048
+
+    record_path = state_dir / OAUTH1_FILE
+    if record_path.exists():
+        loaded: dict[str, Any] = json.loads(record_path.read_text())
+        return loaded
+    signature = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    encryption = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _write_private(state_dir / OAUTH1_SIGNATURE_KEY, _pem_private(signature))
+    _write_private(state_dir / OAUTH1_ENCRYPTION_KEY, _pem_private(encryption))
+    # PKCS#3, as `openssl dhparam -out dhparam.pem 2048` writes it.
+    parameters = algos.DHParameters({"p": RFC3526_PRIME_2048, "g": GENERATOR})
+    (state_dir / OAUTH1_DH_PARAMS).write_bytes(pem.armor("DH PARAMETERS", parameters.dump()))
+    import secrets
+
+    prepend = secrets.token_bytes(32)
+    secret = base64.b64encode(encryption.public_key().encrypt(prepend, padding.PKCS1v15())).decode()
+    record = {
+        "consumer_key": SANDBOX_CONSUMER_KEY,
+        "access_token": secrets.token_hex(10),
+        "access_token_secret": secret,
+        "prepend": prepend.hex(),
+        "signature_public_pem": signature.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode(),
+        "dh_prime": format(RFC3526_PRIME_2048, "x"),
+        "credential": SANDBOX_CREDENTIAL,
+    }
+    _write_private(record_path, json.dumps(record, indent=2).encode())
+    return record
+
+
+def connection_json(state_dir: Path, base_url: str, *, mode: str) -> dict[str, Any]:
+    """The Airflow connection (JSON form) that points at this sandbox (``mode``: oauth2, oauth1a
+    or gateway)."""
+    if mode == "oauth1a":
+        consumer = ensure_oauth1_consumer(state_dir)
+        return {
+            "conn_type": "ibkr",
+            "host": base_url,
+            "login": consumer["consumer_key"],
+            "password": consumer["access_token_secret"],
+            "extra": {
+                "auth_type": "oauth1a",
+                "access_token": consumer["access_token"],
+                "signature_key": (state_dir / OAUTH1_SIGNATURE_KEY).read_text(),
+                "encryption_key": (state_dir / OAUTH1_ENCRYPTION_KEY).read_text(),
+                "dh_params": (state_dir / OAUTH1_DH_PARAMS).read_text(),
+                "account_id": "DU1234567",
+            },
+        }
+    if mode == "gateway":
         extra: dict[str, Any] = {
             "auth_type": "gateway",
             "account_id": "DU1234567",
@@ -166,9 +230,10 @@ def connection_json(state_dir: Path, base_url: str, *, gateway: bool) -> dict[st
     return {"conn_type": "ibkr", "host": base_url, "login": login, "extra": extra}
 
 
-def write_ready_files(state_dir: Path, *, base_url: str, port: int, gateway: bool) -> None:
+def write_ready_files(state_dir: Path, *, base_url: str, port: int, mode: str) -> None:
     """Write the connection JSON (0600: it holds the private key) and, last, ``sandbox.json``."""
-    conn = connection_json(state_dir, base_url, gateway=gateway)
+    gateway = mode == "gateway"
+    conn = connection_json(state_dir, base_url, mode=mode)
     _write_private(state_dir / CONN_FILE, json.dumps(conn, indent=2).encode())
     flex = {
         "conn_type": "ibkr_flex",
@@ -181,7 +246,7 @@ def write_ready_files(state_dir: Path, *, base_url: str, port: int, gateway: boo
         "base_url": base_url,
         "port": port,
         "pid": os.getpid(),
-        "mode": "gateway" if gateway else "oauth2",
+        "mode": mode,
         "connection_file": str(state_dir / CONN_FILE),
     }
     tmp = state_dir / f".{READY_FILE}.tmp"

@@ -108,6 +108,11 @@ class RunningSandbox:
         """Drop every brokerage session, keeping the SSO sessions."""
         self._control("POST", "sessions/drop-brokerage")
 
+    def expire_live_session_tokens(self) -> None:
+        """OAuth 1.0a mode: make every current live session token invalid (the next request
+        signed with one answers 410 Gone)."""
+        self._control("POST", "oauth1/expire-lst")
+
     def stop(self) -> None:
         """Terminate the child process (SIGTERM, then SIGKILL after 10 s)."""
         if self.process.poll() is None:

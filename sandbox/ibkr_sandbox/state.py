@@ -14,6 +14,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ibkr_sandbox.oauth1 import OAuth1Verifier
 from ibkr_sandbox.orders import OrderBook
 from ibkr_sandbox.pacing import GATEWAY_GLOBAL_PER_SECOND, OAUTH_GLOBAL_PER_SECOND, rule_for
 from ibkr_sandbox.prices import Anchor, Market, MarketClock, PricePath
@@ -33,6 +34,15 @@ class SandboxSettings:
     #: Observed ssoExpires of ~10 minutes, reset by activity (shared reference section 3).
     sso_idle_timeout: float = 600.0
     gateway: bool = False
+    #: Self-service OAuth 1.0a instead of OAuth 2.0 (a mode, like ``gateway``).
+    oauth1a: bool = False
+    #: OAuth 1.0a: how long a live session token lives (IBKR: about 24 h).
+    lst_lifetime: float = 86_400.0
+    #: OAuth 1.0a: how many seconds a timestamp may fall behind the newest one seen (requests of
+    #: several processes can arrive a little out of order; IBKR's allowance is UNCONFIRMED).
+    oauth1_timestamp_tolerance: float = 5.0
+    #: OAuth 1.0a: how query parameters are signed: guide (IBKR's guide), ignore or url.
+    oauth1_query_signing: str = "guide"
     #: Global requests per second per username; None picks IBKR's (50 OAuth, 10 gateway).
     rate_limit: float | None = None
     #: Enforce IBKR's per-endpoint table (e.g. 1 request per 5 s for /portfolio/accounts).
@@ -66,7 +76,7 @@ class SandboxSettings:
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply a partial update, rejecting unknown keys and the mode flag."""
-        known = {f.name for f in dataclasses.fields(self)} - {"gateway"}
+        known = {f.name for f in dataclasses.fields(self)} - {"gateway", "oauth1a"}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}; known: {sorted(known)}")
@@ -124,6 +134,8 @@ class SsoSessionRecord:
     portfolio_accounts_queried: bool = False
     #: conids this session has requested market data for (the first snapshot is a pre-flight)
     subscribed: set[int] = field(default_factory=set)
+    #: The id IBKR shows for the session (tickle's ``session``, ``sessionId``): not its token.
+    public_id: str = field(default_factory=lambda: secrets.token_hex(16))
 
 
 @dataclass
@@ -148,6 +160,8 @@ class SandboxState:
     #: username -> time its penalty box ends
     penalty_until: dict[str, float] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    #: OAuth 1.0a mode: the consumers and their live session tokens.
+    oauth1: OAuth1Verifier | None = None
     started_at: float = field(default_factory=time.time)
     market: Market = field(init=False)
 
@@ -189,6 +203,8 @@ class SandboxState:
             self.brokerage_holder.clear()
             self.counters.clear()
             self.path_counts.clear()
+            if self.oauth1 is not None:
+                self.oauth1.reset()
             if self.settings.gateway:
                 self._open_gateway_session()
 
@@ -224,6 +240,18 @@ class SandboxState:
             self.sessions[record.session_id] = record
             self.counters["sso_sessions"] += 1
             return record
+
+    def open_oauth1_session(self, credential: str, lst: str, expires_at: float, replaces: list[str]) -> None:
+        """A live session token opens a session (keyed by the token); it ends the sessions of
+        the tokens it replaces (IBKR honours only the newest)."""
+        with self.lock:
+            for old in replaces:
+                self.end_session(old)
+            now = time.time()
+            self.sessions[lst] = SsoSessionRecord(
+                lst, "oauth1a", credential, "", now, now, expires_at=expires_at
+            )
+            self.counters["lst_issued"] += 1
 
     def live_session(self, session_id: str | None) -> SsoSessionRecord | None:
         """The session for a bearer (or the gateway's implicit one), if not idle-expired; touches it."""

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ibkr_sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID
 
-from ibkr_provider.hooks.ibkr import config_from_connection
+from ibkr_provider.client.config import IbkrClientConfig
+from ibkr_provider.hooks.ibkr import connection_values
 from tests.support.airflow_cli import REPO_ROOT
 
 AIRFLOW_SERVICES = {
@@ -111,7 +112,7 @@ def test_connection_env_points_at_the_sandbox_service(compose: dict[str, Any], t
         )
     )
     extra = {**conn["extra"], "private_key_path": str(stand_in)}
-    config = config_from_connection(conn["host"], conn["login"], extra)
+    config = IbkrClientConfig.from_mapping(connection_values(conn["host"], conn["login"], None, extra))
     assert config.api_url == f"http://ibkr-sandbox:{port}/v1/api"
     assert "sandbox-state" in compose["volumes"]
 

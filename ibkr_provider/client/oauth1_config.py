@@ -1,0 +1,151 @@
+"""Validating the self-service OAuth 1.0a fields of a connection, before any request.
+
+What IBKR's self-service portal gives a user (reference: IBKR's OAuth 1.0a self-service page,
+reached through the login with ``action=OAUTH``): a consumer key they chose, an access token and
+an access token secret; what they keep: the private halves of the signature and encryption keys
+they uploaded, and the ``dhparam.pem`` whose prime IBKR uses (generator 2). Every problem is an
+:class:`IbkrConfigError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+from ibkr_provider.client.config import read_pem
+from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.oauth1 import (
+    DEFAULT_REALM,
+    DH_GENERATOR,
+    TEST_CONSUMER,
+    OAuth1aCredentials,
+    QuerySigning,
+    decrypt_prepend,
+)
+
+
+def _text(values: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        raw = values.get(key)
+        if raw is not None and str(raw).strip():
+            return str(raw).strip()
+    return None
+
+
+def load_rsa_private_key(pem: str, field: str) -> RSAPrivateKey:
+    """A private RSA key from PEM, or a config error naming ``field`` (the key is never echoed)."""
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        reason = (
+            "it is encrypted; provide an unencrypted key"
+            if "encrypted" in str(exc).lower()
+            else ("it is not a valid PEM private key (a public key, or the file is damaged?)")
+        )
+        raise IbkrConfigError(field, f"cannot load the key: {reason}") from None
+    if not isinstance(key, RSAPrivateKey):
+        raise IbkrConfigError(field, "IBKR needs an RSA key (openssl genrsa -out key.pem 2048)")
+    return key
+
+
+def read_dh_parameters(pem: str) -> tuple[int, int]:
+    """(prime, generator) of a PKCS#3 ``DH PARAMETERS`` PEM, as ``openssl dhparam`` writes it
+    (asn1crypto reads it; cryptography's finite-field DH API is deprecated)."""
+    from asn1crypto import algos
+    from asn1crypto import pem as pem_armor
+
+    try:
+        label, _, der = pem_armor.unarmor(pem.encode())
+        if "DH PARAMETERS" not in label:
+            raise ValueError(label)
+        parsed = algos.DHParameters.load(der)
+        return int(parsed["p"].native), int(parsed["g"].native)
+    except (ValueError, TypeError, KeyError):
+        raise IbkrConfigError(
+            "dh_params", "cannot read the DH parameters: paste the dhparam.pem you uploaded to IBKR"
+        ) from None
+
+
+def parse_dh_prime(values: Mapping[str, Any]) -> int:
+    """The DH prime from ``dh_params`` / ``dh_params_path`` (the ``dhparam.pem`` uploaded to
+    IBKR) or ``dh_prime`` (hex, as ibind users keep it); the generator must be 2."""
+    pem = read_pem(values, "dh_params")
+    prime_hex = _text(values, "dh_prime")
+    if pem and prime_hex:
+        raise IbkrConfigError("dh_params", "set either dh_params (PEM) or dh_prime (hex), not both")
+    if pem:
+        prime, generator = read_dh_parameters(pem)
+        if generator != DH_GENERATOR:
+            raise IbkrConfigError(
+                "dh_params",
+                f"the generator is {generator}; IBKR uses 2 (openssl dhparam -out dhparam.pem 2048)",
+            )
+        return prime
+    if prime_hex:
+        try:
+            prime = int(prime_hex.lower().removeprefix("0x").replace(":", "").replace(" ", ""), 16)
+        except ValueError:
+            raise IbkrConfigError("dh_prime", "not a hexadecimal number") from None
+        if prime.bit_length() < 1024:
+            raise IbkrConfigError(
+                "dh_prime", f"a {prime.bit_length()}-bit prime is too short; IBKR's is 2048 bits"
+            )
+        return prime
+    raise IbkrConfigError(
+        "dh_params",
+        "oauth1a needs the DH parameters: dh_params (the dhparam.pem you uploaded), dh_params_path "
+        "or dh_prime",
+    )
+
+
+def parse_oauth1a(values: Mapping[str, Any]) -> OAuth1aCredentials:
+    """Validate every OAuth 1.0a field and decrypt the secret's prepend (nothing is sent)."""
+    consumer_key = _text(values, "consumer_key", "client_id")
+    if not consumer_key:
+        raise IbkrConfigError(
+            "login", "the consumer key is missing; put it in the connection's login (or extra consumer_key)"
+        )
+    access_token = _text(values, "access_token")
+    if not access_token:
+        raise IbkrConfigError(
+            "access_token", "oauth1a needs the access token IBKR's self-service portal generated for you"
+        )
+    secret = _text(values, "access_token_secret", "password")
+    if not secret:
+        raise IbkrConfigError(
+            "password",
+            "the access token secret is missing; put it in the connection's password (or extra "
+            "access_token_secret), exactly as IBKR's portal showed it",
+        )
+    signature_pem = read_pem(values, "signature_key")
+    if not signature_pem:
+        raise IbkrConfigError(
+            "signature_key", "oauth1a needs the private signature key (PEM) or signature_key_path"
+        )
+    encryption_pem = read_pem(values, "encryption_key")
+    if not encryption_pem:
+        raise IbkrConfigError(
+            "encryption_key", "oauth1a needs the private encryption key (PEM) or encryption_key_path"
+        )
+    signature_key = load_rsa_private_key(signature_pem, "signature_key")
+    encryption_key = load_rsa_private_key(encryption_pem, "encryption_key")
+    dh_prime = parse_dh_prime(values)
+    prepend = decrypt_prepend(encryption_key, secret)
+    realm = _text(values, "realm") or ("test_realm" if consumer_key == TEST_CONSUMER else DEFAULT_REALM)
+    rule = (_text(values, "oauth1_query_signing") or QuerySigning.GUIDE.value).lower()
+    try:
+        query_signing = QuerySigning(rule)
+    except ValueError:
+        raise IbkrConfigError("oauth1_query_signing", f"{rule!r} is not one of guide, ignore, url") from None
+    return OAuth1aCredentials(
+        consumer_key=consumer_key,
+        access_token=access_token,
+        prepend=prepend,
+        signature_key=signature_key,
+        dh_prime=dh_prime,
+        realm=realm,
+        query_signing=query_signing,
+    )
