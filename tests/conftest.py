@@ -66,6 +66,24 @@ def fresh_sandbox(sandbox: RunningSandbox) -> RunningSandbox:
 
 
 @pytest.fixture(scope="session")
+def oauth1_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    """A sandbox whose clients authenticate with self-service OAuth 1.0a (market clock stopped)."""
+    running = start_sandbox(
+        tmp_path_factory.mktemp("oauth1"), "--price-tick-seconds", "0", "--auth", "oauth1a"
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def fresh_oauth1_sandbox(oauth1_sandbox: RunningSandbox) -> RunningSandbox:
+    oauth1_sandbox.reset()
+    return oauth1_sandbox
+
+
+@pytest.fixture(scope="session")
 def gateway_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
     """A sandbox in Client Portal Gateway mode (TLS with its own CA, no auth)."""
     running = start_sandbox(tmp_path_factory.mktemp("gateway"), "--price-tick-seconds", "0", gateway=True)

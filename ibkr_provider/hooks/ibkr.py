@@ -259,7 +259,7 @@ class IbkrHook(BaseHook):
                 accounts = client.list_accounts()
                 where = f"{client.config.base_url} ({client.config.auth_type.value})"
         except IbkrError as exc:
-            return False, f"{type(exc).__name__}: {exc}"
+            return False, f"{type(exc).__name__}: {exc}. Check {exc.hint}."
         except Exception as exc:
             return False, f"Unexpected {type(exc).__name__}: {exc}"
         ids = ", ".join(f"{a.account_id} ({'paper' if a.is_paper else 'live'})" for a in accounts) or "none"

@@ -60,7 +60,8 @@ class RunningSandbox:
     def client_config_values(self, **overrides: Any) -> dict[str, Any]:
         """Settings for :meth:`IbkrClientConfig.from_mapping` pointing at this sandbox."""
         conn = self.connection
-        return {"base_url": conn["host"], "client_id": conn["login"], **conn["extra"], **overrides}
+        values = {"base_url": conn["host"], "client_id": conn["login"], "password": conn.get("password")}
+        return {**values, **conn["extra"], **overrides}
 
     def _control(self, method: str, path: str, body: Any = None) -> Any:
         verify: bool | str = str(self.state_dir / CA_FILE) if self.gateway else True

@@ -37,16 +37,23 @@ def ibkr_mask_probe() -> None:
             client.connect()
             tickle = client.tickle()
             record = client.sessions.current
-            assert record is not None and record.access_token and record.bearer and tickle.session
+            assert record is not None and record.bearer and tickle.session
+            oauth1a = client.config.oauth1a
             secrets = {
-                "bearer": record.bearer,
-                "access_token": record.access_token,
+                "bearer": record.bearer,  # the SSO bearer (oauth2) or the live session token (oauth1a)
+                "access_token": record.access_token or (oauth1a.access_token if oauth1a else ""),
                 "tickle_session": tickle.session,
                 "signed_jwts": [s for s in registered if s.count(".") == 2],
+                "prepend": oauth1a.prepend if oauth1a else "",
+                # the RSA-SHA256 signature of the live-session-token request (percent-encoded base64)
+                "lst_request_signatures": [s for s in registered if len(s) > 300 and "-----" not in s],
                 "key_lines": (client.config.private_key_pem or "").splitlines(),
             }
             with open(os.environ["IBKR_MASK_PROBE_OUT"], "w") as handle:
                 json.dump(secrets, handle)
+            for n, value in enumerate(secrets["lst_request_signatures"]):
+                log.info("leak via logging: lst_signature %d=%s", n, value)
+            log.info("leak via logging: prepend=%s", secrets["prepend"])
             for name in ("bearer", "access_token", "tickle_session"):
                 log.info("leak via logging: %s=%s", name, secrets[name])
                 print(f"leak via print: {name}={secrets[name]}")
