@@ -29,6 +29,7 @@ from ibkr_provider.client.oauth1 import (
 from tests.support import oauth1_vectors as kat
 
 P = RFC3526_PRIME_2048
+BROKEN_DH = "-----BEGIN DH PARAMETERS-----\nAAAA\n-----END DH PARAMETERS-----\n"
 
 
 def _credentials(**overrides: object) -> OAuth1aCredentials:
@@ -163,3 +164,61 @@ def test_the_prepend_comes_from_the_secret(encryption: rsa.RSAPrivateKey) -> Non
     assert excinfo.value.field == "password"
     with pytest.raises(IbkrConfigError, match="not valid base64"):
         decrypt_prepend(encryption, secret[:-1])
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "text"),
+    [
+        (
+            {"dh_params": "-----BEGIN DH PARAMETERS-----\nAAAA\n-----END DH PARAMETERS-----\n"},
+            "dh_params",
+            "cannot read",
+        ),
+        ({"dh_params": None, "dh_prime": "zz"}, "dh_prime", "hexadecimal"),
+        ({"dh_params": None}, "dh_params", "needs the DH parameters"),
+        ({"signature_key": "PUBLIC"}, "signature_key", "not a valid PEM private key"),
+        ({"access_token": None}, "access_token", "access token"),
+        ({"client_id": None}, "login", "consumer key is missing"),
+        ({"oauth1_query_signing": "sometimes"}, "oauth1_query_signing", "guide, ignore, url"),
+    ],
+)
+def test_bad_oauth1a_fields_are_named(
+    change: dict[str, object], field: str, text: str, encryption: rsa.RSAPrivateKey
+) -> None:
+    from asn1crypto import algos, pem
+
+    from ibkr_provider.client.config import IbkrClientConfig
+
+    encrypted = encryption.public_key().encrypt(b"p" * 16, padding.PKCS1v15())
+    private = encryption.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        encryption.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    values: dict[str, object] = {
+        "auth_type": "oauth1a",
+        "client_id": "CONSUMERK",
+        "password": base64.b64encode(encrypted).decode(),
+        "access_token": "t" * 20,
+        "signature_key": kat.SIGNATURE_KEY_PEM,
+        "encryption_key": private,
+        "dh_params": pem.armor("DH PARAMETERS", algos.DHParameters({"p": P, "g": 2}).dump()).decode(),
+    }
+    values.update({k: (public if v == "PUBLIC" else v) for k, v in change.items()})
+    values = {k: v for k, v in values.items() if v is not None}
+    with pytest.raises(IbkrConfigError, match=text) as excinfo:
+        IbkrClientConfig.from_mapping(values)
+    assert excinfo.value.field == field
+
+
+def test_a_generator_other_than_two_is_refused() -> None:
+    from asn1crypto import algos, pem
+
+    from ibkr_provider.client.oauth1_config import parse_dh_prime
+
+    five = pem.armor("DH PARAMETERS", algos.DHParameters({"p": P, "g": 5}).dump()).decode()
+    with pytest.raises(IbkrConfigError, match="the generator is 5; IBKR uses 2"):
+        parse_dh_prime({"dh_params": five})
