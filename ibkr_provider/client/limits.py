@@ -1,7 +1,8 @@
-"""IBKR's published pacing limits, as data shared by the client's pacer and the sandbox.
+"""IBKR's published pacing limits, as the client's pacer applies them.
 
-Source: IBKR's "Pacing Limitations" (Client Portal API page and the Web API documentation;
-shared reference section 4). Two IBKR texts disagree on the global limit: the Web API
+Source: IBKR's "Pacing Limitations" (https://www.interactivebrokers.com/campus/ibkr-api-page/cpapi-v1/
+and the Web API documentation's pacing section). The sandbox keeps its own copy, and a test
+compares the two. Two IBKR texts disagree on the global limit: the Web API
 documentation says 50 requests/s per authenticated username (10/s through the CP Gateway),
 the older Client Portal page says 10/s globally. The provider defaults to 50/s for OAuth and
 10/s for the gateway; the connection field ``rate_limit`` overrides it.

@@ -1,6 +1,6 @@
 """The sandbox's HTTP surface: IBKR's OAuth 2.0, session and portfolio endpoints.
 
-Error bodies copy what IBKR is documented or reported to send (shared reference section 3):
+Error bodies copy what IBKR is documented or reported to send (ibind and ibeam issue threads):
 ``401 {"error":"not authenticated","statusCode":401}`` on a bad bearer and
 ``400 {"error":"Bad Request: no bridge","statusCode":400}`` for ``/iserver`` without a
 brokerage session. ``/__sandbox__/*`` is the sandbox's own control plane.

@@ -1,6 +1,6 @@
 """The sandbox's order book: what-if, placement with confirmation prompts, fills, status, cancel.
 
-Shapes follow shared reference section 5.6-5.8. All three placement answers are HTTP 200, as
+Shapes follow IBKR's Web API documentation (Orders) and its OpenAPI document 2.15. All three placement answers are HTTP 200, as
 IBKR's are: an accepted order (``[{"order_id", "order_status", "encrypt_message"}]``), a
 question (``[{"id", "message", "isSuppressed", "messageIds"}]``) or an error object
 (``{"error": ...}``, e.g. a duplicate ``cOID``). Which orders trigger which prompt is

@@ -31,7 +31,7 @@ class SandboxSettings:
     #: IBKR's maximum client-assertion lifetime is UNCONFIRMED; working clients use 20-600 s.
     max_assertion_lifetime: float = 600.0
     clock_skew: float = 30.0
-    #: Observed ssoExpires of ~10 minutes, reset by activity (shared reference section 3).
+    #: Observed ssoExpires of ~10 minutes, reset by activity (ibind's tickle fixture; ibeam issues #19, #254).
     sso_idle_timeout: float = 600.0
     gateway: bool = False
     #: Self-service OAuth 1.0a instead of OAuth 2.0 (a mode, like ``gateway``).

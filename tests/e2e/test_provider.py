@@ -31,6 +31,18 @@ HOOK_FIELDS = {
     "compete_on_login",
     "max_retries",
     "max_retry_seconds",
+    "consumer_key",
+    "access_token",
+    "access_token_secret",
+    "signature_key",
+    "signature_key_path",
+    "encryption_key",
+    "encryption_key_path",
+    "dh_params",
+    "dh_params_path",
+    "dh_prime",
+    "realm",
+    "oauth1_query_signing",
 }
 
 
@@ -103,7 +115,8 @@ def test_airflow_lists_the_provider_and_its_connection_form(tmp_path: Path) -> N
     meta = json.loads(result.stdout.strip().splitlines()[-1])
     assert meta["hook_name"] == "Interactive Brokers"
     assert set(meta["extra_fields"]) == HOOK_FIELDS
-    assert meta["standard_fields"]["login"]["title"] == "OAuth 2.0 client id"
+    assert meta["standard_fields"]["login"]["title"] == "Client id (oauth2) or consumer key (oauth1a)"
+    assert meta["standard_fields"]["password"]["title"] == "Access token secret (oauth1a)"
     assert meta["standard_fields"]["port"]["hidden"] is True
 
 
