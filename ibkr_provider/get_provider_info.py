@@ -11,6 +11,8 @@ from typing import Any
 
 from ibkr_provider import __version__
 
+#: One JSON type plus null per field: the 3.3 form renders a single-line input (a number input,
+#: a switch for booleans) for those, and a JSON text box for fields that allow several types.
 _OPTIONAL_STRING: dict[str, Any] = {"type": ["string", "null"]}
 
 #: Fields both connection types read the same way.
@@ -18,12 +20,12 @@ _TRANSPORT_FIELDS: dict[str, Any] = {
     "verify": {
         "label": "TLS verification",
         "description": "true (default), false, or the path of a CA bundle (e.g. the gateway's CA).",
-        "schema": {"type": ["string", "boolean", "null"], "default": "true"},
+        "schema": {"type": ["string", "null"], "default": "true"},
     },
     "timeout": {
         "label": "Timeout (seconds)",
         "description": "Per-request HTTP timeout in seconds (default 30).",
-        "schema": {"type": ["number", "string", "null"], "default": 30},
+        "schema": {"type": ["number", "null"], "default": 30},
     },
 }
 
@@ -165,33 +167,33 @@ def _ibkr_conn_fields() -> dict[str, Any]:
             "label": "Rate limit (requests/s)",
             "description": "Global requests per second for this username, shared by all tasks. Default: 50 "
             "for oauth2 (IBKR Web API docs), 10 for gateway.",
-            "schema": {"type": ["number", "string", "null"]},
+            "schema": {"type": ["number", "null"]},
         },
         "tickle_interval": {
             "label": "Keep-alive interval (seconds)",
             "description": "Tickle the shared session after this long without requests (IBKR: about 60 s).",
-            "schema": {"type": ["number", "string", "null"], "default": 60},
+            "schema": {"type": ["number", "null"], "default": 60},
         },
         "session_refresh_lead": {
             "label": "Renew ahead (seconds)",
             "description": "Renew the session this long before its access token expires (default 60).",
-            "schema": {"type": ["number", "string", "null"], "default": 60},
+            "schema": {"type": ["number", "null"], "default": 60},
         },
         "compete_on_login": {
             "label": "Take over on login",
             "description": "When opening a new session, take the brokerage session over from other logins "
             "(TWS, IBKR Mobile), as IBKR's sample does. false: fail with a competing-session error instead.",
-            "schema": {"type": ["boolean", "string", "null"], "default": True},
+            "schema": {"type": ["boolean", "null"], "default": True},
         },
         "max_retries": {
             "label": "Max retries",
             "description": "Retries of a transient failure (connection, timeout, 429, 502-504); default 4.",
-            "schema": {"type": ["integer", "string", "null"], "default": 4},
+            "schema": {"type": ["integer", "null"], "default": 4},
         },
         "max_retry_seconds": {
             "label": "Max retry time (seconds)",
             "description": "Total time a request may spend retrying, waits included (default 60).",
-            "schema": {"type": ["number", "string", "null"], "default": 60},
+            "schema": {"type": ["number", "null"], "default": 60},
         },
     }
 
@@ -246,12 +248,12 @@ def get_provider_info() -> dict[str, Any]:
                     "poll_interval": {
                         "label": "Poll interval (seconds)",
                         "description": "Wait between GetStatement polls while IBKR answers 1019 (default 5).",
-                        "schema": {"type": ["number", "string", "null"], "default": 5},
+                        "schema": {"type": ["number", "null"], "default": 5},
                     },
                     "max_wait": {
                         "label": "Max wait (seconds)",
                         "description": "Give up on a report not ready after this long (default 600).",
-                        "schema": {"type": ["number", "string", "null"], "default": 600},
+                        "schema": {"type": ["number", "null"], "default": 600},
                     },
                 },
             },

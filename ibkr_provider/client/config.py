@@ -154,14 +154,29 @@ def parse_number(field_name: str, value: Any, default: float, *, minimum: float,
     return number
 
 
-def parse_base_url(value: str | None) -> str:
-    """Check the API base URL (connection ``host``) and strip trailing slashes and API suffixes."""
+def url_with_port(url: str, port: Any) -> str:
+    """``url`` with the connection's ``port`` added when the URL names none (0 or empty: none)."""
+    parts = urlsplit(url)
+    if port in (None, "", 0, "0") or parts.port is not None:
+        return url
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        raise IbkrConfigError("port", f"{port!r} is not a port number") from None
+    return parts._replace(netloc=f"{parts.netloc}:{number}").geturl()
+
+
+def parse_base_url(value: str | None, port: Any = None) -> str:
+    """Check the API base URL (connection ``host``: a URL or a bare host name such as
+    ``api.ibkr.com``) and strip trailing slashes and API suffixes; the connection's ``port`` is
+    added when the host names none."""
     url = (value or DEFAULT_BASE_URL).strip().rstrip("/")
     if "://" not in url:
         url = f"https://{url}"
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise IbkrConfigError("host", f"{value!r} is not an http(s) URL; use e.g. {DEFAULT_BASE_URL}")
+    url = url_with_port(url, port)
     for suffix in ("/v1/api", "/v1/portal"):
         if url.endswith(suffix):
             url = url[: -len(suffix)]
@@ -261,7 +276,7 @@ class IbkrClientConfig:
             oauth1a = parse_oauth1a(values)
 
         config = cls(
-            base_url=parse_base_url(text("base_url")),
+            base_url=parse_base_url(text("base_url"), values.get("port")),
             auth_type=auth_type,
             client_id=text("client_id"),
             client_key_id=text("client_key_id") or DEFAULT_CLIENT_KEY_ID,

@@ -36,7 +36,8 @@ USER_AGENT = f"airflow-provider-ibkr/{__version__}"
 
 #: IBKR error texts that mean "the session, not the request, is the problem": "no bridge" (no
 #: brokerage session: ibind issues #44, #104), "not authenticated" (ibeam issue #254), "Please
-#: query /accounts first" (the pre-flight: ibind issue #1), "no session" (the gateway's). Matched case-insensitively as substrings.
+#: query /accounts first" (the pre-flight: ibind issue #1), "no session" (the gateway's).
+#: Matched case-insensitively as substrings.
 SESSION_ERROR_MARKERS: Mapping[str, IbkrErrorCode] = {
     "no bridge": IbkrErrorCode.NO_BRIDGE,
     "not authenticated": IbkrErrorCode.NOT_AUTHENTICATED,

@@ -57,7 +57,7 @@ class IbkrFlexHook(BaseHook):
         extra = conn.extra_dejson
         return FlexClient(
             token=token,
-            base_url=flex_base_url(conn.host),
+            base_url=flex_base_url(conn.host, conn.port),
             verify=parse_verify(extra.get("verify")),
             timeout=parse_timeout(extra.get("timeout")),
             poll_interval=parse_number(
@@ -93,7 +93,7 @@ class IbkrFlexHook(BaseHook):
         return True, f"Flex Web Service at {where}: {answer}"
 
 
-def flex_base_url(host: str | None) -> str:
+def flex_base_url(host: str | None, port: int | None = None) -> str:
     """The Flex Web Service root for a connection's host.
 
     Users type ``ndcdyn.interactivebrokers.com``, a URL without a path, or the full service
@@ -109,4 +109,7 @@ def flex_base_url(host: str | None) -> str:
         raise IbkrConfigError(
             "host", f"{host!r} is not a host name or http(s) URL; use e.g. {DEFAULT_FLEX_URL}"
         )
+    from ibkr_provider.client.config import url_with_port
+
+    text = url_with_port(text, port)
     return text if parts.path not in ("", "/") else f"{text}{FLEX_SERVICE_PATH}"

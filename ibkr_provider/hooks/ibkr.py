@@ -135,6 +135,7 @@ def connection_values(
     password: str | None,
     extra: Mapping[str, Any],
     *,
+    port: int | None = None,
     session_cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The connection's fields under the names the client's config reads.
@@ -143,7 +144,7 @@ def connection_values(
     OAuth 1.0a access token secret. Extra keys are read under their plain names and, for
     connections saved by older forms, under ``extra__ibkr__<name>``.
     """
-    values: dict[str, Any] = {"base_url": host, "client_id": login, "password": password}
+    values: dict[str, Any] = {"base_url": host, "port": port, "client_id": login, "password": password}
     if session_cache_dir is not None:
         values["session_cache_dir"] = str(session_cache_dir)
     for name in EXTRA_FIELDS:
@@ -191,6 +192,7 @@ class IbkrHook(BaseHook):
             conn.login,
             conn.password,
             conn.extra_dejson,
+            port=conn.port,
             session_cache_dir=default_session_cache_dir(),
         )
         sink = secret_sink or mask_secret
@@ -215,7 +217,12 @@ class IbkrHook(BaseHook):
             from ibkr_provider.client.config import IbkrClientConfig
 
             values = connection_values(
-                conn.host, conn.login, conn.password, extra, session_cache_dir=default_session_cache_dir()
+                conn.host,
+                conn.login,
+                conn.password,
+                extra,
+                port=conn.port,
+                session_cache_dir=default_session_cache_dir(),
             )
             for secret in key_secrets(values):
                 sink(secret)

@@ -20,6 +20,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from asn1crypto import algos, pem
 from cryptography import x509
@@ -193,7 +194,19 @@ def ensure_oauth1_consumer(state_dir: Path) -> dict[str, Any]:
 
 def connection_json(state_dir: Path, base_url: str, *, mode: str) -> dict[str, Any]:
     """The Airflow connection (JSON form) that points at this sandbox (``mode``: oauth2, oauth1a
-    or gateway)."""
+    or gateway), with the host URL's port stored as the connection's port too (Airflow 3.3's
+    Test button posts the stored port, and 0 for none, which its API then refuses)."""
+    conn = _connection_json(state_dir, base_url, mode=mode)
+    conn["port"] = _port_of(base_url)
+    return conn
+
+
+def _port_of(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _connection_json(state_dir: Path, base_url: str, *, mode: str) -> dict[str, Any]:
     if mode == "oauth1a":
         consumer = ensure_oauth1_consumer(state_dir)
         return {
@@ -238,6 +251,7 @@ def write_ready_files(state_dir: Path, *, base_url: str, port: int, mode: str) -
     flex = {
         "conn_type": "ibkr_flex",
         "host": f"{base_url}/AccountManagement/FlexWebService",
+        "port": _port_of(base_url),
         "password": ensure_flex_token(state_dir),
         "extra": {"verify": str(state_dir / CA_FILE)} if gateway else {},
     }
