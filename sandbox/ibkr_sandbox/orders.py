@@ -2,8 +2,9 @@
 
 Shapes follow IBKR's Web API documentation (Orders) and its OpenAPI document 2.15. All three
 placement answers are HTTP 200, as IBKR's are: an accepted order
-(``[{"order_id", "order_status", "encrypt_message"}]``), a question (``[{"id", "message", "isSuppressed", "messageIds"}]``) or an error object
-(``{"error": ...}``, e.g. a duplicate ``cOID``). Which orders trigger which prompt is
+(``[{"order_id", "order_status", "encrypt_message"}]``), a question
+(``[{"id", "message", "isSuppressed", "messageIds"}]``) or an error object (``{"error": ...}``,
+e.g. a duplicate ``cOID``). Which orders trigger which prompt is
 configured with ``prompt_rules`` (``POST /__sandbox__/config``).
 """
 
