@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: setup test test-fast pytest lint typecheck demo up bench clean redis-server
+.PHONY: setup test test-fast pytest lint typecheck demo up bench clean redis-server chromium
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -34,6 +34,14 @@ redis-server:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
+# The UI tests drive Debian's chromium with playwright (playwright cannot download browsers here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
+	  echo "Installing chromium (apt-get) for the browser tests of the Airflow UI"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 # Two workers: most of the suite waits on servers and subprocesses, so two run side by side.
 PYTEST := $(VENV)/bin/pytest -n 2 --dist loadgroup
 
@@ -42,7 +50,7 @@ test-fast: setup
 	$(PYTEST) tests/unit tests/integration
 
 # Every tier (what CI runs via `make test`).
-pytest: setup redis-server
+pytest: setup redis-server chromium
 	$(PYTEST)
 
 test: lint typecheck pytest

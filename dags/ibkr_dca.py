@@ -34,14 +34,14 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     params={
         "account_id": Param(
-            "", type="string", description="Account to invest from; empty: the connection's."
+            None, type=["string", "null"], description="Account to invest from; empty: the connection's."
         ),
         "amounts": Param({"VTI": 500, "VXUS": 250}, type="object", description="symbol -> cash per run"),
         "dry_run": Param(True, type="boolean", description="What-if only; set false to place orders."),
         "allow_live": Param(
             False, type="boolean", description="Needed (with dry_run false) for a live account."
         ),
-        "allowed_message_ids": Param([], type="array", description="IBKR prompt ids to confirm."),
+        "allowed_message_ids": Param(None, type=["array", "null"], description="IBKR prompt ids to confirm."),
     },
     tags=["ibkr", "orders"],
     doc_md=__doc__,
@@ -81,7 +81,7 @@ with DAG(
                 "cash_quantity": amount,
                 "dry_run": bool(params["dry_run"]),
                 "allow_live": bool(params["allow_live"]),
-                "allowed_message_ids": list(params["allowed_message_ids"]),
+                "allowed_message_ids": list(params["allowed_message_ids"] or []),
             }
             for symbol, amount in amounts.items()
         ]

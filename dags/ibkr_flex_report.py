@@ -33,7 +33,9 @@ with DAG(
     params={
         "query_id": Param("100001", type="string", description="Your Activity Flex query id (digits)."),
         "output_dir": Param(
-            "", type="string", description=f"Directory or object-storage URL; empty: {DEFAULT_OUTPUT}"
+            None,
+            type=["string", "null"],
+            description=f"Directory or object-storage URL; empty: {DEFAULT_OUTPUT}",
         ),
     },
     tags=["ibkr", "flex"],

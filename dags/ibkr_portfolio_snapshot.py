@@ -35,10 +35,12 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
     params={
         "accounts": Param(
-            [], type="array", description="Account ids to snapshot; empty means every account."
+            None, type=["array", "null"], description="Account ids to snapshot; empty means every account."
         ),
         "output_dir": Param(
-            "", type="string", description=f"Directory or object-storage URL; empty: {DEFAULT_OUTPUT}"
+            None,
+            type=["string", "null"],
+            description=f"Directory or object-storage URL; empty: {DEFAULT_OUTPUT}",
         ),
     },
     render_template_as_native_obj=True,

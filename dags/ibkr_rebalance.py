@@ -46,7 +46,9 @@ with DAG(
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     params={
-        "account_id": Param("", type="string", description="Account to rebalance; empty: the connection's."),
+        "account_id": Param(
+            None, type=["string", "null"], description="Account to rebalance; empty: the connection's."
+        ),
         "targets": Param({"VTI": 0.6, "BND": 0.3, "GLD": 0.1}, type="object", description="symbol -> weight"),
         "drift_band": Param(0.02, type="number", minimum=0, maximum=1, description="Trade past this drift."),
         "min_trade": Param(200, type="number", minimum=0, description="Smallest trade value worth placing."),
@@ -54,7 +56,9 @@ with DAG(
         "allow_live": Param(
             False, type="boolean", description="Needed (with dry_run false) for a live account."
         ),
-        "allowed_message_ids": Param([], type="array", description="IBKR prompt ids to confirm, e.g. o163."),
+        "allowed_message_ids": Param(
+            None, type=["array", "null"], description="IBKR prompt ids to confirm, e.g. o163."
+        ),
         "order_type": Param("MKT", type="string", enum=["MKT", "LMT"], description="Market or limit orders."),
         "limit_offset": Param(
             0.005,
@@ -64,7 +68,7 @@ with DAG(
             description="LMT only: buy this fraction below the snapshot price, sell this far above it.",
         ),
         "output_dir": Param(
-            "", type="string", description=f"Summary JSON directory; empty: {DEFAULT_OUTPUT}"
+            None, type=["string", "null"], description=f"Summary JSON directory; empty: {DEFAULT_OUTPUT}"
         ),
     },
     tags=["ibkr", "orders"],
@@ -128,7 +132,7 @@ with DAG(
                 else None,
                 "dry_run": bool(params["dry_run"]),
                 "allow_live": bool(params["allow_live"]),
-                "allowed_message_ids": list(params["allowed_message_ids"]),
+                "allowed_message_ids": list(params["allowed_message_ids"] or []),
             }
             for o in orders
         ]

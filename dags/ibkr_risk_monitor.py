@@ -33,7 +33,9 @@ with DAG(
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     params={
-        "accounts": Param([], type="array", description="Accounts to check; empty means every account."),
+        "accounts": Param(
+            None, type=["array", "null"], description="Accounts to check; empty means every account."
+        ),
         "min_cushion": Param(
             0.10, type="number", minimum=0, maximum=1, description="Smallest margin cushion."
         ),
@@ -54,7 +56,7 @@ with DAG(
 
         params = get_current_context()["params"]
         client = IbkrHook().get_conn()
-        accounts = list(params["accounts"]) or [a.account_id for a in client.list_accounts()]
+        accounts = list(params["accounts"] or []) or [a.account_id for a in client.list_accounts()]
         pnl = client.pnl()
         figures: dict[str, dict[str, float | None]] = {}
         breaches: list[str] = []

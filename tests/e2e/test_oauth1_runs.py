@@ -1,6 +1,7 @@
 """Self-service OAuth 1.0a in real multi-process Airflow: eight OS processes and eight mapped
-tasks share one live session token; the snapshot and rebalance DAGs run; no prepend, token or
-signature reaches a task log."""
+tasks share one live session token; the snapshot DAG runs; no prepend, token or signature
+reaches a task log. (The rebalance DAG's OAuth 1.0a signing is the same client path the snapshot
+takes; its own runs are in test_dags.py and test_airflow_runs.py.)"""
 
 from __future__ import annotations
 
@@ -44,14 +45,13 @@ def test_eight_processes_share_one_live_session_token(
 def test_oauth1a_dags_under_the_executor(
     fresh_oauth1_sandbox: RunningSandbox, tmp_path: Path, fresh_airflow_home: Path
 ) -> None:
-    """Eight mapped tasks, then the portfolio snapshot (every position) and the rebalance (dry
-    run), all in separate task processes: one live session token for everything; then the
-    probe that logs every secret, and a scan of every task log."""
+    """Eight mapped tasks, then the portfolio snapshot (every position), all in separate task
+    processes: one live session token for everything; then the probe that logs every secret,
+    and a scan of every task log."""
     dags = tmp_path / "dags"
     dags.mkdir()
     for source in (
         REPO_ROOT / "dags" / "ibkr_portfolio_snapshot.py",
-        REPO_ROOT / "dags" / "ibkr_rebalance.py",
         REPO_ROOT / "tests" / "support" / "dags" / "ibkr_parallel_accounts.py",
         REPO_ROOT / "tests" / "support" / "dags" / "ibkr_mask_probe.py",
     ):
@@ -69,10 +69,6 @@ def test_oauth1a_dags_under_the_executor(
         runs = {
             "ibkr_parallel_accounts": [],
             "ibkr_portfolio_snapshot": ["-c", json.dumps({"output_dir": str(tmp_path / "snapshot")})],
-            "ibkr_rebalance": [
-                "-c",
-                json.dumps({"account_id": "DU2345678", "output_dir": str(tmp_path / "rb")}),
-            ],
             "ibkr_mask_probe": [],
         }
         for dag_id, conf in runs.items():
@@ -84,12 +80,10 @@ def test_oauth1a_dags_under_the_executor(
                     r["accounts"] == ALL_ACCOUNTS for r in reports
                 )
     stats = fresh_oauth1_sandbox.stats()
-    _assert_one_lst(stats)  # one token for all four DAG runs and their 12 task processes
+    _assert_one_lst(stats)  # one token for the three DAG runs and every task process
     snapshot = json.loads(next((tmp_path / "snapshot").glob("portfolio_snapshot_*.json")).read_text())
     by_id = {a["account"]["accountId"]: a for a in snapshot["accounts"]}
     assert len(by_id["DU1234567"]["positions"]) == 273
-    report = json.loads(next((tmp_path / "rb").glob("rebalance_*.json")).read_text())
-    assert report["dry_run"] is True and report["plan"] and stats.get("orders_placed", 0) == 0
 
     runtime = json.loads((tmp_path / "secrets.json").read_text())
     secrets = {"live session token": runtime["bearer"], "prepend": runtime["prepend"]}

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+#: How long ``dags test --use-executor`` may take to exit once its DAG run is finished.
+EXECUTOR_SHUTDOWN_GRACE = 20.0
 
 
 def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
@@ -30,6 +37,73 @@ def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
 def run_airflow(
     args: list[str], env: dict[str, str], timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
+    if "--use-executor" in args:
+        return _run_with_executor(args, env, timeout)
     return subprocess.run(
         [AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, check=False
     )
+
+
+def _latest_run(database: Path, after_id: int) -> tuple[int, str | None]:
+    """The newest DAG run's id and state (``after_id`` and None when there is none newer)."""
+    if not database.exists():
+        return after_id, None
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
+            query = "SELECT id, state FROM dag_run WHERE id > ? ORDER BY id DESC LIMIT 1"
+            found = db.execute(query, (after_id,)).fetchone()
+    except sqlite3.OperationalError:  # busy, or not migrated yet: ask again on the next poll
+        return after_id, None
+    return (int(found[0]), str(found[1])) if found else (after_id, None)
+
+
+def _run_with_executor(
+    args: list[str], env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``airflow dags test --use-executor``, judged by the DAG run it creates.
+
+    Airflow 3.3's ``LocalExecutor.end()`` joins its worker processes with no timeout and now and
+    then never returns after the run has finished (apache/airflow#45683, #67870): the command
+    hangs although every task is done. This waits for the run's final state in the metadata
+    database, gives the command ``EXECUTOR_SHUTDOWN_GRACE`` seconds to exit on its own, then
+    kills its process group (workers included) and reports the run's own outcome: exit code 0
+    for ``success`` as ``dags test`` does, 1 otherwise, with a note in the captured output.
+    """
+    database = Path(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
+    before, _ = _latest_run(database, -1)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(
+            [AIRFLOW, *args],
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        finished_at: float | None = None
+        state: str | None = None
+        note = ""
+        while process.poll() is None:
+            now = time.monotonic()
+            if finished_at is None:
+                _, state = _latest_run(database, before)
+                if state in ("success", "failed"):
+                    finished_at = now
+            elif now - finished_at > EXECUTOR_SHUTDOWN_GRACE:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+                note = f"\n[test harness] the DAG run ended {state}; the executor did not shut down, killed\n"
+                break
+            if now > deadline:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+                out.seek(0)
+                err.seek(0)
+                raise subprocess.TimeoutExpired(process.args, timeout, output=out.read(), stderr=err.read())
+            time.sleep(0.5)
+        out.seek(0)
+        err.seek(0)
+        code = process.returncode if not note else (0 if state == "success" else 1)
+        return subprocess.CompletedProcess(process.args, code, out.read() + note, err.read())
