@@ -1,10 +1,18 @@
-"""`make up` (scripts/up.py): the sandbox and `airflow standalone` come up with the connections
-preset, the UI's Test button path and a triggered DAG run work, and SIGTERM stops everything."""
+"""`make up` (scripts/up.py) and what a person then does in the Airflow UI, in a real browser.
+
+The sandbox and `airflow standalone` come up with the two connections preset; in chromium we log
+in as Airflow's admin, press Test on both preset connections, add an IBKR connection through the
+Add Connection form (the private key pasted into the single-line input, as from a clipboard) and
+Test it, and trigger the portfolio snapshot from its Trigger dialog with changed params, which
+must reach the task. SIGTERM then stops everything. Screenshots of each step land in the test's
+tmp directory, or in ``$IBKR_UI_SCREENSHOTS`` when set (how docs/images/ was made).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,14 +21,86 @@ from pathlib import Path
 
 import psutil
 import requests
+from playwright.sync_api import Page, expect
 
 from tests.support.airflow_cli import REPO_ROOT
+from tests.support.browser import browser_page, log_in
 from tests.support.ports import free_port
 
 
-def test_make_up_serves_the_ui_with_working_connections(tmp_path: Path) -> None:
+def _shot(page: Page, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / f"{name}.png"))
+
+
+def _test_connection_row(page: Page, conn_id: str, expected: str) -> dict[str, object]:
+    """Press the row's Test button; the UI's request must succeed and its toast must say so."""
+    row = page.locator("tr", has=page.get_by_text(conn_id, exact=True)).first
+    with page.expect_response(lambda r: r.url.endswith("/api/v2/connections/test")) as answer:
+        row.get_by_role("button", name="Test Connection").click()
+    assert answer.value.status == 200, answer.value.text()  # the API refused port 0 before the plugin
+    result: dict[str, object] = answer.value.json()
+    assert result["status"] is True and expected in str(result["message"]), result
+    toast = page.locator("[data-scope=toast][data-part=root]", has_text=str(result["message"]))
+    expect(toast.first).to_be_visible()
+    expect(toast.first).to_contain_text("Test Connection Successful")
+    page.mouse.move(0, 0)  # let the button's tooltip close: it would cover the next row's button
+    expect(page.locator("[data-scope=tooltip][data-part=content]")).to_have_count(0)
+    return result
+
+
+def _add_connection_through_the_form(page: Page, conn_id: str, conn: dict[str, object]) -> None:
+    extra = conn["extra"]
+    assert isinstance(extra, dict)
+    page.get_by_role("button", name="Add Connection").click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator("input").first.fill(conn_id)
+    dialog.get_by_role("combobox").click()
+    page.keyboard.type("Interactive Brokers")
+    page.get_by_role("option", name="Interactive Brokers", exact=True).click()
+    dialog.locator("[name=host]").fill(str(conn["host"]))
+    dialog.locator("[name=login]").fill(str(conn["login"]))
+    dialog.get_by_text("Extra Fields", exact=True).click()
+    for name in ("client_key_id", "credential", "account_id", "ip"):
+        dialog.locator(f"#element_{name}").fill(str(extra[name]))
+    # A single-line password input: the browser drops the PEM's line breaks, as on a real paste.
+    dialog.locator("#element_private_key").fill(str(extra["private_key"]))
+    assert "\n" not in dialog.locator("#element_private_key").input_value()
+    dialog.get_by_role("button", name="Save").click()
+    expect(page.locator("tr", has=page.get_by_text(conn_id, exact=True)).first).to_be_visible()
+
+
+def _trigger_snapshot_from_the_dialog(page: Page, url: str, account: str, output_dir: Path) -> str:
+    page.goto(f"{url}/dags/ibkr_portfolio_snapshot")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    # the DAG is paused on a fresh `make up`: the dialog's "Unpause ... on trigger" box is ticked
+    dialog.locator("#element_accounts").fill(account)  # the array param: one id per line
+    dialog.locator("#element_output_dir").fill(str(output_dir))
+    with page.expect_response(lambda r: "/dagRuns" in r.url and r.request.method == "POST") as answer:
+        dialog.get_by_role("button", name="Trigger").click()
+    assert answer.value.status == 200, answer.value.text()
+    return str(answer.value.json()["dag_run_id"])
+
+
+def _wait_for_run(url: str, password: str, dag_id: str, run_id: str, timeout: float = 240) -> str:
+    token = requests.post(
+        f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30
+    ).json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + timeout
+    state = "queued"
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(2)
+        run = requests.get(f"{url}/api/v2/dags/{dag_id}/dagRuns/{run_id}", headers=auth, timeout=30)
+        state = run.json()["state"]
+    return state
+
+
+def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
     port = free_port()
     home = tmp_path / "airflow"
+    shots = Path(os.environ.get("IBKR_UI_SCREENSHOTS") or tmp_path / "screens")
+    shots.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
     env.update({"IBKR_UP_PORT": str(port), "IBKR_UP_HOME": str(home)})
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed below
@@ -42,37 +122,31 @@ def test_make_up_serves_the_ui_with_working_connections(tmp_path: Path) -> None:
         assert f"Airflow UI:    {url}" in printed
         password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
         assert f"Password:      {password}" in printed
-        token = requests.post(
-            f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30
-        ).json()["access_token"]
-        auth = {"Authorization": f"Bearer {token}"}
+        sandbox_dir = home.parent / ".sandbox"
+        conn = json.loads((sandbox_dir / "airflow_conn_ibkr_default.json").read_text())
 
-        stored = requests.get(f"{url}/api/v2/connections/ibkr_default", headers=auth, timeout=30).json()
-        assert json.loads(stored["extra"])["private_key"] == "***"  # the UI never shows the key
-        conn = json.loads((home.parent / ".sandbox" / "airflow_conn_ibkr_default.json").read_text())
-        body = {**conn, "connection_id": "ibkr_default", "extra": json.dumps(conn["extra"])}
-        tested = requests.post(f"{url}/api/v2/connections/test", json=body, headers=auth, timeout=120).json()
-        assert tested["status"] is True and "DU1234567" in tested["message"]
+        with browser_page() as page:
+            log_in(page, url, "admin", password)
+            page.goto(f"{url}/connections")
+            expect(page.get_by_text("ibkr_flex_default", exact=True)).to_be_visible()
+            _test_connection_row(page, "ibkr_default", "DU1234567 (paper)")
+            _shot(page, shots, "connection-test-ibkr-default")
+            _test_connection_row(page, "ibkr_flex_default", "Flex")
 
-        dags = requests.get(f"{url}/api/v2/dags", headers=auth, timeout=30).json()
-        assert {d["dag_id"] for d in dags["dags"]} >= {"ibkr_portfolio_snapshot", "ibkr_risk_monitor"}
-        requests.patch(
-            f"{url}/api/v2/dags/ibkr_risk_monitor", json={"is_paused": False}, headers=auth, timeout=30
-        )
-        run = requests.post(
-            f"{url}/api/v2/dags/ibkr_risk_monitor/dagRuns",
-            json={"logical_date": None},
-            headers=auth,
-            timeout=30,
-        ).json()
-        state = "queued"
-        deadline = time.monotonic() + 180
-        while state not in ("success", "failed") and time.monotonic() < deadline:
-            time.sleep(2)
-            state = requests.get(
-                f"{url}/api/v2/dags/ibkr_risk_monitor/dagRuns/{run['dag_run_id']}", headers=auth, timeout=30
-            ).json()["state"]
-        assert state == "success"
+            _add_connection_through_the_form(page, "ibkr_from_the_form", conn)
+            result = _test_connection_row(page, "ibkr_from_the_form", "U3456789 (live)")
+            assert re.search(r"\(oauth2\)", str(result["message"]))
+            _shot(page, shots, "connection-added-through-the-form-tested")
+
+            out = tmp_path / "snapshot-from-the-ui"
+            run_id = _trigger_snapshot_from_the_dialog(page, url, "DU2345678", out)
+            assert _wait_for_run(url, password, "ibkr_portfolio_snapshot", run_id) == "success"
+            page.reload()
+            expect(page.get_by_text("success").first).to_be_visible()
+            _shot(page, shots, "snapshot-run-triggered-from-the-ui")
+        (snapshot_file,) = out.glob("portfolio_snapshot_*.json")
+        snapshot = json.loads(snapshot_file.read_text())
+        assert [a["account"]["accountId"] for a in snapshot["accounts"]] == ["DU2345678"]
     finally:
         children = psutil.Process(up.pid).children(recursive=True) if up.poll() is None else []
         up.send_signal(signal.SIGTERM)

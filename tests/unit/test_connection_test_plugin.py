@@ -1,0 +1,68 @@
+"""The plugin's middleware drops the UI's ``"port": 0`` from IBKR connection tests, and only that.
+
+The whole path (a real browser pressing Test on a connection added through the form, against
+`airflow standalone` with the plugin loaded) is tests/e2e/test_make_up.py.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import entry_points
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from ibkr_provider.plugins import IbkrPlugin
+from ibkr_provider.plugins.connection_test import ConnectionTestPortFix
+
+
+async def _echo(request: Request) -> JSONResponse:
+    body = await request.body()
+    return JSONResponse(
+        {"body": json.loads(body), "length": request.headers["content-length"], "raw": len(body)}
+    )
+
+
+@pytest.fixture
+def client() -> TestClient:
+    routes = [
+        Route("/api/v2/connections/test", _echo, methods=["POST"]),
+        Route("/other", _echo, methods=["POST"]),
+    ]
+    return TestClient(ConnectionTestPortFix(Starlette(routes=routes)))
+
+
+@pytest.mark.parametrize("conn_type", ["ibkr", "ibkr_flex"])
+def test_a_zero_port_is_dropped_for_ibkr_types(client: TestClient, conn_type: str) -> None:
+    sent = {
+        "connection_id": "c",
+        "conn_type": conn_type,
+        "host": "https://api.ibkr.com",
+        "port": 0,
+        "extra": "{}",
+    }
+    seen = client.post("/api/v2/connections/test", json=sent).json()
+    assert seen["body"] == {k: v for k, v in sent.items() if k != "port"}
+    assert int(seen["length"]) == seen["raw"]  # the header matches the shorter body
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v2/connections/test", {"conn_type": "http", "host": "h", "port": 0}),  # not ours
+        ("/api/v2/connections/test", {"conn_type": "ibkr", "host": "h", "port": 5000}),  # a real port
+        ("/other", {"conn_type": "ibkr", "host": "h", "port": 0}),  # another endpoint
+    ],
+)
+def test_everything_else_passes_unchanged(client: TestClient, path: str, body: dict[str, object]) -> None:
+    assert client.post(path, json=body).json()["body"] == body
+
+
+def test_the_plugin_is_registered_for_the_api_server() -> None:
+    (entry,) = [e for e in entry_points(group="airflow.plugins") if e.name == "ibkr"]
+    assert entry.load() is IbkrPlugin
+    assert [m["middleware"] for m in IbkrPlugin.fastapi_root_middlewares] == [ConnectionTestPortFix]
