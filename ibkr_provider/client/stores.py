@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,6 +157,28 @@ class SessionStore(ABC):
     def load(self, key: str) -> SessionRecord | None:
         """The record, or None when there is none (or it cannot be read)."""
 
+    def stash(self, key: str, data: bytes, ttl_seconds: float) -> None:
+        """Keep ``data`` under ``key`` for one later :meth:`take` (encrypted when there is a
+        cipher). Used for pending "Connect IBKR" consents, which any API server may finish."""
+        self._put(key, self._cipher.encrypt(data) if self._cipher else data, ttl_seconds)
+
+    def take(self, key: str) -> bytes | None:
+        """What :meth:`stash` kept under ``key``, removed in the same step, so only one caller
+        ever gets it; None when there is nothing (never stashed, taken already, or unreadable)."""
+        sealed = self._pop(key)
+        if sealed is None:
+            return None
+        try:
+            return self._cipher.decrypt(sealed) if self._cipher else sealed
+        except Exception:
+            return None
+
+    @abstractmethod
+    def _put(self, key: str, data: bytes, ttl_seconds: float) -> None: ...
+
+    @abstractmethod
+    def _pop(self, key: str) -> bytes | None: ...
+
     @abstractmethod
     def save(self, key: str, record: SessionRecord) -> None:
         """Store the record; readers never see a half-written one."""
@@ -210,6 +233,7 @@ class MemorySessionStore(SessionStore):
     _used: dict[str, float] = {}
     _locks: dict[str, threading.Lock] = {}
     _next_free: dict[tuple[str, str], int] = {}
+    _stashed: dict[str, tuple[bytes, float]] = {}
     _guard = threading.Lock()
 
     def load(self, key: str) -> SessionRecord | None:
@@ -242,12 +266,22 @@ class MemorySessionStore(SessionStore):
     def last_used(self, key: str) -> float:
         return self._used.get(key, 0.0)
 
+    def _put(self, key: str, data: bytes, ttl_seconds: float) -> None:
+        with self._guard:
+            self._stashed[key] = (data, time.monotonic() + ttl_seconds)
+
+    def _pop(self, key: str) -> bytes | None:
+        with self._guard:
+            data, expires = self._stashed.pop(key, (b"", 0.0))
+        return data if expires > time.monotonic() else None
+
     @classmethod
     def clear(cls) -> None:
         """Forget every record and pacing state of this process (tests, notebooks)."""
         with cls._guard:
             cls._records.clear()
             cls._used.clear()
+            cls._stashed.clear()
             cls._next_free.clear()
 
 
@@ -297,6 +331,26 @@ class FileSessionStore(SessionStore):
 
     def save(self, key: str, record: SessionRecord) -> None:
         write_private_atomically(self._path(key, "session"), self._seal(record))
+
+    def _put(self, key: str, data: bytes, ttl_seconds: float) -> None:
+        expires = repr(time.time() + ttl_seconds).encode()
+        write_private_atomically(self._path(key, "stash"), expires + b"\n" + data)
+
+    def _pop(self, key: str) -> bytes | None:
+        # rename is atomic: of two processes taking the same key, exactly one finds the file
+        claimed = self._path(key, f"taken.{os.getpid()}.{threading.get_ident()}")
+        try:
+            os.rename(self._path(key, "stash"), claimed)
+        except FileNotFoundError:
+            return None
+        try:
+            expires, _, data = claimed.read_bytes().partition(b"\n")
+        finally:
+            claimed.unlink(missing_ok=True)
+        try:
+            return data if float(expires) > time.time() else None
+        except ValueError:
+            return None
 
     @contextlib.contextmanager
     def _acquire(self, key: str, timeout: float) -> Iterator[Lease]:
@@ -401,6 +455,13 @@ class RedisSessionStore(SessionStore):
 
     def mark_used(self, key: str, when: float) -> None:
         self._redis.set(self._name(key, "used"), repr(when))
+
+    def _put(self, key: str, data: bytes, ttl_seconds: float) -> None:
+        self._redis.set(self._name(key, "stash"), data, px=max(1, int(ttl_seconds * 1000)))
+
+    def _pop(self, key: str) -> bytes | None:
+        data = self._redis.getdel(self._name(key, "stash"))
+        return data if isinstance(data, bytes) else None
 
     def last_used(self, key: str) -> float:
         value = self._redis.get(self._name(key, "used"))

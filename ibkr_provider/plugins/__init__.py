@@ -7,13 +7,25 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from ibkr_provider.plugins.connect_app import create_connect_app
 from ibkr_provider.plugins.connection_test import ConnectionTestPortFix
 
 
 class IbkrPlugin(AirflowPlugin):
-    """Fixes the UI's Test button for IBKR connections (see ``connection_test``)."""
+    """Fixes the UI's Test button for IBKR connections (see ``connection_test``) and adds the
+    "Connect IBKR" pages (see ``connect_app``) with a link in the Admin menu. The link opens the
+    page itself, not an iframe: IBKR's login page must never be framed."""
 
     name = "ibkr"
+    fastapi_apps = [{"app": create_connect_app(), "url_prefix": "/ibkr", "name": "Connect IBKR"}]
+    external_views = [
+        {
+            "name": "Connect IBKR",
+            "href": "/ibkr/connect",
+            "destination": "nav",
+            "category": "admin",
+        }
+    ]
     fastapi_root_middlewares = [
         {
             "middleware": ConnectionTestPortFix,

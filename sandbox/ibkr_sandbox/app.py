@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import urllib.parse
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from ibkr_sandbox import portfolio
+from ibkr_sandbox.consent import ConsentBroker, consent_page
 from ibkr_sandbox.control import ASGIApp, SandboxControl
 from ibkr_sandbox.flex import add_flex_routes
 from ibkr_sandbox.oauth import JwtRejected, verify_client_assertion, verify_sso_jwt
@@ -195,6 +197,68 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
                 raise SandboxHttpError(exc.status, exc.body) from None
             expires_at = answer["live_session_token_expiration"] / 1000
             state.open_oauth1_session(consumer.credential, lst, expires_at, replaces=consumer.tokens[:-1])
+        return answer
+
+    # ------------------------------------------------------------------ OAuth 1.0a three-legged
+    def consent_broker() -> ConsentBroker:
+        if state.consent is None:
+            raise _ibkr_error(404, "Not Found")
+        return state.consent
+
+    def rejected(exc: OAuth1Rejected) -> SandboxHttpError:
+        if exc.bad_signature:
+            state.counters["rejected_signatures"] += 1
+        return SandboxHttpError(exc.status, exc.body)
+
+    @app.post("/v1/api/oauth/request_token")
+    def request_token(request: Request) -> dict[str, Any]:
+        broker = consent_broker()
+        with state.lock:
+            try:
+                token = broker.request_token(
+                    request.method, signed_url(request), request.headers.get("authorization", "")
+                )
+            except OAuth1Rejected as exc:
+                raise rejected(exc) from None
+            state.counters["request_tokens"] += 1
+        return {"oauth_token": token}
+
+    @app.get("/authorize", response_class=HTMLResponse)
+    def authorize_page(oauth_token: str = "") -> HTMLResponse:
+        broker = consent_broker()
+        with state.lock:
+            known = broker.is_pending(oauth_token)
+        if not known:
+            return HTMLResponse(
+                consent_page(None, "This authorization request is unknown or has expired."), 400
+            )
+        return HTMLResponse(consent_page(oauth_token, None))
+
+    @app.post("/authorize")
+    async def authorize_decision(request: Request) -> Response:
+        broker = consent_broker()
+        form = {k: v[0] for k, v in urllib.parse.parse_qs((await request.body()).decode()).items()}
+        token = form.get("oauth_token", "")
+        accept = form.get("decision") == "accept"
+        with state.lock:
+            try:
+                target = broker.decide(token, form.get("username", ""), form.get("password", ""), accept)
+            except ValueError as exc:
+                return HTMLResponse(consent_page(token if broker.is_pending(token) else None, str(exc)), 400)
+            state.counters["consents_accepted" if accept else "consents_denied"] += 1
+        return RedirectResponse(target, status_code=303)
+
+    @app.post("/v1/api/oauth/access_token")
+    def access_token(request: Request) -> dict[str, Any]:
+        broker = consent_broker()
+        with state.lock:
+            try:
+                answer = broker.access_token(
+                    request.method, signed_url(request), request.headers.get("authorization", "")
+                )
+            except OAuth1Rejected as exc:
+                raise rejected(exc) from None
+            state.counters["access_tokens"] += 1
         return answer
 
     # ------------------------------------------------------------------ sessions

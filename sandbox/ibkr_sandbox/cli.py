@@ -93,11 +93,14 @@ def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from ibkr_sandbox.app import create_app
+    from ibkr_sandbox.consent import ConsentBroker, ThirdPartyConsumer
     from ibkr_sandbox.files import (
+        AUTHORIZE_PASSWORD,
         ensure_client_keys,
         ensure_flex_token,
         ensure_gateway_tls,
         ensure_oauth1_consumer,
+        third_party_consumer,
         write_ready_files,
     )
     from ibkr_sandbox.oauth1 import Consumer, OAuth1Verifier
@@ -133,6 +136,19 @@ def serve(args: argparse.Namespace) -> None:
             credential=record["credential"],
         )
         state.oauth1 = OAuth1Verifier({consumer.consumer_key: consumer}, settings)
+        third = third_party_consumer(state_dir)
+        state.consent = ConsentBroker(
+            state.oauth1,
+            {
+                third["consumer_key"]: ThirdPartyConsumer(
+                    consumer_key=third["consumer_key"],
+                    signature_public_pem=third["signature_public_pem"],
+                    encryption_public_pem=third["encryption_public_pem"],
+                    dh_prime=int(third["dh_prime"], 16),
+                )
+            },
+            users={record["credential"]: AUTHORIZE_PASSWORD},
+        )
     certfile: str | None = None
     keyfile: str | None = None
     if args.gateway:

@@ -39,6 +39,11 @@ CONN_FILE = "airflow_conn_ibkr_default.json"
 FLEX_CONN_FILE = "airflow_conn_ibkr_flex_default.json"
 FLEX_TOKEN_FILE = "flex_token.txt"
 READY_FILE = "sandbox.json"
+CONSUMER_PROFILE_FILE = "airflow_conn_ibkr_consumer.json"
+#: The third-party consumer IBKR "registered" in the sandbox, for the Connect IBKR flow.
+THIRD_PARTY_CONSUMER_KEY = "AIRFLOWTP"
+#: Who may log in on the sandbox's authorize page (the sandbox's username, this password).
+AUTHORIZE_PASSWORD = "sandbox-password"
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -243,6 +248,41 @@ def _connection_json(state_dir: Path, base_url: str, *, mode: str) -> dict[str, 
     return {"conn_type": "ibkr", "host": base_url, "login": login, "extra": extra}
 
 
+def third_party_consumer(state_dir: Path) -> dict[str, str]:
+    """The sandbox's registered third-party consumer: it shares the self-service consumer's key
+    files and DH prime (a sandbox convenience) under its own consumer key."""
+    record = ensure_oauth1_consumer(state_dir)
+    encryption = serialization.load_pem_private_key((state_dir / OAUTH1_ENCRYPTION_KEY).read_bytes(), None)
+    public = encryption.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return {
+        "consumer_key": THIRD_PARTY_CONSUMER_KEY,
+        "signature_public_pem": record["signature_public_pem"],
+        "encryption_public_pem": public.decode(),
+        "dh_prime": record["dh_prime"],
+    }
+
+
+def consumer_profile_json(state_dir: Path, base_url: str) -> dict[str, Any]:
+    """The consumer profile a Connect IBKR flow starts from: an ``oauth1a`` connection with the
+    third-party consumer's key, keys and DH parameters, the authorize page, and no user token."""
+    return {
+        "conn_type": "ibkr",
+        "host": base_url,
+        "port": _port_of(base_url),
+        "login": THIRD_PARTY_CONSUMER_KEY,
+        "extra": {
+            "auth_type": "oauth1a",
+            "signature_key": (state_dir / OAUTH1_SIGNATURE_KEY).read_text(),
+            "encryption_key": (state_dir / OAUTH1_ENCRYPTION_KEY).read_text(),
+            "dh_params": (state_dir / OAUTH1_DH_PARAMS).read_text(),
+            "authorize_url": f"{base_url}/authorize",
+            "account_id": "DU1234567",
+        },
+    }
+
+
 def write_ready_files(state_dir: Path, *, base_url: str, port: int, mode: str) -> None:
     """Write the connection JSON (0600: it holds the private key) and, last, ``sandbox.json``."""
     gateway = mode == "gateway"
@@ -256,6 +296,9 @@ def write_ready_files(state_dir: Path, *, base_url: str, port: int, mode: str) -
         "extra": {"verify": str(state_dir / CA_FILE)} if gateway else {},
     }
     _write_private(state_dir / FLEX_CONN_FILE, json.dumps(flex, indent=2).encode())
+    if mode == "oauth1a":
+        profile = consumer_profile_json(state_dir, base_url)
+        _write_private(state_dir / CONSUMER_PROFILE_FILE, json.dumps(profile, indent=2).encode())
     ready = {
         "base_url": base_url,
         "port": port,

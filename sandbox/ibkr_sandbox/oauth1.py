@@ -100,11 +100,17 @@ class OAuth1Verifier:
         """``settings`` (the sandbox's) supplies ``lst_lifetime``, ``oauth1_timestamp_tolerance``
         and ``oauth1_query_signing``, read at each request so the control plane can change them."""
         self.consumers = consumers
+        #: access tokens granted by three-legged consents (see ``consent.py``), by access token
+        self.grants: dict[str, Consumer] = {}
         self.settings = settings
         self.realm = realm
 
+    def _all(self) -> list[Consumer]:
+        return [*self.consumers.values(), *self.grants.values()]
+
     def reset(self) -> None:
         """Forget every live session token, nonce and timestamp (the sandbox's reset)."""
+        self.grants.clear()
         for consumer in self.consumers.values():
             consumer.tokens.clear()
             consumer.expired.clear()
@@ -113,19 +119,23 @@ class OAuth1Verifier:
 
     def expire_tokens(self) -> list[str]:
         """Make every current live session token invalid (answers 410); returns them."""
-        current = [c.tokens[-1] for c in self.consumers.values() if c.tokens]
-        for consumer in self.consumers.values():
+        current = [c.tokens[-1] for c in self._all() if c.tokens]
+        for consumer in self._all():
             consumer.expired.update(consumer.tokens)
         return current
 
     def consumer_of(self, header: str) -> Consumer | None:
         """The consumer an Authorization header names (for pacing per username), unchecked."""
+        token = re.search(r'oauth_token="([^"]*)"', header)
+        if token and token.group(1) in self.grants:
+            return self.grants[token.group(1)]
         match = re.search(r'oauth_consumer_key="([^"]*)"', header)
         return self.consumers.get(match.group(1)) if match else None
 
     def _consumer(self, realm: str, params: dict[str, str]) -> Consumer:
-        consumer = self.consumers.get(params.get("oauth_consumer_key", ""))
-        if consumer is None or realm != self.realm:
+        key = params.get("oauth_consumer_key", "")
+        consumer = self.grants.get(params.get("oauth_token", "")) or self.consumers.get(key)
+        if consumer is None or consumer.consumer_key != key or realm != self.realm:
             raise OAuth1Rejected(401, "id: 1, error: invalid consumer")
         if params.get("oauth_token") != consumer.access_token:
             raise OAuth1Rejected(401, "invalid token")

@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from ibkr_sandbox.files import CA_FILE, CONN_FILE, FLEX_CONN_FILE, READY_FILE
+from ibkr_sandbox.files import CA_FILE, CONN_FILE, CONSUMER_PROFILE_FILE, FLEX_CONN_FILE, READY_FILE
 
 
 @dataclass
@@ -56,6 +56,10 @@ class RunningSandbox:
         conn: dict[str, Any] = json.loads((self.state_dir / FLEX_CONN_FILE).read_text())
         conn.update(overrides)
         return json.dumps(conn)
+
+    def consumer_profile_json(self) -> str:
+        """OAuth 1.0a mode: the third-party consumer profile (JSON form) for Connect IBKR."""
+        return (self.state_dir / CONSUMER_PROFILE_FILE).read_text()
 
     def client_config_values(self, **overrides: Any) -> dict[str, Any]:
         """Settings for :meth:`IbkrClientConfig.from_mapping` pointing at this sandbox."""

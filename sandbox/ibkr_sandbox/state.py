@@ -14,6 +14,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ibkr_sandbox.consent import ConsentBroker
 from ibkr_sandbox.oauth1 import OAuth1Verifier
 from ibkr_sandbox.orders import OrderBook
 from ibkr_sandbox.pacing import GATEWAY_GLOBAL_PER_SECOND, OAUTH_GLOBAL_PER_SECOND, rule_for
@@ -162,6 +163,8 @@ class SandboxState:
     lock: threading.RLock = field(default_factory=threading.RLock)
     #: OAuth 1.0a mode: the consumers and their live session tokens.
     oauth1: OAuth1Verifier | None = None
+    #: OAuth 1.0a mode: the three-legged consents of the third-party consumer.
+    consent: ConsentBroker | None = None
     started_at: float = field(default_factory=time.time)
     market: Market = field(init=False)
 
@@ -205,6 +208,9 @@ class SandboxState:
             self.path_counts.clear()
             if self.oauth1 is not None:
                 self.oauth1.reset()
+            if self.consent is not None:
+                self.consent.pending.clear()
+                self.consent.nonces.clear()
             if self.settings.gateway:
                 self._open_gateway_session()
 

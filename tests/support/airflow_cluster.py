@@ -18,7 +18,9 @@ from tests.support.ports import free_port
 
 
 @contextmanager
-def airflow_cluster(home: Path, dags_folder: Path, parallelism: int = 8) -> Iterator[dict[str, str]]:
+def airflow_cluster(
+    home: Path, dags_folder: Path, parallelism: int = 8, **extra_env: str
+) -> Iterator[dict[str, str]]:
     """Yield the environment for ``airflow dags test --use-executor`` against a running api-server."""
     port = free_port()
     env = airflow_env(
@@ -31,6 +33,7 @@ def airflow_cluster(home: Path, dags_folder: Path, parallelism: int = 8) -> Iter
         AIRFLOW__API__PORT=str(port),
         AIRFLOW__API__WORKERS="1",
         AIRFLOW__API_AUTH__JWT_SECRET="test-only-jwt-secret-for-the-local-api-server",
+        **extra_env,
     )
     if not (home / "airflow.db").exists():  # a home copied from the migrated template has it
         migrated = run_airflow(["db", "migrate"], env)

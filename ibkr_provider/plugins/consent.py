@@ -1,0 +1,81 @@
+"""The "Connect IBKR" flow's state and its connections, apart from the web pages.
+
+A consent starts from a consumer profile: an ``ibkr`` connection of ``auth_type`` ``oauth1a``
+that holds a third-party app's registration with IBKR (consumer key in ``login``, signature and
+encryption keys, DH parameters, ``authorize_url``, optional ``callback_url``) and no user token.
+The flow ends with the user's own ``ibkr`` connection: the profile's fields plus the access token
+(extra) and its secret (password), saved through Airflow's ORM, so Airflow encrypts them.
+
+State: a random 256-bit value per consent, bound to the Airflow user who started it, kept
+server-side for 10 minutes in the profile's session cache (file on one host, Redis across hosts,
+encrypted with Airflow's Fernet key) under its SHA-256, and taken exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+#: How long a started consent may take (IBKR's request token lives about as long).
+STATE_LIFETIME_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class PendingConsent:
+    """What the callback needs to finish a consent (kept server-side, never in a URL)."""
+
+    user_id: str
+    profile_conn_id: str
+    target_conn_id: str
+    request_token: str
+    expires_at: float
+
+
+class ConsentRefused(Exception):
+    """The callback cannot finish: the text is what the page shows (no secrets in it)."""
+
+
+def new_state() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def state_key(state: str) -> str:
+    """Where a state's record is kept: its SHA-256 (the state itself is never stored)."""
+    return "connect-" + hashlib.sha256(state.encode()).hexdigest()
+
+
+def seal(pending: PendingConsent) -> bytes:
+    return json.dumps(asdict(pending)).encode()
+
+
+def unseal(data: bytes | None, user_id: str, request_token: str) -> PendingConsent:
+    """The pending consent a callback names, checked: it exists (not taken yet), has not
+    expired, belongs to the user finishing it and is for the request token IBKR sent back."""
+    if data is None:
+        raise ConsentRefused(
+            "This link is no longer valid: it was used already, it expired, or it was not started here. "
+            "Start again with Connect IBKR."
+        )
+    pending = PendingConsent(**json.loads(data))
+    if pending.expires_at < time.time():
+        raise ConsentRefused("This consent took longer than 10 minutes. Start again with Connect IBKR.")
+    if not secrets.compare_digest(pending.user_id, user_id):
+        raise ConsentRefused(
+            "This consent was started by another Airflow user. Start your own with Connect IBKR."
+        )
+    if not secrets.compare_digest(pending.request_token, request_token):
+        raise ConsentRefused("IBKR answered for another request. Start again with Connect IBKR.")
+    return pending
+
+
+def user_connection_fields(profile_extra: dict[str, Any], access_token: str) -> dict[str, Any]:
+    """The user's connection extra: the consumer's fields (keys, DH parameters, realm, cache and
+    transport settings) plus this user's access token; the consent-only fields are dropped."""
+    extra = {k: v for k, v in profile_extra.items() if k not in ("authorize_url", "callback_url")}
+    extra["auth_type"] = "oauth1a"
+    extra["access_token"] = access_token
+    return extra
