@@ -1,0 +1,79 @@
+"""Connect IBKR's consent state: bound to user and request token, expiring; stashed records are
+encrypted when there is a cipher. (Single use across processes and hosts: tests/integration.)"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from ibkr_provider.client.stores import FileSessionStore, MemorySessionStore
+from ibkr_provider.plugins.consent import (
+    ConsentRefused,
+    PendingConsent,
+    new_state,
+    seal,
+    state_key,
+    unseal,
+    user_connection_fields,
+)
+
+
+def _pending(**changes: object) -> PendingConsent:
+    values: dict[str, object] = {
+        "user_id": "admin",
+        "profile_conn_id": "ibkr_consumer",
+        "target_conn_id": "ibkr_connected",
+        "request_token": "rt-123456",
+        "expires_at": time.time() + 600,
+    }
+    values.update(changes)
+    return PendingConsent(**values)  # type: ignore[arg-type]
+
+
+def test_states_are_random_and_stored_under_their_hash() -> None:
+    first, second = new_state(), new_state()
+    assert first != second and len(first) >= 43  # 256 bits, url-safe base64
+    assert first not in state_key(first) and state_key(first) == state_key(first)
+
+
+@pytest.mark.parametrize(
+    ("data", "user", "token", "says"),
+    [
+        (None, "admin", "rt-123456", "no longer valid"),
+        (seal(_pending(expires_at=time.time() - 1)), "admin", "rt-123456", "longer than 10 minutes"),
+        (seal(_pending()), "mallory", "rt-123456", "another Airflow user"),
+        (seal(_pending()), "admin", "rt-other", "another request"),
+    ],
+)
+def test_a_callback_that_does_not_match_is_refused(
+    data: bytes | None, user: str, token: str, says: str
+) -> None:
+    with pytest.raises(ConsentRefused, match=says):
+        unseal(data, user, token)
+
+
+def test_a_matching_callback_gets_its_consent() -> None:
+    assert unseal(seal(_pending()), "admin", "rt-123456").target_conn_id == "ibkr_connected"
+
+
+def test_the_user_connection_keeps_the_consumer_and_adds_the_token() -> None:
+    profile = {"auth_type": "oauth1a", "signature_key": "pem", "authorize_url": "u", "callback_url": "c"}
+    extra = user_connection_fields(profile, "access-1")
+    assert extra == {"auth_type": "oauth1a", "signature_key": "pem", "access_token": "access-1"}
+
+
+def test_stashed_records_are_encrypted_and_expire(tmp_path: Path) -> None:
+    cipher = Fernet(Fernet.generate_key())
+    store = FileSessionStore(tmp_path, cipher)
+    store.stash("connect-y", b"secret record", 60)
+    (stored,) = tmp_path.iterdir()
+    assert b"secret record" not in stored.read_bytes()
+    assert store.take("connect-y") == b"secret record" and store.take("connect-y") is None
+    store.stash("connect-z", b"late", 0.05)
+    memory = MemorySessionStore()
+    memory.stash("connect-z", b"late", 0.05)
+    time.sleep(0.1)
+    assert store.take("connect-z") is None and memory.take("connect-z") is None
