@@ -141,8 +141,8 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             out = tmp_path / "snapshot-from-the-ui"
             run_id = _trigger_snapshot_from_the_dialog(page, url, "DU2345678", out)
             assert _wait_for_run(url, password, "ibkr_portfolio_snapshot", run_id) == "success"
-            page.reload()
-            expect(page.get_by_text("success").first).to_be_visible()
+            page.goto(f"{url}/dags/ibkr_portfolio_snapshot/runs/{run_id}")
+            expect(page.get_by_text("Success", exact=True).first).to_be_visible()
             _shot(page, shots, "snapshot-run-triggered-from-the-ui")
         (snapshot_file,) = out.glob("portfolio_snapshot_*.json")
         snapshot = json.loads(snapshot_file.read_text())

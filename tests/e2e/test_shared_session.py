@@ -1,5 +1,6 @@
 """One IBKR session for every task: eight OS processes, and eight mapped tasks in a real
-executor, share one token, one SSO session and one brokerage session."""
+executor, share one token, one SSO session and one brokerage session; and no secret of it
+reaches a task log."""
 
 from __future__ import annotations
 
@@ -87,25 +88,60 @@ def test_eight_processes_share_one_session_through_redis(
     _assert_one_session(fresh_sandbox.stats())
 
 
-def test_eight_mapped_tasks_in_a_real_executor_share_one_session(
+def test_eight_mapped_tasks_in_a_real_executor_share_one_session_and_log_no_secret(
     fresh_sandbox: RunningSandbox, tmp_path: Path, fresh_airflow_home: Path
 ) -> None:
+    """Eight mapped tasks in eight task processes share one session. Then, in the same
+    multi-process Airflow, a DAG that deliberately logs and prints the bearer, the access token,
+    both signed JWTs and every line of the private key leaves only *** in its task log.
+
+    Scope of the scan: the task log Airflow persists and serves in the UI. Airflow 3.3's
+    LocalExecutor also copies task output to the executor's own stdout
+    (``subprocess_logs_to_stdout=True``); that copy does not apply masks registered at runtime,
+    which no provider can change (see README, Secrets)."""
     home = fresh_airflow_home
     out = tmp_path / "out"
     out.mkdir()
+    secrets_out = tmp_path / "secrets.json"
     with airflow_cluster(home, REPO_ROOT / "tests" / "support" / "dags", parallelism=8) as env:
         env = {
             **env,
             "AIRFLOW_CONN_IBKR_DEFAULT": fresh_sandbox.connection_json(),
             "IBKR_PARALLEL_OUT": str(out),
+            "IBKR_MASK_PROBE_OUT": str(secrets_out),
         }
         result = run_airflow(["dags", "test", "ibkr_parallel_accounts", "--use-executor"], env, timeout=400)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        reports = [json.loads(p.read_text()) for p in out.glob("*.json")]
+        assert len(reports) == 8
+        assert len({r["pid"] for r in reports}) == 8  # eight task processes
+        assert all(r["accounts"] == ALL_ACCOUNTS for r in reports)
+        _assert_one_session(fresh_sandbox.stats())
+
+        # a session of its own (memory cache), so the probe signs and sees both JWTs itself
+        env["AIRFLOW_CONN_IBKR_DEFAULT"] = fresh_sandbox.connection_json(session_cache="memory")
+        result = run_airflow(["dags", "test", "ibkr_mask_probe", "--use-executor"], env, timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    reports = [json.loads(p.read_text()) for p in out.glob("*.json")]
-    assert len(reports) == 8
-    assert len({r["pid"] for r in reports}) == 8  # eight task processes
-    assert all(r["accounts"] == ALL_ACCOUNTS for r in reports)
-    _assert_one_session(fresh_sandbox.stats())
+    runtime = json.loads(secrets_out.read_text())
+    assert len(runtime["signed_jwts"]) == 2  # the client assertion and the SSO-session JWT
+    key_pem = (fresh_sandbox.state_dir / "client_private_key.pem").read_text()
+    body_lines = [line for line in key_pem.splitlines() if "-----" not in line]
+    assert [line for line in runtime["key_lines"] if "-----" not in line] == body_lines
+    secrets = {name: runtime[name] for name in ("bearer", "access_token", "tickle_session")}
+    secrets.update({f"signed JWT {n}": jwt for n, jwt in enumerate(runtime["signed_jwts"])})
+    secrets.update({f"private key line {n}": line for n, line in enumerate(body_lines)})  # every line
+    assert all(len(value) > 5 for value in secrets.values())  # Airflow masks values over 5 characters
+
+    task_logs = [p for p in (home / "logs").rglob("*.log") if "task_id=leak_everything" in str(p)]
+    assert task_logs, "the run wrote no task log"
+    text = "\n".join(p.read_text() for p in task_logs)
+    # The probe really logged: the lines are there, with the values masked.
+    for probe in ("leak via logging: bearer=***", "leak via print: access_token=***", "tickle_session=***"):
+        assert probe in text, probe
+    assert "leak via logging: jwt 1=" in text and f"key_line {len(runtime['key_lines']) - 2}=***" in text
+    assert "leak of the whole key" in text
+    for name, value in secrets.items():
+        assert value not in text, f"{name} leaked into the task log"
 
 
 def test_renewal_ahead_of_expiry_with_no_failed_request(
