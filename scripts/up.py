@@ -3,7 +3,8 @@
 Airflow runs from `.airflow/` (SQLite, LocalExecutor, parallelism 4 for small machines,
 `[core] test_connection = Enabled`). The `ibkr_default` and `ibkr_flex_default` connections are
 stored in Airflow's database (so the UI lists them and its Test button works), pointing at the
-sandbox. Ctrl-C stops Airflow and the sandbox. `IBKR_UP_PORT` (default 8080) and `IBKR_UP_HOME` (default
+sandbox; so is ``ibkr_consumer``, the sandbox's third-party consumer profile for Admin > Connect
+IBKR. Ctrl-C stops Airflow and the sandbox. `IBKR_UP_PORT` (default 8080) and `IBKR_UP_HOME` (default
 `.airflow`) move the UI port and the Airflow home.
 """
 
@@ -60,6 +61,7 @@ def main() -> int:
         for conn_id, conn_json in (
             ("ibkr_default", sandbox.connection_json()),
             ("ibkr_flex_default", sandbox.flex_connection_json(extra={"poll_interval": 1})),
+            ("ibkr_consumer", sandbox.consumer_profile_json()),
         ):
             airflow(["connections", "delete", conn_id], env, check=False)
             airflow(["connections", "add", conn_id, "--conn-json", conn_json], env)
@@ -89,6 +91,10 @@ def main() -> int:
             print(f"Password:      {json.loads(passwords.read_text()).get('admin')}  (from {passwords})")
         print(
             "Connections ibkr_default and ibkr_flex_default point at the sandbox; Admin > Connections > Test."
+        )
+        print(
+            "Admin > Connect IBKR: consumer profile ibkr_consumer; log in at the sandbox as sandboxuser / "
+            "sandbox-password."
         )
         print("Ctrl-C stops Airflow and the sandbox.", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -87,7 +87,9 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
     def session(request: Request) -> SsoSessionRecord:
         if settings.gateway:
             key = None
-        elif settings.oauth1a:
+        elif settings.oauth1a or request.headers.get("authorization", "").startswith("OAuth "):
+            # oauth1a mode takes only signed requests; oauth2 mode also takes OAuth 1.0a ones (the
+            # connections Connect IBKR makes in `make up`), told apart by the header's scheme
             key = oauth1_token(request)
         else:
             key = bearer(request)
@@ -599,7 +601,7 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
     def expire_lst() -> dict[str, Any]:
         """Make every current live session token invalid: the next request answers 410 Gone."""
         if state.oauth1 is None:
-            raise _ibkr_error(400, "the sandbox is not in oauth1a mode")
+            raise _ibkr_error(400, "the sandbox serves no OAuth 1.0a (gateway mode)")
         with state.lock:
             expired = state.oauth1.expire_tokens()
         return {"expired": len(expired)}

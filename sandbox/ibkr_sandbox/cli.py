@@ -125,7 +125,7 @@ def serve(args: argparse.Namespace) -> None:
     )
     state = SandboxState(settings=settings, client_keys=client_keys)
     mode = "gateway" if args.gateway else args.auth
-    if settings.oauth1a:
+    if not settings.gateway:  # OAuth 1.0a is served in both auth modes (the mode picks the preset)
         record = ensure_oauth1_consumer(state_dir)
         consumer = Consumer(
             consumer_key=record["consumer_key"],

@@ -57,12 +57,10 @@ class SandboxControl:
     def _username(self, scope: Scope) -> str | None:
         if self.state.settings.gateway:
             return "gateway"
-        if self.state.oauth1 is not None:
-            for name, value in scope.get("headers", []):
-                if name == b"authorization":
-                    consumer = self.state.oauth1.consumer_of(value.decode(errors="replace"))
-                    return consumer.credential if consumer else None
-            return None
+        for name, value in scope.get("headers", []):
+            if name == b"authorization" and value.startswith(b"OAuth ") and self.state.oauth1 is not None:
+                consumer = self.state.oauth1.consumer_of(value.decode(errors="replace"))
+                return consumer.credential if consumer else None
         for name, value in scope.get("headers", []):
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 record = self.state.sessions.get(value[7:].decode(errors="replace").strip())

@@ -296,7 +296,7 @@ def write_ready_files(state_dir: Path, *, base_url: str, port: int, mode: str) -
         "extra": {"verify": str(state_dir / CA_FILE)} if gateway else {},
     }
     _write_private(state_dir / FLEX_CONN_FILE, json.dumps(flex, indent=2).encode())
-    if mode == "oauth1a":
+    if not gateway:
         profile = consumer_profile_json(state_dir, base_url)
         _write_private(state_dir / CONSUMER_PROFILE_FILE, json.dumps(profile, indent=2).encode())
     ready = {

@@ -58,7 +58,7 @@ class RunningSandbox:
         return json.dumps(conn)
 
     def consumer_profile_json(self) -> str:
-        """OAuth 1.0a mode: the third-party consumer profile (JSON form) for Connect IBKR."""
+        """The third-party consumer profile (JSON form) Connect IBKR starts from (not in gateway mode)."""
         return (self.state_dir / CONSUMER_PROFILE_FILE).read_text()
 
     def client_config_values(self, **overrides: Any) -> dict[str, Any]:

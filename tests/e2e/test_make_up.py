@@ -4,7 +4,10 @@ The sandbox and `airflow standalone` come up with the two connections preset; in
 in as Airflow's admin, press Test on both preset connections, add an IBKR connection through the
 Add Connection form (the private key pasted into the single-line input, as from a clipboard) and
 Test it, and trigger the portfolio snapshot from its Trigger dialog with changed params, which
-must reach the task. SIGTERM then stops everything. Screenshots of each step land in the test's
+must reach the task. Then Admin > Connect IBKR from the preset consumer profile: accept, a
+replayed callback, the new row's Test, deny, a tampered state, a form without its CSRF token, no
+login, Disconnect; no request token or verifier reaches Airflow's log. SIGTERM then stops
+everything. Screenshots of each step land in the test's
 tmp directory, or in ``$IBKR_UI_SCREENSHOTS`` when set (how docs/images/ was made).
 """
 
@@ -18,14 +21,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import psutil
 import requests
-from playwright.sync_api import Page, expect
+from ibkr_sandbox.files import AUTHORIZE_PASSWORD
+from playwright.sync_api import Page, Route, expect
 
 from tests.support.airflow_cli import REPO_ROOT
 from tests.support.browser import browser_page, log_in
 from tests.support.ports import free_port
+
+
+def _api(url: str, home: Path) -> dict[str, str]:
+    password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+    token = requests.post(f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30)
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}
 
 
 def _shot(page: Page, folder: Path, name: str) -> None:
@@ -80,6 +91,97 @@ def _trigger_snapshot_from_the_dialog(page: Page, url: str, account: str, output
         dialog.get_by_role("button", name="Trigger").click()
     assert answer.value.status == 200, answer.value.text()
     return str(answer.value.json()["dag_run_id"])
+
+
+def _open_connect_page(page: Page, url: str) -> None:
+    """Through the nav, as a person finds it: Admin, then Connect IBKR."""
+    page.goto(f"{url}/")
+    page.get_by_role("button", name="Admin").click()
+    link = page.get_by_role("menuitem", name="Connect IBKR")
+    expect(link).to_be_visible()
+    href = link.get_attribute("href") or link.locator("a").first.get_attribute("href")
+    assert href and href.endswith("/ibkr/connect")
+    page.goto(href if href.startswith("http") else f"{url}{href}")
+    expect(page.get_by_role("heading", name="Connect IBKR")).to_be_visible()
+
+
+def _start(page: Page, url: str, conn_id: str) -> None:
+    _open_connect_page(page, url)
+    page.get_by_label("Save the connection as").fill(conn_id)
+    page.get_by_role("button", name="Connect IBKR").click()
+    expect(page.get_by_role("heading", name="IBKR sandbox login")).to_be_visible()
+
+
+def _sign_in(page: Page, password: str = AUTHORIZE_PASSWORD) -> None:
+    page.get_by_label("Username").fill("sandboxuser")
+    page.get_by_label("Password").fill(password)
+
+
+def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tuple[str, str]:
+    """Connect IBKR from the preset consumer profile: accept (result page, a replay refused, the
+    new row's Test), deny, a tampered state, a form without CSRF, no login, and Disconnect.
+    Returns the request token and verifier of the accepted consent (for the log scan)."""
+    _start(page, url, "ibkr_connected")
+    _shot(page, shots, "connect-ibkr-sandbox-login")
+    _sign_in(page)
+    with page.expect_response(lambda r: "/ibkr/connect/callback" in r.url) as landed:
+        page.get_by_role("button", name="Allow").click()
+    callback_url = landed.value.url
+    expect(page.get_by_role("heading", name="IBKR connected")).to_be_visible()
+    status = page.get_by_role("status")
+    expect(status).to_contain_text("Test succeeded")
+    expect(status).to_contain_text("(oauth1a); accounts: DU1234567 (paper)")
+    expect(status).to_contain_text("U3456789 (live)")
+    _shot(page, shots, "connect-ibkr-result")
+    query = parse_qs(urlsplit(callback_url).query)
+    request_token, verifier = query["oauth_token"][0], query["oauth_verifier"][0]
+    assert request_token not in page.content() and verifier not in page.content()
+
+    replay = page.goto(callback_url)  # the same callback again
+    assert replay is not None and replay.status == 400
+    expect(page.get_by_role("alert")).to_contain_text("no longer valid")
+
+    page.goto(f"{url}/connections")  # a normal IBKR connection: its row's Test succeeds
+    _test_connection_row(page, "ibkr_connected", "(oauth1a)")
+
+    _start(page, url, "ibkr_denied")
+    page.get_by_role("button", name="Deny").click()
+    expect(page.get_by_role("alert")).to_contain_text("You declined at IBKR")
+
+    _start(page, url, "ibkr_tampered")
+    _sign_in(page)
+
+    def tamper(route: Route) -> None:
+        """IBKR's redirect back, with the state changed on the way (a forged link)."""
+        answer = route.fetch(max_redirects=0)
+        target = urlsplit(answer.headers["location"])
+        forged = target._replace(query=target.query.replace("state=", "state=x", 1)).geturl()
+        route.fulfill(status=303, headers={"Location": forged})
+
+    page.route("**/authorize", tamper)
+    page.get_by_role("button", name="Allow").click()
+    expect(page.get_by_role("alert")).to_contain_text("not started in this browser")
+    page.unroute("**/authorize")
+
+    forged = requests.post(
+        f"{url}/ibkr/connect/disconnect", data={"conn_id": "ibkr_connected"}, headers=auth, timeout=30
+    )
+    assert forged.status_code == 403 and "did not come from this page" in forged.text
+    assert requests.get(f"{url}/ibkr/connect", timeout=30).status_code == 401
+
+    _open_connect_page(page, url)
+    expect(page.get_by_role("cell", name="connected by admin")).to_be_visible()
+    page.get_by_role("link", name="Disconnect").click()
+    page.get_by_role("button", name="Disconnect").click()
+    expect(page.get_by_text("Disconnected ibkr_connected")).to_be_visible()
+
+    for conn_id, exists in (("ibkr_connected", True), ("ibkr_denied", False), ("ibkr_tampered", False)):
+        got = requests.get(f"{url}/api/v2/connections/{conn_id}", headers=auth, timeout=30)
+        assert (got.status_code == 200) is exists, (conn_id, got.status_code)
+    saved = requests.get(f"{url}/api/v2/connections/ibkr_connected", headers=auth, timeout=30).json()
+    assert saved["login"] == "AIRFLOWTP" and saved["password"] is None
+    assert "access_token" not in json.loads(saved["extra"])  # disconnected
+    return request_token, verifier
 
 
 def _wait_for_run(url: str, password: str, dag_id: str, run_id: str, timeout: float = 240) -> str:
@@ -144,6 +246,17 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             page.goto(f"{url}/dags/ibkr_portfolio_snapshot/runs/{run_id}")
             expect(page.get_by_text("Success", exact=True).first).to_be_visible()
             _shot(page, shots, "snapshot-run-triggered-from-the-ui")
+
+            auth = _api(url, home)
+            request_token, verifier = _connect_ibkr(page, url, auth, shots)
+        sandbox_url = json.loads((sandbox_dir / "sandbox.json").read_text())["base_url"]
+        stats = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
+        assert stats["request_tokens"] == 3 and stats["access_tokens"] == 1, stats
+        assert stats["consents_accepted"] == 2 and stats["consents_denied"] == 1, stats
+        server_log = (home / "standalone.log").read_text()
+        assert "/ibkr/connect/callback" in server_log  # the access log saw the callbacks...
+        for secret in (request_token, verifier):
+            assert secret not in server_log  # ...with the token and the verifier masked
         (snapshot_file,) = out.glob("portfolio_snapshot_*.json")
         snapshot = json.loads(snapshot_file.read_text())
         assert [a["account"]["accountId"] for a in snapshot["accounts"]] == ["DU2345678"]
