@@ -227,7 +227,7 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
         sandbox_dir = home.parent / ".sandbox"
         conn = json.loads((sandbox_dir / "airflow_conn_ibkr_default.json").read_text())
 
-        with browser_page() as page:
+        with browser_page(shots / "FAILURE.png") as page:
             log_in(page, url, "admin", password)
             page.goto(f"{url}/connections")
             expect(page.get_by_text("ibkr_flex_default", exact=True)).to_be_visible()

@@ -8,6 +8,7 @@ background-networking ones chromium keeps dialling Google's hosts and logs refus
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,14 +36,24 @@ def chromium_executable() -> str:
 
 
 @contextmanager
-def browser_page(width: int = 1400, height: int = 1000) -> Iterator[Page]:
-    """A fresh browser profile and one page; the browser is closed on exit."""
+def browser_page(failure_shot: Path, width: int = 1400, height: int = 1000) -> Iterator[Page]:
+    """A fresh browser profile and one page; the browser is closed on exit. When the block
+    fails, the page as it was is saved to ``failure_shot``, named in the test's captured stderr."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.set_default_timeout(60_000)
-            yield page
+            try:
+                yield page
+            except BaseException:
+                try:
+                    page.screenshot(path=str(failure_shot), full_page=True)
+                    note = f"screenshot of the page at the failure: {failure_shot} (url {page.url})"
+                except Exception as shot_error:  # the page itself may be gone
+                    note = f"no screenshot: {shot_error}"
+                sys.stderr.write(note + "\n")  # pytest shows it with the failure
+                raise
         finally:
             browser.close()
 
