@@ -140,3 +140,74 @@ def test_a_permanent_error_in_the_trigger_fails_the_sensor_without_retries(
     assert not isinstance(excinfo.value, AirflowFailException)
     with pytest.raises(AirflowFailException, match="Not retried"):
         sensor.execute({})  # type: ignore[arg-type]
+
+
+def _still_open(sandbox: RunningSandbox) -> tuple[list[str], list[Any]]:
+    """Keep-alive threads of this process, and its TCP connections to the sandbox."""
+    import threading
+    from urllib.parse import urlsplit
+
+    import psutil
+
+    port = urlsplit(sandbox.base_url).port
+    threads = [t.name for t in threading.enumerate() if t.name.startswith("ibkr-keepalive")]
+    sockets = [
+        c
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    ]
+    return threads, sockets
+
+
+def test_nothing_outlives_an_operator_run_twenty_pokes_and_a_trigger_run(
+    resting_order: str, fresh_sandbox: RunningSandbox
+) -> None:
+    """Every client an operator, a sensor or a trigger builds is closed when it is done: no
+    keep-alive thread and no connection to IBKR is left in the worker (or the triggerer)."""
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    from ibkr_provider.operators.market import IbkrMarketSnapshotOperator
+
+    assert _still_open(fresh_sandbox) == ([], [])
+    prices = IbkrMarketSnapshotOperator(task_id="prices", symbols="VTI").execute({})  # type: ignore[arg-type]
+    assert prices["VTI"]["conid"] == VTI
+    assert _still_open(fresh_sandbox) == ([], [])
+
+    status_path = f"GET /v1/api/iserver/account/order/status/{resting_order}"
+    before = fresh_sandbox.stats()["paths"].get(status_path, 0)
+    sensor = IbkrOrderStatusSensor(task_id="wait", order_id=resting_order, poke_interval=0.05, timeout=60)
+    for _ in range(20):
+        assert sensor.poke({}).is_done is False  # type: ignore[arg-type]
+    threads, _ = _still_open(fresh_sandbox)
+    assert len(threads) == 1  # one client (one keep-alive) for all twenty pokes
+    sensor.hook.close()  # what execute() does when the task ends
+    assert fresh_sandbox.stats()["paths"][status_path] - before == 20
+    assert _still_open(fresh_sandbox) == ([], [])
+    short = IbkrOrderStatusSensor(task_id="wait2", order_id=resting_order, poke_interval=0.05, timeout=0.3)
+    with pytest.raises(AirflowSensorTimeout):
+        short.execute({})  # type: ignore[arg-type]
+    assert _still_open(fresh_sandbox) == ([], [])
+
+    trigger = IbkrOrderStatusTrigger(
+        order_id=resting_order, ibkr_conn_id="ibkr_default", poll_interval=0.05, deadline=None
+    )
+
+    async def three_polls_then_cancel() -> None:
+        events = trigger.run()
+        first = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(0.5)
+        first.cancel()  # what the triggerer does when the task is cleared or times out
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await events.aclose()
+
+    asyncio.run(three_polls_then_cancel())
+    assert _still_open(fresh_sandbox) == ([], [])
+    fresh_sandbox.set_price(VTI, 279.0)
+    filled = IbkrOrderStatusTrigger(order_id=resting_order, ibkr_conn_id="ibkr_default", poll_interval=0.05)
+
+    async def until_filled() -> dict[str, Any]:
+        return dict((await filled.run().__anext__()).payload)
+
+    assert asyncio.run(until_filled())["status"] == "success"
+    assert _still_open(fresh_sandbox) == ([], [])

@@ -27,7 +27,7 @@ def _pending(**changes: object) -> PendingConsent:
         "profile_conn_id": "ibkr_consumer",
         "target_conn_id": "ibkr_connected",
         "request_token": "rt-123456",
-        "expires_at": time.time() + 600,
+        "expires_at": time.time() + 86400,  # built at collection: far enough for any run
     }
     values.update(changes)
     return PendingConsent(**values)  # type: ignore[arg-type]

@@ -81,3 +81,21 @@ def test_clients_sharing_a_store_never_get_the_same_slot(backend: str, tmp_path:
     for thread in threads:
         thread.join()
     assert sorted(slots) == list(range(1_000, 1_000 + 80 * 100, 100))
+
+
+def test_a_process_woken_too_late_takes_a_new_slot_instead_of_crowding_the_next(fake: FakeTime) -> None:
+    """An overloaded host wakes a process 0.5 s after its slot: sending then would land next to
+    the requests of the following slots, so the pacer gives the missed slot up."""
+    MemorySessionStore.clear()
+    store = MemorySessionStore()
+    pacer = Pacer(store, "k", global_limit=10, clock=fake.clock, sleep=fake.sleep)
+    pacer.acquire("GET", "/iserver/accounts")  # slot at 1000.0, on time
+    oversleep = [0.5]
+
+    def late_sleep(seconds: float) -> None:
+        fake.sleep(seconds + (oversleep.pop() if oversleep else 0.0))
+
+    late = Pacer(store, "k", global_limit=10, clock=fake.clock, sleep=late_sleep)
+    slot = late.acquire("GET", "/iserver/accounts")
+    assert slot == 1_000_610  # the missed slot (1000.11) was given up; the new one is at 1000.61
+    assert fake.now * 1000 - slot <= 110
