@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 Tickler = Callable[[], bool]
 
 THREAD_NAME = "ibkr-keepalive"
+#: How long closing a client waits for its keep-alive thread to end (it is woken at once; only a
+#: tickle already on the wire can hold it).
+STOP_JOIN_SECONDS = 2.0
 
 
 class _KeepAliveThread(threading.Thread):
@@ -77,16 +80,19 @@ def register(key: str, owner: object, tickle: Tickler, *, interval: float) -> No
 
 
 def release(key: str, owner: object) -> None:
-    """``owner`` no longer needs session ``key`` kept alive; the thread stops with the last owner
-    (within one wait period, without a request)."""
+    """``owner`` no longer needs session ``key`` kept alive; the thread stops with the last owner,
+    and is waited for (briefly), so a closed client leaves no thread behind."""
     with _registry_lock:
         thread = _registry.get(key)
         if thread is None:
             return
         thread.ticklers.pop(id(owner), None)
-        if not thread.ticklers:
-            del _registry[key]
-            thread.stopped.set()
+        if thread.ticklers:
+            return
+        del _registry[key]
+        thread.stopped.set()
+    if thread is not threading.current_thread():
+        thread.join(timeout=STOP_JOIN_SECONDS)  # a tickle in flight ends within its HTTP timeout
 
 
 def is_running(key: str, owner: object) -> bool:
