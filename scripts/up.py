@@ -74,7 +74,7 @@ def main() -> int:
             start_new_session=True,
         )
         url = f"http://127.0.0.1:{PORT}"
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 420
         while True:
             try:
                 if requests.get(f"{url}/api/v2/version", timeout=2).status_code < 500:
