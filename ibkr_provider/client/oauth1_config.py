@@ -51,6 +51,21 @@ def load_rsa_private_key(pem: str, field: str) -> RSAPrivateKey:
     return key
 
 
+def required_rsa_key(values: Mapping[str, Any], field: str, what: str) -> RSAPrivateKey:
+    """The private RSA key in ``field`` (PEM) or ``field_path``; missing or unreadable is a config
+    error naming the field. ``what`` says which key IBKR's portal holds the public half of."""
+    pem = read_pem(values, field)
+    if not pem:
+        raise IbkrConfigError(field, f"oauth1a needs {what} (PEM) or {field}_path")
+    return load_rsa_private_key(pem, field)
+
+
+def consumer_realm(values: Mapping[str, Any], consumer_key: str) -> str:
+    """The ``realm`` extra, else IBKR's: ``test_realm`` for the TESTCONS consumer, ``limited_poa``
+    for every other."""
+    return _text(values, "realm") or ("test_realm" if consumer_key == TEST_CONSUMER else DEFAULT_REALM)
+
+
 def read_dh_parameters(pem: str) -> tuple[int, int]:
     """(prime, generator) of a PKCS#3 ``DH PARAMETERS`` PEM, as ``openssl dhparam`` writes it
     (asn1crypto reads it; cryptography's finite-field DH API is deprecated)."""
@@ -120,21 +135,11 @@ def parse_oauth1a(values: Mapping[str, Any]) -> OAuth1aCredentials:
             "the access token secret is missing; put it in the connection's password (or extra "
             "access_token_secret), exactly as IBKR's portal showed it",
         )
-    signature_pem = read_pem(values, "signature_key")
-    if not signature_pem:
-        raise IbkrConfigError(
-            "signature_key", "oauth1a needs the private signature key (PEM) or signature_key_path"
-        )
-    encryption_pem = read_pem(values, "encryption_key")
-    if not encryption_pem:
-        raise IbkrConfigError(
-            "encryption_key", "oauth1a needs the private encryption key (PEM) or encryption_key_path"
-        )
-    signature_key = load_rsa_private_key(signature_pem, "signature_key")
-    encryption_key = load_rsa_private_key(encryption_pem, "encryption_key")
+    signature_key = required_rsa_key(values, "signature_key", "the private signature key")
+    encryption_key = required_rsa_key(values, "encryption_key", "the private encryption key")
     dh_prime = parse_dh_prime(values)
     prepend = decrypt_prepend(encryption_key, secret)
-    realm = _text(values, "realm") or ("test_realm" if consumer_key == TEST_CONSUMER else DEFAULT_REALM)
+    realm = consumer_realm(values, consumer_key)
     rule = (_text(values, "oauth1_query_signing") or QuerySigning.GUIDE.value).lower()
     try:
         query_signing = QuerySigning(rule)

@@ -125,10 +125,9 @@ def _profile(conn_id: str) -> tuple[Any, Any]:
     """The consumer profile connection and the client-side view of it."""
     from airflow.models.connection import Connection
 
-    from ibkr_provider.client.config import parse_verify, read_pem
+    from ibkr_provider.client.config import parse_verify
     from ibkr_provider.client.errors import IbkrConfigError
-    from ibkr_provider.client.oauth1 import DEFAULT_REALM, TEST_CONSUMER
-    from ibkr_provider.client.oauth1_config import load_rsa_private_key
+    from ibkr_provider.client.oauth1_config import consumer_realm, required_rsa_key
     from ibkr_provider.client.oauth1_consent import DEFAULT_AUTHORIZE_URL, ConsumerProfile
     from ibkr_provider.hooks.ibkr import connection_values
 
@@ -143,16 +142,11 @@ def _profile(conn_id: str) -> tuple[Any, Any]:
         )
     values = connection_values(conn.host, conn.login, conn.password, extra, port=conn.port)
     try:
-        pem = read_pem(values, "signature_key")
-        if not pem:
-            raise IbkrConfigError(
-                "signature_key", "the consumer profile needs the consumer's private signature key"
-            )
         profile = ConsumerProfile(
             base_url=_base_url(conn.host, conn.port),
             consumer_key=conn.login,
-            signature_key=load_rsa_private_key(pem, "signature_key"),
-            realm=extra.get("realm") or ("test_realm" if conn.login == TEST_CONSUMER else DEFAULT_REALM),
+            signature_key=required_rsa_key(values, "signature_key", "the consumer's private signature key"),
+            realm=consumer_realm(values, conn.login),
             authorize_url=extra.get("authorize_url") or DEFAULT_AUTHORIZE_URL,
             verify=parse_verify(extra.get("verify")),
         )

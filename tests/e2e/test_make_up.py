@@ -3,12 +3,13 @@
 The sandbox and `airflow standalone` come up with the two connections preset; in chromium we log
 in as Airflow's admin, press Test on both preset connections, add an IBKR connection through the
 Add Connection form (the private key pasted into the single-line input, as from a clipboard) and
-Test it, and trigger the portfolio snapshot from its Trigger dialog with changed params, which
-must reach the task. Then Admin > Connect IBKR from the preset consumer profile: accept, a
-replayed callback, the new row's Test, deny, a tampered state, a form without its CSRF token, no
-login, Disconnect; no request token or verifier reaches Airflow's log. SIGTERM then stops
-everything. Screenshots of each step land in the test's
-tmp directory, or in ``$IBKR_UI_SCREENSHOTS`` when set (how docs/images/ was made).
+Test it, add two Flex connections through the form (the service URL typed without its path; one
+with a wrong token, whose Test must fail), and trigger the portfolio snapshot from its Trigger
+dialog with changed params, which must reach the task. Then Admin > Connect IBKR from the preset
+consumer profile: accept, a replayed callback, the new row's Test, deny, a tampered state, a form
+without its CSRF token, no login, Disconnect; no request token or verifier reaches Airflow's log.
+SIGTERM then stops everything. Screenshots of each step land in the test's tmp directory, or in
+``$IBKR_UI_SCREENSHOTS`` when set (how docs/images/ was made).
 """
 
 from __future__ import annotations
@@ -44,17 +45,19 @@ def _shot(page: Page, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"))
 
 
-def _test_connection_row(page: Page, conn_id: str, expected: str) -> dict[str, object]:
-    """Press the row's Test button; the UI's request must succeed and its toast must say so."""
+def _test_connection_row(page: Page, conn_id: str, expected: str, works: bool = True) -> dict[str, object]:
+    """Press the row's Test button; the UI's request must be answered (not refused) and the test
+    must come out as ``works`` says, with ``expected`` in IBKR's or the hook's message and a toast
+    saying so."""
     row = page.locator("tr", has=page.get_by_text(conn_id, exact=True)).first
     with page.expect_response(lambda r: r.url.endswith("/api/v2/connections/test")) as answer:
         row.get_by_role("button", name="Test Connection").click()
     assert answer.value.status == 200, answer.value.text()  # the API refused port 0 before the plugin
     result: dict[str, object] = answer.value.json()
-    assert result["status"] is True and expected in str(result["message"]), result
-    toast = page.locator("[data-scope=toast][data-part=root]", has_text=str(result["message"]))
+    assert result["status"] is works and expected in str(result["message"]), result
+    toast = page.locator("[data-scope=toast][data-part=root]", has_text=str(result["message"])[:80])
     expect(toast.first).to_be_visible()
-    expect(toast.first).to_contain_text("Test Connection Successful")
+    expect(toast.first).to_contain_text("Successful" if works else "Failed")
     page.mouse.move(0, 0)  # let the button's tooltip close: it would cover the next row's button
     expect(page.locator("[data-scope=tooltip][data-part=content]")).to_have_count(0)
     return result
@@ -77,6 +80,20 @@ def _add_connection_through_the_form(page: Page, conn_id: str, conn: dict[str, o
     # A single-line password input: the browser drops the PEM's line breaks, as on a real paste.
     dialog.locator("#element_private_key").fill(str(extra["private_key"]))
     assert "\n" not in dialog.locator("#element_private_key").input_value()
+    dialog.get_by_role("button", name="Save").click()
+    expect(page.locator("tr", has=page.get_by_text(conn_id, exact=True)).first).to_be_visible()
+
+
+def _add_flex_connection_through_the_form(page: Page, conn_id: str, host: str, token: str) -> None:
+    page.get_by_role("button", name="Add Connection").click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator("input").first.fill(conn_id)
+    dialog.get_by_role("combobox").click()
+    page.keyboard.type("Interactive Brokers Flex")
+    page.get_by_role("option", name="Interactive Brokers Flex", exact=True).click()
+    expect(dialog.get_by_text("Flex Web Service URL")).to_be_visible()  # the relabelled host
+    dialog.locator("[name=host]").fill(host)
+    dialog.locator("[name=password]").fill(token)
     dialog.get_by_role("button", name="Save").click()
     expect(page.locator("tr", has=page.get_by_text(conn_id, exact=True)).first).to_be_visible()
 
@@ -244,6 +261,16 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             assert re.search(r"\(oauth2\)", str(result["message"]))
             _shot(page, shots, "connection-added-through-the-form-tested")
 
+            # Flex: the service URL typed without its path gets IBKR's; a wrong token goes red
+            sandbox_url = json.loads((sandbox_dir / "sandbox.json").read_text())["base_url"]
+            token = (sandbox_dir / "flex_token.txt").read_text().strip()
+            _add_flex_connection_through_the_form(page, "flex_from_the_form", sandbox_url, token)
+            flex_service = f"Flex Web Service at {sandbox_url}/AccountManagement/FlexWebService"
+            _test_connection_row(page, "flex_from_the_form", flex_service)
+            _shot(page, shots, "flex-connection-added-through-the-form-tested")
+            _add_flex_connection_through_the_form(page, "flex_wrong_token", sandbox_url, "1" * len(token))
+            _test_connection_row(page, "flex_wrong_token", "token", works=False)
+
             out = tmp_path / "snapshot-from-the-ui"
             run_id = _trigger_snapshot_from_the_dialog(page, url, "DU2345678", out)
             assert _wait_for_run(url, password, "ibkr_portfolio_snapshot", run_id) == "success"
@@ -253,7 +280,6 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
 
             auth = _api(url, home)
             request_token, verifier = _connect_ibkr(page, url, auth, shots)
-        sandbox_url = json.loads((sandbox_dir / "sandbox.json").read_text())["base_url"]
         stats = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
         assert stats["request_tokens"] == 3 and stats["access_tokens"] == 1, stats
         assert stats["consents_accepted"] == 2 and stats["consents_denied"] == 1, stats

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+UI_TIMEOUT_MS = 90_000
+
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -43,7 +45,10 @@ def browser_page(failure_shot: Path, width: int = 1400, height: int = 1000) -> I
         browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
-            page.set_default_timeout(60_000)
+            # A loaded two-core CI machine can take tens of seconds to render Airflow's pages;
+            # playwright's assertions wait 5 s by default, its actions 30 s.
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            expect.set_options(timeout=UI_TIMEOUT_MS)
             try:
                 yield page
             except BaseException:
