@@ -43,7 +43,7 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 # Two workers: most of the suite waits on servers and subprocesses, so two run side by side.
-PYTEST := $(VENV)/bin/pytest -n 2 --dist loadgroup
+PYTEST := $(VENV)/bin/pytest -n 2 --dist loadgroup --durations=25
 
 # The edit loop (about a minute): unit and integration tiers, no Airflow CLI runs.
 test-fast: setup
