@@ -7,14 +7,14 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: setup test test-fast pytest lint typecheck demo up bench clean redis-server chromium
+.PHONY: setup test test-fast pytest lint typecheck demo up cluster bench clean redis-server chromium postgresql docker-compose
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
 	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
 
 $(VENV)/.synced: pyproject.toml uv.lock Makefile | $(UV)
-	$(UV) sync --frozen --extra redis --python $(PYTHON)
+	$(UV) sync --frozen --extra redis --extra celery --python $(PYTHON)
 	touch $@
 
 setup: $(VENV)/.synced
@@ -42,6 +42,22 @@ chromium:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
+# The Celery cluster (`make cluster`, its e2e test) keeps Airflow's metadata in PostgreSQL.
+postgresql:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "Installing PostgreSQL (apt-get) for the Celery cluster"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+
+# docker-compose.yaml is validated by Debian's docker-compose (its `config` needs no engine).
+docker-compose:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+	  echo "Installing docker-compose (apt-get) to validate docker-compose.yaml"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+
 # Two workers: most of the suite waits on servers and subprocesses, so two run side by side.
 PYTEST := $(VENV)/bin/pytest -n 2 --dist loadgroup --durations=25
 
@@ -50,7 +66,7 @@ test-fast: setup
 	$(PYTEST) tests/unit tests/integration
 
 # Every tier (what CI runs via `make test`).
-pytest: setup redis-server chromium
+pytest: setup redis-server chromium postgresql docker-compose
 	$(PYTEST)
 
 test: lint typecheck pytest
@@ -63,6 +79,11 @@ up: setup
 	$(VENV)/bin/python scripts/up.py
 
 # Measured scenarios (shared session vs naive login, shared pacing); rewrites docs/benchmarks.md.
+# Airflow on CeleryExecutor: PostgreSQL, Redis, the sandbox, api-server, scheduler,
+# dag-processor, triggerer and two Celery workers (two "hosts"); Ctrl-C stops all of it.
+cluster: setup redis-server postgresql
+	$(VENV)/bin/python scripts/cluster.py
+
 bench: setup redis-server
 	$(VENV)/bin/python benchmarks/run_all.py
 

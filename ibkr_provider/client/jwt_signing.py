@@ -12,10 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.keys import load_rsa_private_key
 
 #: IBKR's audience for the client assertion is this literal relative string, not a URL.
 TOKEN_AUDIENCE = "/token"
@@ -28,19 +27,8 @@ SSO_JWT_LIFETIME_SECONDS = 86_400
 
 
 def load_private_key(pem: str) -> RSAPrivateKey:
-    """Parse the RSA private key, raising a config error that never echoes the key."""
-    try:
-        key = serialization.load_pem_private_key(pem.encode(), password=None)
-    except (ValueError, TypeError) as exc:
-        reason = (
-            "it is encrypted; provide an unencrypted key"
-            if "encrypted" in str(exc).lower()
-            else ("it is not a valid PEM private key")
-        )
-        raise IbkrConfigError("private_key", f"cannot load the private key: {reason}") from None
-    if not isinstance(key, RSAPrivateKey):
-        raise IbkrConfigError("private_key", "IBKR OAuth 2.0 needs an RSA key (e.g. openssl genrsa 3072)")
-    return key
+    """The connection's ``private_key`` (the client key registered with IBKR)."""
+    return load_rsa_private_key(pem, "private_key")
 
 
 class AssertionSigner:

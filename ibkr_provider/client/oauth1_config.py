@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from ibkr_provider.client.config import read_pem
 from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.keys import load_rsa_private_key
 from ibkr_provider.client.oauth1 import (
     DEFAULT_REALM,
     DH_GENERATOR,
@@ -33,22 +33,6 @@ def _text(values: Mapping[str, Any], *keys: str) -> str | None:
         if raw is not None and str(raw).strip():
             return str(raw).strip()
     return None
-
-
-def load_rsa_private_key(pem: str, field: str) -> RSAPrivateKey:
-    """A private RSA key from PEM, or a config error naming ``field`` (the key is never echoed)."""
-    try:
-        key = serialization.load_pem_private_key(pem.encode(), password=None)
-    except (ValueError, TypeError) as exc:
-        reason = (
-            "it is encrypted; provide an unencrypted key"
-            if "encrypted" in str(exc).lower()
-            else ("it is not a valid PEM private key (a public key, or the file is damaged?)")
-        )
-        raise IbkrConfigError(field, f"cannot load the key: {reason}") from None
-    if not isinstance(key, RSAPrivateKey):
-        raise IbkrConfigError(field, "IBKR needs an RSA key (openssl genrsa -out key.pem 2048)")
-    return key
 
 
 def required_rsa_key(values: Mapping[str, Any], field: str, what: str) -> RSAPrivateKey:

@@ -1,13 +1,14 @@
 """Deprecated alias: the session store is now :mod:`ibkr_provider.client.record` (the record)
-and :mod:`ibkr_provider.client.stores` (file, Redis, memory). Removed in 0.3."""
+and :mod:`ibkr_provider.client.stores` (file, memory; Redis in
+:mod:`ibkr_provider.client.redis_store`). Removed in 0.3."""
 
 import warnings
 
 from ibkr_provider.client.record import Cipher, SessionRecord, session_key
+from ibkr_provider.client.redis_store import RedisSessionStore
 from ibkr_provider.client.stores import (
     FileSessionStore,
     MemorySessionStore,
-    RedisSessionStore,
     SessionStore,
     build_session_store,
 )

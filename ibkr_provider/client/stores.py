@@ -10,8 +10,9 @@ Backends (connection field ``session_cache``):
 
 - ``file`` (default) or ``file:///some/dir``: files (mode 0600) in a directory, guarded by OS
   file locks (``fcntl.flock``). Shared by every process on one host.
-- ``redis://host:port/db`` (extra ``redis``): one Redis key per session, a Redis lock with
-  expiry, and pacing state updated atomically in Redis. Shared across hosts (CeleryExecutor).
+- ``redis://host:port/db`` (extra ``redis``; :mod:`ibkr_provider.client.redis_store`): one
+  Redis key per session, a Redis lock with expiry, and pacing state updated atomically in Redis.
+  Shared across hosts (CeleryExecutor).
 - ``memory``: per process; for notebooks and tests.
 
 Records written to disk or Redis are encrypted when a cipher is given (the hook passes
@@ -29,7 +30,6 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from ibkr_provider.client.errors import IbkrConfigError, IbkrErrorCode, IbkrSessionError
@@ -40,17 +40,6 @@ log = logging.getLogger(__name__)
 
 #: How long a process waits for another process's renewal before giving up.
 LOCK_TIMEOUT_SECONDS = 120.0
-#: A Redis lock expires on its own this long after its holder stops renewing it, so a killed
-#: worker never wedges the others; a live holder renews it every third of that.
-REDIS_LOCK_TTL_SECONDS = 30.0
-
-#: Atomically claim a pacing slot in Redis (milliseconds): slot = max(earliest, next free).
-RESERVE_SLOT_LUA = """
-local next_free = tonumber(redis.call('GET', KEYS[1]) or '0')
-local slot = math.max(tonumber(ARGV[1]), next_free)
-redis.call('SET', KEYS[1], string.format('%d', slot + tonumber(ARGV[2])), 'PX', tonumber(ARGV[3]))
-return string.format('%d', slot)
-"""
 
 
 def lock_timeout(key: str, timeout: float) -> IbkrSessionError:
@@ -60,8 +49,8 @@ def lock_timeout(key: str, timeout: float) -> IbkrSessionError:
 
 
 class Lease:
-    """A held lock. File and memory locks are held until released; :class:`RedisLease` can
-    lapse, and says so."""
+    """A held lock. File and memory locks are held until released; a Redis lease
+    (:class:`~ibkr_provider.client.redis_store.RedisLease`) can lapse, and says so."""
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -78,50 +67,6 @@ class Lease:
                 "stopping before anything irreversible is sent",
                 code=IbkrErrorCode.LOCK_TIMEOUT,
             )
-
-
-class RedisLease(Lease):
-    """A Redis lock renewed by a watchdog thread while held (redis-py's ``Lock.reacquire``), so a
-    placement that takes longer than the lease keeps it; it lapses only if the holder's process
-    stops (or Redis loses the key), and :meth:`check` then refuses to go on."""
-
-    def __init__(self, key: str, lock: Any, lease_seconds: float) -> None:
-        super().__init__(key)
-        self._lock = lock
-        self._period = max(0.05, lease_seconds / 3)
-        self._lost = threading.Event()
-        self._done = threading.Event()
-        self._watchdog = threading.Thread(target=self._renew, name="ibkr-lock-lease", daemon=True)
-
-    @property
-    def held(self) -> bool:
-        return not self._lost.is_set()
-
-    def start(self) -> None:
-        self._watchdog.start()
-
-    def _renew(self) -> None:
-        from redis.exceptions import LockError
-
-        while not self._done.wait(self._period):
-            try:
-                self._lock.reacquire()
-            except LockError:
-                self._lost.set()
-                log.warning("lost the Redis lock %s: another process may hold it now", self.key)
-                return
-
-    def end(self) -> None:
-        from redis.exceptions import LockError
-
-        self._done.set()
-        self._watchdog.join()
-        if self._lost.is_set():
-            return
-        try:
-            self._lock.release()
-        except LockError:
-            log.warning("the Redis lock %s had lapsed before its release", self.key)
 
 
 class SessionStore(ABC):
@@ -398,79 +343,6 @@ class FileSessionStore(SessionStore):
             return 0.0
 
 
-# ---------------------------------------------------------------------------- redis
-class RedisSessionStore(SessionStore):
-    """Shared across hosts through Redis (install the ``redis`` extra)."""
-
-    def __init__(
-        self, url: str, cipher: Cipher | None = None, *, lease_seconds: float = REDIS_LOCK_TTL_SECONDS
-    ) -> None:
-        super().__init__(cipher)
-        try:
-            import redis
-        except ImportError:
-            raise IbkrConfigError(
-                "session_cache",
-                "a redis:// cache needs the redis client: pip install 'airflow-provider-ibkr[redis]'",
-            ) from None
-        self._url = url
-        self._redis = redis.Redis.from_url(url)
-        self._lease_seconds = lease_seconds
-        self._reserve = self._redis.register_script(RESERVE_SLOT_LUA)
-
-    def _name(self, key: str, part: str) -> str:
-        return f"ibkr:{key}:{part}"
-
-    def load(self, key: str) -> SessionRecord | None:
-        data = self._redis.get(self._name(key, "session"))
-        return self._open(data) if isinstance(data, bytes) else None
-
-    def save(self, key: str, record: SessionRecord) -> None:
-        self._redis.set(self._name(key, "session"), self._seal(record))
-
-    @contextlib.contextmanager
-    def _acquire(self, key: str, timeout: float) -> Iterator[Lease]:
-        # Not thread-local: the lease's watchdog thread renews the token the holder acquired.
-        lock = self._redis.lock(
-            self._name(key, "lock"),
-            timeout=self._lease_seconds,
-            blocking_timeout=timeout,
-            sleep=0.02,
-            thread_local=False,
-        )
-        if not lock.acquire():
-            raise lock_timeout(key, timeout)
-        lease = RedisLease(key, lock, self._lease_seconds)
-        lease.start()
-        try:
-            yield lease
-        finally:
-            lease.end()
-
-    def reserve_slot(self, key: str, bucket: str, *, earliest_ms: int, interval_ms: int) -> int:
-        name = self._name(key, f"pace:{bucket}")
-        # The next free time expires a minute after it passes: an idle bucket leaves nothing behind.
-        ttl_ms = interval_ms + 60_000
-        return int(self._reserve(keys=[name], args=[earliest_ms, interval_ms, ttl_ms]))
-
-    def mark_used(self, key: str, when: float) -> None:
-        self._redis.set(self._name(key, "used"), repr(when))
-
-    def _put(self, key: str, data: bytes, ttl_seconds: float) -> None:
-        self._redis.set(self._name(key, "stash"), data, px=max(1, int(ttl_seconds * 1000)))
-
-    def _pop(self, key: str) -> bytes | None:
-        data = self._redis.getdel(self._name(key, "stash"))
-        return data if isinstance(data, bytes) else None
-
-    def last_used(self, key: str) -> float:
-        value = self._redis.get(self._name(key, "used"))
-        try:
-            return float(value) if isinstance(value, bytes) else 0.0
-        except ValueError:
-            return 0.0
-
-
 def build_session_store(spec: str | None, *, default_dir: Path, cipher: Cipher | None = None) -> SessionStore:
     """The store for a ``session_cache`` value: ``file``, ``file:///dir``, ``memory`` or ``redis://...``."""
     text = (spec or "file").strip()
@@ -487,6 +359,8 @@ def build_session_store(spec: str | None, *, default_dir: Path, cipher: Cipher |
             )
         return FileSessionStore(Path(path), cipher)
     if lowered.startswith(("redis://", "rediss://", "unix://")):
+        from ibkr_provider.client.redis_store import RedisSessionStore
+
         return RedisSessionStore(text, cipher)
     raise IbkrConfigError(
         "session_cache", f"{text!r} is not a cache; use file, file:///dir, memory or redis://host:6379/0"

@@ -21,11 +21,18 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ibkr_sandbox.oauth1 import Consumer, OAuth1Rejected, OAuth1Verifier, parse_authorization, signature_base
+from ibkr_sandbox.oauth1 import (
+    Consumer,
+    OAuth1Rejected,
+    OAuth1Verifier,
+    parse_authorization,
+    signature_base,
+    timestamp_of,
+    verify_rsa_sha256,
+)
 
 #: How long a request token may wait for the user's consent and the exchange (seconds).
 REQUEST_TOKEN_LIFETIME = 600.0
@@ -68,24 +75,9 @@ class ConsentBroker:
         consumer = self.consumers.get(params.get("oauth_consumer_key", ""))
         if consumer is None or realm != self.verifier.realm:
             raise OAuth1Rejected(401, "id: 1, error: invalid consumer")
-        signature = urllib.parse.unquote(params.pop("oauth_signature", ""))
-        if params.get("oauth_signature_method") != "RSA-SHA256":
-            raise OAuth1Rejected(401, "oauth_signature_method must be RSA-SHA256", bad_signature=True)
-        public = serialization.load_pem_public_key(consumer.signature_public_pem.encode())
-        if not isinstance(public, rsa.RSAPublicKey):
-            raise OAuth1Rejected(500, "consumer key misconfigured")
-        base = signature_base(method, url, params).encode()
-        try:
-            public.verify(base64.b64decode(signature), base, padding.PKCS1v15(), hashes.SHA256())
-        except (InvalidSignature, ValueError):
-            raise OAuth1Rejected(401, "invalid signature", bad_signature=True) from None
+        verify_rsa_sha256(consumer.signature_public_pem, params, lambda p: signature_base(method, url, p))
+        timestamp_of(params, self.verifier.clock_skew)
         nonce = params.get("oauth_nonce", "")
-        try:
-            stamp = int(params.get("oauth_timestamp", ""))
-        except ValueError:
-            raise OAuth1Rejected(401, "invalid timestamp") from None
-        if abs(stamp - time.time()) > self.verifier.clock_skew:
-            raise OAuth1Rejected(401, "timestamp out of range")
         if not nonce or nonce in self.nonces:
             raise OAuth1Rejected(401, "nonce already used")
         self.nonces.add(nonce)

@@ -80,14 +80,12 @@ class SandboxControl:
                 status_seen.append(int(message["status"]))
             await send(message)
 
-        with state.lock:
-            state.advance_market()
-            state.counters["requests_total"] += 1
-            state.path_counts[f"{method} {path}"] += 1
-            if any(name == b"authorization" for name, _ in scope.get("headers", [])):
-                state.counters["requests_with_authorization"] += 1
+        state.advance_market()
+        state.counters.arrived(method, path)
+        if any(name == b"authorization" for name, _ in scope.get("headers", [])):
+            state.counters.add("requests_with_authorization")
         try:
-            fault = state.take_fault(method, path)
+            fault = state.faults.take(method, path)
             if fault is not None and fault.kind == "delay":
                 await asyncio.sleep(fault.delay)
             elif fault is not None and fault.kind == "drop":
@@ -107,6 +105,20 @@ class SandboxControl:
                 if _drop_connection(send):
                     return
                 raise ConnectionAbortedError("injected drop after handling")
+            elif fault is not None and fault.kind == "delay_after":
+                # The request takes effect at once and its answer comes ``delay`` seconds later:
+                # a window in which the caller can die mid-request (a worker killed while
+                # placing an order) after IBKR already acted on it.
+                held: list[Message] = []
+
+                async def hold(message: Message) -> None:
+                    held.append(message)
+
+                await self.app(scope, receive, hold)
+                await asyncio.sleep(fault.delay)
+                for message in held:
+                    await counting_send(message)
+                return
             elif fault is not None:
                 status = int(fault.kind)
                 headers = []
@@ -132,5 +144,4 @@ class SandboxControl:
             await self.app(scope, receive, counting_send)
         finally:
             if status_seen and status_seen[0] in (401, 410, 429):
-                with state.lock:
-                    state.counters[f"http_{status_seen[0]}"] += 1
+                state.counters.add(f"http_{status_seen[0]}")

@@ -129,9 +129,7 @@ def add_flex_routes(app: FastAPI, state: SandboxState, token: str) -> None:
     requests_by_ref: dict[str, FlexRequest] = {}
     last_poll: dict[str, float] = {}
 
-    def count(name: str) -> None:
-        with state.lock:
-            state.counters[name] += 1
+    count = state.counters.add
 
     @app.get(f"{FLEX_PATH}/SendRequest")
     def send_request(

@@ -20,6 +20,7 @@ import re
 import secrets
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,35 @@ def signature_base(method: str, url: str, params: dict[str, str], prepend: str =
     return prepend + method.upper() + "&" + quote(url) + "&" + quote(joined)
 
 
+def verify_rsa_sha256(
+    public_pem: str, params: dict[str, str], base_of: Callable[[dict[str, str]], str]
+) -> None:
+    """Check an RSA-SHA256 request (live session token, request and access token): pops
+    ``oauth_signature`` from ``params`` and verifies it over ``base_of(params)``."""
+    signature = urllib.parse.unquote(params.pop("oauth_signature", ""))
+    if params.get("oauth_signature_method") != "RSA-SHA256":
+        raise OAuth1Rejected(401, "oauth_signature_method must be RSA-SHA256", bad_signature=True)
+    public = serialization.load_pem_public_key(public_pem.encode())
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise OAuth1Rejected(500, "consumer key misconfigured")
+    try:
+        base = base_of(params).encode()
+        public.verify(base64.b64decode(signature), base, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        raise OAuth1Rejected(401, "invalid signature", bad_signature=True) from None
+
+
+def timestamp_of(params: dict[str, str], clock_skew: float) -> int:
+    """``oauth_timestamp`` in seconds, within ``clock_skew`` of now."""
+    try:
+        stamp = int(params.get("oauth_timestamp", ""))
+    except ValueError:
+        raise OAuth1Rejected(401, "invalid timestamp") from None
+    if abs(stamp - time.time()) > clock_skew:
+        raise OAuth1Rejected(401, "timestamp out of range (milliseconds instead of seconds?)")
+    return stamp
+
+
 def java_bytes(value: int) -> bytes:
     return value.to_bytes(value.bit_length() // 8 + 1, "big")
 
@@ -145,12 +175,7 @@ class OAuth1Verifier:
         """IBKR: timestamps in seconds, never earlier than a previous request's; nonces unique.
         Arrival order across processes can lag a little: ``timestamp_tolerance`` seconds are
         allowed (how much IBKR allows is UNCONFIRMED)."""
-        try:
-            stamp = int(params.get("oauth_timestamp", ""))
-        except ValueError:
-            raise OAuth1Rejected(401, "invalid timestamp") from None
-        if abs(stamp - time.time()) > self.clock_skew:
-            raise OAuth1Rejected(401, "timestamp out of range (milliseconds instead of seconds?)")
+        stamp = timestamp_of(params, self.clock_skew)
         if stamp < consumer.last_timestamp - float(self.settings.oauth1_timestamp_tolerance):
             raise OAuth1Rejected(401, "timestamp is older than a previous request's")
         nonce = params.get("oauth_nonce", "")
@@ -164,17 +189,10 @@ class OAuth1Verifier:
         return (consumer, the new LST, IBKR's answer)."""
         realm, params = parse_authorization(header)
         consumer = self._consumer(realm, params)
-        signature = urllib.parse.unquote(params.pop("oauth_signature", ""))
-        if params.get("oauth_signature_method") != "RSA-SHA256":
-            raise OAuth1Rejected(401, "oauth_signature_method must be RSA-SHA256", bad_signature=True)
-        base = signature_base(method, url, params, prepend=consumer.prepend.hex())
-        public = serialization.load_pem_public_key(consumer.signature_public_pem.encode())
-        if not isinstance(public, rsa.RSAPublicKey):
-            raise OAuth1Rejected(500, "consumer key misconfigured")
-        try:
-            public.verify(base64.b64decode(signature), base.encode(), padding.PKCS1v15(), hashes.SHA256())
-        except (InvalidSignature, ValueError):
-            raise OAuth1Rejected(401, "invalid signature", bad_signature=True) from None
+        prepend = consumer.prepend.hex()
+        verify_rsa_sha256(
+            consumer.signature_public_pem, params, lambda p: signature_base(method, url, p, prepend=prepend)
+        )
         self._fresh(consumer, params)
         try:
             challenge = int(params["diffie_hellman_challenge"], 16)

@@ -15,6 +15,9 @@ fails a test instead of agreeing with itself.
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 
 OAUTH_GLOBAL_PER_SECOND = 50.0
@@ -62,3 +65,57 @@ RULES: tuple[PacingRule, ...] = (
 def rule_for(method: str, api_path: str) -> PacingRule | None:
     """The documented per-endpoint rule for a request, if any."""
     return next((rule for rule in RULES if rule.applies(method, api_path)), None)
+
+
+class PacingLedger:
+    """Arrivals per (username, bucket) and the penalty box, under a lock of their own.
+
+    A request over the global or a per-endpoint limit puts the username in the penalty box
+    (IBKR: 10-15 minutes; ``penalty_seconds`` here); requests in the box are refused and not
+    counted.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: (username, bucket) -> arrival times inside the current window
+        self._windows: dict[tuple[str, str], deque[float]] = {}
+        #: username -> time its penalty box ends
+        self._penalty_until: dict[str, float] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._windows.clear()
+            self._penalty_until.clear()
+
+    def admit(
+        self,
+        username: str,
+        method: str,
+        api_path: str,
+        *,
+        global_limit: float,
+        endpoint_limits: bool,
+        penalty_seconds: float,
+    ) -> tuple[float | None, str | None]:
+        """(None, None) when admitted; else (seconds until the box opens, the bucket broken or
+        None when the username was already in the box). The arrival time is read before the
+        lock is taken, so a wait for the lock never bunches arrivals that were spaced."""
+        now = time.time()
+        with self._lock:
+            until = self._penalty_until.get(username, 0.0)
+            if now < until:
+                return until - now, None
+            checks: list[tuple[str, float, float]] = [("global", global_limit, 1.0)]
+            rule = rule_for(method, api_path) if endpoint_limits else None
+            if rule is not None:
+                checks.append((rule.bucket, float(rule.requests), rule.seconds))
+            for bucket, limit, window in checks:
+                arrivals = self._windows.setdefault((username, bucket), deque())
+                while arrivals and arrivals[0] <= now - window:
+                    arrivals.popleft()
+                if len(arrivals) >= limit:
+                    self._penalty_until[username] = now + penalty_seconds
+                    return max(penalty_seconds, 0.001), bucket
+            for bucket, _, _ in checks:
+                self._windows[(username, bucket)].append(now)
+            return None, None

@@ -1,6 +1,9 @@
-"""In-memory state of the sandbox: registered client keys, tokens, sessions, the book, counters.
+"""In-memory state of the sandbox: registered client keys, tokens, sessions, the book.
 
-All mutation happens under one lock; FastAPI runs sync endpoints in a thread pool.
+FastAPI runs sync endpoints in a thread pool. Tokens, sessions, the book, orders and the market
+change only under ``SandboxState.lock``; the counters, the fault queue and the pacing ledger
+(``ledger.py``, ``pacing.py``) each own a lock, so counting or pacing a request never waits for
+the book.
 """
 
 from __future__ import annotations
@@ -10,14 +13,14 @@ import dataclasses
 import secrets
 import threading
 import time
-from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from ibkr_sandbox.consent import ConsentBroker
+from ibkr_sandbox.ledger import Counters, FaultQueue
 from ibkr_sandbox.oauth1 import OAuth1Verifier
 from ibkr_sandbox.orders import OrderBook
-from ibkr_sandbox.pacing import GATEWAY_GLOBAL_PER_SECOND, OAUTH_GLOBAL_PER_SECOND, rule_for
+from ibkr_sandbox.pacing import GATEWAY_GLOBAL_PER_SECOND, OAUTH_GLOBAL_PER_SECOND, PacingLedger
 from ibkr_sandbox.prices import Anchor, Market, MarketClock, PricePath
 from ibkr_sandbox.seed import SANDBOX_CREDENTIAL, SeedBook, build_seed_book
 
@@ -86,33 +89,6 @@ class SandboxSettings:
 
 
 @dataclass
-class Fault:
-    """An injected failure for the next ``remaining`` requests matching ``method``/``path``.
-
-    ``path`` is a full request path (``/v1/api/portfolio/accounts``); a trailing ``*`` makes it
-    a prefix. Kinds: an HTTP status (401, 429, 500, 502, 503, 504), ``drop`` (close the
-    connection without an answer), ``drop_after`` (handle the request, then close the connection
-    without its answer), ``delay`` (answer normally after ``delay`` seconds) or ``stale``
-    (answer 200 with ``body`` instead of the truth, e.g. an order list that lags behind).
-    """
-
-    path: str
-    kind: str
-    remaining: int = 1
-    method: str | None = None
-    retry_after: float | None = None
-    delay: float = 0.0
-    body: Any = None
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.method and self.method.upper() != method.upper():
-            return False
-        if self.path.endswith("*"):
-            return path.startswith(self.path[:-1])
-        return path == self.path
-
-
-@dataclass
 class AccessTokenRecord:
     client_id: str
     expires_at: float
@@ -150,16 +126,12 @@ class SandboxState:
     sessions: dict[str, SsoSessionRecord] = field(default_factory=dict)
     #: credential -> session id holding the brokerage session (IBKR allows one per username)
     brokerage_holder: dict[str, str] = field(default_factory=dict)
-    counters: Counter[str] = field(default_factory=Counter)
-    path_counts: Counter[str] = field(default_factory=Counter)
-    faults: list[Fault] = field(default_factory=list)
+    counters: Counters = field(default_factory=Counters)
+    faults: FaultQueue = field(init=False)
     orders: OrderBook = field(default_factory=OrderBook)
     #: Scheduled price moves: (epoch seconds, conid, price), applied when due.
     price_moves: list[tuple[float, int, float]] = field(default_factory=list)
-    #: (username, bucket) -> arrival times inside the current window
-    windows: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
-    #: username -> time its penalty box ends
-    penalty_until: dict[str, float] = field(default_factory=dict)
+    pacing: PacingLedger = field(default_factory=PacingLedger)
     lock: threading.RLock = field(default_factory=threading.RLock)
     #: OAuth 1.0a mode: the consumers and their live session tokens.
     oauth1: OAuth1Verifier | None = None
@@ -169,6 +141,7 @@ class SandboxState:
     market: Market = field(init=False)
 
     def __post_init__(self) -> None:
+        self.faults = FaultQueue(self.counters)
         self._pristine_book = copy.deepcopy(self.book)
         self.market = self._opening_market()
         self._pristine_settings = dataclasses.replace(self.settings)
@@ -199,13 +172,11 @@ class SandboxState:
             self.orders = OrderBook()
             self.price_moves.clear()
             self.market = self._opening_market()
-            self.windows.clear()
-            self.penalty_until.clear()
+            self.pacing.clear()
             self.access_tokens.clear()
             self.sessions.clear()
             self.brokerage_holder.clear()
             self.counters.clear()
-            self.path_counts.clear()
             if self.oauth1 is not None:
                 self.oauth1.reset()
             if self.consent is not None:
@@ -221,7 +192,7 @@ class SandboxState:
             self.access_tokens[token] = AccessTokenRecord(
                 client_id, time.time() + self.settings.access_token_lifetime
             )
-            self.counters["tokens_issued"] += 1
+            self.counters.add("tokens_issued")
             return token, self.settings.access_token_lifetime
 
     def access_token(self, token: str) -> AccessTokenRecord | None:
@@ -244,7 +215,7 @@ class SandboxState:
                 expires_at=token.expires_at,
             )
             self.sessions[record.session_id] = record
-            self.counters["sso_sessions"] += 1
+            self.counters.add("sso_sessions")
             return record
 
     def open_oauth1_session(self, credential: str, lst: str, expires_at: float, replaces: list[str]) -> None:
@@ -257,7 +228,7 @@ class SandboxState:
             self.sessions[lst] = SsoSessionRecord(
                 lst, "oauth1a", credential, "", now, now, expires_at=expires_at
             )
-            self.counters["lst_issued"] += 1
+            self.counters.add("lst_issued")
 
     def live_session(self, session_id: str | None) -> SsoSessionRecord | None:
         """The session for a bearer (or the gateway's implicit one), if not idle-expired; touches it."""
@@ -285,7 +256,7 @@ class SandboxState:
     def init_brokerage(self, record: SsoSessionRecord, compete: bool) -> None:
         """``ssodh/init``: one brokerage session per username; ``compete`` takes it over."""
         with self.lock:
-            self.counters["ssodh_inits"] += 1
+            self.counters.add("ssodh_inits")
             holder = self.brokerage_holder.get(record.credential)
             if holder and holder != record.session_id and holder in self.sessions:
                 if not compete:
@@ -293,7 +264,7 @@ class SandboxState:
                     record.brokerage = False
                     return
                 dropped = self.sessions[holder]
-                self.counters["competing_takeovers"] += 1
+                self.counters.add("competing_takeovers")
                 dropped.brokerage = False
                 dropped.competing = True
                 dropped.iserver_accounts_queried = False
@@ -302,21 +273,10 @@ class SandboxState:
             record.competing = False
 
     def stats(self) -> dict[str, Any]:
+        out = self.counters.snapshot()
         with self.lock:
-            keys = (
-                "token_requests",
-                "tokens_issued",
-                "sso_sessions",
-                "ssodh_inits",
-                "requests_total",
-                "http_401",
-                "http_429",
-            )
-            out: dict[str, Any] = {k: self.counters.get(k, 0) for k in keys}
-            out.update({k: v for k, v in self.counters.items() if k not in out})
-            out["paths"] = dict(self.path_counts)
             out["active_sessions"] = len(self.sessions)
-            return out
+        return out
 
     # -------------------------------------------------------------- the market
     def _opening_market(self) -> Market:
@@ -370,45 +330,20 @@ class SandboxState:
             self._quote(conid, price)
             self._fill_resting_orders()
 
-    # -------------------------------------------------------------- pacing and faults
-    def take_fault(self, method: str, path: str) -> Fault | None:
-        """The first matching injected fault, with one use consumed."""
-        with self.lock:
-            for fault in self.faults:
-                if fault.remaining > 0 and fault.matches(method, path):
-                    fault.remaining -= 1
-                    self.counters["faults_fired"] += 1
-                    if fault.remaining == 0:
-                        self.faults.remove(fault)
-                    return fault
-            return None
-
+    # -------------------------------------------------------------- pacing
     def admit(self, username: str, method: str, api_path: str) -> float | None:
-        """Count a ``/v1/api`` request against IBKR's limits.
-
-        Returns None when admitted, else the seconds until the penalty box opens again. A
-        request over the global or per-endpoint limit puts the username in the penalty box;
-        requests in the box are refused and not counted. The arrival time is read before the
-        state lock is taken, so a wait for the lock never bunches arrivals that were spaced.
-        """
-        now = time.time()
-        with self.lock:
-            until = self.penalty_until.get(username, 0.0)
-            if now < until:
-                return until - now
-            checks: list[tuple[str, float, float]] = [("global", self.settings.global_limit, 1.0)]
-            rule = rule_for(method, api_path) if self.settings.endpoint_limits else None
-            if rule is not None:
-                checks.append((rule.bucket, float(rule.requests), rule.seconds))
-            for bucket, limit, window in checks:
-                arrivals = self.windows.setdefault((username, bucket), deque())
-                while arrivals and arrivals[0] <= now - window:
-                    arrivals.popleft()
-                if len(arrivals) >= limit:
-                    self.counters["penalties"] += 1
-                    self.counters[f"violations_{bucket}"] += 1
-                    self.penalty_until[username] = now + self.settings.penalty_seconds
-                    return max(self.settings.penalty_seconds, 0.001)
-            for bucket, _, _ in checks:
-                self.windows[(username, bucket)].append(now)
-            return None
+        """Count a ``/v1/api`` request against IBKR's limits: None when admitted, else the
+        seconds until the username's penalty box opens again (see :class:`PacingLedger`)."""
+        settings = self.settings
+        wait, broken = self.pacing.admit(
+            username,
+            method,
+            api_path,
+            global_limit=settings.global_limit,
+            endpoint_limits=settings.endpoint_limits,
+            penalty_seconds=settings.penalty_seconds,
+        )
+        if broken is not None:
+            self.counters.add("penalties")
+            self.counters.add(f"violations_{broken}")
+        return wait

@@ -16,7 +16,8 @@ from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrSessionError
 from ibkr_provider.client.record import session_key
-from ibkr_provider.client.stores import FileSessionStore, MemorySessionStore, RedisSessionStore, SessionStore
+from ibkr_provider.client.redis_store import RedisSessionStore
+from ibkr_provider.client.stores import FileSessionStore, MemorySessionStore, SessionStore
 from tests.support.airflow_cli import REPO_ROOT, run_airflow
 from tests.support.airflow_cluster import airflow_cluster
 from tests.support.processes import cache_env, run_workers

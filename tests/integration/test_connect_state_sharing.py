@@ -7,7 +7,8 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from ibkr_provider.client.stores import FileSessionStore, RedisSessionStore
+from ibkr_provider.client.redis_store import RedisSessionStore
+from ibkr_provider.client.stores import FileSessionStore
 from tests.support.redis_server import redis_server
 
 

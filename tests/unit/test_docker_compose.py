@@ -95,6 +95,8 @@ def test_connection_env_points_at_the_sandbox_service(compose: dict[str, Any], t
         SANDBOX_KEY_ID,
         SANDBOX_CREDENTIAL,
     )
+    # every worker host shares the IBKR session through the compose file's Redis, as in `make cluster`
+    assert conn["extra"]["session_cache"] == "redis://redis:6379/1"
     key_path = conn["extra"]["private_key_path"]
     for name in [*AIRFLOW_SERVICES, "airflow-init"]:
         mounts = _volume_mounts(services[name])

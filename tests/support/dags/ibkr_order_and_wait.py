@@ -1,5 +1,7 @@
 """Test-only DAG: place a resting paper limit order, move the sandbox price through it, and wait
-for the fill with the deferrable sensor (its trigger runs inline under `airflow dags test`)."""
+for the fill with the deferrable sensor (its trigger runs inline under `airflow dags test`, in
+the triggerer on a cluster). The price reaches the limit ``fill_after`` seconds after the move is
+scheduled: long enough that the sensor's first check finds the order resting and defers."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import os
 
 import pendulum
 import requests
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, task
 
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
 from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
@@ -20,6 +22,7 @@ VTI = 12340038
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    params={"fill_after": Param(6, type="number", minimum=1)},
 )
 def ibkr_order_and_wait() -> None:
     place = IbkrPlaceOrderOperator(
@@ -34,12 +37,11 @@ def ibkr_order_and_wait() -> None:
     )
 
     @task
-    def market_moves() -> None:
-        # The price reaches the limit in 6 s: the sensor's first check finds the order resting
-        # and defers; the trigger sees the fill.
+    def market_moves(params: dict[str, float] | None = None) -> None:
+        after = float((params or {})["fill_after"])
         requests.post(
             f"{os.environ['IBKR_SANDBOX_URL']}/__sandbox__/prices",
-            json={"conid": VTI, "price": 279.5, "after": 6},
+            json={"conid": VTI, "price": 279.5, "after": after},
             timeout=10,
         ).raise_for_status()
 

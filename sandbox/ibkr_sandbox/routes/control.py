@@ -1,0 +1,164 @@
+"""``/__sandbox__/*``: the sandbox's own control plane (health, stats, reset, prices, market
+ticks, dropped brokerage sessions, settings and injected faults). Not part of IBKR's API."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from ibkr_sandbox.ledger import Fault
+from ibkr_sandbox.routes.common import Gate, ibkr_error
+
+
+def control_router(gate: Gate) -> APIRouter:
+    router = APIRouter()
+    state, settings = gate.state, gate.settings
+
+    @router.get("/__sandbox__/health")
+    def health() -> dict[str, Any]:
+        return {
+            "ok": True,
+            "mode": "gateway" if settings.gateway else "oauth1a" if settings.oauth1a else "oauth2",
+        }
+
+    @router.post("/__sandbox__/oauth1/expire-lst")
+    def expire_lst() -> dict[str, Any]:
+        """Make every current live session token invalid: the next request answers 410 Gone."""
+        if state.oauth1 is None:
+            raise ibkr_error(400, "the sandbox serves no OAuth 1.0a (gateway mode)")
+        with state.lock:
+            expired = state.oauth1.expire_tokens()
+        return {"expired": len(expired)}
+
+    @router.get("/__sandbox__/stats")
+    def stats() -> dict[str, Any]:
+        return state.stats()
+
+    @router.post("/__sandbox__/reset")
+    def reset() -> dict[str, Any]:
+        state.reset()
+        return {"ok": True}
+
+    @router.post("/__sandbox__/prices")
+    async def set_price(request: Request) -> dict[str, Any]:
+        """Move an instrument's price, now or ``after`` seconds; resting limit orders fill when
+        it crosses their limit."""
+        body = await request.json()
+        try:
+            conid, price = int(body["conid"]), float(body["price"])
+            after = float(body.get("after") or 0)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ibkr_error(
+                400, 'send {"conid": <int>, "price": <number>, "after": <seconds, optional>}'
+            ) from None
+        if conid not in state.book.instruments or price <= 0:
+            raise ibkr_error(400, f"unknown conid {conid} or non-positive price")
+        if after > 0:
+            with state.lock:
+                state.price_moves.append((time.time() + after, conid, price))
+        else:
+            state.set_price(conid, price)
+        return {"conid": conid, "price": price, "after": after}
+
+    @router.get("/__sandbox__/market")
+    def market(conids: str = "") -> dict[str, Any]:
+        """The current tick and prices (of ``conids``, comma separated, or every instrument)."""
+        try:
+            wanted = [int(c) for c in conids.split(",") if c.strip()]
+        except ValueError:
+            raise ibkr_error(400, "conids must be comma-separated integers") from None
+        with state.lock:
+            tick = state.advance_market()
+            instruments = state.book.instruments
+            chosen = wanted or list(instruments)
+            prices = {str(c): instruments[c].last_price for c in chosen if c in instruments}
+        return {"tick": tick, "prices": prices}
+
+    @router.post("/__sandbox__/market")
+    async def step_market(request: Request) -> dict[str, Any]:
+        """Move the market ``{"ticks": n}`` ticks ahead now (n >= 1)."""
+        body = await request.json()
+        try:
+            ticks = int(body["ticks"])
+        except (KeyError, TypeError, ValueError):
+            raise ibkr_error(400, 'send {"ticks": <positive integer>}') from None
+        if ticks < 1:
+            raise ibkr_error(400, "ticks must be at least 1")
+        return {"tick": state.step_market(ticks)}
+
+    @router.post("/__sandbox__/sessions/drop-brokerage")
+    def drop_brokerage() -> dict[str, Any]:
+        """Drop every brokerage session (as IBKR's nightly reset does); SSO sessions stay."""
+        with state.lock:
+            for record in state.sessions.values():
+                record.brokerage = False
+                record.iserver_accounts_queried = False
+                record.subscribed.clear()
+            state.brokerage_holder.clear()
+        return {"ok": True}
+
+    @router.get("/__sandbox__/config")
+    def get_config() -> dict[str, Any]:
+        return dataclasses.asdict(settings)
+
+    @router.post("/__sandbox__/config")
+    async def set_config(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ibkr_error(400, "config must be a JSON object")
+        with state.lock:
+            try:
+                settings.update(body)
+            except ValueError as exc:
+                raise ibkr_error(400, str(exc)) from None
+        return dataclasses.asdict(settings)
+
+    @router.get("/__sandbox__/faults")
+    def list_faults() -> list[dict[str, Any]]:
+        return state.faults.listed()
+
+    @router.post("/__sandbox__/faults")
+    async def add_fault(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        try:
+            fault = Fault(
+                path=str(body["path"]),
+                kind=str(body["kind"]),
+                remaining=int(body.get("count", 1)),
+                method=body.get("method"),
+                retry_after=body.get("retry_after"),
+                delay=float(body.get("delay", 0.0)),
+                body=body.get("body"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ibkr_error(400, f"fault needs path and kind: {exc}") from None
+        kinds = (
+            "drop",
+            "drop_after",
+            "delay",
+            "delay_after",
+            "stale",
+            "401",
+            "410",
+            "429",
+            "500",
+            "502",
+            "503",
+            "504",
+        )
+        if fault.kind not in kinds:
+            raise ibkr_error(400, f"kind must be one of {', '.join(kinds)}")
+        if fault.kind == "stale" and fault.body is None:
+            raise ibkr_error(400, 'a stale fault needs the "body" to answer with')
+        state.faults.add(fault)
+        return dataclasses.asdict(fault)
+
+    @router.delete("/__sandbox__/faults")
+    def clear_faults() -> dict[str, Any]:
+        state.faults.clear()
+        return {"ok": True}
+
+    return router

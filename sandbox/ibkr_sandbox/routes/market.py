@@ -1,0 +1,141 @@
+"""Contracts and market data: symbol search, snapshots (with IBKR's pre-flight rule), trades
+and daily PnL."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from ibkr_sandbox.routes.common import Gate, ibkr_error
+
+
+def market_router(gate: Gate) -> APIRouter:
+    router = APIRouter()
+    state = gate.state
+
+    @router.get("/v1/api/iserver/secdef/search")
+    def secdef_search(request: Request, symbol: str = "", name: bool = False, secType: str = "") -> Any:
+        gate.brokerage(request)
+        wanted = symbol.strip().upper()
+        if not wanted:
+            raise ibkr_error(400, "Bad Request: symbol required")
+        matches = [
+            i
+            for i in state.book.instruments.values()
+            if (i.symbol == wanted or (name and wanted in i.name))
+            and (not secType or secType == i.asset_class)
+        ]
+        return [
+            {
+                "conid": str(i.conid),
+                "companyHeader": f"{i.name} - {i.exchange}",
+                "companyName": i.name,
+                "symbol": i.symbol,
+                "description": i.exchange,
+                "restricted": None,
+                "fop": None,
+                "opt": None,
+                "war": None,
+                "sections": [{"secType": i.asset_class, "exchange": i.exchange}],
+            }
+            for i in matches
+        ]
+
+    @router.get("/v1/api/iserver/marketdata/snapshot")
+    def snapshot(request: Request, conids: str = "", fields: str = "") -> list[dict[str, Any]]:
+        """IBKR: "A pre-flight request must be made prior to ever receiving data": the first
+        request for a conid in a session answers without fields."""
+        record = gate.brokerage(request)
+        if not record.iserver_accounts_queried:
+            raise ibkr_error(500, "Please query /accounts first")
+        try:
+            ids = [int(c) for c in conids.split(",") if c.strip()]
+        except ValueError:
+            raise ibkr_error(400, "Bad Request: conids must be integers") from None
+        rows = []
+        with state.lock:  # the book's prices and the session's subscriptions
+            for conid in ids:
+                row: dict[str, Any] = {"conid": conid, "conidEx": str(conid)}
+                instrument = state.book.instruments.get(conid)
+                if instrument is not None and conid in record.subscribed:
+                    price = instrument.last_price
+                    values = {
+                        "31": f"{price:.2f}",
+                        "84": f"{price - 0.01:.2f}",
+                        "86": f"{price + 0.01:.2f}",
+                        "85": "600",
+                        "88": "1,300",
+                        "7059": "100",
+                        "55": instrument.symbol,
+                        "6509": "RpB",
+                        "7295": f"{price * 0.995:.2f}",
+                        "7741": f"{price * 0.99:.2f}",
+                    }
+                    wanted = [f.strip() for f in fields.split(",") if f.strip()] or list(values)
+                    row.update({f: values[f] for f in wanted if f in values})
+                    row.update({"_updated": int(time.time() * 1000), "server_id": "q0"})
+                record.subscribed.add(conid)
+                rows.append(row)
+        return rows
+
+    @router.get("/v1/api/iserver/account/trades")
+    def trades(request: Request, days: int = 1, accountId: str = "") -> list[dict[str, Any]]:
+        """Executions (filled sandbox orders) of the last ``days`` days (IBKR: at most 7)."""
+        record = gate.trading(request)
+        accounts = set(state.credentials.get(record.credential, []))
+        since = time.time() - min(max(days, 1), 7) * 86_400
+        rows = []
+        with state.lock:
+            for o in state.orders.orders.values():
+                if o.status != "Filled" or o.account not in accounts or o.created_at < since:
+                    continue
+                if accountId and o.account != accountId:
+                    continue
+                inst = state.book.instruments[o.conid]
+                verb = "Bot" if o.side == "BUY" else "Sold"
+                rows.append(
+                    {
+                        "execution_id": f"0000e0d5.{o.order_id:08x}.01.01",
+                        "symbol": inst.symbol,
+                        "side": o.side[0],
+                        "order_description": f"{verb} {o.filled:g} @ {o.avg_price}",
+                        "trade_time_r": int(o.created_at * 1000),
+                        "size": o.filled,
+                        "price": f"{o.avg_price}",
+                        "order_ref": o.coid,
+                        "commission": "1.00",
+                        "net_amount": round(o.filled * (o.avg_price or 0), 2),
+                        "account": o.account,
+                        "conid": str(o.conid),
+                        "sec_type": inst.asset_class,
+                        "listing_exchange": inst.exchange,
+                        "company_name": inst.name,
+                    }
+                )
+        return rows
+
+    @router.get("/v1/api/iserver/account/pnl/partitioned")
+    def pnl(request: Request) -> dict[str, Any]:
+        """Daily PnL per account (``<id>.Core``): prices against a prior close 1% lower."""
+        record = gate.brokerage(request)
+        rows: dict[str, Any] = {}
+        with state.lock:
+            for account_id in state.credentials.get(record.credential, []):
+                account = state.book.accounts[account_id]
+                values = [(state.book.instruments[p.conid].last_price, p) for p in account.positions]
+                market = sum(price * p.quantity for price, p in values)
+                daily = sum((price - round(price / 1.01, 2)) * p.quantity for price, p in values)
+                net = market + account.cash
+                rows[f"{account_id}.Core"] = {
+                    "rowType": 1,
+                    "dpl": round(daily, 2),
+                    "nl": round(net, 2),
+                    "upl": round(sum((price - p.avg_cost) * p.quantity for price, p in values), 2),
+                    "el": round(net - market * 0.25, 2),
+                    "mv": round(market, 2),
+                }
+        return {"upnl": rows}
+
+    return router

@@ -1,0 +1,331 @@
+"""`make cluster`: Airflow's CeleryExecutor stack on this machine, sharing one IBKR session.
+
+What the official docker-compose stack runs, as plain processes on loopback ports: PostgreSQL
+(the metadata database and Celery's result backend), Redis (the Celery broker, and the IBKR
+session cache every host shares), the IBKR sandbox, the api-server, scheduler, dag-processor and
+triggerer (one "controller" host), and two Celery workers with their own ``--celery-hostname``
+and their own ``AIRFLOW_HOME`` (two "hosts": the file session cache of one is invisible to the
+other, so Redis is what they share, as on real machines). Task logs go to one shared folder, as
+the compose file's ``./logs`` volume does.
+
+Every host gets the same Fernet key (connections and session records are encrypted with it) and
+the same API secrets; ``ibkr_default`` is stored in the metadata database with
+``session_cache = redis://.../1``. A dead worker's tasks are failed (and retried) after 30 s
+without a heartbeat (``[scheduler] task_instance_heartbeat_timeout``; Airflow's default is 300).
+
+Settings: ``IBKR_CLUSTER_PORT`` (the UI, default 8080), ``IBKR_CLUSTER_DIR`` (work directory,
+default ``.cluster``, emptied at start), ``IBKR_CLUSTER_DAGS`` (DAG folder, default ``dags/``).
+``cluster.json`` in the work directory lists the URLs, the admin password and every process id.
+Ctrl-C (or SIGTERM) stops everything and removes the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import glob
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+from ibkr_sandbox.process import RunningSandbox, start_sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+WORKERS = ("worker-1", "worker-2")
+BOOT_SECONDS = 600.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def postgres_binary(name: str) -> str:
+    """``initdb`` and ``postgres`` from PATH or Debian's versioned directory (not on PATH)."""
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:]), None
+    )
+    if found is None:
+        raise SystemExit(f"{name} not found: `make cluster` installs PostgreSQL (apt-get install postgresql)")
+    return found
+
+
+@dataclass
+class Cluster:
+    """The processes of the cluster; :meth:`stop` ends them in reverse order of start."""
+
+    work: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: list[IO[bytes]] = field(default_factory=list)
+    cleanups: list[Path] = field(default_factory=list)
+    sandbox: RunningSandbox | None = None
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.work / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.logs.append(log)
+        process = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.work, start_new_session=True
+        )
+        self.processes[name] = process
+        return process
+
+    def log_of(self, name: str) -> str:
+        return (self.work / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def wait_for(self, what: str, ready: Any, names: tuple[str, ...], seconds: float = BOOT_SECONDS) -> None:
+        """Poll ``ready()`` until true; a process of ``names`` that exits first is an error."""
+        deadline = time.monotonic() + seconds
+        while not ready():
+            for name in names:
+                if self.processes[name].poll() is not None:
+                    raise SystemExit(f"{name} exited while waiting for {what}:\n{self.log_of(name)[-3000:]}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{what}: not ready after {seconds:.0f} s (logs in {self.work / 'logs'})")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        for process in self.processes.values():  # children a process left in its group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        if self.sandbox is not None:
+            self.sandbox.stop()
+        for log in self.logs:
+            log.close()
+        for path in self.cleanups:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def start_postgres(cluster: Cluster) -> str:
+    """A throwaway PostgreSQL on a free loopback port; returns its SQLAlchemy URL.
+
+    PostgreSQL refuses to run as root, so as root it runs as Debian's ``postgres`` user from a
+    data directory in /tmp that user can reach."""
+    as_root = os.geteuid() == 0
+    if as_root:
+        data = Path(tempfile.mkdtemp(prefix="ibkr-cluster-pg-"))
+        cluster.cleanups.append(data)
+        shutil.chown(data, "postgres", "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    else:
+        data = cluster.work / "postgres"
+        data.mkdir()
+        prefix = []
+    initdb = subprocess.run(
+        [*prefix, postgres_binary("initdb"), "-D", str(data), "-U", "airflow", "-A", "trust", "-E", "UTF8"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if initdb.returncode != 0:
+        raise SystemExit(f"initdb failed:\n{initdb.stdout[-2000:]}{initdb.stderr[-2000:]}")
+    port = free_port()
+    # durability off: a test database that is thrown away at the end
+    settings = ["fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=300"]
+    cluster.start(
+        "postgres",
+        [
+            *prefix,
+            postgres_binary("postgres"),
+            "-D",
+            str(data),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-k",
+            str(data),
+        ]
+        + [arg for setting in settings for arg in ("-c", setting)],
+    )
+    import psycopg2
+
+    def accepting() -> bool:
+        try:
+            psycopg2.connect(host="127.0.0.1", port=port, user="airflow", dbname="postgres").close()
+        except psycopg2.OperationalError:
+            return False
+        return True
+
+    cluster.wait_for("PostgreSQL", accepting, ("postgres",), seconds=60)
+    admin = psycopg2.connect(host="127.0.0.1", port=port, user="airflow", dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("CREATE DATABASE airflow")
+    admin.close()
+    return f"postgresql+psycopg2://airflow@127.0.0.1:{port}/airflow"
+
+
+def start_redis(cluster: Cluster) -> str:
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        raise SystemExit("redis-server not found: `make cluster` installs it (apt-get install redis-server)")
+    port = free_port()
+    (cluster.work / "redis").mkdir()
+    args = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    cluster.start("redis", [binary, *args, "--dir", str(cluster.work / "redis")])
+
+    def answering() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    cluster.wait_for("Redis", answering, ("redis",), seconds=30)
+    return f"redis://127.0.0.1:{port}"
+
+
+def airflow_env(common: dict[str, str], home: Path, **extra: str) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    return {**common, "AIRFLOW_HOME": str(home), **extra}
+
+
+def main() -> int:
+    port = int(os.environ.get("IBKR_CLUSTER_PORT", "8080"))
+    work = Path(os.environ.get("IBKR_CLUSTER_DIR") or ROOT / ".cluster").resolve()
+    dags = Path(os.environ.get("IBKR_CLUSTER_DAGS") or ROOT / "dags").resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "logs").mkdir(parents=True)
+    cluster = Cluster(work)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        database = start_postgres(cluster)
+        redis = start_redis(cluster)
+        cluster.sandbox = sandbox = start_sandbox(work / "sandbox")
+        url = f"http://127.0.0.1:{port}"
+        password = secrets.token_urlsafe(12)
+        (work / "passwords.json").write_text(json.dumps({"admin": password}))
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
+        common = {
+            **base,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+            "AIRFLOW__CELERY__BROKER_URL": f"{redis}/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database.replace("+psycopg2", ""),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+            # the same on every host: Fernet (connections, IBKR session records) and API secrets
+            "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(work / "passwords.json"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(work / "task-logs"),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+            "IBKR_SANDBOX_URL": sandbox.base_url,
+        }
+        controller = airflow_env(common, work / "controller")
+        airflow = str(BIN / "airflow")
+        migrate = subprocess.run([airflow, "db", "migrate"], env=controller, capture_output=True, text=True)
+        if migrate.returncode != 0:
+            raise SystemExit(f"airflow db migrate failed:\n{migrate.stderr[-3000:]}")
+        ibkr = json.loads(sandbox.connection_json())
+        ibkr["extra"]["session_cache"] = f"{redis}/1"
+        for conn_id, conn in (
+            ("ibkr_default", json.dumps(ibkr)),
+            ("ibkr_flex_default", sandbox.flex_connection_json(extra={"poll_interval": 1})),
+        ):
+            added = subprocess.run(
+                [airflow, "connections", "add", conn_id, "--conn-json", conn],
+                env=controller,
+                capture_output=True,
+                text=True,
+            )
+            if added.returncode != 0:
+                raise SystemExit(f"adding {conn_id} failed:\n{added.stderr[-2000:]}")
+        for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+            cluster.start(component, [airflow, component], controller)
+        for name in WORKERS:
+            env = airflow_env(common, work / name, IBKR_CLUSTER_HOST=name)
+            args = ["celery", "worker", "--celery-hostname", f"{name}@%h", "--skip-serve-logs"]
+            cluster.start(name, [airflow, *args], env)
+
+        def api_up() -> bool:
+            try:
+                return requests.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        everything = tuple(cluster.processes)
+        cluster.wait_for("the api-server", api_up, everything)
+
+        def components_healthy() -> bool:
+            health = requests.get(f"{url}/api/v2/monitor/health", timeout=5).json()
+            parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            return all((health.get(part) or {}).get("status") == "healthy" for part in parts)
+
+        cluster.wait_for("scheduler, triggerer and dag-processor", components_healthy, everything)
+        for name in WORKERS:
+            cluster.wait_for(name, lambda name=name: " ready." in cluster.log_of(name), everything)
+        (work / "cluster.json").write_text(
+            json.dumps(
+                {
+                    "url": url,
+                    "password": password,
+                    "sandbox_url": sandbox.base_url,
+                    "redis_url": redis,
+                    "database": database,
+                    "pids": {name: process.pid for name, process in cluster.processes.items()},
+                    "homes": {name: str(work / name) for name in ("controller", *WORKERS)},
+                    "removed_at_stop": [str(path) for path in cluster.cleanups],
+                },
+                indent=2,
+            )
+        )
+        print(f"IBKR sandbox:  {sandbox.base_url}")
+        print(f"Airflow UI:    {url}  (user admin)")
+        print(f"Password:      {password}")
+        print(f"CeleryExecutor: PostgreSQL {database}, Redis {redis} (broker /0, IBKR session cache /1)")
+        print(f"Workers:       {', '.join(WORKERS)} (logs in {work / 'logs'})")
+        print("Ctrl-C stops the cluster.", flush=True)
+        # A worker may die (a host lost: its tasks are retried on the other one); the cluster
+        # stops when a process every task depends on exits.
+        essential = [process for name, process in cluster.processes.items() if name not in WORKERS]
+        while all(process.poll() is None for process in essential):
+            time.sleep(1)
+        gone = [name for name, process in cluster.processes.items() if process.poll() is not None]
+        print(f"stopping: {', '.join(gone)} exited", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
