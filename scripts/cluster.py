@@ -226,7 +226,7 @@ def main() -> int:
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
             "AIRFLOW__CELERY__BROKER_URL": f"{redis}/0",
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database.replace("+psycopg2", ""),
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{database}",
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
             # the same on every host: Fernet (connections, IBKR session records) and API secrets
             "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),

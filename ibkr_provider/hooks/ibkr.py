@@ -203,18 +203,19 @@ class IbkrHook(BaseHook):
     async def aget_client(self, secret_sink: SecretSink) -> IbkrClient:
         """A client built for async code (triggers). The connection is read with
         ``aget_connection`` on the event loop; parsing it (key files, PEM checks) and building
-        the client (the session cache) run in a worker thread, so the loop never blocks.
-        ``secret_sink`` receives every secret, to be masked with ``amask_secret`` by the caller
-        (a blocking ``mask_secret`` is unsafe in the triggerer)."""
-        from ibkr_provider.client import IbkrClient
-        from ibkr_provider.client.secrets import SecretRegistry
-
+        the client (the session cache, and the first import of the client package: requests,
+        PyJWT, cryptography) run in a worker thread, so the loop never blocks. ``secret_sink``
+        receives every secret, to be masked with ``amask_secret`` by the caller (a blocking
+        ``mask_secret`` is unsafe in the triggerer)."""
         conn = await self.aget_connection(self.ibkr_conn_id)
-        sink = SecretRegistry(secret_sink)
         extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
 
         def build() -> IbkrClient:
+            from ibkr_provider.client import IbkrClient
             from ibkr_provider.client.config import IbkrClientConfig
+            from ibkr_provider.client.secrets import SecretRegistry
+
+            sink = SecretRegistry(secret_sink)
 
             values = connection_values(
                 conn.host,

@@ -19,6 +19,7 @@ from ibkr_provider.client.errors import IbkrError
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient
+    from ibkr_provider.hooks.ibkr import IbkrHook
 
 
 class IbkrOrderStatusTrigger(BaseTrigger):
@@ -50,13 +51,18 @@ class IbkrOrderStatusTrigger(BaseTrigger):
             },
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    def _hook(self) -> IbkrHook:
         from ibkr_provider.hooks.ibkr import IbkrHook
 
+        return IbkrHook(ibkr_conn_id=self.ibkr_conn_id)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
         pending: list[str] = []
         client: IbkrClient | None = None
         try:
-            client = await IbkrHook(ibkr_conn_id=self.ibkr_conn_id).aget_client(pending.append)
+            # the hook's first import (Airflow's hook base, the provider's hook) off the loop
+            hook = await asyncio.to_thread(self._hook)
+            client = await hook.aget_client(pending.append)
             while True:
                 status = await asyncio.to_thread(client.orders.status, self.order_id)
                 while pending:

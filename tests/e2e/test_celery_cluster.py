@@ -1,0 +1,222 @@
+"""`make cluster` (scripts/cluster.py): the provider on Airflow's CeleryExecutor, two worker hosts.
+
+PostgreSQL, Redis, the sandbox, the api-server, scheduler, dag-processor, triggerer and two
+Celery workers, each worker with its own AIRFLOW_HOME (so only Redis is shared). Proven here:
+sixteen mapped tasks ran on both workers through one IBKR login (1 token, 1 SSO session, 1
+brokerage init, no 429, no competing login); a deferrable order wait was deferred (its worker
+slot freed) and finished in the triggerer; a worker SIGKILLed while IBKR held the answer to its
+order placement is replaced by a retry on the other worker that adopts the order (one order at
+the sandbox) without waiting longer than the lock's lease. SIGTERM then stops everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+from ibkr_provider.client.redis_store import REDIS_LOCK_TTL_SECONDS
+from tests.support.airflow_cli import REPO_ROOT
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.xdist_group("cluster")
+
+
+class Api:
+    """Airflow's REST API as the admin user."""
+
+    def __init__(self, url: str, password: str) -> None:
+        self.url = url
+        login = {"username": "admin", "password": password}
+        token = requests.post(f"{url}/auth/token", json=login, timeout=30)
+        token.raise_for_status()
+        self.headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+    def get(self, path: str, **params: Any) -> Any:
+        answer = requests.get(f"{self.url}/api/v2/{path}", headers=self.headers, params=params, timeout=30)
+        answer.raise_for_status()
+        return answer.json()
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        deadline = time.monotonic() + 240  # the dag-processor's first parse
+        dag_url = f"{self.url}/api/v2/dags/{dag_id}"
+        while requests.get(dag_url, headers=self.headers, timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, f"{dag_id} was not parsed in 240 s"
+            time.sleep(1)
+        answer = requests.post(
+            f"{self.url}/api/v2/dags/{dag_id}/dagRuns",
+            headers=self.headers,
+            json={"logical_date": None, "conf": conf or {}},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["dag_run_id"])
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        (found,) = [t for t in self.task_instances(dag_id, run_id) if t["task_id"] == task_id]
+        return found
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100)[
+            "task_instances"
+        ]
+        return found
+
+    def finish(self, dag_id: str, run_id: str, seconds: float = 300, watch: Any = None) -> str:
+        deadline = time.monotonic() + seconds
+        while True:
+            state = str(self.get(f"dags/{dag_id}/dagRuns/{run_id}")["state"])
+            if state in ("success", "failed"):
+                return state
+            if watch is not None:
+                watch()
+            assert time.monotonic() < deadline, f"{dag_id} {run_id} still {state} after {seconds} s"
+            time.sleep(0.5)
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
+        path = f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        value = self.get(path, map_index=map_index)["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
+
+def _sandbox_stats(sandbox_url: str) -> dict[str, Any]:
+    stats: dict[str, Any] = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
+    return stats
+
+
+def _one_login(stats: dict[str, Any]) -> None:
+    assert stats["token_requests"] == 1 and stats["sso_sessions"] == 1, stats
+    assert stats["ssodh_inits"] == 1 and stats.get("competing_takeovers", 0) == 0, stats
+    assert stats["http_429"] == 0, stats
+
+
+def _seconds(ti: dict[str, Any]) -> float:
+    start, end = (datetime.fromisoformat(ti[k].replace("Z", "+00:00")) for k in ("start_date", "end_date"))
+    return (end - start).total_seconds()
+
+
+def _worker_running(pid: int, workers: dict[str, int]) -> str:
+    """Which worker's process tree holds ``pid``."""
+    process: psutil.Process | None = psutil.Process(pid)
+    while process is not None:
+        for name, root in workers.items():
+            if process.pid == root:
+                return name
+        process = process.parent()
+    raise AssertionError(f"pid {pid} belongs to no worker")
+
+
+def _kill_host(root: int) -> None:
+    """SIGKILL a worker and everything under it, as when its machine dies."""
+    tree = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
+@pytest.mark.timeout(1500)
+def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
+    work = tmp_path / "cluster"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
+    env.update(
+        {
+            "IBKR_CLUSTER_PORT": str(free_port()),
+            "IBKR_CLUSTER_DIR": str(work),
+            "IBKR_CLUSTER_DAGS": str(REPO_ROOT / "tests" / "support" / "dags"),
+        }
+    )
+    printed = tmp_path / "cluster.out"
+    with open(printed, "wb") as out:
+        cluster = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "scripts" / "cluster.py")],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+    try:
+        deadline = time.monotonic() + 720
+        while "Ctrl-C stops" not in printed.read_text():
+            assert cluster.poll() is None, printed.read_text()[-4000:]
+            assert time.monotonic() < deadline, "the cluster did not come up in 720 s"
+            time.sleep(1)
+        info: dict[str, Any] = json.loads((work / "cluster.json").read_text())
+        api = Api(info["url"], info["password"])
+        sandbox_url = info["sandbox_url"]
+        workers = {name: info["pids"][name] for name in ("worker-1", "worker-2")}
+
+        # 1. sixteen mapped tasks over both workers, one IBKR login
+        run_id = api.trigger("ibkr_cluster_fanout")
+        assert api.finish("ibkr_cluster_fanout", run_id) == "success"
+        reports = [api.xcom("ibkr_cluster_fanout", run_id, "read_accounts", i) for i in range(16)]
+        assert {r["host"] for r in reports} == {"worker-1", "worker-2"}, reports
+        assert {r["airflow_home"] for r in reports} == {info["homes"]["worker-1"], info["homes"]["worker-2"]}
+        assert len({r["pid"] for r in reports}) > 2  # tasks in processes of their own
+        assert all(r["accounts"] == reports[0]["accounts"] and r["accounts"] for r in reports)
+        _one_login(_sandbox_stats(sandbox_url))
+
+        # 2. a deferrable order wait frees its worker slot and finishes in the triggerer
+        run_id = api.trigger("ibkr_order_and_wait", {"fill_after": 25})
+        seen: set[str] = set()
+
+        def watch_sensor() -> None:
+            for ti in api.task_instances("ibkr_order_and_wait", run_id):
+                if ti["task_id"] == "wait_for_fill" and ti["state"]:
+                    seen.add(ti["state"])
+
+        assert api.finish("ibkr_order_and_wait", run_id, watch=watch_sensor) == "success"
+        assert "deferred" in seen, seen
+        # the trigger's own log (written by the triggerer beside the task's) saw it through
+        (trigger_log,) = (work / "task-logs" / "dag_id=ibkr_order_and_wait").glob(
+            "run_id=*/task_id=wait_for_fill/attempt=1.log.trigger.*.log"
+        )
+        trigger_lines = trigger_log.read_text()
+        assert "is Submitted; checking again" in trigger_lines and "Trigger fired event" in trigger_lines
+
+        # 3. a worker dies while IBKR holds the answer to its placement: the retry adopts
+        placed_before = _sandbox_stats(sandbox_url).get("orders_placed", 0)
+        requests.post(
+            f"{sandbox_url}/__sandbox__/faults",
+            json={
+                "path": "/v1/api/iserver/account/DU2345678/orders",
+                "method": "POST",
+                "kind": "delay_after",
+                "delay": 120,
+            },
+            timeout=30,
+        ).raise_for_status()
+        run_id = api.trigger("ibkr_place_retry")
+        deadline = time.monotonic() + 240
+        while _sandbox_stats(sandbox_url).get("orders_placed", 0) == placed_before:
+            assert time.monotonic() < deadline, "the order was not placed in 240 s"
+            time.sleep(0.2)
+        placing = api.task_instance("ibkr_place_retry", run_id, "place_order")
+        victim = _worker_running(int(placing["pid"]), workers)
+        _kill_host(workers[victim])
+        assert api.finish("ibkr_place_retry", run_id, seconds=400) == "success"
+        placed = api.task_instance("ibkr_place_retry", run_id, "place_order")
+        assert placed["try_number"] == 2, placed
+        result = api.xcom("ibkr_place_retry", run_id, "place_order")
+        assert result["adopted"] is True, result
+        assert _sandbox_stats(sandbox_url)["orders_placed"] == placed_before + 1  # one order, not two
+        assert _seconds(placed) < REDIS_LOCK_TTL_SECONDS + 15, placed  # not blocked past the lease
+        _one_login(_sandbox_stats(sandbox_url))
+    finally:
+        children = psutil.Process(cluster.pid).children(recursive=True) if cluster.poll() is None else []
+        cluster.send_signal(signal.SIGTERM)
+        cluster.wait(timeout=90)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"still running after SIGTERM: {[p.pid for p in alive]}"
+    leftovers = [path for path in info["removed_at_stop"] if Path(path).exists()]
+    assert not leftovers, leftovers
