@@ -29,7 +29,7 @@ from ibkr_provider.client import IbkrClient, IbkrClientConfig  # noqa: E402
 GOAL_MS = 0.25
 
 
-def measure(blocks: int = 10, per_block: int = 200) -> dict[str, float]:
+def measure(blocks: int = 30, per_block: int = 200) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="ibkr-overhead-") as tmp:
         work = Path(tmp)
         sandbox = start_sandbox(
