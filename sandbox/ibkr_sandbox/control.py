@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -80,7 +81,11 @@ class SandboxControl:
                 status_seen.append(int(message["status"]))
             await send(message)
 
-        state.advance_market()
+        # The arrival time is read first, and nothing awaits between it and the pacing check: a
+        # loaded machine must not bunch requests that arrived spaced (the check then sees
+        # arrivals in the order and at the times they came). The market moves in a worker
+        # thread, so the event loop never waits for the state lock while requests arrive.
+        arrived = time.time()
         state.counters.arrived(method, path)
         if any(name == b"authorization" for name, _ in scope.get("headers", [])):
             state.counters.add("requests_with_authorization")
@@ -88,6 +93,7 @@ class SandboxControl:
             fault = state.faults.take(method, path)
             if fault is not None and fault.kind == "delay":
                 await asyncio.sleep(fault.delay)
+                arrived = time.time()
             elif fault is not None and fault.kind == "drop":
                 if _drop_connection(send):
                     return
@@ -101,6 +107,7 @@ class SandboxControl:
                 async def discard(message: Message) -> None:
                     return None
 
+                await asyncio.to_thread(state.advance_market)
                 await self.app(scope, receive, discard)
                 if _drop_connection(send):
                     return
@@ -114,6 +121,7 @@ class SandboxControl:
                 async def hold(message: Message) -> None:
                     held.append(message)
 
+                await asyncio.to_thread(state.advance_market)
                 await self.app(scope, receive, hold)
                 await asyncio.sleep(fault.delay)
                 for message in held:
@@ -132,7 +140,7 @@ class SandboxControl:
             if path.startswith(API_PREFIX):
                 username = self._username(scope)
                 if username is not None:
-                    wait = state.admit(username, method, path[len(API_PREFIX) :])
+                    wait = state.admit(username, method, path[len(API_PREFIX) :], arrived)
                     if wait is not None:
                         headers = []
                         if state.settings.retry_after_header:
@@ -141,6 +149,7 @@ class SandboxControl:
                             counting_send, 429, {"error": "Too Many Requests", "statusCode": 429}, headers
                         )
                         return
+            await asyncio.to_thread(state.advance_market)
             await self.app(scope, receive, counting_send)
         finally:
             if status_seen and status_seen[0] in (401, 410, 429):

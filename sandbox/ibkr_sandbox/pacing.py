@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -92,15 +91,16 @@ class PacingLedger:
         username: str,
         method: str,
         api_path: str,
+        now: float,
         *,
         global_limit: float,
         endpoint_limits: bool,
         penalty_seconds: float,
     ) -> tuple[float | None, str | None]:
         """(None, None) when admitted; else (seconds until the box opens, the bucket broken or
-        None when the username was already in the box). The arrival time is read before the
-        lock is taken, so a wait for the lock never bunches arrivals that were spaced."""
-        now = time.time()
+        None when the username was already in the box). ``now`` is the request's arrival,
+        read by the caller as it came in (callers admit in arrival order), so neither a wait
+        for this lock nor a busy server bunches arrivals that were spaced."""
         with self._lock:
             until = self._penalty_until.get(username, 0.0)
             if now < until:
