@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import requests
-from ibkr_sandbox.process import start_sandbox
+from ibkr_sandbox.process import RunningSandbox, start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(os.environ.get("IBKR_UP_HOME") or ROOT / ".airflow")
@@ -27,14 +27,35 @@ BIN = Path(sys.executable).parent
 PORT = int(os.environ.get("IBKR_UP_PORT", "8080"))
 
 
-def airflow(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+def airflow(args: list[str], env: dict[str, str]) -> None:
     result = subprocess.run(
         [str(BIN / "airflow"), *args], env=env, capture_output=True, text=True, check=False
     )
-    if check and result.returncode != 0:
+    if result.returncode != 0:
         sys.stderr.write(result.stdout[-2000:] + result.stderr[-3000:])
         raise SystemExit(f"`airflow {args[0]} {args[1] if len(args) > 1 else ''}` failed")
-    return result
+
+
+def preset_connections(sandbox: RunningSandbox, env: dict[str, str]) -> None:
+    """Store the three sandbox connections in Airflow's database with one `connections import`
+    (each `airflow` command costs seconds of start-up); a file readable only by this user holds
+    their secrets for that one command."""
+    conns = {
+        "ibkr_default": json.loads(sandbox.connection_json()),
+        "ibkr_flex_default": json.loads(sandbox.flex_connection_json(extra={"poll_interval": 1})),
+        "ibkr_consumer": json.loads(sandbox.consumer_profile_json()),
+    }
+    for conn in conns.values():  # `connections import` takes the extra as its JSON text
+        if isinstance(conn.get("extra"), dict):
+            conn["extra"] = json.dumps(conn["extra"])
+    file = AIRFLOW_HOME / "ibkr-connections.json"
+    descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as out:
+            json.dump(conns, out)
+        airflow(["connections", "import", "--overwrite", str(file)], env)
+    finally:
+        file.unlink(missing_ok=True)
 
 
 def main() -> int:
@@ -58,13 +79,7 @@ def main() -> int:
             }
         )
         airflow(["db", "migrate"], env)
-        for conn_id, conn_json in (
-            ("ibkr_default", sandbox.connection_json()),
-            ("ibkr_flex_default", sandbox.flex_connection_json(extra={"poll_interval": 1})),
-            ("ibkr_consumer", sandbox.consumer_profile_json()),
-        ):
-            airflow(["connections", "delete", conn_id], env, check=False)
-            airflow(["connections", "add", conn_id, "--conn-json", conn_json], env)
+        preset_connections(sandbox, env)
         log = open(AIRFLOW_HOME / "standalone.log", "ab")  # noqa: SIM115 - handed to the child
         standalone = subprocess.Popen(
             [str(BIN / "airflow"), "standalone"],

@@ -35,13 +35,42 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TIERS = ("unit", "integration", "e2e")
 
 
+#: The order tests start in. pytest-xdist hands tests to its workers in collection order, one as
+#: each finishes. The two longest (and heaviest) start at once, so neither runs alone at the end;
+#: the unit and integration tiers, which mostly wait on IBKR's pacing, come next, beside whichever
+#: of the two is still running, so their waits leave the CPU to it; then the rest of the e2e tier,
+#: longest first. ``make test`` prints the slowest tests.
+FIRST = ("tests/e2e/test_make_up.py::", "tests/e2e/test_celery_cluster.py::")
+THEN_LONGEST = (
+    "tests/e2e/test_oauth1_runs.py::test_oauth1a_dags_under_the_executor",
+    "tests/e2e/test_shared_session.py::test_eight_mapped_tasks",
+    "tests/e2e/test_dags.py::test_risk_monitor",
+    "tests/e2e/test_dags.py::test_rebalance",
+)
+
+
+def _start_rank(item: pytest.Item, tier: str) -> int:
+    for i, prefix in enumerate(FIRST):
+        if item.nodeid.startswith(prefix):
+            return i
+    if tier != "e2e":
+        return len(FIRST)
+    for i, prefix in enumerate(THEN_LONGEST):
+        if item.nodeid.startswith(prefix):
+            return len(FIRST) + 1 + i
+    return len(FIRST) + 1 + len(THEN_LONGEST)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with its tier (its folder below tests/)."""
+    """Mark every test with its tier (its folder below tests/) and order the start (above)."""
     tests_dir = Path(__file__).resolve().parent
+    ranks: dict[str, int] = {}
     for item in items:
         tier = Path(str(item.path)).resolve().relative_to(tests_dir).parts[0]
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+        ranks[item.nodeid] = _start_rank(item, tier)
+    items.sort(key=lambda item: ranks[item.nodeid])  # stable: ties keep their order
 
 
 @pytest.fixture(scope="session")

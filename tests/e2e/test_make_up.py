@@ -28,17 +28,12 @@ import psutil
 import pytest
 import requests
 from ibkr_sandbox.files import AUTHORIZE_PASSWORD
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
+from tests.support.airflow_api import Api
 from tests.support.airflow_cli import REPO_ROOT
 from tests.support.browser import browser_page, log_in
 from tests.support.ports import free_port
-
-
-def _api(url: str, home: Path) -> dict[str, str]:
-    password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-    token = requests.post(f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30)
-    return {"Authorization": f"Bearer {token.json()['access_token']}"}
 
 
 def _shot(page: Page, folder: Path, name: str) -> None:
@@ -63,15 +58,21 @@ def _test_connection_row(page: Page, conn_id: str, expected: str, works: bool = 
     return result
 
 
-def _add_connection_through_the_form(page: Page, conn_id: str, conn: dict[str, object]) -> None:
-    extra = conn["extra"]
-    assert isinstance(extra, dict)
+def _open_add_connection(page: Page, conn_id: str, type_label: str) -> Locator:
+    """Add Connection, the id typed, the type picked from the combobox as a person does."""
     page.get_by_role("button", name="Add Connection").click()
     dialog = page.get_by_role("dialog")
     dialog.locator("input").first.fill(conn_id)
     dialog.get_by_role("combobox").click()
-    page.keyboard.type("Interactive Brokers")
-    page.get_by_role("option", name="Interactive Brokers", exact=True).click()
+    page.keyboard.type(type_label)
+    page.get_by_role("option", name=type_label, exact=True).click()
+    return dialog
+
+
+def _add_connection_through_the_form(page: Page, conn_id: str, conn: dict[str, object]) -> None:
+    extra = conn["extra"]
+    assert isinstance(extra, dict)
+    dialog = _open_add_connection(page, conn_id, "Interactive Brokers")
     dialog.locator("[name=host]").fill(str(conn["host"]))
     dialog.locator("[name=login]").fill(str(conn["login"]))
     dialog.get_by_text("Extra Fields", exact=True).click()
@@ -85,12 +86,7 @@ def _add_connection_through_the_form(page: Page, conn_id: str, conn: dict[str, o
 
 
 def _add_flex_connection_through_the_form(page: Page, conn_id: str, host: str, token: str) -> None:
-    page.get_by_role("button", name="Add Connection").click()
-    dialog = page.get_by_role("dialog")
-    dialog.locator("input").first.fill(conn_id)
-    dialog.get_by_role("combobox").click()
-    page.keyboard.type("Interactive Brokers Flex")
-    page.get_by_role("option", name="Interactive Brokers Flex", exact=True).click()
+    dialog = _open_add_connection(page, conn_id, "Interactive Brokers Flex")
     expect(dialog.get_by_text("Flex Web Service URL")).to_be_visible()  # the relabelled host
     dialog.locator("[name=host]").fill(host)
     dialog.locator("[name=password]").fill(token)
@@ -202,20 +198,6 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     return request_token, verifier
 
 
-def _wait_for_run(url: str, password: str, dag_id: str, run_id: str, timeout: float = 240) -> str:
-    token = requests.post(
-        f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30
-    ).json()["access_token"]
-    auth = {"Authorization": f"Bearer {token}"}
-    deadline = time.monotonic() + timeout
-    state = "queued"
-    while state not in ("success", "failed") and time.monotonic() < deadline:
-        time.sleep(2)
-        run = requests.get(f"{url}/api/v2/dags/{dag_id}/dagRuns/{run_id}", headers=auth, timeout=30)
-        state = run.json()["state"]
-    return state
-
-
 @pytest.mark.timeout(1200)
 def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
     port = free_port()
@@ -273,13 +255,13 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
 
             out = tmp_path / "snapshot-from-the-ui"
             run_id = _trigger_snapshot_from_the_dialog(page, url, "DU2345678", out)
-            assert _wait_for_run(url, password, "ibkr_portfolio_snapshot", run_id) == "success"
+            api = Api(url, password)
+            assert api.finish("ibkr_portfolio_snapshot", run_id, seconds=240) == "success"
             page.goto(f"{url}/dags/ibkr_portfolio_snapshot/runs/{run_id}")
             expect(page.get_by_text("Success", exact=True).first).to_be_visible()
             _shot(page, shots, "snapshot-run-triggered-from-the-ui")
 
-            auth = _api(url, home)
-            request_token, verifier = _connect_ibkr(page, url, auth, shots)
+            request_token, verifier = _connect_ibkr(page, url, api.headers, shots)
         stats = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
         assert stats["request_tokens"] == 3 and stats["access_tokens"] == 1, stats
         assert stats["consents_accepted"] == 2 and stats["consents_denied"] == 1, stats

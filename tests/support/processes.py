@@ -1,20 +1,22 @@
 """Run several provider processes at once against one sandbox, released by a start barrier.
 
-Each worker imports the provider and builds its hook, says READY, and waits for a line on its
-stdin; once every worker is ready, the parent releases them all at once. No fixed sleeps: the
-start is as close to simultaneous as the operating system allows, and each worker reports when
-it started and when it asked for the session, so a test can check that they really overlapped.
+One parent process imports the provider and forks the workers (``workers/ibkr_worker.py``); each
+builds its hook and waits at a barrier the parent opens for all of them at once once every one is
+ready. No fixed sleeps: the start is as close to simultaneous as the operating system allows, and
+each worker reports when it started and when it asked for the session, so a test can check that
+they really overlapped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tests.support.airflow_cli import REPO_ROOT
 
@@ -37,51 +39,39 @@ def run_workers(
     ``allow_errors`` returns failed workers' reports (with an ``error`` key) instead of failing.
     """
     env = {**os.environ, **env_overrides, "PYTHONPATH": str(REPO_ROOT)}
-    # Logs go to files, not pipes: a worker that fills a pipe nobody reads yet would block while
-    # holding a lock its siblings wait for.
-    logs = [tempfile.TemporaryFile(mode="w+") for _ in range(count)]  # noqa: SIM115 - closed below
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.support.workers.ibkr_worker", action, str(n), str(index)],
-            env=env,
-            cwd=REPO_ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=logs[index],
-            text=True,
-        )
-        for index in range(count)
-    ]
-    results = []
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.workers.ibkr_worker", action, str(n), str(count)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the workers share its process group: one kill stops them all
+    )
     try:
-        for proc, log in zip(procs, logs, strict=True):
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.strip() == READY, line + _tail(log)
-        for proc in procs:  # the barrier opens
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        for proc, log in zip(procs, logs, strict=True):
-            out, _ = proc.communicate(timeout=timeout)
-            lines = [line[len(RESULT) :] for line in out.splitlines() if line.startswith(RESULT)]
-            assert lines and (proc.returncode == 0 or allow_errors), _tail(log) + out[-1000:]
-            results.append(json.loads(lines[-1]))
+        assert parent.stdout is not None and parent.stdin is not None
+        line = parent.stdout.readline()
+        if line.strip() != READY:
+            parent.kill()
+            out, err = parent.communicate()
+            raise AssertionError(f"workers not ready: {line}{out[-2000:]}{err[-3000:]}")
+        parent.stdin.write("go\n")  # the barrier opens
+        parent.stdin.flush()
+        out, err = parent.communicate(timeout=timeout)
+        reports = [json.loads(line[len(RESULT) :]) for line in out.splitlines() if line.startswith(RESULT)]
+        assert parent.returncode == 0 and len(reports) == count, out[-2000:] + err[-3000:]
+        for report in reports:
+            assert report["exit_code"] == 0 or (allow_errors and "pid" in report), report
     finally:
         # A failed worker must not leave its siblings running: they would keep calling the
         # shared sandbox (and log in again after the next test's reset) during later tests.
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        for log in logs:
-            log.close()
-    return results
-
-
-def _tail(log: IO[str]) -> str:
-    log.seek(0)
-    return log.read()[-3000:]
+        # The parent reaps its workers before it exits, so after a clean run the group is empty.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.communicate()
+    return reports
 
 
 def cache_env(cache_dir: Path) -> dict[str, str]:
