@@ -69,15 +69,15 @@ def test_each_wrong_credential_is_named(
     change: str, cause: str, monkeypatch: pytest.MonkeyPatch, fresh_oauth1_sandbox: RunningSandbox
 ) -> None:
     conn = fresh_oauth1_sandbox.connection
-    wrong: dict[str, Any] = {
-        "signature_key": _other_key(),
-        "encryption_key": _other_key(),
+    wrong: dict[str, Callable[[], str]] = {  # made on demand: an RSA key takes a while
+        "signature_key": _other_key,
+        "encryption_key": _other_key,
         # a valid PKCS#3 file with another 2048-bit prime (RFC 7919 ffdhe2048), generator 2
-        "dh_params": FFDHE2048_PEM,
-        "login": "WRONGCONS",
-        "password": conn["password"][:-8],
+        "dh_params": lambda: FFDHE2048_PEM,
+        "login": lambda: "WRONGCONS",
+        "password": lambda: conn["password"][:-8],
     }
-    ok, message = _test(monkeypatch, fresh_oauth1_sandbox, **{change: wrong[change]})
+    ok, message = _test(monkeypatch, fresh_oauth1_sandbox, **{change: wrong[change]()})
     assert not ok and any(alternative in message for alternative in cause.split("|")), message
     assert "BEGIN" not in message and conn["password"] not in message
 
