@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +26,7 @@ from ibkr_provider.client.redis_store import REDIS_LOCK_TTL_SECONDS
 from tests.support.airflow_api import Api
 from tests.support.airflow_cli import REPO_ROOT
 from tests.support.ports import free_port
+from tests.support.scripts import running_script, user_env
 
 pytestmark = pytest.mark.xdist_group("cluster")
 
@@ -72,29 +69,12 @@ def _kill_host(root: int) -> None:
 @pytest.mark.timeout(1500)
 def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
     work = tmp_path / "cluster"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
-    env.update(
-        {
-            "IBKR_CLUSTER_PORT": str(free_port()),
-            "IBKR_CLUSTER_DIR": str(work),
-            "IBKR_CLUSTER_DAGS": str(REPO_ROOT / "tests" / "support" / "dags"),
-        }
+    env = user_env(
+        IBKR_CLUSTER_PORT=str(free_port()),
+        IBKR_CLUSTER_DIR=str(work),
+        IBKR_CLUSTER_DAGS=str(REPO_ROOT / "tests" / "support" / "dags"),
     )
-    printed = tmp_path / "cluster.out"
-    with open(printed, "wb") as out:
-        cluster = subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "scripts" / "cluster.py")],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-        )
-    try:
-        deadline = time.monotonic() + 720
-        while "Ctrl-C stops" not in printed.read_text():
-            assert cluster.poll() is None, printed.read_text()[-4000:]
-            assert time.monotonic() < deadline, "the cluster did not come up in 720 s"
-            time.sleep(1)
+    with running_script("cluster.py", env, tmp_path / "cluster.out", boot_seconds=720, stop_seconds=90):
         info: dict[str, Any] = json.loads((work / "cluster.json").read_text())
         api = Api(info["url"], info["password"])
         sandbox_url = info["sandbox_url"]
@@ -161,11 +141,5 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         assert _sandbox_stats(sandbox_url)["orders_placed"] == placed_before + 1  # one order, not two
         assert _seconds(placed) < REDIS_LOCK_TTL_SECONDS + 15, placed  # not blocked past the lease
         _one_login(_sandbox_stats(sandbox_url))
-    finally:
-        children = psutil.Process(cluster.pid).children(recursive=True) if cluster.poll() is None else []
-        cluster.send_signal(signal.SIGTERM)
-        cluster.wait(timeout=90)
-    _, alive = psutil.wait_procs(children, timeout=30)
-    assert not alive, f"still running after SIGTERM: {[p.pid for p in alive]}"
     leftovers = [path for path in info["removed_at_stop"] if Path(path).exists()]
     assert not leftovers, leftovers

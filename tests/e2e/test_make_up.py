@@ -17,23 +17,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import psutil
 import pytest
 import requests
 from ibkr_sandbox.files import AUTHORIZE_PASSWORD
 from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.support.airflow_api import Api
-from tests.support.airflow_cli import REPO_ROOT
 from tests.support.browser import browser_page, log_in
 from tests.support.ports import free_port
+from tests.support.scripts import running_script, user_env
 
 
 def _shot(page: Page, folder: Path, name: str) -> None:
@@ -204,25 +199,11 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
     home = tmp_path / "airflow"
     shots = Path(os.environ.get("IBKR_UI_SCREENSHOTS") or tmp_path / "screens")
     shots.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
-    env.update({"IBKR_UP_PORT": str(port), "IBKR_UP_HOME": str(home)})
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed below
-    up = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "scripts" / "up.py")],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO_ROOT,
-    )
+    env = user_env(IBKR_UP_PORT=str(port), IBKR_UP_HOME=str(home))
     url = f"http://127.0.0.1:{port}"
-    try:
-        # airflow standalone boots five components; with the rest of the suite beside it on two
-        # cores that has taken over 240 s
-        deadline = time.monotonic() + 480
-        while "Ctrl-C stops" not in (tmp_path / "up.log").read_text():
-            assert up.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "make up did not come up in 480 s"
-            time.sleep(1)
+    # airflow standalone boots five components; with the rest of the suite beside it on two cores
+    # that has taken over 240 s
+    with running_script("up.py", env, tmp_path / "up.log", boot_seconds=480, stop_seconds=60):
         printed = (tmp_path / "up.log").read_text()
         assert f"Airflow UI:    {url}" in printed
         password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
@@ -272,10 +253,3 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
         (snapshot_file,) = out.glob("portfolio_snapshot_*.json")
         snapshot = json.loads(snapshot_file.read_text())
         assert [a["account"]["accountId"] for a in snapshot["accounts"]] == ["DU2345678"]
-    finally:
-        children = psutil.Process(up.pid).children(recursive=True) if up.poll() is None else []
-        up.send_signal(signal.SIGTERM)
-        up.wait(timeout=60)
-        log.close()
-    _, alive = psutil.wait_procs(children, timeout=30)
-    assert not alive, f"still running after SIGTERM: {[p.pid for p in alive]}"

@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.airflow_cli import REPO_ROOT
-
-READY = "IBKR-WORKER-READY"
-RESULT = "IBKR-WORKER-RESULT "
+from tests.support.workers.ibkr_worker import READY, RESULT
 
 
 def run_workers(
@@ -52,9 +50,8 @@ def run_workers(
     try:
         assert parent.stdout is not None and parent.stdin is not None
         line = parent.stdout.readline()
-        if line.strip() != READY:
-            parent.kill()
-            out, err = parent.communicate()
+        if line.strip() != READY:  # the parent has stopped its workers and is exiting
+            out, err = parent.communicate(timeout=60)
             raise AssertionError(f"workers not ready: {line}{out[-2000:]}{err[-3000:]}")
         parent.stdin.write("go\n")  # the barrier opens
         parent.stdin.flush()

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -77,7 +78,18 @@ def main() -> int:
         if not chunk:  # a worker died before it was ready: let the parent see why
             break
         ready += chunk
-    protocol.write(f"{READY}\n" if len(ready) == workers else f"only {len(ready)} of {workers} ready\n")
+    if len(ready) < workers:  # stop the rest, say why (each worker's log), and fail
+        for index, pid in enumerate(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            sys.stderr.write(f"--- worker {index}:\n{_log(work, index)}\n")
+        sys.stderr.flush()
+        shutil.rmtree(work, ignore_errors=True)
+        protocol.write(f"only {len(ready)} of {workers} ready\n")
+        protocol.flush()
+        return 1
+    protocol.write(f"{READY}\n")
     protocol.flush()
     sys.stdin.readline()
     os.close(gate_w)  # the barrier opens for every worker at once
