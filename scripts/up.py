@@ -21,6 +21,8 @@ from pathlib import Path
 import requests
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
 
+from ibkr_provider.client.locking import write_private_atomically
+
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(os.environ.get("IBKR_UP_HOME") or ROOT / ".airflow")
 BIN = Path(sys.executable).parent
@@ -45,14 +47,9 @@ def preset_connections(sandbox: RunningSandbox, env: dict[str, str]) -> None:
         "ibkr_flex_default": json.loads(sandbox.flex_connection_json(extra={"poll_interval": 1})),
         "ibkr_consumer": json.loads(sandbox.consumer_profile_json()),
     }
-    for conn in conns.values():  # `connections import` takes the extra as its JSON text
-        if isinstance(conn.get("extra"), dict):
-            conn["extra"] = json.dumps(conn["extra"])
     file = AIRFLOW_HOME / "ibkr-connections.json"
-    descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    write_private_atomically(file, json.dumps(conns).encode())
     try:
-        with os.fdopen(descriptor, "w") as out:
-            json.dump(conns, out)
         airflow(["connections", "import", "--overwrite", str(file)], env)
     finally:
         file.unlink(missing_ok=True)
