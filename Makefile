@@ -13,8 +13,11 @@ $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
 	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
 
+# Bytecode is compiled at install: this machine sets PYTHONDONTWRITEBYTECODE, so without it every
+# interpreter (each Airflow command, worker and sandbox) compiles Airflow's sources again (about
+# 4 s of CPU per `airflow dags test`).
 $(VENV)/.synced: pyproject.toml uv.lock Makefile | $(UV)
-	$(UV) sync --frozen --extra redis --extra celery --python $(PYTHON)
+	$(UV) sync --frozen --extra redis --extra celery --compile-bytecode --python $(PYTHON)
 	touch $@
 
 setup: $(VENV)/.synced
