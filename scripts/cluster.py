@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import requests
+from airflow_connections import import_connections
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,18 +257,8 @@ def main() -> int:
             raise SystemExit(f"airflow db migrate failed:\n{migrate.stderr[-3000:]}")
         ibkr = json.loads(sandbox.connection_json())
         ibkr["extra"]["session_cache"] = f"{redis}/1"
-        for conn_id, conn in (
-            ("ibkr_default", json.dumps(ibkr)),
-            ("ibkr_flex_default", sandbox.flex_connection_json(extra={"poll_interval": 1})),
-        ):
-            added = subprocess.run(
-                [airflow, "connections", "add", conn_id, "--conn-json", conn],
-                env=controller,
-                capture_output=True,
-                text=True,
-            )
-            if added.returncode != 0:
-                raise SystemExit(f"adding {conn_id} failed:\n{added.stderr[-2000:]}")
+        flex = json.loads(sandbox.flex_connection_json(extra={"poll_interval": 1}))
+        import_connections(airflow, {"ibkr_default": ibkr, "ibkr_flex_default": flex}, work, controller)
         for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
             cluster.start(component, [airflow, component], controller)
         for name in WORKERS:

@@ -1,6 +1,6 @@
 """`make up`: the IBKR sandbox and `airflow standalone`, for browsing and triggering the DAGs.
 
-Airflow runs from `.airflow/` (SQLite, LocalExecutor, parallelism 4 for small machines,
+Airflow runs from `.airflow/` (SQLite with a 30 s lock wait, LocalExecutor, parallelism 4 for small machines,
 `[core] test_connection = Enabled`). The `ibkr_default` and `ibkr_flex_default` connections are
 stored in Airflow's database (so the UI lists them and its Test button works), pointing at the
 sandbox; so is ``ibkr_consumer``, the sandbox's third-party consumer profile for Admin > Connect
@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 import requests
+from airflow_connections import import_connections
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
-
-from ibkr_provider.client.locking import write_private_atomically
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(os.environ.get("IBKR_UP_HOME") or ROOT / ".airflow")
@@ -39,20 +38,13 @@ def airflow(args: list[str], env: dict[str, str]) -> None:
 
 
 def preset_connections(sandbox: RunningSandbox, env: dict[str, str]) -> None:
-    """Store the three sandbox connections in Airflow's database with one `connections import`
-    (each `airflow` command costs seconds of start-up); a file readable only by this user holds
-    their secrets for that one command."""
+    """The three sandbox connections, stored in Airflow's database."""
     conns = {
         "ibkr_default": json.loads(sandbox.connection_json()),
         "ibkr_flex_default": json.loads(sandbox.flex_connection_json(extra={"poll_interval": 1})),
         "ibkr_consumer": json.loads(sandbox.consumer_profile_json()),
     }
-    file = AIRFLOW_HOME / "ibkr-connections.json"
-    write_private_atomically(file, json.dumps(conns).encode())
-    try:
-        airflow(["connections", "import", "--overwrite", str(file)], env)
-    finally:
-        file.unlink(missing_ok=True)
+    import_connections(str(BIN / "airflow"), conns, AIRFLOW_HOME, env)
 
 
 def main() -> int:
@@ -68,6 +60,10 @@ def main() -> int:
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+                # SQLite waits up to 30 s for a write lock instead of its default 5 s: on a busy
+                # machine the UI's trigger and its "unpause on trigger" write at once, and the
+                # second failed with "database is locked" (a 500, the run left queued).
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}?timeout=30",
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(PORT),
                 "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{PORT}",

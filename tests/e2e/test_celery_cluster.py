@@ -30,6 +30,8 @@ from tests.support.scripts import running_script, user_env
 
 pytestmark = pytest.mark.xdist_group("cluster")
 
+VTI = 12340038  # the instrument ibkr_order_and_wait buys with a limit of 280
+
 
 def _sandbox_stats(sandbox_url: str) -> dict[str, Any]:
     stats: dict[str, Any] = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
@@ -90,28 +92,32 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         assert all(r["accounts"] == reports[0]["accounts"] and r["accounts"] for r in reports)
         _one_login(_sandbox_stats(sandbox_url))
 
-        # 2. a deferrable order wait frees its worker slot and finishes in the triggerer
-        run_id = api.trigger("ibkr_order_and_wait", {"fill_after": 25})
-        seen: set[str] = set()
-
-        def watch_sensor() -> None:
-            for ti in api.task_instances("ibkr_order_and_wait", run_id):
-                if ti["task_id"] == "wait_for_fill" and ti["state"]:
-                    seen.add(ti["state"])
-
-        assert api.finish("ibkr_order_and_wait", run_id, watch=watch_sensor) == "success"
-        assert "deferred" in seen, seen
+        # 2. a deferrable order wait frees its worker slot and finishes in the triggerer. The
+        # price crosses the limit only once the trigger has found the order resting (a fixed
+        # delay raced the triggerer's start on a loaded machine: its first check came after it).
+        run_id = api.trigger("ibkr_order_and_wait", {"fill_after": 3600})
+        logs = work / "task-logs" / "dag_id=ibkr_order_and_wait"
+        trigger_logs = "run_id=*/task_id=wait_for_fill/attempt=1.log.trigger.*.log"
+        deadline = time.monotonic() + 240
+        while not any("is Submitted; checking again" in p.read_text() for p in logs.glob(trigger_logs)):
+            assert time.monotonic() < deadline, "the trigger did not check the resting order in 240 s"
+            time.sleep(0.5)
+        (sensor,) = [
+            t for t in api.task_instances("ibkr_order_and_wait", run_id) if t["task_id"] == "wait_for_fill"
+        ]
+        assert sensor["state"] == "deferred", sensor  # no worker slot held while the trigger waits
+        requests.post(
+            f"{sandbox_url}/__sandbox__/prices", json={"conid": VTI, "price": 279.5}, timeout=30
+        ).raise_for_status()
+        assert api.finish("ibkr_order_and_wait", run_id) == "success"
         # the trigger's own log (written by the triggerer beside the task's) saw it through; the
         # triggerer writes it as its trigger process reports, which on a loaded machine can
         # trail the task's own end by seconds
-        (trigger_log,) = (work / "task-logs" / "dag_id=ibkr_order_and_wait").glob(
-            "run_id=*/task_id=wait_for_fill/attempt=1.log.trigger.*.log"
-        )
+        (trigger_log,) = logs.glob(trigger_logs)
         deadline = time.monotonic() + 60
         while "Trigger fired event" not in (trigger_lines := trigger_log.read_text()):
             assert time.monotonic() < deadline, trigger_lines[-3000:]
             time.sleep(0.5)
-        assert "is Submitted; checking again" in trigger_lines
 
         # 3. a worker dies while IBKR holds the answer to its placement: the retry adopts
         placed_before = _sandbox_stats(sandbox_url).get("orders_placed", 0)

@@ -4,8 +4,8 @@ The sandbox and `airflow standalone` come up with the two connections preset; in
 in as Airflow's admin, press Test on both preset connections, add an IBKR connection through the
 Add Connection form (the private key pasted into the single-line input, as from a clipboard) and
 Test it, add two Flex connections through the form (the service URL typed without its path; one
-with a wrong token, whose Test must fail), and trigger the portfolio snapshot from its Trigger
-dialog with changed params, which must reach the task. Then Admin > Connect IBKR from the preset
+with a wrong token, whose Test must fail), unpause the portfolio snapshot with its switch and
+trigger it from its Trigger dialog with changed params, which must reach the task. Then Admin > Connect IBKR from the preset
 consumer profile: accept, a replayed callback, the new row's Test, deny, a tampered state, a form
 without its CSRF token, no login, Disconnect; no request token or verifier reaches Airflow's log.
 SIGTERM then stops everything. Screenshots of each step land in the test's tmp directory, or in
@@ -90,10 +90,20 @@ def _add_flex_connection_through_the_form(page: Page, conn_id: str, host: str, t
 
 
 def _trigger_snapshot_from_the_dialog(page: Page, url: str, account: str, output_dir: Path) -> str:
+    """Unpause with the switch beside the DAG's name (it is paused on a fresh `make up`), then
+    trigger from the dialog with changed params. Unpausing first, as its own click: the dialog's
+    "Unpause ... on trigger" sends the unpause and the trigger at once, and on SQLite under load
+    the two writes deadlocked (the unpause failed with a 500 and the run stayed queued)."""
     page.goto(f"{url}/dags/ibkr_portfolio_snapshot")
+    paused = page.get_by_role("checkbox").first  # the switch's input; a person clicks its control
+    expect(paused).not_to_be_checked()
+    dag_url = f"{url}/api/v2/dags/ibkr_portfolio_snapshot"
+    with page.expect_response(lambda r: r.request.method == "PATCH" and r.url.startswith(dag_url)) as patch:
+        page.locator("[data-scope=switch][data-part=control]").first.click()
+    assert patch.value.status == 200 and patch.value.json()["is_paused"] is False, patch.value.text()
+    expect(paused).to_be_checked()
     page.get_by_role("button", name="Trigger").first.click()
     dialog = page.get_by_role("dialog")
-    # the DAG is paused on a fresh `make up`: the dialog's "Unpause ... on trigger" box is ticked
     dialog.locator("#element_accounts").fill(account)  # the array param: one id per line
     dialog.locator("#element_output_dir").fill(str(output_dir))
     with page.expect_response(lambda r: "/dagRuns" in r.url and r.request.method == "POST") as answer:

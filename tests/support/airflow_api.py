@@ -49,14 +49,12 @@ class Api:
         ]
         return found
 
-    def finish(self, dag_id: str, run_id: str, seconds: float = 300, watch: Any = None) -> str:
+    def finish(self, dag_id: str, run_id: str, seconds: float = 300) -> str:
         deadline = time.monotonic() + seconds
         while True:
             state = str(self.get(f"dags/{dag_id}/dagRuns/{run_id}")["state"])
             if state in ("success", "failed"):
                 return state
-            if watch is not None:
-                watch()
             assert time.monotonic() < deadline, f"{dag_id} {run_id} still {state} after {seconds} s"
             time.sleep(0.5)
 

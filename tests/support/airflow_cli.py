@@ -26,7 +26,9 @@ def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            # a 30 s wait for SQLite's write lock (as `make up`): the api-server and the executor
+            # write at once, and the default 5 s is too short on a loaded two-core machine
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=30",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             **extra,
         }
@@ -69,7 +71,7 @@ def _run_with_executor(
     kills its process group (workers included) and reports the run's own outcome: exit code 0
     for ``success`` as ``dags test`` does, 1 otherwise, with a note in the captured output.
     """
-    database = Path(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
+    database = Path(env["AIRFLOW_HOME"]) / "airflow.db"
     before, _ = _latest_run(database, -1)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen(

@@ -44,7 +44,9 @@ def browser_page(failure_shot: Path, width: int = 1400, height: int = 1000) -> I
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
+            # Reduced motion, as the OS setting: the UI skips its animations, which a headless
+            # chromium without a GPU otherwise paints in software frame by frame.
+            page = browser.new_page(viewport={"width": width, "height": height}, reduced_motion="reduce")
             # A loaded two-core CI machine can take tens of seconds to render Airflow's pages;
             # playwright's assertions wait 5 s by default, its actions 30 s.
             page.set_default_timeout(UI_TIMEOUT_MS)
