@@ -61,10 +61,11 @@ docker-compose:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
 
-# Four workers on two cores: make up's and the cluster's tests start first side by side while the
-# other two run the waiting tiers (IBKR's pacing, keep-alive intervals), which left a core idle with
-# two workers (one measured run: 455 s with four, 544 s with two; the CPU is then busy throughout).
-PYTEST := $(VENV)/bin/pytest -n 4 --dist loadgroup --durations=25
+# Three workers on two cores: make up's and the cluster's tests start first side by side while the
+# third runs the waiting tiers (IBKR's pacing, keep-alive intervals), which left a core idle with
+# two workers. Back-to-back runs on one machine: 560 s with two, 539 s with three, 541 s with four
+# (four used the most CPU, the suite being CPU-bound by then, and loaded the heavy tests most).
+PYTEST := $(VENV)/bin/pytest -n 3 --dist loadgroup --durations=25
 
 # The edit loop (about 75 s): unit and integration tiers, no Airflow CLI runs. Four workers on two
 # cores: these tests mostly wait (IBKR's 1-per-5-s order-list pacing, keep-alive intervals), and

@@ -37,8 +37,8 @@ TIERS = ("unit", "integration", "e2e")
 
 #: The order tests start in. pytest-xdist hands tests to its workers in collection order, one as
 #: each finishes. The two longest (and heaviest) start at once, so neither runs alone at the end;
-#: the unit and integration tiers, which mostly wait on IBKR's pacing, come next, on the other
-#: workers while those two run, so their waits leave the CPU to them; then the rest of the e2e
+#: the unit and integration tiers, which mostly wait on IBKR's pacing, come next, on the third
+#: worker while those two run, so their waits leave the CPU to them; then the rest of the e2e
 #: tier, longest first. ``make test`` prints the slowest tests.
 FIRST = ("tests/e2e/test_make_up.py::", "tests/e2e/test_celery_cluster.py::")
 THEN_LONGEST = (
