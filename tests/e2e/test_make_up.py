@@ -6,8 +6,9 @@ Add Connection form (the private key pasted into the single-line input, as from 
 Test it, add two Flex connections through the form (the service URL typed without its path; one
 with a wrong token, whose Test must fail), unpause the portfolio snapshot with its switch and
 trigger it from its Trigger dialog with changed params, which must reach the task. Then Admin >
-Connect IBKR from the preset consumer profile: accept, a replayed callback, the new row's Test, deny, a tampered state, a form
-without its CSRF token, no login, Disconnect; no request token or verifier reaches Airflow's log.
+Connect IBKR from the preset consumer profile: accept, a replayed callback, the new row's Test,
+deny, a tampered state, a form without its CSRF token, no login, Disconnect; no request token or
+verifier reaches Airflow's log.
 SIGTERM then stops everything. Screenshots of each step land in the test's tmp directory, or in
 ``$IBKR_UI_SCREENSHOTS`` when set (how docs/images/ was made).
 """
