@@ -1,6 +1,6 @@
 """`make up`: the IBKR sandbox and `airflow standalone`, for browsing and triggering the DAGs.
 
-Airflow runs from `.airflow/` (SQLite with a 30 s lock wait, LocalExecutor, parallelism 4 for small machines,
+Airflow runs from `.airflow/` (SQLite, LocalExecutor, parallelism 4 for small machines,
 `[core] test_connection = Enabled`). The `ibkr_default` and `ibkr_flex_default` connections are
 stored in Airflow's database (so the UI lists them and its Test button works), pointing at the
 sandbox; so is ``ibkr_consumer``, the sandbox's third-party consumer profile for Admin > Connect
@@ -60,10 +60,6 @@ def main() -> int:
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-                # SQLite waits up to 30 s for a write lock instead of its default 5 s: on a busy
-                # machine the UI's trigger and its "unpause on trigger" write at once, and the
-                # second failed with "database is locked" (a 500, the run left queued).
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}?timeout=30",
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(PORT),
                 "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{PORT}",

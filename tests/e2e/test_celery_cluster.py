@@ -102,9 +102,7 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         while not any("is Submitted; checking again" in p.read_text() for p in logs.glob(trigger_logs)):
             assert time.monotonic() < deadline, "the trigger did not check the resting order in 240 s"
             time.sleep(0.5)
-        (sensor,) = [
-            t for t in api.task_instances("ibkr_order_and_wait", run_id) if t["task_id"] == "wait_for_fill"
-        ]
+        sensor = api.task_instance("ibkr_order_and_wait", run_id, "wait_for_fill")
         assert sensor["state"] == "deferred", sensor  # no worker slot held while the trigger waits
         requests.post(
             f"{sandbox_url}/__sandbox__/prices", json={"conid": VTI, "price": 279.5}, timeout=30

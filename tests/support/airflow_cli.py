@@ -26,9 +26,7 @@ def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            # a 30 s wait for SQLite's write lock (as `make up`): the api-server and the executor
-            # write at once, and the default 5 s is too short on a loaded two-core machine
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=30",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             **extra,
         }
@@ -71,7 +69,7 @@ def _run_with_executor(
     kills its process group (workers included) and reports the run's own outcome: exit code 0
     for ``success`` as ``dags test`` does, 1 otherwise, with a note in the captured output.
     """
-    database = Path(env["AIRFLOW_HOME"]) / "airflow.db"
+    database = Path(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
     before, _ = _latest_run(database, -1)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen(
