@@ -65,13 +65,13 @@ docker-compose:
 # third runs the waiting tiers (IBKR's pacing, keep-alive intervals), which left a core idle with
 # two workers. Back-to-back runs on one machine: 560 s with two, 539 s with three, 541 s with four
 # (four used the most CPU, the suite being CPU-bound by then, and loaded the heavy tests most).
-PYTEST := $(VENV)/bin/pytest -n 3 --dist loadgroup --durations=25
+PYTEST := $(VENV)/bin/pytest -n 3 --dist loadgroup --no-loadscope-reorder --durations=25
 
 # The edit loop (about 75 s): unit and integration tiers, no Airflow CLI runs. Four workers on two
 # cores: these tests mostly wait (IBKR's 1-per-5-s order-list pacing, keep-alive intervals), and
 # four measured 75 s against 98 s for two and 82 s for six.
 test-fast: setup
-	$(VENV)/bin/pytest -n 4 --dist loadgroup --durations=10 tests/unit tests/integration
+	$(VENV)/bin/pytest -n 4 --dist loadgroup --no-loadscope-reorder --durations=10 tests/unit tests/integration
 
 # Every tier (what CI runs via `make test`).
 pytest: setup redis-server chromium postgresql docker-compose

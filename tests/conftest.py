@@ -9,6 +9,7 @@ Tiers (a marker each, from the folder): ``tests/unit`` (no subprocess, no socket
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -36,12 +37,30 @@ TIERS = ("unit", "integration", "e2e")
 
 
 #: The order tests start in. pytest-xdist hands tests to its workers in collection order, one as
-#: each finishes. The two longest (and heaviest) start at once, so neither runs alone at the end;
-#: the unit and integration tiers, which mostly wait on IBKR's pacing, come next, on the third
-#: worker while those two run, so their waits leave the CPU to them; then the rest of the e2e
-#: tier, longest first. ``make test`` prints the slowest tests.
+#: each finishes (``--no-loadscope-reorder`` keeps it from moving groups ahead). The two longest
+#: (and heaviest) start at once, so neither runs alone at the end; the unit and integration tiers,
+#: which mostly wait on IBKR's pacing, come next, on the third worker while those two run, so
+#: their waits leave the CPU to them; then the rest of the e2e tier, longest first. Within each
+#: part the longest go first (longest-processing-time order): a long wait then overlaps the short
+#: tests' CPU instead of ending the run with idle cores. ``make test`` prints the slowest tests.
 FIRST = ("tests/e2e/test_make_up.py::", "tests/e2e/test_celery_cluster.py::")
-THEN_LONGEST = (
+#: Unit and integration tests that take longest, mostly waiting: IBKR's 1-per-5-s pacing of the
+#: order list and of ``/portfolio/accounts`` (each a second call within a test), keep-alive and
+#: token-lifetime intervals, a fresh Airflow interpreter. The OAuth 1.0a module is one group.
+FAST_TIERS_LONGEST = (
+    "tests/integration/test_oauth1.py::",
+    "tests/integration/test_orders.py::test_a_retried_task_places_exactly_one_order",
+    "tests/integration/test_orders.py::test_a_stale_order_list_falls_back_to_the_duplicate_coid_answer",
+    "tests/integration/test_resilience.py::test_keepalive_tickles_an_idle_session_so_it_survives",
+    "tests/integration/test_resilience.py::test_a_session_that_keeps_failing_is_not_retried_in_a_loop",
+    "tests/integration/test_client.py::test_lost_session_is_recovered_once",
+    "tests/integration/test_orders.py::test_same_coid_twice_places_once",
+    "tests/integration/test_flex.py::test_report_survives_1019_and_1018",
+    "tests/integration/test_hook.py::test_a_malformed_fernet_key_names_the_option",
+    "tests/integration/test_hook.py::test_a_fresh_home_without_a_fernet_key_works_and_warns",
+    "tests/integration/test_resilience.py::test_without_keepalive_the_idle_session_expires_and_is_recovered",
+)
+E2E_LONGEST = (
     "tests/e2e/test_oauth1_runs.py::test_oauth1a_dags_under_the_executor",
     "tests/e2e/test_shared_session.py::test_eight_mapped_tasks",
     "tests/e2e/test_dags.py::test_risk_monitor",
@@ -49,22 +68,21 @@ THEN_LONGEST = (
 )
 
 
-def _start_rank(item: pytest.Item, tier: str) -> int:
-    for i, prefix in enumerate(FIRST):
-        if item.nodeid.startswith(prefix):
-            return i
-    if tier != "e2e":
-        return len(FIRST)
-    for i, prefix in enumerate(THEN_LONGEST):
-        if item.nodeid.startswith(prefix):
-            return len(FIRST) + 1 + i
-    return len(FIRST) + 1 + len(THEN_LONGEST)
+def _start_rank(item: pytest.Item, tier: str) -> tuple[int, int]:
+    """(part, position in it): ``FIRST``, the listed and then the other unit and integration
+    tests, ``E2E_LONGEST`` and then the other e2e tests (ties keep collection order)."""
+    listed = ((0, FIRST), (3, E2E_LONGEST)) if tier == "e2e" else ((1, FAST_TIERS_LONGEST),)
+    for part, prefixes in listed:
+        for i, prefix in enumerate(prefixes):
+            if item.nodeid.startswith(prefix):
+                return part, i
+    return (4 if tier == "e2e" else 2), 0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test with its tier (its folder below tests/) and order the start (above)."""
     tests_dir = Path(__file__).resolve().parent
-    ranks: dict[str, int] = {}
+    ranks: dict[str, tuple[int, int]] = {}
     for item in items:
         tier = Path(str(item.path)).resolve().relative_to(tests_dir).parts[0]
         if tier in TIERS:
@@ -137,6 +155,18 @@ def isolated_session_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> I
     monkeypatch.setenv("AIRFLOW__IBKR__SESSION_CACHE_DIR", str(cache))
     MemorySessionStore.clear()
     yield cache
+
+
+@pytest.fixture(autouse=True)
+def fresh_secrets_masker() -> None:
+    """Each test starts with an empty log masker, as each Airflow task process does (the
+    supervisor resets it). Airflow recompiles one expression of every registered secret whenever
+    one is added, so a worker carrying every earlier test's keys and tokens spent more and more
+    CPU on each registration (32 of 63 CPU-seconds of the fast tiers in one process). Both copies
+    (the task side's and the API server's) are reset; one not imported yet has nothing to reset."""
+    for name in ("airflow.sdk._shared.secrets_masker", "airflow._shared.secrets_masker"):
+        if (module := sys.modules.get(name)) is not None:
+            module.reset_secrets_masker()
 
 
 @pytest.fixture(autouse=True)

@@ -175,6 +175,7 @@ def test_unreachable_host_is_a_connection_error() -> None:
     assert excinfo.value.code == "connection"
 
 
+@pytest.mark.xdist_group("gateway-sandbox")  # one worker starts the gateway sandbox
 def test_gateway_mode_over_tls_with_its_ca(gateway_sandbox: RunningSandbox) -> None:
     gateway_sandbox.reset()
     conn = gateway_sandbox.connection
@@ -190,6 +191,7 @@ def test_gateway_mode_over_tls_with_its_ca(gateway_sandbox: RunningSandbox) -> N
     assert stats.get("requests_with_authorization", 0) == 0
 
 
+@pytest.mark.xdist_group("gateway-sandbox")  # one worker starts the gateway sandbox
 def test_tls_verification_is_on_by_default(gateway_sandbox: RunningSandbox) -> None:
     conn = gateway_sandbox.connection
     client = IbkrClient(

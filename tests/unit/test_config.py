@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from ibkr_provider.client import AuthType, IbkrClientConfig, IbkrConfigError
 from ibkr_provider.client.config import normalize_pem
 from ibkr_provider.client.jwt_signing import load_private_key
+from ibkr_provider.client.keys import load_rsa_private_key
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +132,14 @@ def test_private_key_path_and_verify_flags(pem: str, tmp_path: Path) -> None:
 def test_gateway_needs_no_credentials() -> None:
     config = IbkrClientConfig.from_mapping({"auth_type": "gateway", "base_url": "https://localhost:5000"})
     assert config.auth_type is AuthType.GATEWAY and config.client_id is None
+
+
+def test_a_key_is_parsed_once_per_process_and_errors_still_name_each_field(pem: str) -> None:
+    """Every client built loads its keys, and a 2048-bit key's consistency check costs ~50 ms:
+    the same PEM text gives the same parsed key; a bad key is refused every time, under the
+    field it came from."""
+    assert load_rsa_private_key(pem, "private_key") is load_rsa_private_key(pem, "signature_key")
+    for field in ("signature_key", "encryption_key"):
+        with pytest.raises(IbkrConfigError) as excinfo:
+            load_rsa_private_key(pem.replace("PRIVATE KEY", "PUBLIC KEY"), field)
+        assert excinfo.value.field == field
