@@ -4,6 +4,10 @@ Tiers (a marker each, from the folder): ``tests/unit`` (no subprocess, no socket
 ``tests/integration`` (the client, hooks and operators against sandbox servers over HTTP),
 ``tests/e2e`` (the Airflow CLI, executors, several processes, the browser). Helpers live in
 ``tests/support``. ``make test-fast`` runs the first two, ``make test`` all three.
+
+Test modules import the Airflow side (hooks, operators, sensors, triggers, the plugin) inside the
+tests that use it: every xdist worker imports every test module before its first test, and
+Airflow's import costs about 3 s of CPU there (tests/e2e/test_provider.py keeps it so).
 """
 
 from __future__ import annotations

@@ -120,6 +120,28 @@ def test_airflow_lists_the_provider_and_its_connection_form(tmp_path: Path) -> N
     assert meta["standard_fields"]["port"]["hidden"] is True
 
 
+def test_collecting_the_tests_does_not_import_airflow(tmp_path: Path) -> None:
+    """Every xdist worker imports every test module before its first test; Airflow's import costs
+    about 3 s of CPU there, per worker (most of `make test-fast`'s start-up on two cores). So the
+    test modules import the Airflow side (hooks, operators, sensors, triggers, the plugin) inside
+    the tests that use it, and this keeps it so."""
+    test_files = (REPO_ROOT / "tests").rglob("test_*.py")
+    found = sorted(".".join(path.relative_to(REPO_ROOT).with_suffix("").parts) for path in test_files)
+    modules = ["tests.conftest", *found]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.'))[:5])"
+    )
+    env = airflow_env(tmp_path / "airflow", REPO_ROOT / "dags")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(modules) > 30 and result.stdout.strip() == "[]", result.stdout
+
+
 @pytest.mark.parametrize(
     "module",
     ["ibkr_provider", "ibkr_provider.client", "ibkr_provider.get_provider_info"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from ibkr_sandbox.process import RunningSandbox
@@ -12,7 +13,9 @@ from ibkr_sandbox.process import RunningSandbox
 from ibkr_provider.client import IbkrAuthError, IbkrRequestError
 from ibkr_provider.client.flex import FlexClient
 from ibkr_provider.client.hosts import DEFAULT_FLEX_URL
-from ibkr_provider.hooks.flex import IbkrFlexHook, flex_base_url
+
+if TYPE_CHECKING:
+    from ibkr_provider.hooks.flex import IbkrFlexHook
 
 
 def _flex(sandbox: RunningSandbox, **overrides: object) -> FlexClient:
@@ -68,6 +71,8 @@ def test_sandbox_accepts_a_given_flex_token(tmp_path: Path) -> None:
 
 
 def _flex_hook(monkeypatch: pytest.MonkeyPatch, conn: dict[str, object]) -> IbkrFlexHook:
+    from ibkr_provider.hooks.flex import IbkrFlexHook
+
     monkeypatch.setenv("AIRFLOW_CONN_IBKR_FLEX_TEST", json.dumps(conn))
     return IbkrFlexHook(ibkr_flex_conn_id="ibkr_flex_test")
 
@@ -96,6 +101,8 @@ def test_the_connection_test_asks_ibkr_about_the_token(
 def test_a_bare_flex_host_gets_the_service_path(
     monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox
 ) -> None:
+    from ibkr_provider.hooks.flex import flex_base_url
+
     conn = json.loads(fresh_sandbox.flex_connection_json())
     bare = conn["host"].split("/AccountManagement")[0]
     hook = _flex_hook(monkeypatch, {**conn, "host": bare})

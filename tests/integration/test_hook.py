@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ibkr_sandbox.process import RunningSandbox
 
-from ibkr_provider.hooks.ibkr import IbkrHook
 from tests.support.airflow_cli import REPO_ROOT, airflow_env
 
 
@@ -26,6 +25,8 @@ def conn_env(monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox):  #
 
 
 def test_constructor_never_looks_up_the_connection() -> None:
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
     with mock.patch("airflow.sdk.BaseHook.get_connection", side_effect=AssertionError("looked up")) as lookup:
         hook = IbkrHook(ibkr_conn_id="does_not_exist")
         assert hook.ibkr_conn_id == "does_not_exist"
@@ -34,6 +35,8 @@ def test_constructor_never_looks_up_the_connection() -> None:
 
 
 def test_test_connection_succeeds_against_the_sandbox(conn_env, fresh_sandbox: RunningSandbox) -> None:  # type: ignore[no-untyped-def]
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
     conn_env()
     ok, message = IbkrHook().test_connection()
     assert ok, message
@@ -42,6 +45,8 @@ def test_test_connection_succeeds_against_the_sandbox(conn_env, fresh_sandbox: R
 
 
 def test_test_connection_reports_a_wrong_key(conn_env) -> None:  # type: ignore[no-untyped-def]
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
     wrong = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
         .private_bytes(
@@ -57,12 +62,16 @@ def test_test_connection_reports_a_wrong_key(conn_env) -> None:  # type: ignore[
 
 
 def test_test_connection_reports_a_missing_field_without_raising(conn_env) -> None:  # type: ignore[no-untyped-def]
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
     conn_env(ip=None)
     ok, message = IbkrHook().test_connection()
     assert not ok and "ip:" in message
 
 
 def test_test_connection_reports_a_missing_connection() -> None:
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
     ok, message = IbkrHook(ibkr_conn_id="no_such_conn").test_connection()
     assert not ok and "no_such_conn" in message
 
@@ -70,6 +79,8 @@ def test_test_connection_reports_a_missing_connection() -> None:
 def test_prefixed_extra_names_are_accepted(
     monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox
 ) -> None:
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
     conn = fresh_sandbox.connection
     conn["extra"] = {f"extra__ibkr__{k}": v for k, v in conn["extra"].items()}
     monkeypatch.setenv("AIRFLOW_CONN_IBKR_PREFIXED", json.dumps(conn))
@@ -78,6 +89,8 @@ def test_prefixed_extra_names_are_accepted(
 
 def test_every_runtime_secret_is_registered_with_the_masker(conn_env) -> None:  # type: ignore[no-untyped-def]
     from airflow.sdk._shared.secrets_masker import redact
+
+    from ibkr_provider.hooks.ibkr import IbkrHook
 
     conn_env()
     sink: list[str] = []

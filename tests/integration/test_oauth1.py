@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrSessionError
-from ibkr_provider.hooks.ibkr import IbkrHook
 
 MakeClient = Callable[..., IbkrClient]
 
@@ -33,6 +32,8 @@ def _other_key() -> str:
 
 
 def _test(monkeypatch: pytest.MonkeyPatch, sandbox: RunningSandbox, **changes: Any) -> tuple[bool, str]:
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
     conn = sandbox.connection
     for field in ("login", "password"):
         if field in changes:
@@ -133,6 +134,8 @@ def test_renewal_ahead_of_the_token_expiry(
 def test_every_oauth1a_secret_goes_to_the_masker(
     monkeypatch: pytest.MonkeyPatch, fresh_oauth1_sandbox: RunningSandbox
 ) -> None:
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
     conn = fresh_oauth1_sandbox.connection
     monkeypatch.setenv(
         "AIRFLOW_CONN_IBKR_O1", json.dumps({**conn, "extra": {**conn["extra"], "session_cache": "memory"}})

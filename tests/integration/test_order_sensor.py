@@ -8,13 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
 from ibkr_provider.client.orders import OrderTicket
-from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
-from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
 
 VTI = 12340038
 
@@ -40,6 +37,8 @@ def resting_order(
 
 
 def test_trigger_round_trips_through_serialize() -> None:
+    from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
+
     trigger = IbkrOrderStatusTrigger(order_id="42", ibkr_conn_id="ibkr_x", poll_interval=5, deadline=123.0)
     classpath, kwargs = trigger.serialize()
     module, _, name = classpath.rpartition(".")
@@ -49,6 +48,8 @@ def test_trigger_round_trips_through_serialize() -> None:
 
 
 def test_poke_mode_waits_then_succeeds_on_fill(resting_order: str, fresh_sandbox: RunningSandbox) -> None:
+    from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
+
     sensor = IbkrOrderStatusSensor(task_id="wait", order_id=resting_order, poke_interval=1)
     assert sensor.poke({}).is_done is False  # type: ignore[arg-type]
     fresh_sandbox.set_price(VTI, 279.0)
@@ -64,6 +65,11 @@ def test_poke_mode_waits_then_succeeds_on_fill(resting_order: str, fresh_sandbox
 def test_deferrable_sensor_defers_and_the_trigger_completes_on_fill(
     resting_order: str, fresh_sandbox: RunningSandbox
 ) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
+    from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
+
     sensor = IbkrOrderStatusSensor(
         task_id="wait", order_id=resting_order, deferrable=True, poke_interval=0.5, timeout=60
     )
@@ -94,6 +100,8 @@ def test_deferrable_sensor_defers_and_the_trigger_completes_on_fill(
 
 
 def test_trigger_times_out_at_the_deadline(resting_order: str) -> None:
+    from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
+
     trigger = IbkrOrderStatusTrigger(
         order_id=resting_order, ibkr_conn_id="ibkr_default", poll_interval=0.2, deadline=0.0
     )
@@ -109,6 +117,10 @@ def test_trigger_times_out_at_the_deadline(resting_order: str) -> None:
 
 
 def test_a_cancelled_order_fails_the_sensor(resting_order: str, fresh_sandbox: RunningSandbox) -> None:
+    from airflow.sdk.exceptions import AirflowException
+
+    from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
+
     client = IbkrClient(
         IbkrClientConfig.from_mapping(fresh_sandbox.client_config_values(session_cache="memory"))
     )
@@ -124,6 +136,11 @@ def test_a_permanent_error_in_the_trigger_fails_the_sensor_without_retries(
 ) -> None:
     """IBKR knows no such order (400): the trigger says the error is permanent, and the sensor
     fails without retries; a transient one (503) is left to Airflow's retries."""
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
+    from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
+
     trigger = IbkrOrderStatusTrigger(order_id="999999", ibkr_conn_id="ibkr_default", poll_interval=0.2)
 
     async def first_event() -> dict[str, Any]:
@@ -167,6 +184,8 @@ def test_nothing_outlives_an_operator_run_twenty_pokes_and_a_trigger_run(
     from airflow.sdk.exceptions import AirflowSensorTimeout
 
     from ibkr_provider.operators.market import IbkrMarketSnapshotOperator
+    from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
+    from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
 
     assert _still_open(fresh_sandbox) == ([], [])
     prices = IbkrMarketSnapshotOperator(task_id="prices", symbols="VTI").execute({})  # type: ignore[arg-type]

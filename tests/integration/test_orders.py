@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
-from airflow.sdk.exceptions import AirflowFailException
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import (
@@ -21,7 +20,9 @@ from ibkr_provider.client import (
     IbkrValidationError,
 )
 from ibkr_provider.client.orders import OrderState, OrderTicket
-from ibkr_provider.operators.orders import IbkrPlaceOrderOperator, order_coid
+
+if TYPE_CHECKING:
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
 
 MakeClient = Callable[..., IbkrClient]
 VTI = 12340038  # seeded at 289.00
@@ -176,6 +177,8 @@ def _context(run_id: str = "manual__1", map_index: int = -1) -> dict[str, Any]:
 def _refusal(op: IbkrPlaceOrderOperator) -> IbkrOrderRefusedError:
     """Run the operator, expecting it to fail without retries because the provider refused the
     order; return the refusal (the failure's cause)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     with pytest.raises(AirflowFailException, match="Not retried") as failed:
         op.execute(_context())  # type: ignore[arg-type]
     cause = failed.value.__cause__
@@ -189,6 +192,8 @@ def conn_env(monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox) -> 
 
 
 def test_operator_is_a_dry_run_by_default(conn_env: None, fresh_sandbox: RunningSandbox) -> None:
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
+
     op = IbkrPlaceOrderOperator(task_id="place", account_id="DU2345678", conid=VTI, side="BUY", quantity=3)
     result = op.execute(_context())  # type: ignore[arg-type]
     assert result["dry_run"] is True and "order_id" not in result
@@ -200,6 +205,8 @@ def test_operator_is_a_dry_run_by_default(conn_env: None, fresh_sandbox: Running
 def test_operator_refuses_a_live_account_without_allow_live(
     conn_env: None, fresh_sandbox: RunningSandbox
 ) -> None:
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
+
     op = IbkrPlaceOrderOperator(
         task_id="place", account_id="U3456789", conid=VTI, side="BUY", quantity=1, dry_run=False
     )
@@ -211,6 +218,8 @@ def test_operator_refuses_a_live_account_without_allow_live(
 def test_operator_places_on_a_live_account_only_with_allow_live(
     conn_env: None, fresh_sandbox: RunningSandbox
 ) -> None:
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
+
     op = IbkrPlaceOrderOperator(
         task_id="place",
         account_id="U3456789",
@@ -225,6 +234,8 @@ def test_operator_places_on_a_live_account_only_with_allow_live(
 
 
 def test_operator_caps_refuse_before_any_order(conn_env: None, fresh_sandbox: RunningSandbox) -> None:
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
+
     too_many = IbkrPlaceOrderOperator(
         task_id="place",
         account_id="DU2345678",
@@ -255,6 +266,8 @@ def test_operator_refuses_when_the_whatif_states_no_amount(
     conn_env: None, fresh_sandbox: RunningSandbox
 ) -> None:
     """A notional cap the provider cannot check fails closed: the order is refused, not placed."""
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
+
     fresh_sandbox.inject_fault(
         "/v1/api/iserver/account/DU2345678/orders/whatif",
         "stale",
@@ -290,6 +303,8 @@ def test_operator_refuses_when_the_whatif_states_no_amount(
 
 
 def test_a_retried_task_places_exactly_one_order(conn_env: None, fresh_sandbox: RunningSandbox) -> None:
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator, order_coid
+
     op = IbkrPlaceOrderOperator(
         task_id="place",
         account_id="DU2345678",
@@ -312,6 +327,8 @@ def test_a_retried_task_places_exactly_one_order(conn_env: None, fresh_sandbox: 
 
 
 def test_operator_declines_an_unknown_prompt(conn_env: None, fresh_sandbox: RunningSandbox) -> None:
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
+
     fresh_sandbox.configure(prompt_rules=[{**PROMPT, "message_id": "o10331", "text": "Are you sure?"}])
     op = IbkrPlaceOrderOperator(
         task_id="place",
@@ -331,6 +348,8 @@ def test_operator_declines_an_unknown_prompt(conn_env: None, fresh_sandbox: Runn
 def test_cancel_operator_cancels_a_resting_order(
     conn_env: None, fresh_sandbox: RunningSandbox, make_client: MakeClient, isolated_session_cache: Path
 ) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
     from ibkr_provider.operators.orders import IbkrCancelOrderOperator
 
     # The same session cache as the operator's hook: one session for the username.

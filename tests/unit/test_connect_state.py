@@ -1,65 +1,75 @@
 """Connect IBKR's consent state: bound to user and request token, expiring; stashed records are
-encrypted when there is a cipher. (Single use across processes and hosts: tests/integration.)"""
+encrypted when there is a cipher. (Single use across processes and hosts: tests/integration.)
+
+The consent module is imported in the tests, not at collection: its package is the Airflow
+plugin, and importing Airflow costs every xdist worker about 3 s of CPU before its first test.
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.fernet import Fernet
 
 from ibkr_provider.client.stores import FileSessionStore, MemorySessionStore
-from ibkr_provider.plugins.consent import (
-    ConsentRefused,
-    PendingConsent,
-    new_state,
-    seal,
-    state_key,
-    unseal,
-    user_connection_fields,
-)
+
+if TYPE_CHECKING:
+    from ibkr_provider.plugins.consent import PendingConsent
 
 
 def _pending(**changes: object) -> PendingConsent:
+    from ibkr_provider.plugins.consent import PendingConsent
+
     values: dict[str, object] = {
         "user_id": "admin",
         "profile_conn_id": "ibkr_consumer",
         "target_conn_id": "ibkr_connected",
         "request_token": "rt-123456",
-        "expires_at": time.time() + 86400,  # built at collection: far enough for any run
+        "expires_at": time.time() + 86400,
     }
     values.update(changes)
     return PendingConsent(**values)  # type: ignore[arg-type]
 
 
 def test_states_are_random_and_stored_under_their_hash() -> None:
+    from ibkr_provider.plugins.consent import new_state, state_key
+
     first, second = new_state(), new_state()
     assert first != second and len(first) >= 43  # 256 bits, url-safe base64
     assert first not in state_key(first) and state_key(first) == state_key(first)
 
 
 @pytest.mark.parametrize(
-    ("data", "user", "token", "says"),
+    ("expires_in", "user", "token", "says"),
     [
-        (None, "admin", "rt-123456", "no longer valid"),
-        (seal(_pending(expires_at=time.time() - 1)), "admin", "rt-123456", "longer than 10 minutes"),
-        (seal(_pending()), "mallory", "rt-123456", "another Airflow user"),
-        (seal(_pending()), "admin", "rt-other", "another request"),
+        (None, "admin", "rt-123456", "no longer valid"),  # no record: taken, or never stashed
+        (-1.0, "admin", "rt-123456", "longer than 10 minutes"),
+        (86400.0, "mallory", "rt-123456", "another Airflow user"),
+        (86400.0, "admin", "rt-other", "another request"),
     ],
 )
 def test_a_callback_that_does_not_match_is_refused(
-    data: bytes | None, user: str, token: str, says: str
+    expires_in: float | None, user: str, token: str, says: str
 ) -> None:
+    from ibkr_provider.plugins.consent import ConsentRefused, seal, unseal
+
+    data = None if expires_in is None else seal(_pending(expires_at=time.time() + expires_in))
     with pytest.raises(ConsentRefused, match=says):
         unseal(data, user, token)
 
 
 def test_a_matching_callback_gets_its_consent() -> None:
+    from ibkr_provider.plugins.consent import seal, unseal
+
     assert unseal(seal(_pending()), "admin", "rt-123456").target_conn_id == "ibkr_connected"
 
 
 def test_the_user_connection_keeps_the_consumer_and_adds_the_token() -> None:
+    from ibkr_provider.plugins.consent import user_connection_fields
+
     profile = {"auth_type": "oauth1a", "signature_key": "pem", "authorize_url": "u", "callback_url": "c"}
     extra = user_connection_fields(profile, "access-1")
     assert extra == {"auth_type": "oauth1a", "signature_key": "pem", "access_token": "access-1"}

@@ -1,7 +1,8 @@
 """The plugin's middleware drops the UI's ``"port": 0`` from IBKR connection tests, and only that.
 
 The whole path (a real browser pressing Test on a connection added through the form, against
-`airflow standalone` with the plugin loaded) is tests/e2e/test_make_up.py.
+`airflow standalone` with the plugin loaded) is tests/e2e/test_make_up.py. The plugin package is
+imported in the tests, not at collection (it loads Airflow: about 3 s of CPU per xdist worker).
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from ibkr_provider.plugins import IbkrPlugin
-from ibkr_provider.plugins.connection_test import ConnectionTestPortFix
-
 
 async def _echo(request: Request) -> JSONResponse:
     body = await request.body()
@@ -29,6 +27,8 @@ async def _echo(request: Request) -> JSONResponse:
 
 @pytest.fixture
 def client() -> TestClient:
+    from ibkr_provider.plugins.connection_test import ConnectionTestPortFix
+
     routes = [
         Route("/api/v2/connections/test", _echo, methods=["POST"]),
         Route("/other", _echo, methods=["POST"]),
@@ -63,6 +63,9 @@ def test_everything_else_passes_unchanged(client: TestClient, path: str, body: d
 
 
 def test_the_plugin_is_registered_for_the_api_server() -> None:
+    from ibkr_provider.plugins import IbkrPlugin
+    from ibkr_provider.plugins.connection_test import ConnectionTestPortFix
+
     (entry,) = [e for e in entry_points(group="airflow.plugins") if e.name == "ibkr"]
     assert entry.load() is IbkrPlugin
     assert [m["middleware"] for m in IbkrPlugin.fastapi_root_middlewares] == [ConnectionTestPortFix]

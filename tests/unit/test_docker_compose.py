@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ibkr_sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID
 
 from ibkr_provider.client.config import IbkrClientConfig
-from ibkr_provider.hooks.ibkr import connection_values
 from tests.support.airflow_cli import REPO_ROOT
 
 AIRFLOW_SERVICES = {
@@ -79,6 +78,8 @@ def test_every_component_runs_the_image_built_with_the_provider(compose: dict[st
 
 
 def test_connection_env_points_at_the_sandbox_service(compose: dict[str, Any], tmp_path: Path) -> None:
+    from ibkr_provider.hooks.ibkr import connection_values  # loads Airflow: not at collection
+
     services = compose["services"]
     sandbox = services["ibkr-sandbox"]
     args = sandbox["command"]
