@@ -208,13 +208,24 @@ def make_client() -> Iterator[Callable[..., IbkrClient]]:
 
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One `airflow db migrate` per test session; tests copy its database (a migration costs
-    several seconds, a copy milliseconds)."""
+    """One `airflow db migrate` per test run; tests copy its database (a migration costs about
+    6 s of CPU, a copy milliseconds). The pytest-xdist workers of one run share it: the first to
+    need it migrates under a file lock in the run's temporary root, the others wait and copy."""
+    import fcntl
+
     from tests.support.airflow_cli import airflow_env, run_airflow
 
-    home = tmp_path_factory.mktemp("airflow-template")
-    result = run_airflow(["db", "migrate"], airflow_env(home, REPO_ROOT / "dags"), timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    shared = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    # a worker's base temp is <run>/popen-gwN: its parent belongs to this run alone
+    root = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.getbasetemp()
+    home = root / "airflow-template"
+    with open(root / "airflow-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (home / "migrated").exists():
+            home.mkdir(exist_ok=True)
+            result = run_airflow(["db", "migrate"], airflow_env(home, REPO_ROOT / "dags"), timeout=300)
+            assert result.returncode == 0, result.stderr[-3000:]
+            (home / "migrated").touch()
     return home / "airflow.db"
 
 
