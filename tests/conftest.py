@@ -64,16 +64,17 @@ FAST_TIERS_LONGEST = (
     "tests/integration/test_hook.py::test_a_fresh_home_without_a_fernet_key_works_and_warns",
     "tests/integration/test_resilience.py::test_without_keepalive_the_idle_session_expires_and_is_recovered",
 )
-#: Then the longest e2e tests, and the long ones that mostly wait (IBKR's pacing across eight
-#: processes, a session's renewal ahead of expiry): started before the short CPU-bound runs, their
-#: waits overlap those instead of leaving the cores idle at the end.
+#: Then the longest e2e tests, with the long ones that mostly wait (IBKR's pacing across eight
+#: processes, a session's renewal ahead of expiry) between them: one waiting beside two busy ones
+#: keeps both cores working, where the waits bunched together at the end had left them idle.
 E2E_LONGEST = (
     "tests/e2e/test_oauth1_runs.py::test_oauth1a_dags_under_the_executor",
     "tests/e2e/test_shared_session.py::test_eight_mapped_tasks",
-    "tests/e2e/test_dags.py::test_risk_monitor",
-    "tests/e2e/test_dags.py::test_rebalance",
     "tests/e2e/test_shared_session.py::test_renewal_ahead_of_expiry_with_no_failed_request",
-    "tests/e2e/test_pacing.py::",
+    "tests/e2e/test_dags.py::test_risk_monitor",
+    "tests/e2e/test_pacing.py::test_eight_processes_pace_together_without_losing_slots[file]",
+    "tests/e2e/test_dags.py::test_rebalance",
+    "tests/e2e/test_pacing.py::test_eight_processes_pace_together_without_losing_slots[redis]",
     "tests/e2e/test_oauth1_runs.py::test_eight_processes_share_one_live_session_token",
 )
 
