@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import import_time, request_overhead, session_sharing  # noqa: E402
+from benchmarks import client_build, import_time, request_overhead, session_sharing  # noqa: E402
 
 
 def main() -> int:
@@ -27,6 +27,7 @@ def main() -> int:
     sections = [
         import_time.markdown(import_time.measure()),
         request_overhead.markdown(request_overhead.measure()),
+        client_build.markdown(client_build.measure()),
     ]
     with tempfile.TemporaryDirectory(prefix="ibkr-bench-") as tmp:
         sections.append(session_sharing.run(Path(tmp)))
