@@ -44,9 +44,9 @@ TIERS = ("unit", "integration", "e2e")
 #: each finishes (``--no-loadscope-reorder`` keeps it from moving groups ahead). The two longest
 #: (and heaviest) start at once, so neither runs alone at the end; the unit and integration tiers,
 #: which mostly wait on IBKR's pacing, come next, on the third worker while those two run, so
-#: their waits leave the CPU to them; then the rest of the e2e tier, longest first. Within each
-#: part the longest go first (longest-processing-time order): a long wait then overlaps the short
-#: tests' CPU instead of ending the run with idle cores. ``make test`` prints the slowest tests.
+#: their waits leave the CPU to them, longest first (a long wait then overlaps short tests' CPU
+#: instead of ending the run); then the rest of the e2e tier as ``E2E_LONGEST`` says.
+#: ``make test`` prints the slowest tests.
 FIRST = ("tests/e2e/test_make_up.py::", "tests/e2e/test_celery_cluster.py::")
 #: Unit and integration tests that take longest, mostly waiting: IBKR's 1-per-5-s pacing of the
 #: order list and of ``/portfolio/accounts`` (each a second call within a test), keep-alive and
