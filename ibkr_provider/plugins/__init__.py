@@ -1,14 +1,49 @@
 """The provider's Airflow plugin (entry point ``airflow.plugins``), loaded by the API server.
 
-Importing it stays cheap: the pieces it wires load only what they need when a request comes.
+Importing it stays cheap: Airflow loads plugins in every process that integrates them (the API
+server, the scheduler, ``airflow dags test``, task processes), and only the API server serves the
+Connect IBKR pages, so their FastAPI app is built when first used there (see ``ConnectApp``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from airflow.plugins_manager import AirflowPlugin
 
-from ibkr_provider.plugins.connect_app import create_connect_app
+from ibkr_provider.plugins.asgi import Receive, Scope, Send
 from ibkr_provider.plugins.connection_test import ConnectionTestPortFix
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.routing import BaseRoute
+
+
+class ConnectApp:
+    """The Connect IBKR pages as an ASGI app that builds the real one (FastAPI,
+    ``connect_app.create_connect_app``) when it is first used. Building it at import cost about
+    0.4 s of CPU (FastAPI's import and the app's routes) in every process that loads the plugin,
+    for pages that only the API server ever serves."""
+
+    def __init__(self) -> None:
+        self._app: FastAPI | None = None
+
+    def _built(self) -> FastAPI:
+        # built without awaiting anything: no other request on the event loop can interleave
+        if self._app is None:
+            from ibkr_provider.plugins.connect_app import create_connect_app
+
+            self._app = create_connect_app()
+        return self._app
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """The app's routes: Starlette's ``Mount`` reads them to resolve ``url_for`` (the consent's
+        callback URL is one)."""
+        return self._built().routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._built()(scope, receive, send)
 
 
 class IbkrPlugin(AirflowPlugin):
@@ -17,7 +52,7 @@ class IbkrPlugin(AirflowPlugin):
     page itself, not an iframe: IBKR's login page must never be framed."""
 
     name = "ibkr"
-    fastapi_apps = [{"app": create_connect_app(), "url_prefix": "/ibkr", "name": "Connect IBKR"}]
+    fastapi_apps = [{"app": ConnectApp(), "url_prefix": "/ibkr", "name": "Connect IBKR"}]
     external_views = [
         {
             "name": "Connect IBKR",

@@ -15,14 +15,8 @@ also store the port of their host URL, so they test fine even without the plugin
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from ibkr_provider.plugins.asgi import ASGIApp, Message, Receive, Scope, Send
 
 IBKR_CONNECTION_TYPES = frozenset({"ibkr", "ibkr_flex"})
 TEST_PATH = "/api/v2/connections/test"

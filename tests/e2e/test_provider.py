@@ -120,6 +120,23 @@ def test_airflow_lists_the_provider_and_its_connection_form(tmp_path: Path) -> N
     assert meta["standard_fields"]["port"]["hidden"] is True
 
 
+def test_loading_the_plugin_builds_no_web_app(tmp_path: Path) -> None:
+    """Airflow loads plugins in every process that integrates them (task processes, the
+    scheduler, `airflow dags test`); the Connect IBKR app is built on its first request, in the
+    API server (the UI test drives it there), not when the plugin is imported."""
+    code = (
+        "import sys, ibkr_provider.plugins as p\n"
+        "print(type(p.IbkrPlugin.fastapi_apps[0]['app']).__name__, "
+        "[m for m in ('fastapi', 'ibkr_provider.plugins.connect_app') if m in sys.modules])"
+    )
+    env = airflow_env(tmp_path / "airflow", REPO_ROOT / "dags")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "ConnectApp []", result.stdout
+
+
 def test_collecting_the_tests_does_not_import_airflow(tmp_path: Path) -> None:
     """Every xdist worker imports every test module before its first test; Airflow's import costs
     about 3 s of CPU there, per worker (most of `make test-fast`'s start-up on two cores). So the

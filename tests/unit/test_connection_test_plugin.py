@@ -69,3 +69,16 @@ def test_the_plugin_is_registered_for_the_api_server() -> None:
     (entry,) = [e for e in entry_points(group="airflow.plugins") if e.name == "ibkr"]
     assert entry.load() is IbkrPlugin
     assert [m["middleware"] for m in IbkrPlugin.fastapi_root_middlewares] == [ConnectionTestPortFix]
+
+
+def test_the_connect_pages_build_on_first_use_and_resolve_under_their_mount() -> None:
+    """Airflow mounts the plugin's app under /ibkr; the consent's callback URL comes from
+    ``url_for``, which the mount resolves through the app's routes (built on first use)."""
+    from starlette.routing import Mount
+
+    from ibkr_provider.plugins import ConnectApp, IbkrPlugin
+
+    (mounted,) = IbkrPlugin.fastapi_apps
+    assert isinstance(mounted["app"], ConnectApp) and mounted["url_prefix"] == "/ibkr"
+    root = Starlette(routes=[Mount("/ibkr", app=ConnectApp())])
+    assert root.url_path_for("callback") == "/ibkr/connect/callback"
