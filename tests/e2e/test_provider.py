@@ -46,6 +46,21 @@ HOOK_FIELDS = {
 }
 
 
+def _python(code: str, home: Path) -> str:
+    """Run ``code`` in a fresh interpreter with an Airflow home of its own; its standard output
+    (the run must succeed)."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=airflow_env(home, REPO_ROOT / "dags"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
 def test_entry_point_and_package_name_match_the_distribution() -> None:
     eps = [
         ep
@@ -108,11 +123,7 @@ def test_airflow_lists_the_provider_and_its_connection_form(tmp_path: Path) -> N
         "(meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == 'ibkr']\n"
         "print(json.dumps(meta.model_dump(mode='json')))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    meta = json.loads(result.stdout.strip().splitlines()[-1])
+    meta = json.loads(_python(script, tmp_path).strip().splitlines()[-1])
     assert meta["hook_name"] == "Interactive Brokers"
     assert set(meta["extra_fields"]) == HOOK_FIELDS
     assert meta["standard_fields"]["login"]["title"] == "Client id (oauth2) or consumer key (oauth1a)"
@@ -129,12 +140,8 @@ def test_loading_the_plugin_builds_no_web_app(tmp_path: Path) -> None:
         "print(type(p.IbkrPlugin.fastapi_apps[0]['app']).__name__, "
         "[m for m in ('fastapi', 'ibkr_provider.plugins.connect_app') if m in sys.modules])"
     )
-    env = airflow_env(tmp_path / "airflow", REPO_ROOT / "dags")
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "ConnectApp []", result.stdout
+    out = _python(code, tmp_path / "airflow")
+    assert out.strip().splitlines()[-1] == "ConnectApp []", out
 
 
 def test_collecting_the_tests_does_not_import_airflow(tmp_path: Path) -> None:
@@ -151,12 +158,8 @@ def test_collecting_the_tests_does_not_import_airflow(tmp_path: Path) -> None:
         "    importlib.import_module(name)\n"
         "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.'))[:5])"
     )
-    env = airflow_env(tmp_path / "airflow", REPO_ROOT / "dags")
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert len(modules) > 30 and result.stdout.strip() == "[]", result.stdout
+    out = _python(code, tmp_path / "airflow")
+    assert len(modules) > 30 and out.strip() == "[]", out
 
 
 @pytest.mark.parametrize(
@@ -187,14 +190,8 @@ def test_importing_the_hooks_and_every_dag_opens_no_socket(tmp_path: Path) -> No
         "    runpy.run_path(path)\n"
         "    print('ok', path)\n"
     )
-    env = airflow_env(tmp_path, REPO_ROOT / "dags")
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert [
-        line.split(" ", 1)[1] for line in result.stdout.splitlines() if line.startswith("ok ")
-    ] == dag_files
+    out = _python(code, tmp_path)
+    assert [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("ok ")] == dag_files
 
 
 def test_the_wheel_ships_no_sandbox_and_needs_no_web_server(tmp_path: Path) -> None:
