@@ -27,6 +27,7 @@ import os
 import secrets
 import time
 import urllib.parse
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -64,14 +65,34 @@ def _mask(*values: str) -> None:
             mask_secret(value)
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+@dataclass(frozen=True)
+class _Paths:
+    """Where the pages are, read from the request (the plugin's mount and any prefix the API
+    server runs under). Links and form targets are absolute: the pages are served at several
+    depths (``/ibkr/connect``, ``/ibkr/connect/callback``, ``/ibkr/connect/disconnect``), where
+    one relative link cannot be right for all of them."""
+
+    home: str
+    start: str
+    disconnect: str
+
+    @classmethod
+    def of(cls, request: Request) -> _Paths:
+        names = ("ibkr_connect", "ibkr_connect_start", "ibkr_disconnect")
+        return cls(*(request.url_for(name).path for name in names))
+
+
+def _page(title: str, body: str, home: str | None, status: int = 200) -> HTMLResponse:
+    """A page of its own (not Airflow's React UI), with links back to Connect IBKR (``home``;
+    None on the Connect IBKR page itself) and to Airflow's connections."""
+    back = f'<a href="{html.escape(home)}">Connect IBKR</a> &middot; ' if home else ""
     return HTMLResponse(
         f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2rem;max-width:60rem}}table{{border-collapse:collapse}}
 td,th{{border-bottom:1px solid #ddd;padding:.4rem .8rem;text-align:left}}.ok{{color:#060}}.bad{{color:#a00}}
 label{{display:block;margin:.5rem 0}}</style></head>
 <body><h1>{html.escape(title)}</h1>{body}
-<p><a href="/connections">Airflow connections</a></p></body></html>""",
+<p>{back}<a href="/connections">Airflow connections</a></p></body></html>""",
         status_code=status,
         headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
     )
@@ -174,7 +195,7 @@ def _state_store() -> Any:
     return build_session_store(spec, default_dir=default_session_cache_dir(), cipher=airflow_cipher())
 
 
-def _list_page(user: Any, message: str = "") -> HTMLResponse:
+def _list_page(paths: _Paths, user: Any, message: str = "") -> HTMLResponse:
     rows, profiles = [], []
     for conn in _ibkr_connections():
         extra = conn.extra_dejson
@@ -185,7 +206,8 @@ def _list_page(user: Any, message: str = "") -> HTMLResponse:
             state = "consumer profile"
         elif extra.get("connected_by"):
             state = f"connected by {extra['connected_by']}"
-            action = f'<a href="connect/disconnect?conn_id={urllib.parse.quote(conn.conn_id)}">Disconnect</a>'
+            query = urllib.parse.urlencode({"conn_id": conn.conn_id})
+            action = f'<a href="{html.escape(paths.disconnect)}?{html.escape(query)}">Disconnect</a>'
         else:
             state = "configured"
         rows.append(
@@ -194,7 +216,7 @@ def _list_page(user: Any, message: str = "") -> HTMLResponse:
         )
     options = "".join(f'<option value="{html.escape(p)}">{html.escape(p)}</option>' for p in profiles)
     start = (
-        f"""<form method="post" action="connect/start">
+        f"""<form method="post" action="{html.escape(paths.start)}">
 <input type="hidden" name="csrf" value="{_csrf(user)}">
 <label>Consumer profile <select name="profile">{options}</select></label>
 <label>Save the connection as
@@ -211,7 +233,7 @@ def _list_page(user: Any, message: str = "") -> HTMLResponse:
         + "".join(rows)
         + "</table>"
     )
-    return _page("Connect IBKR", note + table + start)
+    return _page("Connect IBKR", note + table + start, home=None)
 
 
 def create_connect_app() -> FastAPI:
@@ -219,15 +241,16 @@ def create_connect_app() -> FastAPI:
     app = FastAPI(title="IBKR connect", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(_Refused)
-    async def refused(_: Request, exc: _Refused) -> HTMLResponse:
-        return _page("Connect IBKR", f'<p class="bad" role="alert">{html.escape(exc.text)}</p>', exc.status)
+    async def refused(request: Request, exc: _Refused) -> HTMLResponse:
+        alert = f'<p class="bad" role="alert">{html.escape(exc.text)}</p>'
+        return _page("Connect IBKR", alert, home=_Paths.of(request).home, status=exc.status)
 
-    @app.get("/connect")
+    @app.get("/connect", name="ibkr_connect")
     async def connect_page(request: Request) -> HTMLResponse:
         user = await _user(request, "GET")
-        return _list_page(user)
+        return _list_page(_Paths.of(request), user)
 
-    @app.post("/connect/start")
+    @app.post("/connect/start", name="ibkr_connect_start")
     async def start(request: Request) -> Response:
         from ibkr_provider.client.errors import IbkrError
         from ibkr_provider.client.oauth1_consent import authorize_url, request_token
@@ -240,7 +263,7 @@ def create_connect_app() -> FastAPI:
         conn, profile = _profile(form.get("profile", ""))
         state = new_state()
         extra = conn.extra_dejson
-        callback = extra.get("callback_url") or str(request.url_for("callback"))
+        callback = extra.get("callback_url") or str(request.url_for("ibkr_connect_callback"))
         callback += ("&" if "?" in callback else "?") + urllib.parse.urlencode({"state": state})
         import requests
 
@@ -266,11 +289,11 @@ def create_connect_app() -> FastAPI:
             httponly=True,
             samesite="lax",
             secure=request.url.scheme == "https",
-            path=str(request.url_for("callback").path),
+            path=str(request.url_for("ibkr_connect_callback").path),
         )
         return response
 
-    @app.get("/connect/callback", name="callback")
+    @app.get("/connect/callback", name="ibkr_connect_callback")
     async def callback(request: Request) -> Response:
         query = request.query_params
         token, verifier = query.get("oauth_token", ""), query.get("oauth_verifier", "")
@@ -292,21 +315,26 @@ def create_connect_app() -> FastAPI:
                     "Connect IBKR",
                     '<p class="bad" role="alert">You declined at IBKR, so no connection was created '
                     "or changed.</p>",
-                )
+                    home=_Paths.of(request).home,
+                ),
+                request,
             )
         conn, profile = _profile(pending.profile_conn_id)
-        return _finished(_complete(conn, profile, pending, verifier, user))
+        return _finished(_complete(conn, profile, pending, verifier, user, _Paths.of(request).home), request)
 
-    @app.get("/connect/disconnect")
+    @app.get("/connect/disconnect", name="ibkr_disconnect")
     async def disconnect_page(request: Request, conn_id: str = "") -> HTMLResponse:
         user = await _user(request, "PUT")
+        paths = _Paths.of(request)
         return _page(
             "Disconnect IBKR",
             f"""<p>Remove the IBKR access token of <b>{html.escape(conn_id)}</b>?
 Its DAGs stop working until you connect again. The consumer's keys stay.</p>
-<form method="post" action="disconnect"><input type="hidden" name="csrf" value="{_csrf(user)}">
+<form method="post" action="{html.escape(paths.disconnect)}">
+<input type="hidden" name="csrf" value="{_csrf(user)}">
 <input type="hidden" name="conn_id" value="{html.escape(conn_id)}">
 <button type="submit">Disconnect</button></form>""",
+            home=paths.home,
         )
 
     @app.post("/connect/disconnect")
@@ -327,17 +355,21 @@ Its DAGs stop working until you connect again. The consumer's keys stay.</p>
             # Airflow's password setter ignores None (FernetFieldsMixin.set_password): clear the column
             conn._password = None
             conn.is_encrypted = False
-        return _list_page(user, f"Disconnected {conn_id}: its access token is removed.")
+        return _list_page(_Paths.of(request), user, f"Disconnected {conn_id}: its access token is removed.")
 
     return app
 
 
-def _finished(response: Response) -> Response:
-    response.delete_cookie(STATE_COOKIE, path="/")
+def _finished(response: Response, request: Request) -> Response:
+    """The consent is over: its state cookie goes (with the path it was set for, or the browser
+    keeps it)."""
+    response.delete_cookie(STATE_COOKIE, path=request.url_for("ibkr_connect_callback").path)
     return response
 
 
-def _complete(conn: Any, profile: Any, pending: PendingConsent, verifier: str, user: Any) -> HTMLResponse:
+def _complete(
+    conn: Any, profile: Any, pending: PendingConsent, verifier: str, user: Any, home: str
+) -> HTMLResponse:
     """Exchange the verifier, save the user's connection, test it and show its accounts."""
     import requests
     from airflow.models.connection import Connection
@@ -375,9 +407,8 @@ def _complete(conn: Any, profile: Any, pending: PendingConsent, verifier: str, u
         f"<p>Saved the connection <b>{html.escape(pending.target_conn_id)}</b> ({html.escape(kind)}).</p>"
         f'<p class="{outcome}" role="status">{"Test succeeded" if ok else "Test failed"}: '
         f"{html.escape(message)}</p>"
-        '<p><a href="connect">Back to Connect IBKR</a></p>'
     )
-    return _page("IBKR connected" if ok else "IBKR connection saved, but its test failed", body)
+    return _page("IBKR connected" if ok else "IBKR connection saved, but its test failed", body, home=home)
 
 
 def _test(exported: str) -> tuple[bool, str]:

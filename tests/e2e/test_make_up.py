@@ -114,8 +114,7 @@ def _trigger_snapshot_from_the_dialog(page: Page, url: str, account: str, output
 
 
 def _open_connect_page(page: Page, url: str) -> None:
-    """Through the nav, as a person finds it: Admin, then Connect IBKR."""
-    page.goto(f"{url}/")
+    """Through the nav of the page the UI is on, as a person finds it: Admin, then Connect IBKR."""
     page.get_by_role("button", name="Admin").click()
     link = page.get_by_role("menuitem", name="Connect IBKR")
     expect(link).to_be_visible()
@@ -125,8 +124,16 @@ def _open_connect_page(page: Page, url: str) -> None:
     expect(page.get_by_role("heading", name="Connect IBKR")).to_be_visible()
 
 
-def _start(page: Page, url: str, conn_id: str) -> None:
-    _open_connect_page(page, url)
+def _back_to_connect_page(page: Page) -> None:
+    """The Connect IBKR link every other page of it carries (pages served below
+    /ibkr/connect/..., where a relative link would miss)."""
+    page.get_by_role("link", name="Connect IBKR").click()
+    expect(page.get_by_role("heading", name="Connect IBKR")).to_be_visible()
+    assert urlsplit(page.url).path == "/ibkr/connect"
+
+
+def _start(page: Page, conn_id: str) -> None:
+    """From the Connect IBKR page: name the connection and go to IBKR's login."""
     page.get_by_label("Save the connection as").fill(conn_id)
     page.get_by_role("button", name="Connect IBKR").click()
     expect(page.get_by_role("heading", name="IBKR sandbox login")).to_be_visible()
@@ -138,10 +145,13 @@ def _sign_in(page: Page, password: str = AUTHORIZE_PASSWORD) -> None:
 
 
 def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tuple[str, str]:
-    """Connect IBKR from the preset consumer profile: accept (result page, a replay refused, the
-    new row's Test), deny, a tampered state, a form without CSRF, no login, and Disconnect.
-    Returns the request token and verifier of the accepted consent (for the log scan)."""
-    _start(page, url, "ibkr_connected")
+    """Connect IBKR from the preset consumer profile, reached through the nav of the page the UI
+    is on: accept (result page, a replay refused, the new row's Test), deny, a tampered state, a
+    form without CSRF, no login, and Disconnect; between attempts a person follows the Connect
+    IBKR link of the page they landed on. Returns the request token and verifier of the accepted
+    consent (for the log scan)."""
+    _open_connect_page(page, url)
+    _start(page, "ibkr_connected")
     _shot(page, shots, "connect-ibkr-sandbox-login")
     _sign_in(page)
     with page.expect_response(lambda r: "/ibkr/connect/callback" in r.url) as landed:
@@ -153,6 +163,8 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     expect(status).to_contain_text("(oauth1a); accounts: DU1234567 (paper)")
     expect(status).to_contain_text("U3456789 (live)")
     _shot(page, shots, "connect-ibkr-result")
+    # the consent is over: its state cookie is gone from the browser
+    assert [c for c in page.context.cookies() if c["name"] == "ibkr_connect_state"] == []
     query = parse_qs(urlsplit(callback_url).query)
     request_token, verifier = query["oauth_token"][0], query["oauth_verifier"][0]
     assert request_token not in page.content() and verifier not in page.content()
@@ -161,14 +173,18 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     assert replay is not None and replay.status == 400
     expect(page.get_by_role("alert")).to_contain_text("no longer valid")
 
-    page.goto(f"{url}/connections")  # a normal IBKR connection: its row's Test succeeds
+    # a normal IBKR connection: its row's Test succeeds
+    page.get_by_role("link", name="Airflow connections").click()
+    expect(page.get_by_role("button", name="Add Connection")).to_be_visible()
     _test_connection_row(page, "ibkr_connected", "(oauth1a)")
 
-    _start(page, url, "ibkr_denied")
+    _open_connect_page(page, url)
+    _start(page, "ibkr_denied")
     page.get_by_role("button", name="Deny").click()
     expect(page.get_by_role("alert")).to_contain_text("You declined at IBKR")
 
-    _start(page, url, "ibkr_tampered")
+    _back_to_connect_page(page)
+    _start(page, "ibkr_tampered")
     _sign_in(page)
 
     def tamper(route: Route) -> None:
@@ -189,11 +205,14 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     assert forged.status_code == 403 and "did not come from this page" in forged.text
     assert requests.get(f"{url}/ibkr/connect", timeout=30).status_code == 401
 
-    _open_connect_page(page, url)
+    _back_to_connect_page(page)
     expect(page.get_by_role("cell", name="connected by admin")).to_be_visible()
     page.get_by_role("link", name="Disconnect").click()
     page.get_by_role("button", name="Disconnect").click()
     expect(page.get_by_text("Disconnected ibkr_connected")).to_be_visible()
+    # the list shown after the POST (at /ibkr/connect/disconnect) starts a consent where it should
+    start_form = page.locator("form", has=page.get_by_role("button", name="Connect IBKR"))
+    assert start_form.get_attribute("action") == "/ibkr/connect/start"
 
     for conn_id, exists in (("ibkr_connected", True), ("ibkr_denied", False), ("ibkr_tampered", False)):
         got = requests.get(f"{url}/api/v2/connections/{conn_id}", headers=auth, timeout=30)
@@ -224,7 +243,8 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
 
         with browser_page(shots / "FAILURE.png") as page:
             log_in(page, url, "admin", password)
-            page.goto(f"{url}/connections")
+            page.get_by_role("button", name="Admin").click()
+            page.get_by_role("menuitem", name="Connections").click()
             expect(page.get_by_text("ibkr_flex_default", exact=True)).to_be_visible()
             _test_connection_row(page, "ibkr_default", "DU1234567 (paper)")
             _shot(page, shots, "connection-test-ibkr-default")

@@ -72,8 +72,10 @@ def test_the_plugin_is_registered_for_the_api_server() -> None:
 
 
 def test_the_connect_pages_build_on_first_use_and_resolve_under_their_mount() -> None:
-    """Airflow mounts the plugin's app under /ibkr; the consent's callback URL comes from
-    ``url_for``, which the mount resolves through the app's routes (built on first use)."""
+    """Airflow mounts the plugin's app under /ibkr; the consent's callback URL and every link and
+    form target of the pages come from ``url_for``, which the mount resolves through the app's
+    routes (built on first use). The names are the provider's own: a route name is looked up
+    across every route of the API server."""
     from starlette.routing import Mount
 
     from ibkr_provider.plugins import ConnectApp, IbkrPlugin
@@ -81,4 +83,7 @@ def test_the_connect_pages_build_on_first_use_and_resolve_under_their_mount() ->
     (mounted,) = IbkrPlugin.fastapi_apps
     assert isinstance(mounted["app"], ConnectApp) and mounted["url_prefix"] == "/ibkr"
     root = Starlette(routes=[Mount("/ibkr", app=ConnectApp())])
-    assert root.url_path_for("callback") == "/ibkr/connect/callback"
+    assert root.url_path_for("ibkr_connect_callback") == "/ibkr/connect/callback"
+    assert root.url_path_for("ibkr_connect") == "/ibkr/connect"
+    assert root.url_path_for("ibkr_connect_start") == "/ibkr/connect/start"
+    assert root.url_path_for("ibkr_disconnect") == "/ibkr/connect/disconnect"
