@@ -68,8 +68,7 @@ FAST_TIERS_LONGEST = (
 #: processes, a session's renewal ahead of expiry) between them: one waiting beside two busy ones
 #: keeps both cores working, where the waits bunched together at the end had left them idle.
 E2E_LONGEST = (
-    "tests/e2e/test_oauth1_runs.py::test_oauth1a_dags_under_the_executor",
-    "tests/e2e/test_shared_session.py::test_eight_mapped_tasks",
+    "tests/e2e/test_local_executor.py::",
     "tests/e2e/test_shared_session.py::test_renewal_ahead_of_expiry_with_no_failed_request",
     "tests/e2e/test_dags.py::test_risk_monitor",
     "tests/e2e/test_pacing.py::test_eight_processes_pace_together_without_losing_slots[file]",

@@ -1,10 +1,9 @@
-"""One IBKR session for every task: eight OS processes, and eight mapped tasks in a real
-executor, share one token, one SSO session and one brokerage session; and no secret of it
-reaches a task log."""
+"""One IBKR session for every process: eight OS processes (file cache, Redis) and eight threads
+share one token, one SSO session and one brokerage session; renewal ahead of expiry; the stores'
+locks. (Eight mapped tasks in a real executor: test_local_executor.py.)"""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -18,22 +17,9 @@ from ibkr_provider.client import IbkrClient, IbkrSessionError
 from ibkr_provider.client.record import session_key
 from ibkr_provider.client.redis_store import RedisSessionStore
 from ibkr_provider.client.stores import FileSessionStore, MemorySessionStore, SessionStore
-from tests.support.airflow_cli import REPO_ROOT, run_airflow
-from tests.support.airflow_cluster import airflow_cluster
 from tests.support.processes import cache_env, run_workers
 from tests.support.redis_server import redis_server
-
-ALL_ACCOUNTS = ["DU1234567", "DU2345678", "U3456789"]
-
-
-def _assert_one_session(stats: dict[str, object]) -> None:
-    # The whole record as text (pytest shortens a dict message), so a failure says which path
-    # led to a second login: a 401, a recovery probe (/iserver/auth/status), or no record found.
-    shown = json.dumps(stats, sort_keys=True)
-    counts = (stats["token_requests"], stats["tokens_issued"], stats["sso_sessions"], stats["ssodh_inits"])
-    assert counts == (1, 1, 1, 1), shown
-    assert stats["http_401"] == 0 and stats["http_429"] == 0, shown
-    assert stats.get("competing_takeovers", 0) == 0, shown
+from tests.support.sessions import ALL_ACCOUNTS, assert_one_session
 
 
 def _assert_single_flight(reports: list[dict[str, Any]]) -> None:
@@ -57,7 +43,7 @@ def test_eight_processes_share_one_session_through_the_file_cache(
     assert all(r["accounts"] == ALL_ACCOUNTS for r in results)
     _assert_single_flight(results)
     stats = fresh_sandbox.stats()
-    _assert_one_session(stats)
+    assert_one_session(stats)
     # IBKR paces /portfolio/accounts at 1 per 5 s: one read served all eight processes.
     assert stats["paths"]["GET /v1/api/portfolio/accounts"] == 1
 
@@ -86,63 +72,7 @@ def test_eight_processes_share_one_session_through_redis(
 
         assert redis.Redis.from_url(url).get(f"ibkr:{key}:session").startswith(b"gAAAAA")
     assert all(r["accounts"] == ALL_ACCOUNTS for r in results)
-    _assert_one_session(fresh_sandbox.stats())
-
-
-def test_eight_mapped_tasks_in_a_real_executor_share_one_session_and_log_no_secret(
-    fresh_sandbox: RunningSandbox, tmp_path: Path, fresh_airflow_home: Path
-) -> None:
-    """Eight mapped tasks in eight task processes share one session. Then, in the same
-    multi-process Airflow, a DAG that deliberately logs and prints the bearer, the access token,
-    both signed JWTs and every line of the private key leaves only *** in its task log.
-
-    Scope of the scan: the task log Airflow persists and serves in the UI. Airflow 3.3's
-    LocalExecutor also copies task output to the executor's own stdout
-    (``subprocess_logs_to_stdout=True``); that copy does not apply masks registered at runtime,
-    which no provider can change (see README, Secrets)."""
-    home = fresh_airflow_home
-    out = tmp_path / "out"
-    out.mkdir()
-    secrets_out = tmp_path / "secrets.json"
-    with airflow_cluster(home, REPO_ROOT / "tests" / "support" / "dags", parallelism=8) as env:
-        env = {
-            **env,
-            "AIRFLOW_CONN_IBKR_DEFAULT": fresh_sandbox.connection_json(),
-            "IBKR_PARALLEL_OUT": str(out),
-            "IBKR_MASK_PROBE_OUT": str(secrets_out),
-        }
-        result = run_airflow(["dags", "test", "ibkr_parallel_accounts", "--use-executor"], env, timeout=400)
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-        reports = [json.loads(p.read_text()) for p in out.glob("*.json")]
-        assert len(reports) == 8
-        assert len({r["pid"] for r in reports}) == 8  # eight task processes
-        assert all(r["accounts"] == ALL_ACCOUNTS for r in reports)
-        _assert_one_session(fresh_sandbox.stats())
-
-        # a session of its own (memory cache), so the probe signs and sees both JWTs itself
-        env["AIRFLOW_CONN_IBKR_DEFAULT"] = fresh_sandbox.connection_json(session_cache="memory")
-        result = run_airflow(["dags", "test", "ibkr_mask_probe", "--use-executor"], env, timeout=300)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    runtime = json.loads(secrets_out.read_text())
-    assert len(runtime["signed_jwts"]) == 2  # the client assertion and the SSO-session JWT
-    key_pem = (fresh_sandbox.state_dir / "client_private_key.pem").read_text()
-    body_lines = [line for line in key_pem.splitlines() if "-----" not in line]
-    assert [line for line in runtime["key_lines"] if "-----" not in line] == body_lines
-    secrets = {name: runtime[name] for name in ("bearer", "access_token", "tickle_session")}
-    secrets.update({f"signed JWT {n}": jwt for n, jwt in enumerate(runtime["signed_jwts"])})
-    secrets.update({f"private key line {n}": line for n, line in enumerate(body_lines)})  # every line
-    assert all(len(value) > 5 for value in secrets.values())  # Airflow masks values over 5 characters
-
-    task_logs = [p for p in (home / "logs").rglob("*.log") if "task_id=leak_everything" in str(p)]
-    assert task_logs, "the run wrote no task log"
-    text = "\n".join(p.read_text() for p in task_logs)
-    # The probe really logged: the lines are there, with the values masked.
-    for probe in ("leak via logging: bearer=***", "leak via print: access_token=***", "tickle_session=***"):
-        assert probe in text, probe
-    assert "leak via logging: jwt 1=" in text and f"key_line {len(runtime['key_lines']) - 2}=***" in text
-    assert "leak of the whole key" in text
-    for name, value in secrets.items():
-        assert value not in text, f"{name} leaked into the task log"
+    assert_one_session(fresh_sandbox.stats())
 
 
 def test_renewal_ahead_of_expiry_with_no_failed_request(
@@ -183,7 +113,7 @@ def test_threads_of_one_process_log_in_once(
 
     with ThreadPoolExecutor(8) as pool:
         assert all(r == ALL_ACCOUNTS for r in pool.map(worker, range(8)))
-    _assert_one_session(fresh_sandbox.stats())
+    assert_one_session(fresh_sandbox.stats())
 
 
 def _wait_for_held_lock(store: SessionStore, key: str, timeout: float) -> float:
