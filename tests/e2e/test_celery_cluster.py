@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -71,10 +72,14 @@ def _kill_host(root: int) -> None:
 @pytest.mark.timeout(1500)
 def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
     work = tmp_path / "cluster"
+    # the three DAGs it runs, alone in their folder: the DAG processor parses every file of the
+    # folder again every 30 s, in a process of its own per file
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    for dag_id in ("ibkr_cluster_fanout", "ibkr_order_and_wait", "ibkr_place_retry"):
+        shutil.copy(REPO_ROOT / "tests" / "support" / "dags" / f"{dag_id}.py", dags)
     env = user_env(
-        IBKR_CLUSTER_PORT=str(free_port()),
-        IBKR_CLUSTER_DIR=str(work),
-        IBKR_CLUSTER_DAGS=str(REPO_ROOT / "tests" / "support" / "dags"),
+        IBKR_CLUSTER_PORT=str(free_port()), IBKR_CLUSTER_DIR=str(work), IBKR_CLUSTER_DAGS=str(dags)
     )
     with running_script("cluster.py", env, tmp_path / "cluster.out", boot_seconds=720, stop_seconds=90):
         info: dict[str, Any] = json.loads((work / "cluster.json").read_text())

@@ -46,7 +46,12 @@ def main() -> int:
     # logging) goes to stderr.
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    # Imported before the fork, so the workers share the start-up; nothing is built yet.
+    # Imported before the fork, so the workers share the start-up; nothing is built yet. That
+    # includes what the hook and Airflow import on first use: the client (requests, PyJWT,
+    # cryptography) and the task runner that ``mask_secret`` reaches for (a task process has it).
+    import airflow.sdk.execution_time.task_runner  # noqa: F401
+
+    import ibkr_provider.client.client
     import ibkr_provider.client.orders
     import ibkr_provider.hooks.ibkr  # noqa: F401
 
