@@ -15,10 +15,9 @@ from ibkr_sandbox.prices import PricePath
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
-from tests.support.airflow_cli import AIRFLOW, REPO_ROOT, airflow_env, run_airflow
+from tests.support.airflow_cli import AIRFLOW, REPO_ROOT, airflow_env, dag_folder, run_airflow
 
 VTI = 12340038
-TEST_DAGS = REPO_ROOT / "tests" / "support" / "dags"
 
 
 def test_flex_report_dag_runs_under_airflow_dags_test(
@@ -29,7 +28,7 @@ def test_flex_report_dag_runs_under_airflow_dags_test(
     out = tmp_path / "flex"
     env = airflow_env(
         home,
-        REPO_ROOT / "dags",
+        dag_folder("ibkr_flex_report", tmp_path),
         AIRFLOW_CONN_IBKR_FLEX_DEFAULT=fresh_sandbox.flex_connection_json(extra={"poll_interval": 0.5}),
     )
     result = run_airflow(
@@ -49,7 +48,7 @@ def test_place_then_deferrable_wait_in_a_real_airflow_run(
     home = fresh_airflow_home
     env = airflow_env(
         home,
-        TEST_DAGS,
+        dag_folder("ibkr_order_and_wait", tmp_path),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
         IBKR_SANDBOX_URL=fresh_sandbox.base_url,
     )
@@ -79,7 +78,7 @@ def test_reschedule_mode_waits_for_a_fill_by_the_price_model(
     home = fresh_airflow_home
     env = airflow_env(
         home,
-        TEST_DAGS,
+        dag_folder("ibkr_order_reschedule", tmp_path),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     command = [AIRFLOW, "dags", "test", "ibkr_order_reschedule", "-c", json.dumps({"limit_price": limit})]
@@ -130,7 +129,7 @@ def test_an_airflow_retry_after_a_lost_answer_adopts_the_order(
     home = fresh_airflow_home
     env = airflow_env(
         home,
-        TEST_DAGS,
+        dag_folder("ibkr_place_retry", tmp_path),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     fresh_sandbox.inject_fault("/v1/api/iserver/account/DU2345678/orders", "drop_after", method="POST")

@@ -16,7 +16,7 @@ from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
 from ibkr_provider.client.order_models import OrderSide
-from tests.support.airflow_cli import AIRFLOW, REPO_ROOT, airflow_env, run_airflow
+from tests.support.airflow_cli import AIRFLOW, REPO_ROOT, airflow_env, dag_folder, run_airflow
 
 DAGS = REPO_ROOT / "dags"
 
@@ -58,7 +58,11 @@ def test_portfolio_snapshot_runs_under_airflow_dags_test(
     migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
     out = tmp_path / "snapshots"
-    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    env = airflow_env(
+        migrated_home,
+        dag_folder("ibkr_portfolio_snapshot", tmp_path),
+        AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
+    )
     params = json.dumps({"output_dir": str(out)})
     result = run_airflow(["dags", "test", "ibkr_portfolio_snapshot", "-c", params], env)
     output = result.stdout + result.stderr
@@ -91,7 +95,11 @@ def test_rebalance_dry_run_plans_and_previews_without_placing(
     migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
     out = tmp_path / "rebalance"
-    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    env = airflow_env(
+        migrated_home,
+        dag_folder("ibkr_rebalance", tmp_path),
+        AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
+    )
     conf = {
         "account_id": "DU2345678",
         "targets": {"AAPL": 0.1, "MSFT": 0.1, "SPY": 0.35, "VTI": 0.15, "BND": 0.2, "VXUS": 0.1},
@@ -116,7 +124,7 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
     out = tmp_path / "rebalance"
     env = airflow_env(
         fresh_airflow_home,
-        DAGS,
+        dag_folder("ibkr_rebalance", tmp_path),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
         IBKR_REBALANCE_FILL_POLL_SECONDS="1",
         # The test's own client shares the run's session (a second login would compete with it),
@@ -175,9 +183,13 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
 
 
 def test_dca_dry_run_previews_cash_quantity_orders(
-    migrated_home: Path, fresh_sandbox: RunningSandbox
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
-    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    env = airflow_env(
+        migrated_home,
+        dag_folder("ibkr_dca", tmp_path),
+        AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
+    )
     result = run_airflow(["dags", "test", "ibkr_dca", "-c", json.dumps({"account_id": "DU2345678"})], env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     stats = fresh_sandbox.stats()
@@ -185,9 +197,13 @@ def test_dca_dry_run_previews_cash_quantity_orders(
 
 
 def test_dca_is_skipped_with_a_clear_line_when_funds_are_short(
-    migrated_home: Path, fresh_sandbox: RunningSandbox
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
-    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    env = airflow_env(
+        migrated_home,
+        dag_folder("ibkr_dca", tmp_path),
+        AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
+    )
     conf = {"account_id": "DU2345678", "amounts": {"VTI": 5_000_000}, "dry_run": False}
     result = run_airflow(["dags", "test", "ibkr_dca", "-c", json.dumps(conf)], env)
     output = result.stdout + result.stderr
@@ -197,9 +213,13 @@ def test_dca_is_skipped_with_a_clear_line_when_funds_are_short(
 
 
 def test_risk_monitor_passes_then_fails_with_a_readable_breach(
-    migrated_home: Path, fresh_sandbox: RunningSandbox
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
-    env = airflow_env(migrated_home, DAGS, AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json())
+    env = airflow_env(
+        migrated_home,
+        dag_folder("ibkr_risk_monitor", tmp_path),
+        AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
+    )
     ok = run_airflow(["dags", "test", "ibkr_risk_monitor"], env)
     assert ok.returncode == 0, (ok.stdout + ok.stderr)[-4000:]
     strict = {"accounts": ["DU2345678"], "min_cushion": 0.99, "min_excess_liquidity": 10_000_000}

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ibkr_sandbox.process import RunningSandbox
 
-from tests.support.airflow_cli import REPO_ROOT, airflow_env, run_airflow
+from tests.support.airflow_cli import airflow_env, dag_folder, run_airflow
 
 NOT_RETRIED = "Not retried: retrying cannot fix this."
 
@@ -32,7 +32,9 @@ def test_a_refused_live_order_fails_every_place_task_on_its_first_try(
     fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
     env = airflow_env(
-        fresh_airflow_home, REPO_ROOT / "dags", AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json()
+        fresh_airflow_home,
+        dag_folder("ibkr_rebalance", tmp_path),
+        AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     conf = {
         "account_id": "U3456789",  # flagged live
@@ -55,7 +57,7 @@ def test_a_refused_live_order_fails_every_place_task_on_its_first_try(
 
 
 def test_a_wrong_private_key_fails_the_snapshot_at_once_with_one_login_attempt(
-    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox
+    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
     wrong = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -66,7 +68,7 @@ def test_a_wrong_private_key_fails_the_snapshot_at_once_with_one_login_attempt(
     )
     env = airflow_env(
         fresh_airflow_home,
-        REPO_ROOT / "dags",
+        dag_folder("ibkr_portfolio_snapshot", tmp_path),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(private_key=wrong),
     )
     result = run_airflow(["dags", "test", "ibkr_portfolio_snapshot"], env, timeout=300)
@@ -84,7 +86,7 @@ def test_an_invalid_flex_token_fails_the_export_at_once_naming_the_token(
 ) -> None:
     env = airflow_env(
         fresh_airflow_home,
-        REPO_ROOT / "dags",
+        dag_folder("ibkr_flex_report", tmp_path),
         AIRFLOW_CONN_IBKR_FLEX_DEFAULT=fresh_sandbox.flex_connection_json(password="1" * 24),
     )
     conf = json.dumps({"output_dir": str(tmp_path / "flex")})
@@ -99,13 +101,13 @@ def test_an_invalid_flex_token_fails_the_export_at_once_naming_the_token(
 
 
 def test_a_transient_fault_beyond_the_clients_retries_is_retried_by_airflow(
-    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox
+    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
     """503 on the positions page for longer than the client's own retry budget fails the first
     try; the fault is gone by the second, which succeeds."""
     env = airflow_env(
         fresh_airflow_home,
-        REPO_ROOT / "tests" / "support" / "dags",
+        dag_folder("ibkr_snapshot_retry", tmp_path),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(max_retries=1, max_retry_seconds=2),
     )
     fresh_sandbox.inject_fault("/v1/api/portfolio/DU2345678/positions/0", "503", count=2)
