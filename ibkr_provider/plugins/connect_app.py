@@ -75,10 +75,11 @@ class _Paths:
     home: str
     start: str
     disconnect: str
+    callback: str  # also the path of the consent's state cookie, set at the start, deleted at the end
 
     @classmethod
     def of(cls, request: Request) -> _Paths:
-        names = ("ibkr_connect", "ibkr_connect_start", "ibkr_disconnect")
+        names = ("ibkr_connect", "ibkr_connect_start", "ibkr_disconnect", "ibkr_connect_callback")
         return cls(*(request.url_for(name).path for name in names))
 
 
@@ -289,7 +290,7 @@ def create_connect_app() -> FastAPI:
             httponly=True,
             samesite="lax",
             secure=request.url.scheme == "https",
-            path=str(request.url_for("ibkr_connect_callback").path),
+            path=_Paths.of(request).callback,
         )
         return response
 
@@ -363,7 +364,7 @@ Its DAGs stop working until you connect again. The consumer's keys stay.</p>
 def _finished(response: Response, request: Request) -> Response:
     """The consent is over: its state cookie goes (with the path it was set for, or the browser
     keeps it)."""
-    response.delete_cookie(STATE_COOKIE, path=request.url_for("ibkr_connect_callback").path)
+    response.delete_cookie(STATE_COOKIE, path=_Paths.of(request).callback)
     return response
 
 

@@ -28,7 +28,7 @@ def test_flex_report_dag_runs_under_airflow_dags_test(
     out = tmp_path / "flex"
     env = airflow_env(
         home,
-        dag_folder("ibkr_flex_report", tmp_path),
+        dag_folder(tmp_path, "ibkr_flex_report"),
         AIRFLOW_CONN_IBKR_FLEX_DEFAULT=fresh_sandbox.flex_connection_json(extra={"poll_interval": 0.5}),
     )
     result = run_airflow(
@@ -48,7 +48,7 @@ def test_place_then_deferrable_wait_in_a_real_airflow_run(
     home = fresh_airflow_home
     env = airflow_env(
         home,
-        dag_folder("ibkr_order_and_wait", tmp_path),
+        dag_folder(tmp_path, "ibkr_order_and_wait"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
         IBKR_SANDBOX_URL=fresh_sandbox.base_url,
     )
@@ -78,7 +78,7 @@ def test_reschedule_mode_waits_for_a_fill_by_the_price_model(
     home = fresh_airflow_home
     env = airflow_env(
         home,
-        dag_folder("ibkr_order_reschedule", tmp_path),
+        dag_folder(tmp_path, "ibkr_order_reschedule"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     command = [AIRFLOW, "dags", "test", "ibkr_order_reschedule", "-c", json.dumps({"limit_price": limit})]
@@ -129,7 +129,7 @@ def test_an_airflow_retry_after_a_lost_answer_adopts_the_order(
     home = fresh_airflow_home
     env = airflow_env(
         home,
-        dag_folder("ibkr_place_retry", tmp_path),
+        dag_folder(tmp_path, "ibkr_place_retry"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     fresh_sandbox.inject_fault("/v1/api/iserver/account/DU2345678/orders", "drop_after", method="POST")

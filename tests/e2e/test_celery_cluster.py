@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ import requests
 
 from ibkr_provider.client.redis_store import REDIS_LOCK_TTL_SECONDS
 from tests.support.airflow_api import Api
-from tests.support.airflow_cli import REPO_ROOT
+from tests.support.airflow_cli import dag_folder
 from tests.support.ports import free_port
 from tests.support.scripts import running_script, user_env
 
@@ -72,12 +71,7 @@ def _kill_host(root: int) -> None:
 @pytest.mark.timeout(1500)
 def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
     work = tmp_path / "cluster"
-    # the three DAGs it runs, alone in their folder: the DAG processor parses every file of the
-    # folder again every 30 s, in a process of its own per file
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    for dag_id in ("ibkr_cluster_fanout", "ibkr_order_and_wait", "ibkr_place_retry"):
-        shutil.copy(REPO_ROOT / "tests" / "support" / "dags" / f"{dag_id}.py", dags)
+    dags = dag_folder(tmp_path, "ibkr_cluster_fanout", "ibkr_order_and_wait", "ibkr_place_retry")
     env = user_env(
         IBKR_CLUSTER_PORT=str(free_port()), IBKR_CLUSTER_DIR=str(work), IBKR_CLUSTER_DAGS=str(dags)
     )

@@ -60,7 +60,7 @@ def test_portfolio_snapshot_runs_under_airflow_dags_test(
     out = tmp_path / "snapshots"
     env = airflow_env(
         migrated_home,
-        dag_folder("ibkr_portfolio_snapshot", tmp_path),
+        dag_folder(tmp_path, "ibkr_portfolio_snapshot"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     params = json.dumps({"output_dir": str(out)})
@@ -97,7 +97,7 @@ def test_rebalance_dry_run_plans_and_previews_without_placing(
     out = tmp_path / "rebalance"
     env = airflow_env(
         migrated_home,
-        dag_folder("ibkr_rebalance", tmp_path),
+        dag_folder(tmp_path, "ibkr_rebalance"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     conf = {
@@ -124,7 +124,7 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
     out = tmp_path / "rebalance"
     env = airflow_env(
         fresh_airflow_home,
-        dag_folder("ibkr_rebalance", tmp_path),
+        dag_folder(tmp_path, "ibkr_rebalance"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
         IBKR_REBALANCE_FILL_POLL_SECONDS="1",
         # The test's own client shares the run's session (a second login would compete with it),
@@ -187,7 +187,7 @@ def test_dca_dry_run_previews_cash_quantity_orders(
 ) -> None:
     env = airflow_env(
         migrated_home,
-        dag_folder("ibkr_dca", tmp_path),
+        dag_folder(tmp_path, "ibkr_dca"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     result = run_airflow(["dags", "test", "ibkr_dca", "-c", json.dumps({"account_id": "DU2345678"})], env)
@@ -201,7 +201,7 @@ def test_dca_is_skipped_with_a_clear_line_when_funds_are_short(
 ) -> None:
     env = airflow_env(
         migrated_home,
-        dag_folder("ibkr_dca", tmp_path),
+        dag_folder(tmp_path, "ibkr_dca"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     conf = {"account_id": "DU2345678", "amounts": {"VTI": 5_000_000}, "dry_run": False}
@@ -217,7 +217,7 @@ def test_risk_monitor_passes_then_fails_with_a_readable_breach(
 ) -> None:
     env = airflow_env(
         migrated_home,
-        dag_folder("ibkr_risk_monitor", tmp_path),
+        dag_folder(tmp_path, "ibkr_risk_monitor"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     ok = run_airflow(["dags", "test", "ibkr_risk_monitor"], env)

@@ -33,7 +33,7 @@ def test_a_refused_live_order_fails_every_place_task_on_its_first_try(
 ) -> None:
     env = airflow_env(
         fresh_airflow_home,
-        dag_folder("ibkr_rebalance", tmp_path),
+        dag_folder(tmp_path, "ibkr_rebalance"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     conf = {
@@ -68,7 +68,7 @@ def test_a_wrong_private_key_fails_the_snapshot_at_once_with_one_login_attempt(
     )
     env = airflow_env(
         fresh_airflow_home,
-        dag_folder("ibkr_portfolio_snapshot", tmp_path),
+        dag_folder(tmp_path, "ibkr_portfolio_snapshot"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(private_key=wrong),
     )
     result = run_airflow(["dags", "test", "ibkr_portfolio_snapshot"], env, timeout=300)
@@ -86,7 +86,7 @@ def test_an_invalid_flex_token_fails_the_export_at_once_naming_the_token(
 ) -> None:
     env = airflow_env(
         fresh_airflow_home,
-        dag_folder("ibkr_flex_report", tmp_path),
+        dag_folder(tmp_path, "ibkr_flex_report"),
         AIRFLOW_CONN_IBKR_FLEX_DEFAULT=fresh_sandbox.flex_connection_json(password="1" * 24),
     )
     conf = json.dumps({"output_dir": str(tmp_path / "flex")})
@@ -107,7 +107,7 @@ def test_a_transient_fault_beyond_the_clients_retries_is_retried_by_airflow(
     try; the fault is gone by the second, which succeeds."""
     env = airflow_env(
         fresh_airflow_home,
-        dag_folder("ibkr_snapshot_retry", tmp_path),
+        dag_folder(tmp_path, "ibkr_snapshot_retry"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(max_retries=1, max_retry_seconds=2),
     )
     fresh_sandbox.inject_fault("/v1/api/portfolio/DU2345678/positions/0", "503", count=2)

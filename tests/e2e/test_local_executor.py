@@ -18,17 +18,11 @@ from pathlib import Path
 import pytest
 from ibkr_sandbox.process import RunningSandbox
 
-from tests.support.airflow_cli import REPO_ROOT, run_airflow
+from tests.support.airflow_cli import dag_folder, run_airflow
 from tests.support.airflow_cluster import airflow_cluster
 from tests.support.sessions import ALL_ACCOUNTS, assert_one_live_session_token, assert_one_session
 
 pytestmark = pytest.mark.xdist_group("local-executor")  # one worker, so one api-server
-
-DAG_FILES = (
-    REPO_ROOT / "dags" / "ibkr_portfolio_snapshot.py",
-    REPO_ROOT / "tests" / "support" / "dags" / "ibkr_parallel_accounts.py",
-    REPO_ROOT / "tests" / "support" / "dags" / "ibkr_mask_probe.py",
-)
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +33,8 @@ def executor_airflow(
     holds the three DAGs the tests run."""
     home = tmp_path_factory.mktemp("executor-home")
     shutil.copy(migrated_template, home / "airflow.db")
-    dags = tmp_path_factory.mktemp("executor-dags")
-    for source in DAG_FILES:
-        shutil.copy(source, dags / source.name)
+    runs = ("ibkr_portfolio_snapshot", "ibkr_parallel_accounts", "ibkr_mask_probe")
+    dags = dag_folder(tmp_path_factory.mktemp("executor"), *runs)
     with airflow_cluster(home, dags, parallelism=8) as env:
         yield home, env
 
