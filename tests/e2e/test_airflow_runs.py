@@ -1,6 +1,10 @@
-"""Real `airflow dags test` runs of the order and Flex paths against the sandbox: a deferrable
-wait whose trigger polls until a fill, reschedule mode, an Airflow retry that adopts an order
-whose answer was lost, and the Flex export DAG."""
+"""Real `airflow dags test` runs of the order and Flex paths against the sandbox: reschedule
+mode, an Airflow retry that adopts an order whose answer was lost, and the Flex export DAG.
+
+The deferrable wait is run twice elsewhere: inline under `airflow dags test` by the rebalance
+DAG's limit orders (test_dags.py, the trigger polling resting orders until the prices cross),
+and in a real triggerer by ``ibkr_order_and_wait`` (test_celery_cluster.py, deferred with its
+worker slot freed)."""
 
 from __future__ import annotations
 
@@ -40,26 +44,6 @@ def test_flex_report_dag_runs_under_airflow_dags_test(
     positions = next(out.glob("flex_*_OpenPositions.csv"))
     assert len(list(csv.DictReader(positions.open()))) == 282
     assert fresh_sandbox.stats()["flex_1019"] == 2  # the default pending polls, survived
-
-
-def test_place_then_deferrable_wait_in_a_real_airflow_run(
-    fresh_sandbox: RunningSandbox, tmp_path: Path, fresh_airflow_home: Path
-) -> None:
-    home = fresh_airflow_home
-    env = airflow_env(
-        home,
-        dag_folder(tmp_path, "ibkr_order_and_wait"),
-        AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
-        IBKR_SANDBOX_URL=fresh_sandbox.base_url,
-    )
-    result = run_airflow(["dags", "test", "ibkr_order_and_wait"], env, timeout=300)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    assert "is Submitted; checking again" in output  # the trigger polled while the order rested
-    stats = fresh_sandbox.stats()
-    assert stats["orders_placed"] == 1
-    (status_path,) = [p for p in stats["paths"] if "/order/status/" in p]
-    assert stats["paths"][status_path] >= 3  # the sensor's poke, then the trigger's polls to the fill
 
 
 def _status_polls(sandbox: RunningSandbox) -> int:
