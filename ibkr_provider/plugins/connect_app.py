@@ -310,18 +310,19 @@ def create_connect_app() -> FastAPI:
             pending = unseal(_state_store().take(state_key(state)), str(user.get_id()), token)
         except ConsentRefused as exc:
             raise _Refused(400, str(exc)) from None
+        paths = _Paths.of(request)
         if query.get("denied") or not verifier:
             return _finished(
                 _page(
                     "Connect IBKR",
                     '<p class="bad" role="alert">You declined at IBKR, so no connection was created '
                     "or changed.</p>",
-                    home=_Paths.of(request).home,
+                    home=paths.home,
                 ),
-                request,
+                paths,
             )
         conn, profile = _profile(pending.profile_conn_id)
-        return _finished(_complete(conn, profile, pending, verifier, user, _Paths.of(request).home), request)
+        return _finished(_complete(conn, profile, pending, verifier, user, paths.home), paths)
 
     @app.get("/connect/disconnect", name="ibkr_disconnect")
     async def disconnect_page(request: Request, conn_id: str = "") -> HTMLResponse:
@@ -361,10 +362,10 @@ Its DAGs stop working until you connect again. The consumer's keys stay.</p>
     return app
 
 
-def _finished(response: Response, request: Request) -> Response:
+def _finished(response: Response, paths: _Paths) -> Response:
     """The consent is over: its state cookie goes (with the path it was set for, or the browser
     keeps it)."""
-    response.delete_cookie(STATE_COOKIE, path=_Paths.of(request).callback)
+    response.delete_cookie(STATE_COOKIE, path=paths.callback)
     return response
 
 
