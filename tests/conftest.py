@@ -33,6 +33,7 @@ import pytest  # noqa: E402
 from ibkr_sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig  # noqa: E402
+from tests.support.airflow_cli import AirflowCli  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -233,6 +234,16 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
             assert result.returncode == 0, result.stderr[-3000:]
             (home / "migrated").touch()
     return home / "airflow.db"
+
+
+@pytest.fixture(scope="session")
+def airflow_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowCli]:
+    """This pytest process's way to run ``airflow`` commands (forked from a warm interpreter)."""
+    cli = AirflowCli(tmp_path_factory.mktemp("airflow-cli"))
+    try:
+        yield cli
+    finally:
+        cli.close()
 
 
 @pytest.fixture

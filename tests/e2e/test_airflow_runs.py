@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,13 +18,13 @@ from ibkr_sandbox.prices import PricePath
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
-from tests.support.airflow_cli import AIRFLOW, REPO_ROOT, airflow_env, dag_folder, run_airflow
+from tests.support.airflow_cli import AirflowCli, airflow_env, dag_folder
 
 VTI = 12340038
 
 
 def test_flex_report_dag_runs_under_airflow_dags_test(
-    fresh_sandbox: RunningSandbox, tmp_path: Path, fresh_airflow_home: Path
+    fresh_sandbox: RunningSandbox, tmp_path: Path, fresh_airflow_home: Path, airflow_cli: AirflowCli
 ) -> None:
     fresh_sandbox.configure(flex_min_interval=0)
     home = fresh_airflow_home
@@ -35,7 +34,7 @@ def test_flex_report_dag_runs_under_airflow_dags_test(
         dag_folder(tmp_path, "ibkr_flex_report"),
         AIRFLOW_CONN_IBKR_FLEX_DEFAULT=fresh_sandbox.flex_connection_json(extra={"poll_interval": 0.5}),
     )
-    result = run_airflow(
+    result = airflow_cli.run(
         ["dags", "test", "ibkr_flex_report", "-c", json.dumps({"output_dir": str(out)})], env
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -51,7 +50,7 @@ def _status_polls(sandbox: RunningSandbox) -> int:
 
 
 def test_reschedule_mode_waits_for_a_fill_by_the_price_model(
-    fresh_sandbox: RunningSandbox, tmp_path: Path, fresh_airflow_home: Path
+    fresh_sandbox: RunningSandbox, tmp_path: Path, fresh_airflow_home: Path, airflow_cli: AirflowCli
 ) -> None:
     """The sensor in ``reschedule`` mode under real Airflow. The market clock is stopped, so the
     order rests until the test steps the price model; nothing sets a price."""
@@ -65,9 +64,8 @@ def test_reschedule_mode_waits_for_a_fill_by_the_price_model(
         dag_folder(tmp_path, "ibkr_order_reschedule"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
-    command = [AIRFLOW, "dags", "test", "ibkr_order_reschedule", "-c", json.dumps({"limit_price": limit})]
-    run = subprocess.Popen(
-        command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    run = airflow_cli.start(
+        ["dags", "test", "ibkr_order_reschedule", "-c", json.dumps({"limit_price": limit})], env
     )
     try:
         deadline = time.monotonic() + 180
@@ -106,7 +104,7 @@ def test_reschedule_mode_waits_for_a_fill_by_the_price_model(
 
 
 def test_an_airflow_retry_after_a_lost_answer_adopts_the_order(
-    fresh_sandbox: RunningSandbox, tmp_path: Path, fresh_airflow_home: Path
+    fresh_sandbox: RunningSandbox, tmp_path: Path, fresh_airflow_home: Path, airflow_cli: AirflowCli
 ) -> None:
     """The real case: the order reaches IBKR, its answer is lost, the task fails and Airflow
     retries it. The retry finds the order by its cOID and adopts it: one order, two tries."""
@@ -117,7 +115,7 @@ def test_an_airflow_retry_after_a_lost_answer_adopts_the_order(
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     fresh_sandbox.inject_fault("/v1/api/iserver/account/DU2345678/orders", "drop_after", method="POST")
-    result = run_airflow(["dags", "test", "ibkr_place_retry"], env, timeout=300)
+    result = airflow_cli.run(["dags", "test", "ibkr_place_retry"], env, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     stats = fresh_sandbox.stats()

@@ -6,7 +6,6 @@ import csv
 import json
 import shutil
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 from unittest import mock
@@ -16,7 +15,7 @@ from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
 from ibkr_provider.client.order_models import OrderSide
-from tests.support.airflow_cli import AIRFLOW, REPO_ROOT, airflow_env, dag_folder, run_airflow
+from tests.support.airflow_cli import REPO_ROOT, AirflowCli, airflow_env, dag_folder
 
 DAGS = REPO_ROOT / "dags"
 
@@ -55,7 +54,7 @@ def migrated_home(tmp_path_factory: pytest.TempPathFactory, migrated_template: P
 
 
 def test_portfolio_snapshot_runs_under_airflow_dags_test(
-    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
 ) -> None:
     out = tmp_path / "snapshots"
     env = airflow_env(
@@ -64,7 +63,7 @@ def test_portfolio_snapshot_runs_under_airflow_dags_test(
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     params = json.dumps({"output_dir": str(out)})
-    result = run_airflow(["dags", "test", "ibkr_portfolio_snapshot", "-c", params], env)
+    result = airflow_cli.run(["dags", "test", "ibkr_portfolio_snapshot", "-c", params], env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     (json_file,) = out.glob("portfolio_snapshot_*.json")
@@ -92,7 +91,7 @@ def test_portfolio_snapshot_runs_under_airflow_dags_test(
 
 
 def test_rebalance_dry_run_plans_and_previews_without_placing(
-    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
 ) -> None:
     out = tmp_path / "rebalance"
     env = airflow_env(
@@ -105,7 +104,7 @@ def test_rebalance_dry_run_plans_and_previews_without_placing(
         "targets": {"AAPL": 0.1, "MSFT": 0.1, "SPY": 0.35, "VTI": 0.15, "BND": 0.2, "VXUS": 0.1},
         "output_dir": str(out),
     }
-    result = run_airflow(["dags", "test", "ibkr_rebalance", "-c", json.dumps(conf)], env, timeout=400)
+    result = airflow_cli.run(["dags", "test", "ibkr_rebalance", "-c", json.dumps(conf)], env, timeout=400)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     (summary_file,) = out.glob("rebalance_*.json")
     report = json.loads(summary_file.read_text())
@@ -117,7 +116,7 @@ def test_rebalance_dry_run_plans_and_previews_without_placing(
 
 
 def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
-    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
 ) -> None:
     """Limit orders 1 % away from the market rest; a deferrable sensor's trigger polls them until
     the test moves the prices through the limits, and the run ends with every order filled."""
@@ -140,10 +139,7 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
         "limit_offset": 0.01,
         "output_dir": str(out),
     }
-    command = [AIRFLOW, "dags", "test", "ibkr_rebalance", "-c", json.dumps(conf)]
-    run = subprocess.Popen(
-        command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    run = airflow_cli.start(["dags", "test", "ibkr_rebalance", "-c", json.dumps(conf)], env)
     client = IbkrClient(
         IbkrClientConfig.from_mapping(
             fresh_sandbox.client_config_values(session_cache=f"file://{tmp_path / 'cache'}")
@@ -183,21 +179,21 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
 
 
 def test_dca_dry_run_previews_cash_quantity_orders(
-    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
 ) -> None:
     env = airflow_env(
         migrated_home,
         dag_folder(tmp_path, "ibkr_dca"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
-    result = run_airflow(["dags", "test", "ibkr_dca", "-c", json.dumps({"account_id": "DU2345678"})], env)
+    result = airflow_cli.run(["dags", "test", "ibkr_dca", "-c", json.dumps({"account_id": "DU2345678"})], env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     stats = fresh_sandbox.stats()
     assert stats["whatif_requests"] == 2 and stats.get("orders_placed", 0) == 0
 
 
 def test_dca_is_skipped_with_a_clear_line_when_funds_are_short(
-    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
 ) -> None:
     env = airflow_env(
         migrated_home,
@@ -205,7 +201,7 @@ def test_dca_is_skipped_with_a_clear_line_when_funds_are_short(
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
     conf = {"account_id": "DU2345678", "amounts": {"VTI": 5_000_000}, "dry_run": False}
-    result = run_airflow(["dags", "test", "ibkr_dca", "-c", json.dumps(conf)], env)
+    result = airflow_cli.run(["dags", "test", "ibkr_dca", "-c", json.dumps(conf)], env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "Skipping DCA for DU2345678: available funds" in output
@@ -213,17 +209,17 @@ def test_dca_is_skipped_with_a_clear_line_when_funds_are_short(
 
 
 def test_risk_monitor_passes_then_fails_with_a_readable_breach(
-    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+    migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
 ) -> None:
     env = airflow_env(
         migrated_home,
         dag_folder(tmp_path, "ibkr_risk_monitor"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
     )
-    ok = run_airflow(["dags", "test", "ibkr_risk_monitor"], env)
+    ok = airflow_cli.run(["dags", "test", "ibkr_risk_monitor"], env)
     assert ok.returncode == 0, (ok.stdout + ok.stderr)[-4000:]
     strict = {"accounts": ["DU2345678"], "min_cushion": 0.99, "min_excess_liquidity": 10_000_000}
-    failed = run_airflow(["dags", "test", "ibkr_risk_monitor", "-c", json.dumps(strict)], env)
+    failed = airflow_cli.run(["dags", "test", "ibkr_risk_monitor", "-c", json.dumps(strict)], env)
     output = failed.stdout + failed.stderr
     assert "IBKR risk limits breached" in output
     assert "DU2345678: margin cushion" in output and "DU2345678: excess liquidity" in output

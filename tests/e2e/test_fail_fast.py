@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ibkr_sandbox.process import RunningSandbox
 
-from tests.support.airflow_cli import airflow_env, dag_folder, run_airflow
+from tests.support.airflow_cli import AirflowCli, airflow_env, dag_folder
 
 NOT_RETRIED = "Not retried: retrying cannot fix this."
 
@@ -29,7 +29,7 @@ def _task_rows(home: Path, dag_id: str) -> list[tuple[str, int, str]]:
 
 
 def test_a_refused_live_order_fails_every_place_task_on_its_first_try(
-    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
 ) -> None:
     env = airflow_env(
         fresh_airflow_home,
@@ -43,7 +43,7 @@ def test_a_refused_live_order_fails_every_place_task_on_its_first_try(
         "output_dir": str(tmp_path / "out"),
     }
     started = time.monotonic()
-    result = run_airflow(["dags", "test", "ibkr_rebalance", "-c", json.dumps(conf)], env, timeout=300)
+    result = airflow_cli.run(["dags", "test", "ibkr_rebalance", "-c", json.dumps(conf)], env, timeout=300)
     elapsed = time.monotonic() - started
     output = result.stdout + result.stderr
     places = [r for r in _task_rows(fresh_airflow_home, "ibkr_rebalance") if r[0] == "place_order"]
@@ -57,7 +57,7 @@ def test_a_refused_live_order_fails_every_place_task_on_its_first_try(
 
 
 def test_a_wrong_private_key_fails_the_snapshot_at_once_with_one_login_attempt(
-    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
 ) -> None:
     wrong = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -71,7 +71,7 @@ def test_a_wrong_private_key_fails_the_snapshot_at_once_with_one_login_attempt(
         dag_folder(tmp_path, "ibkr_portfolio_snapshot"),
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(private_key=wrong),
     )
-    result = run_airflow(["dags", "test", "ibkr_portfolio_snapshot"], env, timeout=300)
+    result = airflow_cli.run(["dags", "test", "ibkr_portfolio_snapshot"], env, timeout=300)
     output = result.stdout + result.stderr
     assert _task_rows(fresh_airflow_home, "ibkr_portfolio_snapshot") == [
         ("snapshot_portfolio", 1, "failed")
@@ -82,7 +82,7 @@ def test_a_wrong_private_key_fails_the_snapshot_at_once_with_one_login_attempt(
 
 
 def test_an_invalid_flex_token_fails_the_export_at_once_naming_the_token(
-    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
 ) -> None:
     env = airflow_env(
         fresh_airflow_home,
@@ -90,7 +90,7 @@ def test_an_invalid_flex_token_fails_the_export_at_once_naming_the_token(
         AIRFLOW_CONN_IBKR_FLEX_DEFAULT=fresh_sandbox.flex_connection_json(password="1" * 24),
     )
     conf = json.dumps({"output_dir": str(tmp_path / "flex")})
-    result = run_airflow(["dags", "test", "ibkr_flex_report", "-c", conf], env, timeout=300)
+    result = airflow_cli.run(["dags", "test", "ibkr_flex_report", "-c", conf], env, timeout=300)
     output = result.stdout + result.stderr
     assert _task_rows(fresh_airflow_home, "ibkr_flex_report") == [("export_flex_report", 1, "failed")], (
         output[-4000:]
@@ -101,7 +101,7 @@ def test_an_invalid_flex_token_fails_the_export_at_once_naming_the_token(
 
 
 def test_a_transient_fault_beyond_the_clients_retries_is_retried_by_airflow(
-    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path
+    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
 ) -> None:
     """503 on the positions page for longer than the client's own retry budget fails the first
     try; the fault is gone by the second, which succeeds."""
@@ -111,7 +111,7 @@ def test_a_transient_fault_beyond_the_clients_retries_is_retried_by_airflow(
         AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(max_retries=1, max_retry_seconds=2),
     )
     fresh_sandbox.inject_fault("/v1/api/portfolio/DU2345678/positions/0", "503", count=2)
-    result = run_airflow(["dags", "test", "ibkr_snapshot_retry"], env, timeout=300)
+    result = airflow_cli.run(["dags", "test", "ibkr_snapshot_retry"], env, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert _task_rows(fresh_airflow_home, "ibkr_snapshot_retry") == [("snapshot_portfolio", 2, "success")], (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ibkr_provider.get_provider_info import get_provider_info
-from tests.support.airflow_cli import REPO_ROOT, airflow_env, run_airflow
+from tests.support.airflow_cli import REPO_ROOT, AirflowCli, airflow_env
 
 HOOK_FIELDS = {
     "auth_type",
@@ -103,13 +103,13 @@ def test_connection_form_declares_every_field_the_hook_reads() -> None:
     assert behaviour["relabeling"]["login"] and "port" in behaviour["hidden-fields"]
 
 
-def test_airflow_lists_the_provider_and_its_connection_form(tmp_path: Path) -> None:
+def test_airflow_lists_the_provider_and_its_connection_form(tmp_path: Path, airflow_cli: AirflowCli) -> None:
     env = airflow_env(tmp_path, REPO_ROOT / "dags")
-    providers = run_airflow(["providers", "list", "-o", "json"], env, timeout=120)
+    providers = airflow_cli.run(["providers", "list", "-o", "json"], env, timeout=120)
     assert providers.returncode == 0, providers.stderr[-2000:]
     listed = {p["package_name"]: p for p in json.loads(providers.stdout)}
     assert listed["airflow-provider-ibkr"]["version"] == metadata.version("airflow-provider-ibkr")
-    hooks = run_airflow(["providers", "hooks", "-o", "json"], env, timeout=120)
+    hooks = airflow_cli.run(["providers", "hooks", "-o", "json"], env, timeout=120)
     assert hooks.returncode == 0, hooks.stderr[-2000:]
     by_type = {h["connection_type"]: h for h in json.loads(hooks.stdout)}
     assert by_type["ibkr"]["class"] == "ibkr_provider.hooks.ibkr.IbkrHook"

@@ -1,0 +1,35 @@
+"""The tests' ``airflow`` commands, forked from a warm interpreter (tests/support/
+airflow_fork_server.py), behave as the command started fresh: the configuration they act on
+comes from the test's environment and home, not the server's, and they exit as it exits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.airflow_cli import AirflowCli, airflow_env, run_airflow
+
+
+def test_a_forked_command_reads_the_configuration_a_fresh_one_reads(
+    airflow_cli: AirflowCli, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = airflow_env(home, tmp_path / "dags", AIRFLOW__IBKR__SESSION_CACHE_DIR=str(tmp_path / "cache"))
+    # The fresh process writes the home's airflow.cfg (with its generated secrets); the forked
+    # one must read that file, the environment's overrides and the defaults expanded for this home.
+    fresh = run_airflow(["config", "list", "--show-values"], env, timeout=120)
+    forked = airflow_cli.run(["config", "list", "--show-values"], env, timeout=120)
+    assert fresh.returncode == forked.returncode == 0, forked.stderr[-2000:]
+    assert f"base_log_folder = {home}/logs" in forked.stdout
+    assert f"session_cache_dir = {tmp_path / 'cache'}" in forked.stdout
+    assert forked.stdout == fresh.stdout
+
+
+def test_a_failing_forked_command_exits_with_the_commands_code_and_message(
+    airflow_cli: AirflowCli, tmp_path: Path
+) -> None:
+    unmigrated = tmp_path / "home"
+    unmigrated.mkdir()
+    result = airflow_cli.run(["dags", "list-import-errors"], airflow_env(unmigrated, tmp_path / "dags"))
+    assert result.returncode == 1
+    assert "Database migration required" in result.stderr

@@ -1,0 +1,136 @@
+"""A warm interpreter that runs the real ``airflow`` command in forked children.
+
+Every ``airflow dags test`` run started from a cold interpreter spends about 10 of its 14 CPU
+seconds before the DAG's first task: importing Airflow and its CLI, then Cadwyn building the
+versioned routers of the in-process execution API that ``dags test`` runs its tasks through. On a
+2-core machine that was the largest single cost of ``make test``. This process pays it once: it
+imports Airflow and the CLI, builds that in-process API (``in_process_api_server``, which Airflow
+keeps one of per process) and answers one request through it so Cadwyn generates its routers,
+then forks a child per command. Airflow's own workers are started the same way (its supervisor
+forks the task process from a warm parent).
+
+A child is the command as a user runs it: it takes the test's environment and working directory,
+reloads Airflow's configuration and settings from that environment (AIRFLOW_HOME, airflow.cfg,
+the metadata database, the DAG folder, logging), writes its output to the files it was given and
+runs ``airflow.__main__.main`` with the test's arguments in a session of its own, so a test can
+kill it and anything it started. tests/e2e/test_provider.py compares a forked run's effective
+configuration with a fresh process's.
+
+Protocol (JSON, a line each way): ``{"op": "spawn", "args", "env", "cwd", "stdout", "stderr"}``
+answers ``{"pid"}``; ``{"op": "poll", "pid"}`` answers ``{"returncode"}``, null while it runs.
+The server exits when its standard input closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+from typing import IO, Any
+
+
+def _warm_up() -> None:
+    """Import and build what every ``airflow`` command would otherwise redo on its own."""
+    import airflow.__main__  # noqa: F401  (the CLI entry point, Airflow and its settings)
+    import httpx
+    from airflow.cli import cli_parser
+    from airflow.cli.commands import dag_command  # noqa: F401  (imported lazily by `dags test`)
+    from airflow.sdk.execution_time.supervisor import in_process_api_server
+
+    cli_parser.get_parser()
+    app = in_process_api_server().app
+
+    async def ping() -> int:
+        # Within the app's lifespan, as the in-process transport runs it; on this thread's own
+        # event loop, so no thread is left running when the server forks.
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://in-process") as client,
+        ):
+            return (await client.get("/health/ping")).status_code
+
+    status = asyncio.run(ping())
+    if status != 200:
+        raise RuntimeError(f"the in-process execution API answered {status} to /health/ping")
+
+
+def _serve(requests: IO[str], replies: IO[str]) -> dict[str, Any] | None:
+    """Answer requests until standard input closes; in a forked child, return its request."""
+    for line in requests:
+        request = json.loads(line)
+        if request["op"] == "spawn":
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                return request
+            answer: dict[str, Any] = {"pid": pid}
+        elif request["op"] == "poll":
+            done, status = os.waitpid(request["pid"], os.WNOHANG)
+            answer = {"returncode": os.waitstatus_to_exitcode(status) if done else None}
+        else:
+            raise ValueError(f"unknown request {request['op']!r}")
+        replies.write(json.dumps(answer) + "\n")
+        replies.flush()
+    return None
+
+
+def _reload_airflow_configuration() -> None:
+    """Read Airflow's configuration and settings again from this process's environment, as a
+    fresh ``airflow`` process would at import (the server's own environment is not the test's)."""
+    from airflow import configuration, settings
+
+    # A fresh process reads its configuration before it has configured logging, so says nothing
+    # ("Reading the config from ..." would land on stdout here, ahead of `-o json` output).
+    logging.disable(logging.INFO)
+    configuration.AIRFLOW_HOME = configuration.get_airflow_home()
+    configuration.AIRFLOW_CONFIG = configuration.get_airflow_config(configuration.AIRFLOW_HOME)
+    settings.AIRFLOW_HOME = configuration.AIRFLOW_HOME
+    # Airflow's own pickling round trip: the same object every module imported, new contents.
+    configuration.conf.__setstate__(configuration.initialize_config().__getstate__())
+    configuration.secrets_backend_list[:] = configuration.initialize_secrets_backends()
+    logging.disable(logging.NOTSET)
+    settings.dispose_orm(do_log=False)
+    settings.initialize()
+
+
+def _become_the_command(request: dict[str, Any], replies: IO[str]) -> None:
+    os.setsid()
+    replies.close()
+    with open(os.devnull) as devnull:
+        os.dup2(devnull.fileno(), 0)
+    with open(request["stdout"], "a") as out:
+        os.dup2(out.fileno(), 1)
+    with open(request["stderr"], "a") as err:
+        os.dup2(err.fileno(), 2)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    _reload_airflow_configuration()
+    sys.argv = ["airflow", *request["args"]]
+    sys.path[0] = os.path.dirname(sys.executable)  # as for the `airflow` script beside it
+
+
+def main() -> None:
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # what Airflow prints while it loads goes to the server's log, not the replies
+    _warm_up()
+    if threading.active_count() != 1:  # a forked child would inherit their held locks
+        raise RuntimeError(f"threads left running after the warm-up: {threading.enumerate()}")
+    replies.write(json.dumps({"ready": os.getpid()}) + "\n")
+    replies.flush()
+    request = _serve(sys.stdin, replies)
+    if request is None:
+        return
+    _become_the_command(request, replies)
+    from airflow.__main__ import main as airflow_main
+
+    airflow_main()
+
+
+if __name__ == "__main__":
+    main()
