@@ -24,6 +24,7 @@ The server exits when its standard input closes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -119,8 +120,17 @@ def main() -> None:
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # what Airflow prints while it loads goes to the server's log, not the replies
     _warm_up()
-    if threading.active_count() != 1:  # a forked child would inherit their held locks
+    # AnyIO's worker thread (the request's sync dependencies ran on it) stops on its own once the
+    # event loop is closed; a child forked while another thread runs could inherit a held lock.
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread():
+            thread.join(timeout=30)
+    if threading.active_count() != 1:
         raise RuntimeError(f"threads left running after the warm-up: {threading.enumerate()}")
+    # Children share the warm heap copy-on-write; the collector would walk (and so copy) all of
+    # it in every child's first full collection. Frozen objects are never examined.
+    gc.collect()
+    gc.freeze()
     replies.write(json.dumps({"ready": os.getpid()}) + "\n")
     replies.flush()
     request = _serve(sys.stdin, replies)

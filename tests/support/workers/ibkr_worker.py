@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import shutil
@@ -57,6 +58,10 @@ def main() -> int:
 
     if threading.active_count() != 1:  # forking a threaded process could copy a held lock
         raise SystemExit(f"the worker parent has {threading.active_count()} threads before fork")
+    # The workers share that heap copy-on-write; the collector would walk (and so copy) all of it
+    # in each worker's first full collection. Frozen objects are never examined.
+    gc.collect()
+    gc.freeze()
     work = Path(tempfile.mkdtemp(prefix="ibkr-workers-"))
     ready_r, ready_w = os.pipe()
     gate_r, gate_w = os.pipe()
