@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from ibkr_sandbox.process import RunningSandbox
 
-from tests.support.airflow_cli import dag_folder, run_airflow
+from tests.support.airflow_cli import AirflowCli, dag_folder
 from tests.support.airflow_cluster import airflow_cluster
 from tests.support.sessions import ALL_ACCOUNTS, assert_one_live_session_token, assert_one_session
 
@@ -43,8 +43,8 @@ def _task_logs(home: Path) -> set[Path]:
     return set((home / "logs").rglob("*.log"))
 
 
-def _run(dag_id: str, env: dict[str, str], *conf: str) -> None:
-    result = run_airflow(["dags", "test", dag_id, *conf, "--use-executor"], env, timeout=400)
+def _run(airflow_cli: AirflowCli, dag_id: str, env: dict[str, str], *conf: str) -> None:
+    result = airflow_cli.run(["dags", "test", dag_id, *conf, "--use-executor"], env, timeout=400)
     assert result.returncode == 0, dag_id + (result.stdout + result.stderr)[-4000:]
 
 
@@ -56,7 +56,10 @@ def _eight_pids_read_every_account(out: Path) -> None:
 
 
 def test_oauth2_mapped_tasks_share_one_session_and_log_no_secret(
-    executor_airflow: tuple[Path, dict[str, str]], fresh_sandbox: RunningSandbox, tmp_path: Path
+    executor_airflow: tuple[Path, dict[str, str]],
+    fresh_sandbox: RunningSandbox,
+    tmp_path: Path,
+    airflow_cli: AirflowCli,
 ) -> None:
     """Eight mapped tasks in eight task processes share one session. Then a DAG that
     deliberately logs and prints the bearer, the access token, both signed JWTs and every line
@@ -77,13 +80,13 @@ def test_oauth2_mapped_tasks_share_one_session_and_log_no_secret(
         "IBKR_PARALLEL_OUT": str(out),
         "IBKR_MASK_PROBE_OUT": str(secrets_out),
     }
-    _run("ibkr_parallel_accounts", env)
+    _run(airflow_cli, "ibkr_parallel_accounts", env)
     _eight_pids_read_every_account(out)
     assert_one_session(fresh_sandbox.stats())
 
     # a session of its own (memory cache), so the probe signs and sees both JWTs itself
     env["AIRFLOW_CONN_IBKR_DEFAULT"] = fresh_sandbox.connection_json(session_cache="memory")
-    _run("ibkr_mask_probe", env)
+    _run(airflow_cli, "ibkr_mask_probe", env)
     runtime = json.loads(secrets_out.read_text())
     assert len(runtime["signed_jwts"]) == 2  # the client assertion and the SSO-session JWT
     key_pem = (fresh_sandbox.state_dir / "client_private_key.pem").read_text()
@@ -107,7 +110,10 @@ def test_oauth2_mapped_tasks_share_one_session_and_log_no_secret(
 
 
 def test_oauth1a_mapped_tasks_and_the_snapshot_share_one_token_and_log_no_secret(
-    executor_airflow: tuple[Path, dict[str, str]], fresh_oauth1_sandbox: RunningSandbox, tmp_path: Path
+    executor_airflow: tuple[Path, dict[str, str]],
+    fresh_oauth1_sandbox: RunningSandbox,
+    tmp_path: Path,
+    airflow_cli: AirflowCli,
 ) -> None:
     """Self-service OAuth 1.0a: eight mapped tasks, then the portfolio snapshot (every position),
     all in separate task processes: one live session token for everything; then the probe that
@@ -124,10 +130,11 @@ def test_oauth1a_mapped_tasks_and_the_snapshot_share_one_token_and_log_no_secret
         "IBKR_PARALLEL_OUT": str(out),
         "IBKR_MASK_PROBE_OUT": str(tmp_path / "secrets.json"),
     }
-    _run("ibkr_parallel_accounts", env)
+    _run(airflow_cli, "ibkr_parallel_accounts", env)
     _eight_pids_read_every_account(out)
-    _run("ibkr_portfolio_snapshot", env, "-c", json.dumps({"output_dir": str(tmp_path / "snapshot")}))
-    _run("ibkr_mask_probe", env)
+    snapshot_conf = json.dumps({"output_dir": str(tmp_path / "snapshot")})
+    _run(airflow_cli, "ibkr_portfolio_snapshot", env, "-c", snapshot_conf)
+    _run(airflow_cli, "ibkr_mask_probe", env)
     assert_one_live_session_token(fresh_oauth1_sandbox.stats())  # for the three DAG runs and every task
     snapshot = json.loads(next((tmp_path / "snapshot").glob("portfolio_snapshot_*.json")).read_text())
     by_id = {a["account"]["accountId"]: a for a in snapshot["accounts"]}

@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -65,8 +64,8 @@ def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
 def run_airflow(
     args: list[str], env: dict[str, str], timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    if "--use-executor" in args:
-        return _run_with_executor(args, env, timeout)
+    """``airflow *args`` in a fresh process of its own (for what must not share a warm parent:
+    the daemons of a cluster, the one-off migration every test's database is copied from)."""
     return subprocess.run(
         [AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, check=False
     )
@@ -83,58 +82,6 @@ def _latest_run(database: Path, after_id: int) -> tuple[int, str | None]:
     except sqlite3.OperationalError:  # busy, or not migrated yet: ask again on the next poll
         return after_id, None
     return (int(found[0]), str(found[1])) if found else (after_id, None)
-
-
-def _run_with_executor(
-    args: list[str], env: dict[str, str], timeout: float
-) -> subprocess.CompletedProcess[str]:
-    """``airflow dags test --use-executor``, judged by the DAG run it creates.
-
-    Airflow 3.3's ``LocalExecutor.end()`` joins its worker processes with no timeout and now and
-    then never returns after the run has finished (apache/airflow#45683, #67870): the command
-    hangs although every task is done. This waits for the run's final state in the metadata
-    database, gives the command ``EXECUTOR_SHUTDOWN_GRACE`` seconds to exit on its own, then
-    kills its process group (workers included) and reports the run's own outcome: exit code 0
-    for ``success`` as ``dags test`` does, 1 otherwise, with a note in the captured output.
-    """
-    database = Path(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
-    before, _ = _latest_run(database, -1)
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen(
-            [AIRFLOW, *args],
-            env=env,
-            stdout=out,
-            stderr=err,
-            text=True,
-            cwd=REPO_ROOT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        finished_at: float | None = None
-        state: str | None = None
-        note = ""
-        while process.poll() is None:
-            now = time.monotonic()
-            if finished_at is None:
-                _, state = _latest_run(database, before)
-                if state in ("success", "failed"):
-                    finished_at = now
-            elif now - finished_at > EXECUTOR_SHUTDOWN_GRACE:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
-                note = f"\n[test harness] the DAG run ended {state}; the executor did not shut down, killed\n"
-                break
-            if now > deadline:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
-                out.seek(0)
-                err.seek(0)
-                raise subprocess.TimeoutExpired(process.args, timeout, output=out.read(), stderr=err.read())
-            time.sleep(0.5)
-        out.seek(0)
-        err.seek(0)
-        code = process.returncode if not note else (0 if state == "success" else 1)
-        return subprocess.CompletedProcess(process.args, code, out.read() + note, err.read())
 
 
 class ForkedCommand:
@@ -181,12 +128,9 @@ class ForkedCommand:
 
 
 class AirflowCli:
-    """Runs ``airflow`` commands for the tests of one pytest process.
-
-    One-shot commands (``dags test``, ``providers list``...) are forked from a warm interpreter
-    started on first use (tests/support/airflow_fork_server.py: about 4 instead of 14 CPU seconds
-    for a ``dags test``); ``--use-executor`` runs get a process of their own (``run_airflow``):
-    their executor's worker processes and its shutdown are part of what those tests check.
+    """Runs ``airflow`` commands (``dags test``, ``providers list``...) for the tests of one
+    pytest process, each forked from a warm interpreter started on first use (tests/support/
+    airflow_fork_server.py: 4 instead of 14 CPU seconds for a ``dags test`` of the snapshot DAG).
     """
 
     def __init__(self, scratch: Path) -> None:
@@ -199,7 +143,7 @@ class AirflowCli:
     ) -> subprocess.CompletedProcess[str]:
         """Like ``subprocess.run(["airflow", *args], capture_output=True, text=True)``."""
         if "--use-executor" in args:
-            return run_airflow(args, env, timeout)
+            return self._run_with_executor(args, env, timeout)
         command = self._spawn(args, env, merged=False)
         try:
             out, err = command.communicate(timeout)
@@ -208,6 +152,45 @@ class AirflowCli:
             out, err = command.communicate(30)
             raise subprocess.TimeoutExpired([AIRFLOW, *args], timeout, output=out, stderr=err) from None
         return subprocess.CompletedProcess([AIRFLOW, *args], command.returncode or 0, out, err)
+
+    def _run_with_executor(
+        self, args: list[str], env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        """``airflow dags test --use-executor``, judged by the DAG run it creates.
+
+        Airflow 3.3's ``LocalExecutor.end()`` joins its worker processes with no timeout and now
+        and then never returns after the run has finished (apache/airflow#45683, #67870): the
+        command hangs although every task is done. This waits for the run's final state in the
+        metadata database, gives the command ``EXECUTOR_SHUTDOWN_GRACE`` seconds to exit on its
+        own, then kills its session (workers included) and reports the run's own outcome: exit
+        code 0 for ``success`` as ``dags test`` does, 1 otherwise, with a note in the output.
+        """
+        database = Path(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
+        before, _ = _latest_run(database, -1)
+        command = self._spawn(args, env, merged=False)
+        deadline = time.monotonic() + timeout
+        finished_at: float | None = None
+        state: str | None = None
+        note = ""
+        while command.poll() is None:
+            now = time.monotonic()
+            if finished_at is None:
+                _, state = _latest_run(database, before)
+                if state in ("success", "failed"):
+                    finished_at = now
+            elif now - finished_at > EXECUTOR_SHUTDOWN_GRACE:
+                command.kill()
+                command.wait(30)
+                note = f"\n[test harness] the DAG run ended {state}; the executor did not shut down, killed\n"
+                break
+            if now > deadline:
+                command.kill()
+                out, err = command.communicate(30)
+                raise subprocess.TimeoutExpired(command.args, timeout, output=out, stderr=err)
+            time.sleep(0.5)
+        out, err = command.communicate(30)
+        code = command.returncode if not note else (0 if state == "success" else 1)
+        return subprocess.CompletedProcess(command.args, code or 0, out + note, err)
 
     def start(self, args: list[str], env: dict[str, str]) -> ForkedCommand:
         """Start a command and return at once; its stdout and stderr are read together."""
@@ -255,8 +238,10 @@ class AirflowCli:
 
     def _started(self) -> subprocess.Popen[str]:
         if self._server is None:
+            # A file, not a folder: a child that still wrote (a log, a database) under the
+            # server's home instead of its own would fail there instead of passing unseen.
             home = self._scratch / "server-home"
-            home.mkdir(exist_ok=True)
+            home.write_text("the airflow fork server's AIRFLOW_HOME: its commands use their own\n")
             with open(self._scratch / "server.log", "w") as log:
                 self._server = subprocess.Popen(
                     [sys.executable, str(Path(__file__).with_name("airflow_fork_server.py"))],

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import json
 import logging
 import os
@@ -82,21 +83,51 @@ def _serve(requests: IO[str], replies: IO[str]) -> dict[str, Any] | None:
 
 def _reload_airflow_configuration() -> None:
     """Read Airflow's configuration and settings again from this process's environment, as a
-    fresh ``airflow`` process would at import (the server's own environment is not the test's)."""
+    fresh ``airflow`` process would at import (the server's own environment is not the test's).
+
+    Besides the two configuration objects and the settings module, a few Airflow modules keep a
+    value read at import: those are set again here, and ``_check_nothing_points_at_the_server``
+    fails the command if any module still holds a path of the server's home.
+    """
     from airflow import configuration, settings
+    from airflow.sdk import configuration as sdk_configuration
 
     # A fresh process reads its configuration before it has configured logging, so says nothing
     # ("Reading the config from ..." would land on stdout here, ahead of `-o json` output).
     logging.disable(logging.INFO)
     configuration.AIRFLOW_HOME = configuration.get_airflow_home()
     configuration.AIRFLOW_CONFIG = configuration.get_airflow_config(configuration.AIRFLOW_HOME)
-    settings.AIRFLOW_HOME = configuration.AIRFLOW_HOME
+    for name, folder in (("TEST_DAGS_FOLDER", "dags"), ("TEST_PLUGINS_FOLDER", "plugins")):
+        if not os.path.exists(getattr(configuration, "_" + name)):  # as the module computes them
+            setattr(configuration, name, os.path.join(configuration.AIRFLOW_HOME, folder))
     # Airflow's own pickling round trip: the same object every module imported, new contents.
     configuration.conf.__setstate__(configuration.initialize_config().__getstate__())
     configuration.secrets_backend_list[:] = configuration.initialize_secrets_backends()
+    if "conf" in vars(sdk_configuration):  # the Task SDK's own parser, built on first use
+        sdk_conf = sdk_configuration.conf
+        sdk_conf.__init__()  # type: ignore[misc]
+        if sdk_conf.getboolean("core", "unit_test_mode", fallback=False):
+            sdk_conf.load_test_config()
     logging.disable(logging.NOTSET)
+    # The logging configuration settings.initialize applies (task logs' BASE_LOG_FOLDER).
+    importlib.reload(importlib.import_module("airflow.config_templates.airflow_local_settings"))
+    settings.AIRFLOW_HOME = configuration.AIRFLOW_HOME
     settings.dispose_orm(do_log=False)
     settings.initialize()
+    importlib.import_module("airflow.serialization.serialized_objects").DAGS_FOLDER = settings.DAGS_FOLDER
+    importlib.import_module("airflow.sdk.definitions.asset").SQL_ALCHEMY_CONN = settings.SQL_ALCHEMY_CONN
+
+
+def _check_nothing_points_at_the_server(server_home: str) -> None:
+    stale = [
+        f"{name}.{attribute}"
+        for name, module in list(sys.modules.items())
+        if module is not None and name not in ("__main__", "__mp_main__")
+        for attribute, value in list(vars(module).items())
+        if isinstance(value, str) and server_home in value
+    ]
+    if stale:
+        raise RuntimeError(f"still the fork server's AIRFLOW_HOME after the reload: {stale}")
 
 
 def _become_the_command(request: dict[str, Any], replies: IO[str]) -> None:
@@ -109,9 +140,11 @@ def _become_the_command(request: dict[str, Any], replies: IO[str]) -> None:
     with open(request["stderr"], "a") as err:
         os.dup2(err.fileno(), 2)
     os.chdir(request["cwd"])
+    server_home = os.environ["AIRFLOW_HOME"]
     os.environ.clear()
     os.environ.update(request["env"])
     _reload_airflow_configuration()
+    _check_nothing_points_at_the_server(server_home)
     sys.argv = ["airflow", *request["args"]]
     sys.path[0] = os.path.dirname(sys.executable)  # as for the `airflow` script beside it
 
