@@ -1,20 +1,20 @@
 """A warm interpreter that runs the real ``airflow`` command in forked children.
 
-Every ``airflow dags test`` run started from a cold interpreter spends about 10 of its 14 CPU
-seconds before the DAG's first task: importing Airflow and its CLI, then Cadwyn building the
-versioned routers of the in-process execution API that ``dags test`` runs its tasks through. On a
-2-core machine that was the largest single cost of ``make test``. This process pays it once: it
-imports Airflow and the CLI, builds that in-process API (``in_process_api_server``, which Airflow
-keeps one of per process) and answers one request through it so Cadwyn generates its routers,
-then forks a child per command. Airflow's own workers are started the same way (its supervisor
-forks the task process from a warm parent).
+A cold ``airflow dags test`` of the snapshot DAG costs about 14 CPU seconds here, 10 of them
+before the DAG's first task: importing Airflow and its CLI, then Cadwyn building the versioned
+routers of the in-process execution API that ``dags test`` runs its tasks through. This process
+pays that once: it imports Airflow and the CLI, builds that in-process API (Airflow keeps one per
+process, ``in_process_api_server``) and answers one request through it so Cadwyn generates its
+routers, freezes its heap for the garbage collector, then forks a child per command. The same
+run costs about 4 CPU seconds (a dry-run rebalance 4.1 instead of 14-16). Airflow starts its own
+task processes the same way: its supervisor forks them from a warm parent.
 
 A child is the command as a user runs it: it takes the test's environment and working directory,
-reloads Airflow's configuration and settings from that environment (AIRFLOW_HOME, airflow.cfg,
+reads Airflow's configuration and settings again from that environment (AIRFLOW_HOME, airflow.cfg,
 the metadata database, the DAG folder, logging), writes its output to the files it was given and
-runs ``airflow.__main__.main`` with the test's arguments in a session of its own, so a test can
-kill it and anything it started. tests/e2e/test_provider.py compares a forked run's effective
-configuration with a fresh process's.
+runs ``airflow.__main__.main`` (the ``airflow`` script's entry point) with the test's arguments
+in a session of its own, so a test can kill it and anything it started. tests/e2e/
+test_airflow_cli.py compares a forked command's effective configuration with a fresh process's.
 
 Protocol (JSON, a line each way): ``{"op": "spawn", "args", "env", "cwd", "stdout", "stderr"}``
 answers ``{"pid"}``; ``{"op": "poll", "pid"}`` answers ``{"returncode"}``, null while it runs.
