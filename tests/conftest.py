@@ -68,8 +68,13 @@ FAST_TIERS_LONGEST = (
 #: Then the longest e2e tests, with the long ones that mostly wait (IBKR's pacing across eight
 #: processes, a session's renewal ahead of expiry) between them: one waiting beside two busy ones
 #: keeps both cores working, where the waits bunched together at the end had left them idle.
+#: Two tests of a few milliseconds follow the LocalExecutor module (one group, ~110 s on one worker):
+#: pytest-xdist gives a worker its next unit once it has two or fewer tests pending, so without
+#: them the next long test would wait behind that group on the same worker.
 E2E_LONGEST = (
     "tests/e2e/test_local_executor.py::",
+    "tests/e2e/test_provider.py::test_entry_point_and_package_name_match_the_distribution",
+    "tests/e2e/test_provider.py::test_provider_info_validates_against_airflow_schema",
     "tests/e2e/test_shared_session.py::test_renewal_ahead_of_expiry_with_no_failed_request",
     "tests/e2e/test_dags.py::test_risk_monitor",
     "tests/e2e/test_pacing.py::test_eight_processes_pace_together_without_losing_slots[file]",
