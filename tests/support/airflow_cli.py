@@ -101,7 +101,7 @@ class ForkedCommand:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            self.returncode = self._cli._ask({"op": "poll", "pid": self.pid})["returncode"]
+            self.returncode = self._cli.ask({"op": "poll", "pid": self.pid})["returncode"]
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -216,12 +216,13 @@ class AirflowCli:
         stdout = self._scratch / f"command-{number}.out"
         stderr = stdout if merged else self._scratch / f"command-{number}.err"
         request = {"op": "spawn", "args": args, "env": env, "cwd": str(REPO_ROOT)}
-        pid = self._ask({**request, "stdout": str(stdout), "stderr": str(stderr)})["pid"]
+        pid = self.ask({**request, "stdout": str(stdout), "stderr": str(stderr)})["pid"]
         command = ForkedCommand(self, pid, [AIRFLOW, *args], stdout, stderr)
         self._commands.append(command)
         return command
 
-    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One request to the fork server (started on first use) and its answer."""
         server = self._started()
         assert server.stdin is not None and server.stdout is not None
         server.stdin.write(json.dumps(request) + "\n")
