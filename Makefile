@@ -75,6 +75,8 @@ docker-compose:
 # third runs the waiting tiers (IBKR's pacing, keep-alive intervals), which left a core idle with
 # two workers. Back-to-back runs on one machine: 560 s with two, 539 s with three, 541 s with four
 # (four used the most CPU, the suite being CPU-bound by then, and loaded the heavy tests most).
+# With the fork server (tests/support/airflow_fork_server.py), back to back: 312 s with three
+# and 312 s with four, four using 27 more CPU-s.
 PYTEST := $(VENV)/bin/pytest -n 3 --dist loadgroup --no-loadscope-reorder --durations=25
 
 # The edit loop (about 47 s): unit and integration tiers, no Airflow CLI runs. Five workers on two
