@@ -127,6 +127,13 @@ class ForkedCommand:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+def _killed(command: ForkedCommand, timeout: float) -> subprocess.TimeoutExpired:
+    """Kill a command that ran past ``timeout``; the error to raise, with what it wrote."""
+    command.kill()
+    out, err = command.communicate(30)
+    return subprocess.TimeoutExpired(command.args, timeout, output=out, stderr=err)
+
+
 class AirflowCli:
     """Runs ``airflow`` commands (``dags test``, ``providers list``...) for the tests of one
     pytest process, each forked from a warm interpreter started on first use (tests/support/
@@ -148,10 +155,8 @@ class AirflowCli:
         try:
             out, err = command.communicate(timeout)
         except subprocess.TimeoutExpired:
-            command.kill()
-            out, err = command.communicate(30)
-            raise subprocess.TimeoutExpired([AIRFLOW, *args], timeout, output=out, stderr=err) from None
-        return subprocess.CompletedProcess([AIRFLOW, *args], command.returncode or 0, out, err)
+            raise _killed(command, timeout) from None
+        return subprocess.CompletedProcess(command.args, command.wait(), out, err)
 
     def _run_with_executor(
         self, args: list[str], env: dict[str, str], timeout: float
@@ -180,17 +185,14 @@ class AirflowCli:
                     finished_at = now
             elif now - finished_at > EXECUTOR_SHUTDOWN_GRACE:
                 command.kill()
-                command.wait(30)
                 note = f"\n[test harness] the DAG run ended {state}; the executor did not shut down, killed\n"
                 break
             if now > deadline:
-                command.kill()
-                out, err = command.communicate(30)
-                raise subprocess.TimeoutExpired(command.args, timeout, output=out, stderr=err)
+                raise _killed(command, timeout)
             time.sleep(0.5)
         out, err = command.communicate(30)
-        code = command.returncode if not note else (0 if state == "success" else 1)
-        return subprocess.CompletedProcess(command.args, code or 0, out + note, err)
+        code = command.wait() if not note else (0 if state == "success" else 1)
+        return subprocess.CompletedProcess(command.args, code, out + note, err)
 
     def start(self, args: list[str], env: dict[str, str]) -> ForkedCommand:
         """Start a command and return at once; its stdout and stderr are read together."""
