@@ -8,18 +8,16 @@ their own and there is no import cycle between the client and its parts. The ses
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ibkr_provider.client import fields
 from ibkr_provider.client.errors import IbkrValidationError
 
 if TYPE_CHECKING:
     from ibkr_provider.client.models import BrokerageAccounts
     from ibkr_provider.client.stores import Lease
-
-_ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class IbkrApi(Protocol):
@@ -52,12 +50,10 @@ class IbkrApi(Protocol):
 
 def resolve_account(given: str | None, default: str | None) -> str:
     """The account a call is for: ``given``, else the connection's default; checked so that it
-    can go into a URL path."""
+    can go into a URL path (see :func:`ibkr_provider.client.fields.account_id`)."""
     chosen = given or default
     if not chosen:
         raise IbkrValidationError(
             "account_id", "no account given and the connection has no default account_id; pass one"
         )
-    if not _ACCOUNT_ID_RE.match(chosen):
-        raise IbkrValidationError("account_id", f"{chosen!r} is not an IBKR account id such as U1234567")
-    return chosen
+    return fields.account_id(chosen)

@@ -16,7 +16,6 @@ from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError
 from ibkr_provider.client.numbers import to_decimal, to_float
-from ibkr_provider.client.paper import is_paper_account
 
 Json = Any
 
@@ -130,10 +129,6 @@ class Account:
     type: str | None
     trading_type: str | None
     raw: Mapping[str, Any] = field(repr=False)
-
-    @property
-    def is_paper(self) -> bool:
-        return is_paper_account(self.account_id)
 
     @classmethod
     def from_json(cls, payload: Json) -> Account:

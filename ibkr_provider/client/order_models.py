@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
+from ibkr_provider.client.fields import finite_number
 from ibkr_provider.client.numbers import as_json_number, to_decimal, to_float
 
 
@@ -107,7 +108,7 @@ class OrderTicket:
 
     def validate(self) -> None:
         """Raise :class:`IbkrValidationError` naming the field, before anything is sent."""
-        if not isinstance(self.conid, int) or self.conid <= 0:
+        if not isinstance(self.conid, int) or isinstance(self.conid, bool) or self.conid <= 0:
             raise IbkrValidationError(
                 "conid", f"{self.conid!r} is not an IBKR contract id (a positive integer)"
             )
@@ -117,10 +118,9 @@ class OrderTicket:
             raise IbkrValidationError("order_type", f"{self.order_type!r} is not supported; use MKT or LMT")
         if (self.quantity is None) == (self.cash_quantity is None):
             raise IbkrValidationError("quantity", "give exactly one of quantity and cash_quantity")
-        amount = self.quantity if self.quantity is not None else self.cash_quantity
-        if amount is None or amount <= 0:
-            raise IbkrValidationError("quantity", "must be positive")
-        if self.order_type is OrderType.LIMIT and (self.limit_price is None or self.limit_price <= 0):
+        for name in ("quantity", "cash_quantity", "limit_price"):
+            finite_number(name, getattr(self, name), positive=True)
+        if self.order_type is OrderType.LIMIT and self.limit_price is None:
             raise IbkrValidationError("limit_price", "a LMT order needs a positive limit_price")
         if self.order_type is OrderType.MARKET and self.limit_price is not None:
             raise IbkrValidationError("limit_price", "a MKT order takes no limit_price; use order_type LMT")

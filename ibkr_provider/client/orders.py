@@ -25,13 +25,16 @@ import logging
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from ibkr_provider.client import fields
 from ibkr_provider.client.api import IbkrApi
 from ibkr_provider.client.errors import (
     IbkrErrorCode,
     IbkrOrderError,
     IbkrOrderRefusedError,
     IbkrResponseError,
+    IbkrValidationError,
 )
+from ibkr_provider.client.fields import path_segment
 from ibkr_provider.client.order_models import (
     LiveOrder,
     OrderSide,
@@ -66,6 +69,14 @@ ORDER_QUEUE_SECONDS = 900.0
 MAX_PROMPT_ROUNDS = 20
 
 
+def order_id_of(value: object) -> str:
+    """An IBKR order id (digits), checked before it goes into a URL path."""
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit():
+        raise IbkrValidationError("order_id", f"{text[:80]!r} is not an IBKR order id (digits)")
+    return text
+
+
 class OrderService:
     """``client.orders``."""
 
@@ -74,11 +85,12 @@ class OrderService:
 
     def whatif(self, account_id: str, ticket: OrderTicket) -> WhatIf:
         """Preview an order with IBKR's what-if (nothing is placed)."""
+        account = fields.account_id(account_id)
         ticket.validate()
         self._api.iserver_preflight()
-        body = {"orders": [ticket.to_json(account_id)]}
+        body = {"orders": [ticket.to_json(account)]}
         return WhatIf.from_json(
-            self._api.call("POST", f"/iserver/account/{account_id}/orders/whatif", json_body=body)
+            self._api.call("POST", f"/iserver/account/{path_segment(account)}/orders/whatif", json_body=body)
         )
 
     def live_orders(self) -> list[LiveOrder]:
@@ -98,16 +110,20 @@ class OrderService:
 
     def status(self, order_id: str) -> OrderStatus:
         """``GET /iserver/account/order/status/{orderId}``."""
+        order_id = order_id_of(order_id)
         self._api.iserver_preflight()
         return OrderStatus.from_json(
-            order_id, self._api.call("GET", f"/iserver/account/order/status/{order_id}")
+            order_id, self._api.call("GET", f"/iserver/account/order/status/{path_segment(order_id)}")
         )
 
     def cancel(self, account_id: str, order_id: str) -> Mapping[str, Any]:
         """``DELETE /iserver/account/{accountId}/order/{orderId}``: IBKR acknowledges the request;
         poll the status for the cancellation itself."""
+        account, order_id = fields.account_id(account_id), order_id_of(order_id)
         self._api.iserver_preflight()
-        payload = self._api.call("DELETE", f"/iserver/account/{account_id}/order/{order_id}")
+        payload = self._api.call(
+            "DELETE", f"/iserver/account/{path_segment(account)}/order/{path_segment(order_id)}"
+        )
         if not isinstance(payload, Mapping):
             raise IbkrResponseError("the cancel answer is not a JSON object")
         if payload.get("error"):
@@ -122,6 +138,7 @@ class OrderService:
         self, account_id: str, ticket: OrderTicket, *, allowed_message_ids: Collection[str] = ()
     ) -> PlacedOrder:
         """Place one order safely (see the module docstring). Returns once IBKR acknowledged it."""
+        account_id = fields.account_id(account_id)
         ticket.validate()
         self._api.iserver_preflight()
         with self._api.lock("orders", timeout=ORDER_QUEUE_SECONDS) as lease:
@@ -137,7 +154,7 @@ class OrderService:
             lease.check()  # never send an order while another process may be placing one
             answer = self._api.call(
                 "POST",
-                f"/iserver/account/{account_id}/orders",
+                f"/iserver/account/{path_segment(account_id)}/orders",
                 json_body={"orders": [ticket.to_json(account_id)]},
             )
             confirmed: list[str] = []
@@ -193,8 +210,10 @@ class OrderService:
         if message_ids and all(m in allowed for m in message_ids):
             log.info("confirming IBKR prompt %s (allowed): %s", message_ids, text)
             confirmed.extend(message_ids)
-            return self._api.call("POST", f"/iserver/reply/{reply_id}", json_body={"confirmed": True})
-        self._api.call("POST", f"/iserver/reply/{reply_id}", json_body={"confirmed": False})
+            return self._api.call(
+                "POST", f"/iserver/reply/{path_segment(reply_id)}", json_body={"confirmed": True}
+            )
+        self._api.call("POST", f"/iserver/reply/{path_segment(reply_id)}", json_body={"confirmed": False})
         raise IbkrOrderRefusedError(
             f"IBKR asked for confirmation {message_ids or '(no message id)'}: {text!r}. It is not in "
             "allowed_message_ids, so it was declined and no order was placed; add the id to "

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from ibkr_provider.client.api import IbkrApi, resolve_account
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
+from ibkr_provider.client.fields import path_segment
 from ibkr_provider.client.models import Account, AccountSummary, Ledger, Position
+from ibkr_provider.client.paper import account_is_paper
 
 POSITIONS_PAGE_SIZE = 100
 #: A bound on paging so a misbehaving server cannot loop a task forever (100,000 positions).
@@ -34,17 +36,29 @@ class PortfolioApi:
         """
         return [Account.from_json(item) for item in self._api.portfolio_preflight(force=refresh)]
 
+    def is_paper(self, account_id: str) -> bool:
+        """Whether IBKR says ``account_id`` is a paper account: its ``/portfolio/accounts`` type
+        and the login's ``isPaper`` (see :mod:`ibkr_provider.client.paper`). An account IBKR says
+        nothing about is live."""
+        account = resolve_account(account_id, None)
+        login_is_paper = self._api.iserver_preflight().is_paper
+        return account_is_paper(
+            account, login_is_paper=login_is_paper, accounts=self._api.portfolio_preflight()
+        )
+
     def account_summary(self, account_id: str | None = None) -> AccountSummary:
         """``GET /portfolio/{accountId}/summary``: net liquidation, cash, margin, cushion..."""
         account = self.account(account_id)
         self._api.portfolio_preflight()
-        return AccountSummary.from_json(account, self._api.call("GET", f"/portfolio/{account}/summary"))
+        return AccountSummary.from_json(
+            account, self._api.call("GET", f"/portfolio/{path_segment(account)}/summary")
+        )
 
     def account_ledger(self, account_id: str | None = None) -> Ledger:
         """``GET /portfolio/{accountId}/ledger``: balances per currency and in BASE."""
         account = self.account(account_id)
         self._api.portfolio_preflight()
-        return Ledger.from_json(account, self._api.call("GET", f"/portfolio/{account}/ledger"))
+        return Ledger.from_json(account, self._api.call("GET", f"/portfolio/{path_segment(account)}/ledger"))
 
     def positions_page(self, account_id: str | None, page: int) -> list[Position]:
         """One page (0-based, up to 100 rows) of ``GET /portfolio/{accountId}/positions/{page}``."""
@@ -52,7 +66,7 @@ class PortfolioApi:
         if page < 0:
             raise IbkrValidationError("page", "position pages start at 0")
         self._api.portfolio_preflight()
-        payload = self._api.call("GET", f"/portfolio/{account}/positions/{page}")
+        payload = self._api.call("GET", f"/portfolio/{path_segment(account)}/positions/{int(page)}")
         if not isinstance(payload, list):
             raise IbkrResponseError(
                 f"positions page {page} of {account} is not a list",

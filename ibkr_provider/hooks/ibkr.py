@@ -264,11 +264,14 @@ class IbkrHook(BaseHook):
             with self:
                 client = self.get_conn()
                 client.connect()
-                accounts = client.list_accounts()
+                kinds = [
+                    (a.account_id, "paper" if client.portfolio.is_paper(a.account_id) else "live")
+                    for a in client.list_accounts()
+                ]
                 where = f"{client.config.base_url} ({client.config.auth_type.value})"
         except IbkrError as exc:
             return False, f"{type(exc).__name__}: {exc}. Check {exc.hint}."
         except Exception as exc:
             return False, f"Unexpected {type(exc).__name__}: {exc}"
-        ids = ", ".join(f"{a.account_id} ({'paper' if a.is_paper else 'live'})" for a in accounts) or "none"
+        ids = ", ".join(f"{account} ({kind})" for account, kind in kinds) or "none"
         return True, f"Connected to {where}; accounts: {ids}"

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 
+from ibkr_provider.client import fields
 from ibkr_provider.client.errors import (
     IbkrErrorCode,
     IbkrOrderError,
     IbkrOrderRefusedError,
     IbkrValidationError,
 )
-from ibkr_provider.client.paper import is_paper_account
+from ibkr_provider.client.fields import finite_number, guard_flag
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
 
 if TYPE_CHECKING:
+    from ibkr_provider.client import IbkrClient
     from ibkr_provider.client.order_models import OrderTicket, WhatIf
 
 
@@ -34,16 +37,25 @@ class IbkrPlaceOrderOperator(BaseOperator):
 
     Safety, in order, all before any order is sent:
 
-    1. The ticket is validated; bad input raises an error naming the field.
-    2. ``max_quantity`` / ``max_notional`` caps. The notional comes from IBKR's what-if; when
-       the what-if carries no amount the cap cannot be checked, and the order is refused.
+    1. The ticket, the account id (letters then digits), the caps and the two switches are
+       validated; bad input raises an error naming the field. ``dry_run`` and ``allow_live``
+       accept only ``True``/``False`` or the words ``true``/``false``: anything else fails the
+       task (a string such as ``"false"`` is truthy in Python and once sent a live order).
+    2. ``max_quantity`` / ``max_notional`` caps apply to every order form. For a
+       cash-quantity order the share count is estimated from IBKR's last price; the notional of
+       a share-quantity order comes from IBKR's what-if. A cap that cannot be checked (no price,
+       no what-if amount) refuses the order.
     3. ``dry_run=True`` (the default) stops after the what-if, logs and returns it.
-    4. A live (non-paper) account needs ``allow_live=True`` as well as ``dry_run=False``.
+    4. An account IBKR does not report as paper is live (:mod:`ibkr_provider.client.paper`),
+       and a live account needs ``allow_live=True`` as well as ``dry_run=False``.
     5. Placement runs one order at a time per login (so per account too), with a cOID derived
        from dag id, task id, run id and map index: a retried task adopts the order it placed
        before.
     6. Confirmation prompts are confirmed only for ids in ``allowed_message_ids``; any other
        prompt is declined and the task fails with IBKR's text.
+
+    ``dry_run`` and ``allow_live`` are templated (as ``whatif_only`` and ``allow_live``), so
+    ``"{{ params.dry_run }}"`` works even where templates render as text.
 
     Example::
 
@@ -60,7 +72,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
             max_notional=5_000,
         )
 
-    :return: ``{"dry_run", "account_id", "order", "whatif"}`` plus, when placed,
+    :return: ``{"dry_run", "account_id", "live_account", "order", "whatif"}`` plus, when placed,
         ``{"order_id", "status", "coid", "adopted"}``.
     """
 
@@ -72,6 +84,8 @@ class IbkrPlaceOrderOperator(BaseOperator):
         "quantity",
         "cash_quantity",
         "limit_price",
+        "whatif_only",
+        "allow_live",
     )
     ui_color = "#f7d9c4"
 
@@ -86,8 +100,8 @@ class IbkrPlaceOrderOperator(BaseOperator):
         order_type: str = "MKT",
         limit_price: float | str | None = None,
         tif: str = "DAY",
-        dry_run: bool = True,
-        allow_live: bool = False,
+        dry_run: bool | str = True,
+        allow_live: bool | str = False,
         allowed_message_ids: Sequence[str] = (),
         max_quantity: float | None = None,
         max_notional: float | None = None,
@@ -111,18 +125,11 @@ class IbkrPlaceOrderOperator(BaseOperator):
         self.max_notional = max_notional
         self.ibkr_conn_id = ibkr_conn_id
 
-    @staticmethod
-    def _number(name: str, value: Any) -> float | None:
-        if value is None or value == "":
-            return None
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise IbkrValidationError(name, f"{value!r} is not a number") from None
-
     def _ticket(self, coid: str | None) -> OrderTicket:
         from ibkr_provider.client.order_models import OrderTicket
 
+        if isinstance(self.conid, bool):
+            raise IbkrValidationError("conid", f"{self.conid!r} is not an IBKR contract id")
         try:
             conid = int(self.conid)
         except (TypeError, ValueError):
@@ -130,51 +137,64 @@ class IbkrPlaceOrderOperator(BaseOperator):
         ticket = OrderTicket(
             conid=conid,
             side=str(self.side).upper(),
-            quantity=self._number("quantity", self.quantity),
-            cash_quantity=self._number("cash_quantity", self.cash_quantity),
+            quantity=finite_number("quantity", self.quantity),
+            cash_quantity=finite_number("cash_quantity", self.cash_quantity),
             order_type=str(self.order_type).upper(),
-            limit_price=self._number("limit_price", self.limit_price),
+            limit_price=finite_number("limit_price", self.limit_price),
             tif=str(self.tif).upper(),
             coid=coid,
         )
         ticket.validate()
-        if (
-            self.max_quantity is not None
-            and ticket.quantity is not None
-            and ticket.quantity > self.max_quantity
-        ):
-            raise IbkrOrderRefusedError(
-                f"quantity {ticket.quantity:g} exceeds max_quantity {self.max_quantity:g}. Nothing was sent.",
-                code=IbkrErrorCode.CAP_EXCEEDED,
-            )
-        if (
-            self.max_notional is not None
-            and ticket.cash_quantity is not None
-            and (ticket.cash_quantity > self.max_notional)
-        ):
-            raise IbkrOrderRefusedError(
-                f"cash_quantity {ticket.cash_quantity:g} exceeds max_notional {self.max_notional:g}. "
-                "Nothing was sent.",
-                code=IbkrErrorCode.CAP_EXCEEDED,
-            )
         return ticket
 
-    def _check_notional(self, whatif: WhatIf) -> None:
-        """Refuse an order over ``max_notional``, or whose notional IBKR's what-if did not state
-        (a cap that cannot be checked must not wave the order through)."""
-        if self.max_notional is None:
+    def _check_quantity(self, client: IbkrClient, ticket: OrderTicket, max_quantity: float | None) -> None:
+        """``max_quantity`` for both order forms: a cash-quantity order's share count is its cash
+        over IBKR's last price (refused when IBKR gives no price: the cap must not be skipped)."""
+        if max_quantity is None:
             return
+        if ticket.quantity is not None:
+            shares, how = ticket.quantity, ""
+        else:
+            quote = client.market_data.snapshot([ticket.conid]).get(ticket.conid)
+            last = quote.last if quote is not None else None
+            if last is None or last <= 0:
+                raise IbkrOrderRefusedError(
+                    f"max_quantity {max_quantity:g} cannot be checked for a cash-quantity order: IBKR "
+                    f"gave no last price for conid {ticket.conid}. Nothing was sent.",
+                    code=IbkrErrorCode.CAP_UNCHECKABLE,
+                )
+            shares = float(Decimal(str(ticket.cash_quantity)) / last)
+            how = f" (cash_quantity {ticket.cash_quantity:g} at IBKR's last price {last})"
+        if shares > max_quantity:
+            raise IbkrOrderRefusedError(
+                f"quantity {shares:g}{how} exceeds max_quantity {max_quantity:g}. Nothing was sent.",
+                code=IbkrErrorCode.CAP_EXCEEDED,
+            )
+
+    @staticmethod
+    def _check_notional(ticket: OrderTicket, whatif: WhatIf, max_notional: float | None) -> None:
+        """Refuse an order over ``max_notional``, or whose notional neither the ticket (cash
+        quantity) nor IBKR's what-if states (a cap that cannot be checked must not wave the order
+        through)."""
+        if max_notional is None:
+            return
+        if ticket.cash_quantity is not None and ticket.cash_quantity > max_notional:
+            raise IbkrOrderRefusedError(
+                f"cash_quantity {ticket.cash_quantity:,.2f} exceeds max_notional {max_notional:,.2f}. "
+                "Nothing was placed.",
+                code=IbkrErrorCode.CAP_EXCEEDED,
+            )
         if whatif.amount is None:
             shown = str(whatif.raw.get("amount"))[:200]
             raise IbkrOrderRefusedError(
-                f"max_notional {self.max_notional:,.2f} cannot be checked: IBKR's what-if gave no order "
+                f"max_notional {max_notional:,.2f} cannot be checked: IBKR's what-if gave no order "
                 f"amount (its 'amount' section: {shown}). Refusing the order; nothing was placed.",
                 code=IbkrErrorCode.CAP_UNCHECKABLE,
             )
-        if whatif.amount > self.max_notional:
+        if whatif.amount > Decimal(str(max_notional)):
             raise IbkrOrderRefusedError(
                 f"the order is worth {whatif.amount:,.2f} (IBKR what-if), over max_notional "
-                f"{self.max_notional:,.2f}. Nothing was placed.",
+                f"{max_notional:,.2f}. Nothing was placed.",
                 code=IbkrErrorCode.CAP_EXCEEDED,
             )
 
@@ -183,18 +203,25 @@ class IbkrPlaceOrderOperator(BaseOperator):
             return self._place(context, hook)
 
     def _place(self, context: Context, hook: IbkrHook) -> dict[str, Any]:
+        # Everything the person typed is checked before the first request.
+        whatif_only = guard_flag("dry_run", self.whatif_only)
+        allow_live = guard_flag("allow_live", self.allow_live)
+        max_quantity = finite_number("max_quantity", self.max_quantity, positive=True)
+        max_notional = finite_number("max_notional", self.max_notional, positive=True)
+        account_id = fields.account_id(self.account_id)
         ti = context["ti"]
         coid = order_coid(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)
         ticket = self._ticket(coid)
-        account_id = str(self.account_id)
-        live = not is_paper_account(account_id)
-        if live and not self.whatif_only and not self.allow_live:
+        client = hook.get_conn()
+        live = not client.portfolio.is_paper(account_id)
+        if live and not whatif_only and not allow_live:
             raise IbkrOrderRefusedError(
-                f"{account_id} is a live (non-paper) account: refusing to place a real order without "
-                "allow_live=True (and dry_run=False). Nothing was sent.",
+                f"IBKR does not report {account_id} as a paper account, so it is treated as live: "
+                "refusing to place a real order without allow_live=True (and dry_run=False). "
+                "Nothing was sent.",
                 code=IbkrErrorCode.LIVE_NOT_ALLOWED,
             )
-        client = hook.get_conn()
+        self._check_quantity(client, ticket, max_quantity)
         whatif = client.orders.whatif(account_id, ticket)
         if whatif.error:
             raise IbkrOrderError(
@@ -202,15 +229,15 @@ class IbkrPlaceOrderOperator(BaseOperator):
                 ibkr_error=whatif.error,
                 code=IbkrErrorCode.REJECTED,
             )
-        self._check_notional(whatif)
+        self._check_notional(ticket, whatif, max_notional)
         result: dict[str, Any] = {
-            "dry_run": self.whatif_only,
+            "dry_run": whatif_only,
             "account_id": account_id,
             "live_account": live,
             "order": ticket.to_json(account_id),
             "whatif": whatif.summary(),
         }
-        if self.whatif_only:
+        if whatif_only:
             self.log.info("DRY RUN (nothing placed): %s -> what-if %s", ticket, whatif.summary())
             return result
         placed = client.orders.place(account_id, ticket, allowed_message_ids=self.allowed_message_ids)
@@ -261,11 +288,12 @@ class IbkrCancelOrderOperator(BaseOperator):
         self.ibkr_conn_id = ibkr_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from ibkr_provider.client.orders import order_id_of
+
         with fail_fast(f"IBKR cancel ({self.task_id})"):
-            order_id = str(self.order_id).strip()
-            if not order_id.isdigit():
-                raise IbkrValidationError("order_id", f"{self.order_id!r} is not an IBKR order id (digits)")
+            order_id = order_id_of(self.order_id)
+            account_id = fields.account_id(self.account_id)
             with IbkrHook(ibkr_conn_id=self.ibkr_conn_id) as hook:
-                answer = dict(hook.get_conn().orders.cancel(str(self.account_id), order_id))
+                answer = dict(hook.get_conn().orders.cancel(account_id, order_id))
         self.log.info("Cancel of order %s requested: %s", order_id, answer.get("msg"))
         return answer

@@ -109,6 +109,10 @@ class RunningSandbox:
         tick: int = self._control("POST", "market", {"ticks": ticks})["tick"]
         return tick
 
+    def set_account_kind(self, account_id: str, *, paper: bool) -> None:
+        """Report ``account_id`` as paper or live from now on (``reset()`` restores the seed)."""
+        self._control("POST", f"accounts/{account_id}/kind", {"paper": paper})
+
     def drop_brokerage_sessions(self) -> None:
         """Drop every brokerage session, keeping the SSO sessions."""
         self._control("POST", "sessions/drop-brokerage")

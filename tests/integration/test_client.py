@@ -33,7 +33,8 @@ def test_end_to_end_auth_accounts_summary_and_every_position(
 
     accounts = client.list_accounts()
     assert [a.account_id for a in accounts] == ["DU1234567", "DU2345678", "U3456789"]
-    assert accounts[0].is_paper and not accounts[2].is_paper
+    assert [a.type for a in accounts] == ["DEMO", "DEMO", "INDIVIDUAL"]
+    assert client.portfolio.is_paper("DU1234567") and not client.portfolio.is_paper("U3456789")
 
     summary = client.account_summary("DU1234567")
     assert summary.net_liquidation and summary.net_liquidation > 0

@@ -212,7 +212,8 @@ def test_operator_refuses_a_live_account_without_allow_live(
     )
     refusal = _refusal(op)
     assert refusal.code is IbkrErrorCode.LIVE_NOT_ALLOWED
-    assert fresh_sandbox.stats()["requests_total"] == 0  # not even a login, let alone an order
+    stats = fresh_sandbox.stats()
+    assert not [p for p in stats["paths"] if "/orders" in p]  # not even a what-if, let alone an order
 
 
 def test_operator_places_on_a_live_account_only_with_allow_live(

@@ -89,6 +89,21 @@ def control_router(gate: Gate) -> APIRouter:
             raise ibkr_error(400, "ticks must be at least 1")
         return {"tick": state.step_market(ticks)}
 
+    @router.post("/__sandbox__/accounts/{account_id}/kind")
+    async def set_account_kind(request: Request, account_id: str) -> dict[str, Any]:
+        """Report an account as paper or live (``{"paper": bool}``) from now on, whatever its id
+        looks like; ``reset`` restores the seeded kinds."""
+        body = await request.json()
+        paper = body.get("paper") if isinstance(body, dict) else None
+        if not isinstance(paper, bool):
+            raise ibkr_error(400, 'send {"paper": true} or {"paper": false}')
+        with state.lock:
+            account = state.book.accounts.get(account_id)
+            if account is None:
+                raise ibkr_error(404, f"no account {account_id}")
+            account.paper = paper
+        return {"account_id": account_id, "paper": paper}
+
     @router.post("/__sandbox__/sessions/drop-brokerage")
     def drop_brokerage() -> dict[str, Any]:
         """Drop every brokerage session (as IBKR's nightly reset does); SSO sessions stay."""

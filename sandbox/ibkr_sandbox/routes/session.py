@@ -96,7 +96,10 @@ def session_router(gate: Gate) -> APIRouter:
             "serverInfo": SERVER_INFO,
             "sessionId": record.public_id[:16],
             "isFT": False,
-            "isPaper": all(book[a].paper for a in accounts),
+            # A real IBKR login is either paper or live. The sandbox's one login holds both
+            # kinds, so it says isPaper only when all its accounts agree; each account's
+            # /portfolio/accounts ``type`` ("DEMO" for paper) says the rest.
+            **({"isPaper": kinds.pop()} if len(kinds := {book[a].paper for a in accounts}) == 1 else {}),
         }
 
     return router

@@ -1,0 +1,84 @@
+"""What a person types, read strictly: the booleans that guard money, finite numbers, IBKR
+account ids and the URL path segments built from them.
+
+Money is at stake, so these readers fail closed. A boolean that switches live trading on is
+``True``/``False`` or the unambiguous words ``true``/``false`` (any case): the text
+``"false"`` is truthy in Python, and a template rendered as text gives ``"False"``, so plain
+truthiness once sent a live order. Every other value is refused with an error naming the field,
+before anything is sent. A number is finite (NaN compares false with everything, so
+``quantity <= 0`` let it through) and, where it sizes an order, positive.
+
+IBKR account ids are letters then digits (``U1234567``, ``DU1234567``, ``F1234567``); nothing else
+may reach a URL path, where ``DU1234567/../U3456789`` would resolve to another account.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+from urllib.parse import quote
+
+from ibkr_provider.client.errors import IbkrValidationError
+
+#: IBKR account ids: one or more letters, then digits (Web API documentation, Account ids).
+_ACCOUNT_ID = re.compile(r"[A-Za-z]{1,6}[0-9]{1,16}")
+
+
+def guard_flag(field: str, value: Any) -> bool:
+    """A boolean that guards money (``dry_run``, ``allow_live``, approval switches).
+
+    Only ``True``/``False`` and the words ``true``/``false`` (any case, surrounding spaces
+    ignored) are accepted. Anything else (``"yes"``, ``1``, ``None``, an unrendered template)
+    raises :class:`IbkrValidationError`, so an unclear value can never switch live trading on.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("true", "false"):
+            return word == "true"
+    raise IbkrValidationError(
+        field,
+        f"{str(value)[:80]!r} is not a boolean; pass True or False (or the text 'true' or 'false'). "
+        "Any other value is refused so that it cannot switch live trading on",
+    )
+
+
+def finite_number(field: str, value: Any, *, positive: bool = False) -> float | None:
+    """``value`` as a finite float (None for None or ""), positive when ``positive`` is set.
+
+    Booleans are refused (``True`` is 1 to Python, never a quantity a person meant)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise IbkrValidationError(field, f"{value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise IbkrValidationError(field, f"{str(value)[:80]!r} is not a number") from None
+    if not math.isfinite(number):
+        raise IbkrValidationError(field, f"{value!r} is not a finite number")
+    if positive and number <= 0:
+        raise IbkrValidationError(field, f"must be positive (got {number:g})")
+    return number
+
+
+def account_id(value: Any, field: str = "account_id") -> str:
+    """An IBKR account id, checked so that it can go into a URL path: letters then digits."""
+    text = str(value).strip() if value is not None else ""
+    if not _ACCOUNT_ID.fullmatch(text):
+        raise IbkrValidationError(
+            field, f"{text[:80]!r} is not an IBKR account id: letters then digits, such as U1234567"
+        )
+    return text
+
+
+def path_segment(value: Any) -> str:
+    """One URL path segment from a value: percent-encoded, so that ``/``, ``..`` or ``?`` in it
+    can never change which endpoint the request reaches (a segment of only dots is encoded too:
+    ``quote`` leaves dots alone, and a server resolves ``..`` before routing)."""
+    encoded = quote(str(value), safe="")
+    if encoded.strip(".") == "":
+        encoded = encoded.replace(".", "%2E")
+    return encoded
