@@ -13,7 +13,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: setup test test-fast pytest lint typecheck demo up cluster bench clean redis-server chromium postgresql docker-compose
+.PHONY: setup test test-fast pytest lint typecheck demo up cluster bench clean compose-env redis-server chromium postgresql docker-compose
 
 $(CURDIR)/.tools/bin/uv:
 	$(BOOTSTRAP_PYTHON) -m venv .tools
@@ -106,6 +106,10 @@ cluster: setup redis-server postgresql
 
 bench: setup redis-server
 	$(VENV)/bin/python benchmarks/run_all.py
+
+# docker-compose.yaml has no default secrets: this writes a `.env` with fresh ones (never overwrites).
+compose-env:
+	$(BOOTSTRAP_PYTHON) scripts/compose_env.py .env
 
 clean:
 	rm -rf $(VENV) .tools .airflow .sandbox .pytest_cache .mypy_cache .ruff_cache

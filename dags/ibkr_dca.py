@@ -79,8 +79,8 @@ with DAG(
                 "conid": conids[symbol],
                 "side": "BUY",
                 "cash_quantity": amount,
-                "dry_run": bool(params["dry_run"]),
-                "allow_live": bool(params["allow_live"]),
+                "dry_run": params["dry_run"],
+                "allow_live": params["allow_live"],
                 "allowed_message_ids": list(params["allowed_message_ids"] or []),
             }
             for symbol, amount in amounts.items()

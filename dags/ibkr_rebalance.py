@@ -130,8 +130,8 @@ with DAG(
                 "limit_price": round(o.price * (1 - offset if o.side == "BUY" else 1 + offset), 2)
                 if limit
                 else None,
-                "dry_run": bool(params["dry_run"]),
-                "allow_live": bool(params["allow_live"]),
+                "dry_run": params["dry_run"],
+                "allow_live": params["allow_live"],
                 "allowed_message_ids": list(params["allowed_message_ids"] or []),
             }
             for o in orders

@@ -6,7 +6,9 @@ names the connection field and the fix (see :class:`~ibkr_provider.client.errors
 
 from __future__ import annotations
 
+import base64
 import enum
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client import fields
+from ibkr_provider.client.errors import IbkrConfigError, IbkrValidationError
 from ibkr_provider.client.hosts import DEFAULT_BASE_URL
 from ibkr_provider.client.limits import DEFAULT_GATEWAY_RATE_LIMIT, DEFAULT_OAUTH_RATE_LIMIT
 from ibkr_provider.client.retries import RetryPolicy
@@ -30,7 +33,7 @@ DEFAULT_TICKLE_INTERVAL_SECONDS = 60.0
 DEFAULT_REFRESH_LEAD_SECONDS = 60.0
 DEFAULT_SESSION_CACHE_DIR = Path("~/.cache/airflow-provider-ibkr/sessions")
 
-_PEM_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
+_PEM_RE = re.compile(r"-----BEGIN ([A-Z0-9 .]+)-----(.*?)-----END \1-----", re.DOTALL)
 
 
 class AuthType(str, enum.Enum):
@@ -77,6 +80,17 @@ def normalize_pem(text: str, field: str = "private_key") -> str:
     return "\n".join([f"-----BEGIN {label}-----", *header_block, *wrapped, f"-----END {label}-----", ""])
 
 
+def pem_block(text: str) -> tuple[str, bytes]:
+    """(label, DER bytes) of the first PEM block in ``text``; ValueError when there is none or
+    its body is not base64. (asn1crypto's reader refuses labels with a dot, such as
+    ``X9.42 DH PARAMETERS``.)"""
+    match = _PEM_RE.search(text)
+    if match is None:
+        raise ValueError("no PEM block")
+    body = "".join(line for line in match.group(2).strip().splitlines() if ":" not in line)
+    return match.group(1), base64.b64decode(re.sub(r"\s+", "", body), validate=True)
+
+
 def read_pem(values: Mapping[str, Any], field: str) -> str | None:
     """The PEM in ``values[field]``, or read from the file ``values[field + "_path"]``; repaired
     by :func:`normalize_pem`. None when neither is set."""
@@ -115,15 +129,10 @@ def parse_verify(value: Any) -> bool | str:
 
 
 def parse_timeout(value: Any) -> float:
-    """Interpret the ``timeout`` field (seconds, > 0)."""
-    if value is None or value == "":
-        return DEFAULT_TIMEOUT_SECONDS
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise IbkrConfigError("timeout", f"{value!r} is not a number of seconds, e.g. 30") from None
-    if seconds <= 0:
-        raise IbkrConfigError("timeout", "must be a positive number of seconds, e.g. 30")
+    """Interpret the ``timeout`` field (seconds, > 0 and at most ten minutes)."""
+    seconds = parse_number(
+        "timeout", value, DEFAULT_TIMEOUT_SECONDS, minimum=0.001, maximum=600, example="30"
+    )
     return seconds
 
 
@@ -141,17 +150,39 @@ def parse_bool(field_name: str, value: Any, default: bool) -> bool:
     raise IbkrConfigError(field_name, f"{value!r} is not true or false")
 
 
-def parse_number(field_name: str, value: Any, default: float, *, minimum: float, example: str) -> float:
-    """Interpret a numeric connection field (at least ``minimum``)."""
+def parse_number(
+    field_name: str, value: Any, default: float, *, minimum: float, maximum: float, example: str
+) -> float:
+    """Interpret a numeric connection field: finite, from ``minimum`` to ``maximum``. (NaN
+    compares false with every bound, so an unchecked "nan" once made the client log in again on
+    every request, and "inf" stopped the keep-alive thread while its status said it ran.)"""
     if value is None or value == "":
         return default
+    if isinstance(value, bool):
+        raise IbkrConfigError(field_name, f"{value!r} is not a number, e.g. {example}")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise IbkrConfigError(field_name, f"{value!r} is not a number, e.g. {example}") from None
-    if number < minimum:
-        raise IbkrConfigError(field_name, f"must be at least {minimum:g}, e.g. {example}")
+        raise IbkrConfigError(field_name, f"{str(value)[:80]!r} is not a number, e.g. {example}") from None
+    if not math.isfinite(number) or not minimum <= number <= maximum:
+        raise IbkrConfigError(
+            field_name,
+            f"{str(value)[:80]!r} is out of range: give {minimum:g} to {maximum:g}, e.g. {example}",
+        )
     return number
+
+
+def parse_account_id(value: str | None) -> str | None:
+    """The connection's default ``account_id``, checked like every account id (letters then
+    digits) so that it can go into a URL path."""
+    if value is None:
+        return None
+    try:
+        return fields.account_id(value)
+    except IbkrValidationError:
+        raise IbkrConfigError(
+            "account_id", f"{value[:80]!r} is not an IBKR account id: letters then digits, such as U1234567"
+        ) from None
 
 
 def url_with_port(url: str, port: Any) -> str:
@@ -163,6 +194,8 @@ def url_with_port(url: str, port: Any) -> str:
         number = int(port)
     except (TypeError, ValueError):
         raise IbkrConfigError("port", f"{port!r} is not a port number") from None
+    if not 0 < number < 65536:
+        raise IbkrConfigError("port", f"{port!r} is not a port number (1-65535)")
     return parts._replace(netloc=f"{parts.netloc}:{number}").geturl()
 
 
@@ -173,8 +206,13 @@ def parse_base_url(value: str | None, port: Any = None) -> str:
     url = (value or DEFAULT_BASE_URL).strip().rstrip("/")
     if "://" not in url:
         url = f"https://{url}"
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in {"http", "https"} and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        ok = False
+    if not ok:
         raise IbkrConfigError("host", f"{value!r} is not an http(s) URL; use e.g. {DEFAULT_BASE_URL}")
     url = url_with_port(url, port)
     for suffix in ("/v1/api", "/v1/portal"):
@@ -283,14 +321,16 @@ class IbkrClientConfig:
             credential=text("credential"),
             private_key_pem=read_pem(values, "private_key") if auth_type is AuthType.OAUTH2 else None,
             oauth1a=oauth1a,
-            account_id=text("account_id"),
+            account_id=parse_account_id(text("account_id")),
             ip=text("ip"),
             verify=parse_verify(values.get("verify")),
             timeout=parse_timeout(values.get("timeout")),
             session_cache=text("session_cache") or "file",
             session_cache_dir=Path(text("session_cache_dir") or DEFAULT_SESSION_CACHE_DIR).expanduser(),
             rate_limit=(
-                parse_number("rate_limit", values.get("rate_limit"), 0.0, minimum=0.01, example="10")
+                parse_number(
+                    "rate_limit", values.get("rate_limit"), 0.0, minimum=0.01, maximum=1000, example="10"
+                )
                 if text("rate_limit")
                 else None
             ),
@@ -299,6 +339,7 @@ class IbkrClientConfig:
                 values.get("tickle_interval"),
                 DEFAULT_TICKLE_INTERVAL_SECONDS,
                 minimum=1,
+                maximum=3600,
                 example="60",
             ),
             session_refresh_lead=parse_number(
@@ -306,16 +347,24 @@ class IbkrClientConfig:
                 values.get("session_refresh_lead"),
                 DEFAULT_REFRESH_LEAD_SECONDS,
                 minimum=0,
+                maximum=86_400,
                 example="60",
             ),
             compete_on_login=parse_bool("compete_on_login", values.get("compete_on_login"), True),
             retry=RetryPolicy(
                 max_attempts=int(
-                    parse_number("max_retries", values.get("max_retries"), 4, minimum=0, example="4")
+                    parse_number(
+                        "max_retries", values.get("max_retries"), 4, minimum=0, maximum=100, example="4"
+                    )
                 )
                 + 1,
                 max_seconds=parse_number(
-                    "max_retry_seconds", values.get("max_retry_seconds"), 60.0, minimum=0.1, example="60"
+                    "max_retry_seconds",
+                    values.get("max_retry_seconds"),
+                    60.0,
+                    minimum=0.1,
+                    maximum=3600,
+                    example="60",
                 ),
             ),
         )

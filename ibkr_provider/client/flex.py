@@ -98,6 +98,11 @@ def parse_flex_statement(content: bytes) -> dict[str, list[dict[str, str]]]:
     return sections
 
 
+#: Hosts a Flex statement URL may name besides the configured one (IBKR serves Flex from
+#: ndcdyn/gdcdyn.interactivebrokers.com).
+IBKR_FLEX_HOST_SUFFIXES = (".interactivebrokers.com", ".ibkr.com")
+
+
 class FlexClient:
     """Fetches Flex reports with one Flex token.
 
@@ -266,6 +271,26 @@ class FlexClient:
             )
             self._sleep(delay)
 
+    def _statement_url(self, url: str) -> str:
+        """The GetStatement URL from IBKR's answer, checked before the token is sent to it: https
+        (http only when the configured service is http, a local sandbox), on the configured host
+        or one of IBKR's (``*.interactivebrokers.com``, ``*.ibkr.com``). Anything else would hand
+        the Flex token to whoever wrote the answer."""
+        ours, theirs = urlsplit(self.base_url), urlsplit(url)
+        host = (theirs.hostname or "").lower()
+        scheme_ok = theirs.scheme == "https" or (theirs.scheme == "http" and ours.scheme == "http")
+        host_ok = (host == (ours.hostname or "").lower() and theirs.port == ours.port) or host.endswith(
+            IBKR_FLEX_HOST_SUFFIXES
+        )
+        if not (scheme_ok and host_ok):
+            raise IbkrResponseError(
+                f"SendRequest named a statement URL on {theirs.scheme}://{host}, which is not the Flex "
+                "service's host or one of IBKR's; refusing to send the Flex token there",
+                endpoint=urlsplit(self.base_url).path + "/SendRequest",
+                permanent=True,
+            )
+        return url
+
     def _send_request(self, params: Mapping[str, Any], started: float) -> tuple[str, str]:
         url = f"{self.base_url}/SendRequest"
         backoff = self.poll_interval
@@ -277,7 +302,7 @@ class FlexClient:
                 )
             status, fields = envelope
             if status == "Success" and fields.get("ReferenceCode") and fields.get("Url"):
-                return fields["ReferenceCode"], fields["Url"]
+                return fields["ReferenceCode"], self._statement_url(fields["Url"])
             code = int(fields.get("ErrorCode") or 0)
             if FLEX_ERRORS.get(code, ("", "fail"))[1] not in ("throttled", "retry"):
                 self._raise_for(fields, urlsplit(url).path)

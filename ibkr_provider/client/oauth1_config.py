@@ -9,12 +9,14 @@ they uploaded, and the ``dhparam.pem`` whose prime IBKR uses (generator 2). Ever
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from ibkr_provider.client.config import read_pem
+from ibkr_provider.client.config import pem_block, read_pem
 from ibkr_provider.client.errors import IbkrConfigError
 from ibkr_provider.client.keys import load_rsa_private_key
 from ibkr_provider.client.oauth1 import (
@@ -50,22 +52,55 @@ def consumer_realm(values: Mapping[str, Any], consumer_key: str) -> str:
     return _text(values, "realm") or ("test_realm" if consumer_key == TEST_CONSUMER else DEFAULT_REALM)
 
 
+#: DH prime sizes accepted: IBKR's portal takes 2048-bit parameters (``openssl dhparam 2048``);
+#: the bound keeps a pasted giant number from costing minutes of CPU in a Test.
+DH_PRIME_BITS = (2048, 8192)
+_DH_LABELS = ("DH PARAMETERS", "X9.42 DH PARAMETERS")
+
+
 def read_dh_parameters(pem: str) -> tuple[int, int]:
-    """(prime, generator) of a PKCS#3 ``DH PARAMETERS`` PEM, as ``openssl dhparam`` writes it
-    (asn1crypto reads it; cryptography's finite-field DH API is deprecated)."""
-    from asn1crypto import algos
-    from asn1crypto import pem as pem_armor
+    """(prime, generator) of a ``DH PARAMETERS`` PEM (PKCS#3, as ``openssl dhparam`` writes it)
+    or an ``X9.42 DH PARAMETERS`` PEM (what recent ``cryptography`` writes). asn1crypto reads
+    both without any arithmetic, so the size is checked before anything costly runs."""
+    from asn1crypto import algos, keys
 
     try:
-        label, _, der = pem_armor.unarmor(pem.encode())
-        if "DH PARAMETERS" not in label:
+        label, der = pem_block(pem)
+        if label not in _DH_LABELS:
             raise ValueError(label)
-        parsed = algos.DHParameters.load(der)
+        parsed = algos.DHParameters.load(der) if label == "DH PARAMETERS" else keys.DomainParameters.load(der)
         return int(parsed["p"].native), int(parsed["g"].native)
     except (ValueError, TypeError, KeyError):
         raise IbkrConfigError(
             "dh_params", "cannot read the DH parameters: paste the dhparam.pem you uploaded to IBKR"
         ) from None
+
+
+@functools.lru_cache(maxsize=8)
+def check_dh_prime(prime: int, field: str) -> int:
+    """``prime`` if it can be IBKR's DH prime: 2048 to 8192 bits, odd, and accepted by OpenSSL's
+    DH parameter check (through ``cryptography``; a probable-prime test with generator 2).
+    Checked once per process and prime."""
+    low, high = DH_PRIME_BITS
+    bits = prime.bit_length()
+    if not low <= bits <= high:
+        raise IbkrConfigError(
+            field, f"a {bits}-bit prime is not accepted; IBKR's is {low} bits ({low} to {high} accepted)"
+        )
+    if prime % 2 == 0:
+        raise IbkrConfigError(field, "the DH prime is even, so it is not a prime")
+    from cryptography.hazmat.primitives.asymmetric import dh
+
+    with warnings.catch_warnings():
+        # cryptography marks finite-field DH deprecated; only its parameter check is used here
+        warnings.simplefilter("ignore")
+        try:
+            dh.DHParameterNumbers(prime, DH_GENERATOR).parameters()
+        except ValueError:
+            raise IbkrConfigError(
+                field, "these are not valid DH parameters (the number is not a prime IBKR can use)"
+            ) from None
+    return prime
 
 
 def parse_dh_prime(values: Mapping[str, Any]) -> int:
@@ -82,17 +117,16 @@ def parse_dh_prime(values: Mapping[str, Any]) -> int:
                 "dh_params",
                 f"the generator is {generator}; IBKR uses 2 (openssl dhparam -out dhparam.pem 2048)",
             )
-        return prime
+        return check_dh_prime(prime, "dh_params")
     if prime_hex:
+        digits = prime_hex.lower().removeprefix("0x").replace(":", "").replace(" ", "")
+        if len(digits) > DH_PRIME_BITS[1] // 4 + 2:
+            raise IbkrConfigError("dh_prime", f"longer than a {DH_PRIME_BITS[1]}-bit number")
         try:
-            prime = int(prime_hex.lower().removeprefix("0x").replace(":", "").replace(" ", ""), 16)
+            prime = int(digits, 16)
         except ValueError:
             raise IbkrConfigError("dh_prime", "not a hexadecimal number") from None
-        if prime.bit_length() < 1024:
-            raise IbkrConfigError(
-                "dh_prime", f"a {prime.bit_length()}-bit prime is too short; IBKR's is 2048 bits"
-            )
-        return prime
+        return check_dh_prime(prime, "dh_prime")
     raise IbkrConfigError(
         "dh_params",
         "oauth1a needs the DH parameters: dh_params (the dhparam.pem you uploaded), dh_params_path "

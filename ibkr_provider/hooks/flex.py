@@ -61,9 +61,11 @@ class IbkrFlexHook(BaseHook):
             verify=parse_verify(extra.get("verify")),
             timeout=parse_timeout(extra.get("timeout")),
             poll_interval=parse_number(
-                "poll_interval", extra.get("poll_interval"), 5.0, minimum=0.1, example="5"
+                "poll_interval", extra.get("poll_interval"), 5.0, minimum=0.1, maximum=600, example="5"
             ),
-            max_wait=parse_number("max_wait", extra.get("max_wait"), 600.0, minimum=1, example="600"),
+            max_wait=parse_number(
+                "max_wait", extra.get("max_wait"), 600.0, minimum=1, maximum=86_400, example="600"
+            ),
         )
 
     def default_query_id(self) -> str | None:

@@ -38,6 +38,7 @@ from ibkr_provider.plugins.consent import (
     ConsentRefused,
     PendingConsent,
     new_state,
+    same_secret,
     seal,
     state_key,
     unseal,
@@ -45,6 +46,14 @@ from ibkr_provider.plugins.consent import (
 )
 
 STATE_COOKIE = "ibkr_connect_state"
+#: Every page: never cached, never sends a referrer (IBKR's redirect carries tokens), never
+#: framed (a framed page's buttons could be clicked through an overlay: clickjacking).
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+}
 
 
 class _Refused(Exception):
@@ -95,7 +104,7 @@ label{{display:block;margin:.5rem 0}}</style></head>
 <body><h1>{html.escape(title)}</h1>{body}
 <p>{back}<a href="/connections">Airflow connections</a></p></body></html>""",
         status_code=status,
-        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        headers=PAGE_HEADERS,
     )
 
 
@@ -125,8 +134,9 @@ def _csrf(user: Any) -> str:
 
 
 async def _form(request: Request, user: Any) -> dict[str, str]:
-    data = {k: v[0] for k, v in urllib.parse.parse_qs((await request.body()).decode()).items()}
-    if not secrets.compare_digest(data.get("csrf", ""), _csrf(user)):
+    body = (await request.body()).decode("utf-8", "replace")
+    data = {k: v[0] for k, v in urllib.parse.parse_qs(body).items()}
+    if not same_secret(data.get("csrf", ""), _csrf(user)):
         raise _Refused(403, "This form expired or did not come from this page. Open Connect IBKR again.")
     return data
 
@@ -298,11 +308,13 @@ def create_connect_app() -> FastAPI:
     async def callback(request: Request) -> Response:
         query = request.query_params
         token, verifier = query.get("oauth_token", ""), query.get("oauth_verifier", "")
-        _mask(token, verifier)
+        # The login and the pending consent are checked before anything is masked: each masked
+        # value adds a pattern to one regular expression Airflow rebuilds, so masking what
+        # anyone sends let unauthenticated requests slow down and grow the API server.
         user = await _user(request, "PUT")
         state = query.get("state") or request.cookies.get(STATE_COOKIE, "")
         cookie = request.cookies.get(STATE_COOKIE)
-        if not state or (cookie is not None and not secrets.compare_digest(cookie, state)):
+        if not state or cookie is None or not same_secret(cookie, state):
             raise _Refused(
                 400, "This consent was not started in this browser. Start again with Connect IBKR."
             )
@@ -310,6 +322,7 @@ def create_connect_app() -> FastAPI:
             pending = unseal(_state_store().take(state_key(state)), str(user.get_id()), token)
         except ConsentRefused as exc:
             raise _Refused(400, str(exc)) from None
+        _mask(token, verifier)  # they belong to this user's pending consent
         paths = _Paths.of(request)
         if query.get("denied") or not verifier:
             return _finished(

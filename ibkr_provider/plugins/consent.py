@@ -39,6 +39,14 @@ class ConsentRefused(Exception):
     """The callback cannot finish: the text is what the page shows (no secrets in it)."""
 
 
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of two texts as UTF-8 bytes (``compare_digest`` raises on a str
+    with non-ASCII characters, which turned a crafted CSRF token or state into a 500)."""
+    return secrets.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def new_state() -> str:
     return secrets.token_urlsafe(32)
 
@@ -63,11 +71,11 @@ def unseal(data: bytes | None, user_id: str, request_token: str) -> PendingConse
     pending = PendingConsent(**json.loads(data))
     if pending.expires_at < time.time():
         raise ConsentRefused("This consent took longer than 10 minutes. Start again with Connect IBKR.")
-    if not secrets.compare_digest(pending.user_id, user_id):
+    if not same_secret(pending.user_id, user_id):
         raise ConsentRefused(
             "This consent was started by another Airflow user. Start your own with Connect IBKR."
         )
-    if not secrets.compare_digest(pending.request_token, request_token):
+    if not same_secret(pending.request_token, request_token):
         raise ConsentRefused("IBKR answered for another request. Start again with Connect IBKR.")
     return pending
 

@@ -81,6 +81,23 @@ def test_base_url_accepts_api_suffix_and_bare_host(pem: str) -> None:
         ({"base_url": "ftp://example.com"}, "host"),
         ({"private_key": "not a key"}, "private_key"),
         ({"private_key_path": "/no/such/key.pem"}, "private_key"),
+        # non-finite or huge numbers (issue 30): each a named error, never "Unexpected ..."
+        ({"session_refresh_lead": "nan"}, "session_refresh_lead"),
+        ({"tickle_interval": "inf"}, "tickle_interval"),
+        ({"tickle_interval": "1e9"}, "tickle_interval"),
+        ({"timeout": "nan"}, "timeout"),
+        ({"timeout": "inf"}, "timeout"),
+        ({"max_retries": "nan"}, "max_retries"),
+        ({"max_retries": "inf"}, "max_retries"),
+        ({"max_retry_seconds": "-inf"}, "max_retry_seconds"),
+        ({"rate_limit": "nan"}, "rate_limit"),
+        ({"rate_limit": "inf"}, "rate_limit"),
+        ({"timeout": True}, "timeout"),
+        ({"base_url": "http://[::1"}, "host"),
+        ({"base_url": "http://example.com:99999"}, "host"),
+        ({"base_url": "http://example.com", "port": 70000}, "port"),
+        ({"account_id": "DU1234567/../U3456789"}, "account_id"),
+        ({"account_id": "U 1"}, "account_id"),
     ],
 )
 def test_bad_settings_name_the_field(pem: str, overrides: dict[str, object], field: str) -> None:

@@ -222,3 +222,49 @@ def test_a_generator_other_than_two_is_refused() -> None:
     five = pem.armor("DH PARAMETERS", algos.DHParameters({"p": P, "g": 5}).dump()).decode()
     with pytest.raises(IbkrConfigError, match="the generator is 5; IBKR uses 2"):
         parse_dh_prime({"dh_params": five})
+
+
+def _x942(prime: int) -> str:
+    """The parameters as recent ``cryptography`` writes them (label "X9.42 DH PARAMETERS")."""
+    from asn1crypto import keys, pem
+
+    domain = keys.DomainParameters({"p": prime, "g": 2, "q": (prime - 1) // 2})
+    return pem.armor("X9.42 DH PARAMETERS", domain.dump()).decode()
+
+
+def test_x942_dh_parameters_are_read() -> None:
+    from ibkr_provider.client.oauth1_config import parse_dh_prime
+
+    assert parse_dh_prime({"dh_params": _x942(P)}) == P
+    assert parse_dh_prime({"dh_params": _x942(P).replace("\n", " ")}) == P  # pasted into one line
+
+
+@pytest.mark.parametrize(
+    ("values", "text"),
+    [
+        ({"dh_params": "SMALL"}, "1024-bit prime is not accepted"),
+        ({"dh_prime": "f" * 200_001}, "longer than a 8192-bit number"),
+        ({"dh_prime": format(1 << 8200 | 1, "x")}, "longer than a 8192-bit number"),
+        ({"dh_prime": format(P + 1, "x")}, "even"),
+        ({"dh_prime": format(P + 2, "x")}, "not a prime"),
+        ({"dh_params": "RSA"}, "not a prime"),  # an odd 2048-bit composite without small factors
+        ({"dh_params": "BIG"}, "not accepted"),
+    ],
+)
+def test_dh_primes_are_checked_before_use(values: dict[str, str], text: str) -> None:
+    from asn1crypto import algos, pem
+
+    from ibkr_provider.client.oauth1_config import parse_dh_prime
+
+    numbers = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
+    made = {
+        "RSA": lambda: _x942(numbers.p * numbers.q),
+        "SMALL": lambda: _x942(numbers.p),  # a 1024-bit prime
+        "BIG": lambda: pem.armor(
+            "DH PARAMETERS", algos.DHParameters({"p": (1 << 20_000) + 1, "g": 2}).dump()
+        ).decode(),
+    }
+    if values.get("dh_params") in made:
+        values = {"dh_params": made[values["dh_params"]]()}
+    with pytest.raises(IbkrConfigError, match=text):
+        parse_dh_prime(values)
