@@ -29,9 +29,9 @@ RFC3526_GROUP14_PRIME = int(
 )
 
 FILES = {
-    "private_signature.pem": "keep: the connection's signature_key",
+    "private_signature.pem": "keep: the connection's signature_private_key",
     "public_signature.pem": "upload to IBKR as the public signing key",
-    "private_encryption.pem": "keep: the connection's encryption_key",
+    "private_encryption.pem": "keep: the connection's encryption_private_key",
     "public_encryption.pem": "upload to IBKR as the public encryption key",
     "dhparam.pem": "upload to IBKR as the Diffie-Hellman parameters; also the connection's dh_params",
 }

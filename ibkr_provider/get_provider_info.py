@@ -53,24 +53,24 @@ def _oauth1a_fields() -> dict[str, Any]:
             "description": "As IBKR's page shows it (base64); the connection's password works too.",
             "schema": _SECRET_STRING,
         },
-        "signature_key": {
+        "signature_private_key": {
             "label": "Private signature key (oauth1a)",
             "description": "Private half of the signature key pair whose public half you uploaded "
             f"(private_signature.pem). {pem_note}",
             "schema": _SECRET_STRING,
         },
-        "signature_key_path": {
+        "signature_private_key_path": {
             "label": "Signature key path (oauth1a)",
             "description": "Path to private_signature.pem on every worker, instead of pasting it.",
             "schema": _OPTIONAL_STRING,
         },
-        "encryption_key": {
+        "encryption_private_key": {
             "label": "Private encryption key (oauth1a)",
             "description": "Private half of the encryption key pair whose public half you uploaded "
             f"(private_encryption.pem); it decrypts the access token secret. {pem_note}",
             "schema": _SECRET_STRING,
         },
-        "encryption_key_path": {
+        "encryption_private_key_path": {
             "label": "Encryption key path (oauth1a)",
             "description": "Path to private_encryption.pem on every worker, instead of pasting it.",
             "schema": _OPTIONAL_STRING,
@@ -93,6 +93,12 @@ def _oauth1a_fields() -> dict[str, Any]:
         "realm": {
             "label": "Realm (oauth1a)",
             "description": "limited_poa (default); test_realm for IBKR's demo consumer TESTCONS.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "consumer_profile": {
+            "label": "Consumer profile (oauth1a, Connect IBKR)",
+            "description": "Connection id of the consumer profile whose keys, DH parameters and realm "
+            "this connection uses (Connect IBKR sets it; nothing is copied).",
             "schema": _OPTIONAL_STRING,
         },
         "oauth1_query_signing": {

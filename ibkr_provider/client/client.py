@@ -74,6 +74,8 @@ class IbkrClient:
         self._transport = transport or HttpTransport(
             verify=config.verify, timeout=config.timeout, retry_policy=config.retry
         )
+        #: A store this client built is closed with it (its pacing descriptors, its Redis pool).
+        self._owns_store = store is None
         store = store or build_session_store(
             config.session_cache, default_dir=config.session_cache_dir, cipher=cipher
         )
@@ -191,7 +193,8 @@ class IbkrClient:
         return keepalive.is_running(self.session_key, self)
 
     def logout(self) -> None:
-        """``POST /logout``: end the shared IBKR session for every process using it."""
+        """``POST /logout``: end the shared IBKR session for every process using it, and forget
+        the shared record (its tokens must not outlive the session)."""
         self.sessions.logout()
 
     def close(self) -> None:
@@ -199,6 +202,8 @@ class IbkrClient:
         IBKR session stays open for other processes). Safe to call twice."""
         keepalive.release(self.session_key, self)
         self._transport.close()
+        if self._owns_store:
+            self.sessions.store.close()
 
     def __enter__(self) -> IbkrClient:
         return self

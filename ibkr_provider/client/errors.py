@@ -57,6 +57,7 @@ class IbkrErrorCode(str, enum.Enum):
     ACCOUNTS_PREFLIGHT = "accounts_preflight"
     COMPETING = "competing"
     LOCK_TIMEOUT = "lock_timeout"
+    SESSION_CACHE = "session_cache"
     NOT_FOUND = "not_found"
     INCOMPLETE_SNAPSHOT = "incomplete_snapshot"
     REJECTED = "rejected"

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ibkr_provider.client.errors import IbkrValidationError
 
@@ -82,3 +83,38 @@ def path_segment(value: Any) -> str:
     if encoded.strip(".") == "":
         encoded = encoded.replace(".", "%2E")
     return encoded
+
+
+#: Connection extras renamed so that Airflow redacts them by name (its list of sensitive names
+#: matches "private_key", not "signature_key"): REST answers and logs show ``***``. The old
+#: names are still read.
+RENAMED_FIELDS = {
+    "signature_key": "signature_private_key",
+    "signature_key_path": "signature_private_key_path",
+    "encryption_key": "encryption_private_key",
+    "encryption_key_path": "encryption_private_key_path",
+}
+
+
+def with_current_names(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with the old key-field names read under the current ones (a current name
+    wins when both are set)."""
+    current = {k: v for k, v in values.items() if k not in RENAMED_FIELDS}
+    for old, new in RENAMED_FIELDS.items():
+        if current.get(new) in (None, "") and values.get(old) not in (None, ""):
+            current[new] = values[old]
+    return current
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password (``redis://user:***@host:6379/1``), for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return parts._replace(netloc=f"{user}:***@{host}{port}").geturl()
+    except ValueError:
+        return "<a redis URL that cannot be parsed>"

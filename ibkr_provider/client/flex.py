@@ -272,17 +272,19 @@ class FlexClient:
             self._sleep(delay)
 
     def _statement_url(self, url: str) -> str:
-        """The GetStatement URL from IBKR's answer, checked before the token is sent to it: https
-        (http only when the configured service is http, a local sandbox), on the configured host
-        or one of IBKR's (``*.interactivebrokers.com``, ``*.ibkr.com``). Anything else would hand
-        the Flex token to whoever wrote the answer."""
+        """The GetStatement URL from IBKR's answer, checked before the token is sent to it: the
+        configured service itself (same scheme, host and port: http only for a local sandbox),
+        or https on one of IBKR's hosts (``*.interactivebrokers.com``, ``*.ibkr.com``). Anything
+        else would hand the Flex token to whoever wrote the answer."""
         ours, theirs = urlsplit(self.base_url), urlsplit(url)
         host = (theirs.hostname or "").lower()
-        scheme_ok = theirs.scheme == "https" or (theirs.scheme == "http" and ours.scheme == "http")
-        host_ok = (host == (ours.hostname or "").lower() and theirs.port == ours.port) or host.endswith(
-            IBKR_FLEX_HOST_SUFFIXES
+        same_service = (theirs.scheme, host, theirs.port) == (
+            ours.scheme,
+            (ours.hostname or "").lower(),
+            ours.port,
         )
-        if not (scheme_ok and host_ok):
+        on_ibkr = theirs.scheme == "https" and host.endswith(IBKR_FLEX_HOST_SUFFIXES)
+        if not (same_service and theirs.scheme in ("http", "https")) and not on_ibkr:
             raise IbkrResponseError(
                 f"SendRequest named a statement URL on {theirs.scheme}://{host}, which is not the Flex "
                 "service's host or one of IBKR's; refusing to send the Flex token there",

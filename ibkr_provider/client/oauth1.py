@@ -113,7 +113,7 @@ def decrypt_prepend(encryption_key: RSAPrivateKey, access_token_secret: str) -> 
         return encryption_key.decrypt(encrypted, padding.PKCS1v15()).hex()
     except ValueError:
         raise IbkrConfigError(
-            "encryption_key",
+            "encryption_private_key",
             "cannot decrypt the access token secret: this is not the key whose public half you uploaded "
             "as the encryption key (or the secret belongs to another consumer)",
         ) from None
@@ -191,7 +191,7 @@ class LiveSessionTokenExchange:
                 LST_MISMATCH_CAUSES,
                 endpoint=f"/v1/api{LST_PATH}",
                 code=IbkrErrorCode.AUTH,
-                hint="the connection's encryption_key, dh_params and password (access token secret)",
+                hint="the connection's encryption_private_key, dh_params and password (access token secret)",
             )
         return lst
 

@@ -30,10 +30,10 @@ log = logging.getLogger(__name__)
 
 #: Where to look when IBKR refuses the live-session-token request (IBKR's error table).
 LST_HINT = (
-    "the consumer key (activated? a new one takes about a day, sometimes until the weekend), the access "
-    "token and its secret (regenerate them in IBKR's self-service OAuth portal), the signature_key and the "
-    "encryption_key whose public halves you uploaded (the encryption key decrypts the secret into part of "
-    "what is signed), and the realm"
+    "the consumer key (activated? a new one takes about a day, sometimes until the weekend), the "
+    "access token and its secret (regenerate them in IBKR's self-service OAuth portal), the "
+    "signature_private_key and the encryption_private_key whose public halves you uploaded (the "
+    "encryption key decrypts the secret into part of what is signed), and the realm"
 )
 
 

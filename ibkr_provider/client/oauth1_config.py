@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from ibkr_provider.client.config import pem_block, read_pem
 from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.fields import with_current_names
 from ibkr_provider.client.keys import load_rsa_private_key
 from ibkr_provider.client.oauth1 import (
     DEFAULT_REALM,
@@ -136,6 +137,7 @@ def parse_dh_prime(values: Mapping[str, Any]) -> int:
 
 def parse_oauth1a(values: Mapping[str, Any]) -> OAuth1aCredentials:
     """Validate every OAuth 1.0a field and decrypt the secret's prepend (nothing is sent)."""
+    values = with_current_names(values)
     consumer_key = _text(values, "consumer_key", "client_id")
     if not consumer_key:
         raise IbkrConfigError(
@@ -153,8 +155,8 @@ def parse_oauth1a(values: Mapping[str, Any]) -> OAuth1aCredentials:
             "the access token secret is missing; put it in the connection's password (or extra "
             "access_token_secret), exactly as IBKR's portal showed it",
         )
-    signature_key = required_rsa_key(values, "signature_key", "the private signature key")
-    encryption_key = required_rsa_key(values, "encryption_key", "the private encryption key")
+    signature_key = required_rsa_key(values, "signature_private_key", "the private signature key")
+    encryption_key = required_rsa_key(values, "encryption_private_key", "the private encryption key")
     dh_prime = parse_dh_prime(values)
     prepend = decrypt_prepend(encryption_key, secret)
     realm = consumer_realm(values, consumer_key)

@@ -14,7 +14,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.client.errors import IbkrConfigError, IbkrErrorCode, IbkrSessionError
+from ibkr_provider.client.fields import redacted_url
 from ibkr_provider.client.record import Cipher, SessionRecord
 from ibkr_provider.client.stores import Lease, SessionStore, lock_timeout
 
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 #: A Redis lock expires on its own this long after its holder stops renewing it, so a killed
 #: worker never wedges the others; a live holder renews it every third of that.
 REDIS_LOCK_TTL_SECONDS = 30.0
+
+#: Every Redis call gives up after these (seconds): a Redis that accepts connections and never
+#: answers once blocked a task for 20 s and more; a timeout is a named error a retry may fix.
+REDIS_CONNECT_TIMEOUT_SECONDS = 5.0
+REDIS_READ_TIMEOUT_SECONDS = 10.0
 
 #: Atomically claim a pacing slot in Redis (milliseconds): slot = max(earliest, next free).
 RESERVE_SLOT_LUA = """
@@ -54,18 +60,24 @@ class RedisLease(Lease):
         self._watchdog.start()
 
     def _renew(self) -> None:
-        from redis.exceptions import LockError
+        from redis.exceptions import LockError, RedisError
 
         while not self._done.wait(self._period):
             try:
                 self._lock.reacquire()
-            except LockError:
+            except (LockError, RedisError) as exc:
+                # Unrenewed, the lease lapses on its own; whoever holds it must stop before
+                # anything irreversible (Lease.check).
                 self._lost.set()
-                log.warning("lost the Redis lock %s: another process may hold it now", self.key)
+                log.warning(
+                    "lost the Redis lock %s (%s): another process may hold it now",
+                    self.key,
+                    type(exc).__name__,
+                )
                 return
 
     def end(self) -> None:
-        from redis.exceptions import LockError
+        from redis.exceptions import LockError, RedisError
 
         self._done.set()
         self._watchdog.join()
@@ -75,13 +87,23 @@ class RedisLease(Lease):
             self._lock.release()
         except LockError:
             log.warning("the Redis lock %s had lapsed before its release", self.key)
+        except RedisError as exc:
+            log.warning(
+                "could not release the Redis lock %s (%s); it lapses on its own", self.key, type(exc).__name__
+            )
 
 
 class RedisSessionStore(SessionStore):
     """Shared across hosts through Redis (install the ``redis`` extra)."""
 
     def __init__(
-        self, url: str, cipher: Cipher | None = None, *, lease_seconds: float = REDIS_LOCK_TTL_SECONDS
+        self,
+        url: str,
+        cipher: Cipher | None = None,
+        *,
+        lease_seconds: float = REDIS_LOCK_TTL_SECONDS,
+        connect_timeout: float = REDIS_CONNECT_TIMEOUT_SECONDS,
+        read_timeout: float = REDIS_READ_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__(cipher)
         try:
@@ -91,20 +113,54 @@ class RedisSessionStore(SessionStore):
                 "session_cache",
                 "a redis:// cache needs the redis client: pip install 'airflow-provider-ibkr[redis]'",
             ) from None
-        self._url = url
-        self._redis = redis.Redis.from_url(url)
+        self._url = redacted_url(url)
+        try:
+            self._redis = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=read_timeout,
+            )
+        except ValueError as exc:
+            raise IbkrConfigError(
+                "session_cache",
+                f"{self._url} is not a Redis URL ({str(exc)[:120]}); e.g. redis://host:6379/1",
+            ) from None
         self._lease_seconds = lease_seconds
+        self._timeouts = (connect_timeout, read_timeout)
         self._reserve = self._redis.register_script(RESERVE_SLOT_LUA)
+
+    @contextlib.contextmanager
+    def _talking(self, what: str) -> Iterator[None]:
+        """Redis failures as the provider's error, naming ``session_cache`` and the URL without
+        its password. Transient: Redis may be restarting, and the next try may reach it."""
+        from redis.exceptions import RedisError
+
+        try:
+            yield
+        except RedisError as exc:
+            raise IbkrSessionError(
+                f"session_cache: Redis at {self._url} failed while {what} ({type(exc).__name__}); "
+                f"every call waits at most {self._timeouts[0]:g} s to connect and "
+                f"{self._timeouts[1]:g} s for an answer",
+                code=IbkrErrorCode.SESSION_CACHE,
+                hint="the connection field 'session_cache' and that its Redis is up and reachable",
+            ) from None
 
     def _name(self, key: str, part: str) -> str:
         return f"ibkr:{key}:{part}"
 
     def load(self, key: str) -> SessionRecord | None:
-        data = self._redis.get(self._name(key, "session"))
+        with self._talking("reading the session record"):
+            data = self._redis.get(self._name(key, "session"))
         return self._open(data) if isinstance(data, bytes) else None
 
     def save(self, key: str, record: SessionRecord) -> None:
-        self._redis.set(self._name(key, "session"), self._seal(record))
+        with self._talking("saving the session record"):
+            self._redis.set(self._name(key, "session"), self._seal(record))
+
+    def delete(self, key: str) -> None:
+        with self._talking("deleting the session record"):
+            self._redis.delete(self._name(key, "session"), self._name(key, "used"))
 
     @contextlib.contextmanager
     def _acquire(self, key: str, timeout: float) -> Iterator[Lease]:
@@ -116,7 +172,9 @@ class RedisSessionStore(SessionStore):
             sleep=0.02,
             thread_local=False,
         )
-        if not lock.acquire():
+        with self._talking("taking a lock"):
+            acquired = lock.acquire()
+        if not acquired:
             raise lock_timeout(key, timeout)
         lease = RedisLease(key, lock, self._lease_seconds)
         lease.start()
@@ -129,21 +187,29 @@ class RedisSessionStore(SessionStore):
         name = self._name(key, f"pace:{bucket}")
         # The next free time expires a minute after it passes: an idle bucket leaves nothing behind.
         ttl_ms = interval_ms + 60_000
-        return int(self._reserve(keys=[name], args=[earliest_ms, interval_ms, ttl_ms]))
+        with self._talking("claiming a pacing slot"):
+            return int(self._reserve(keys=[name], args=[earliest_ms, interval_ms, ttl_ms]))
 
     def mark_used(self, key: str, when: float) -> None:
-        self._redis.set(self._name(key, "used"), repr(when))
+        with self._talking("marking the session used"):
+            self._redis.set(self._name(key, "used"), repr(when))
 
     def _put(self, key: str, data: bytes, ttl_seconds: float) -> None:
-        self._redis.set(self._name(key, "stash"), data, px=max(1, int(ttl_seconds * 1000)))
+        with self._talking("keeping a pending consent"):
+            self._redis.set(self._name(key, "stash"), data, px=max(1, int(ttl_seconds * 1000)))
 
     def _pop(self, key: str) -> bytes | None:
-        data = self._redis.getdel(self._name(key, "stash"))
+        with self._talking("taking a pending consent"):
+            data = self._redis.getdel(self._name(key, "stash"))
         return data if isinstance(data, bytes) else None
 
     def last_used(self, key: str) -> float:
-        value = self._redis.get(self._name(key, "used"))
+        with self._talking("reading when the session was used"):
+            value = self._redis.get(self._name(key, "used"))
         try:
             return float(value) if isinstance(value, bytes) else 0.0
         except ValueError:
             return 0.0
+
+    def close(self) -> None:
+        self._redis.close()

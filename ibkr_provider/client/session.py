@@ -387,14 +387,13 @@ class SessionManager:
         return record
 
     def logout(self) -> None:
-        """``POST /logout``: end the shared IBKR session for every process using it."""
+        """``POST /logout``: end the shared IBKR session for every process using it, and delete
+        the shared record (its bearer or live session token must not outlive the session)."""
         with self._lock, self.store.lock(self.key):
             record = self.store.load(self.key) or self._record
             if record is not None and record.brokerage_ready:
                 self.send_on(record, "POST", "/logout")
-                record.brokerage_ready = False
-                record.expires_at = 0.0
-                self.store.save(self.key, record)
+            self.store.delete(self.key)
             self._record = None
             self._remembered = None
 

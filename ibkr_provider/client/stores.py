@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ibkr_provider.client.errors import IbkrConfigError, IbkrErrorCode, IbkrSessionError
+from ibkr_provider.client.fields import redacted_url
 from ibkr_provider.client.locking import flock, locked, write_private_atomically
 from ibkr_provider.client.record import Cipher, SessionRecord
 
@@ -69,10 +70,32 @@ class Lease:
             )
 
 
+#: Whether this process has said that a shared record could not be read (said once).
+_unreadable_said = threading.Event()
+
+
+def _say_unreadable(what: str, error: Exception) -> None:
+    """Warn once per process: an unreadable record silently meant a new login each time, and
+    hosts with different Fernet keys kept taking the session from each other."""
+    if _unreadable_said.is_set():
+        return
+    _unreadable_said.set()
+    log.warning(
+        "[ibkr-session-record-unreadable] the shared IBKR %s could not be read (%s): this process "
+        "opens a session of its own instead. Usually another host wrote it with a different [core] "
+        "fernet_key (every host must use the same one), or the record is corrupt. Said once per process.",
+        what,
+        type(error).__name__,
+    )
+
+
 class SessionStore(ABC):
     """A place for session records, their locks and the shared pacing state."""
 
     def __init__(self, cipher: Cipher | None = None) -> None:
+        #: How many shared records this store could not read (decrypt or parse); the hook's
+        #: Test reports it.
+        self.unreadable = 0
         self._cipher = cipher
         self._held = threading.local()
         self._memo_lock = threading.Lock()
@@ -92,7 +115,9 @@ class SessionStore(ABC):
         try:
             plain = self._cipher.decrypt(data) if self._cipher else data
             record = SessionRecord.from_bytes(plain)
-        except Exception:
+        except Exception as exc:  # any decryption or parsing failure: an unreadable record
+            self.unreadable += 1
+            _say_unreadable("session record", exc)
             return None
         with self._memo_lock:
             self._memo_data, self._memo_record = data, dataclasses.replace(record)
@@ -115,7 +140,9 @@ class SessionStore(ABC):
             return None
         try:
             return self._cipher.decrypt(sealed) if self._cipher else sealed
-        except Exception:
+        except Exception as exc:  # a consent kept by a host with another Fernet key
+            self.unreadable += 1
+            _say_unreadable("pending consent", exc)
             return None
 
     @abstractmethod
@@ -127,6 +154,14 @@ class SessionStore(ABC):
     @abstractmethod
     def save(self, key: str, record: SessionRecord) -> None:
         """Store the record; readers never see a half-written one."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Forget the record (after a logout: its tokens must not outlive it)."""
+
+    def close(self) -> None:
+        """Release what the store holds open (descriptors, connections); safe to call twice."""
+        return None
 
     @contextlib.contextmanager
     def lock(self, key: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[Lease]:
@@ -187,6 +222,11 @@ class MemorySessionStore(SessionStore):
 
     def save(self, key: str, record: SessionRecord) -> None:
         self._records[key] = dataclasses.replace(record)
+
+    def delete(self, key: str) -> None:
+        with self._guard:
+            self._records.pop(key, None)
+            self._used.pop(key, None)
 
     @contextlib.contextmanager
     def _acquire(self, key: str, timeout: float) -> Iterator[Lease]:
@@ -277,9 +317,36 @@ class FileSessionStore(SessionStore):
     def save(self, key: str, record: SessionRecord) -> None:
         write_private_atomically(self._path(key, "session"), self._seal(record))
 
+    def delete(self, key: str) -> None:
+        for suffix in ("session", "used"):
+            self._path(key, suffix).unlink(missing_ok=True)
+        self._loaded.pop(key, None)
+
+    def close(self) -> None:
+        """Close this process's pacing descriptors (each client opened one per bucket)."""
+        with self._pace_guard:
+            for pid, fd in self._pace_fds.values():
+                if pid == os.getpid():
+                    os.close(fd)
+            self._pace_fds.clear()
+
     def _put(self, key: str, data: bytes, ttl_seconds: float) -> None:
         expires = repr(time.time() + ttl_seconds).encode()
         write_private_atomically(self._path(key, "stash"), expires + b"\n" + data)
+        self._sweep_stashes()
+
+    def _sweep_stashes(self) -> None:
+        """Delete expired stashes: a consent the user abandoned is never taken, and its file
+        would stay forever. Run when a new one is kept (rare: one per consent started)."""
+        now = time.time()
+        for path in self.directory.glob("*.stash"):
+            try:
+                with path.open("rb") as handle:
+                    expires = float(handle.readline())
+            except (OSError, ValueError):
+                continue
+            if expires < now:
+                path.unlink(missing_ok=True)
 
     def _pop(self, key: str) -> bytes | None:
         # rename is atomic: of two processes taking the same key, exactly one finds the file
@@ -363,5 +430,6 @@ def build_session_store(spec: str | None, *, default_dir: Path, cipher: Cipher |
 
         return RedisSessionStore(text, cipher)
     raise IbkrConfigError(
-        "session_cache", f"{text!r} is not a cache; use file, file:///dir, memory or redis://host:6379/0"
+        "session_cache",
+        f"{redacted_url(text)!r} is not a cache; use file, file:///dir, memory or redis://host:6379/0",
     )

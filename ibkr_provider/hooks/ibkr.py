@@ -54,15 +54,30 @@ EXTRA_FIELDS = (
     "consumer_key",
     "access_token",
     "access_token_secret",
-    "signature_key",
-    "signature_key_path",
-    "encryption_key",
-    "encryption_key_path",
+    "signature_private_key",
+    "signature_private_key_path",
+    "encryption_private_key",
+    "encryption_private_key_path",
     "dh_params",
     "dh_params_path",
     "dh_prime",
     "realm",
     "oauth1_query_signing",
+    "consumer_profile",
+)
+
+#: What a connection made by Connect IBKR takes from its consumer profile (extra
+#: ``consumer_profile``: the profile's connection id) instead of keeping copies: the consumer's
+#: keys, DH parameters and realm.
+PROFILE_FIELDS = (
+    "signature_private_key",
+    "signature_private_key_path",
+    "encryption_private_key",
+    "encryption_private_key_path",
+    "dh_params",
+    "dh_params_path",
+    "dh_prime",
+    "realm",
 )
 
 
@@ -119,7 +134,7 @@ def key_secrets(values: Mapping[str, Any]) -> list[str]:
     from ibkr_provider.client.config import read_pem
 
     secrets: list[str] = []
-    for name in ("private_key", "signature_key", "encryption_key"):
+    for name in ("private_key", "signature_private_key", "encryption_private_key"):
         pem = read_pem(values, name)
         if pem:
             secrets += [pem, *(line for line in pem.splitlines() if not line.startswith("-----"))]
@@ -137,21 +152,57 @@ def connection_values(
     *,
     port: int | None = None,
     session_cache_dir: Path | None = None,
+    profile_extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The connection's fields under the names the client's config reads.
 
     The login is the OAuth 2.0 client id or the OAuth 1.0a consumer key; the password is the
     OAuth 1.0a access token secret. Extra keys are read under their plain names and, for
-    connections saved by older forms, under ``extra__ibkr__<name>``.
+    connections saved by older forms, under ``extra__ibkr__<name>``; old key-field names under
+    their current ones. ``profile_extra`` (the consumer profile's extra, for a connection made
+    by Connect IBKR) supplies the :data:`PROFILE_FIELDS` the connection does not set itself.
     """
+    from ibkr_provider.client.fields import RENAMED_FIELDS, with_current_names
+
     values: dict[str, Any] = {"base_url": host, "port": port, "client_id": login, "password": password}
     if session_cache_dir is not None:
         values["session_cache_dir"] = str(session_cache_dir)
-    for name in EXTRA_FIELDS:
+    for name in (*EXTRA_FIELDS, *RENAMED_FIELDS):
         value = extra.get(name, extra.get(f"extra__ibkr__{name}"))
         if value is not None:
             values[name] = value
+    values = with_current_names(values)
+    if profile_extra is not None:
+        profile = with_current_names(profile_extra)
+        for name in PROFILE_FIELDS:
+            if values.get(name) in (None, "") and profile.get(name) not in (None, ""):
+                values[name] = profile[name]
     return values
+
+
+def profile_conn_id(extra: Mapping[str, Any]) -> str | None:
+    """The consumer profile a Connect IBKR connection refers to (extra ``consumer_profile``)."""
+    named = str(extra.get("consumer_profile") or "").strip()
+    return named or None
+
+
+def check_profile(conn_id: str, conn_type: str | None, extra: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The profile connection's extra, refused when it is not an ``ibkr`` oauth1a connection."""
+    from ibkr_provider.client.errors import IbkrConfigError
+
+    if conn_type != "ibkr" or extra.get("auth_type") != "oauth1a":
+        raise IbkrConfigError(
+            "consumer_profile",
+            f"{conn_id!r} is not a consumer profile (an ibkr connection of auth_type oauth1a)",
+        )
+    return extra
+
+
+async def _extra_of(conn: Any) -> Mapping[str, Any]:
+    extra: Mapping[str, Any] = (
+        await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
+    )
+    return extra
 
 
 class IbkrHook(BaseHook):
@@ -187,13 +238,19 @@ class IbkrHook(BaseHook):
         from ibkr_provider.client.config import IbkrClientConfig
 
         conn = self.get_connection(self.ibkr_conn_id)
+        extra = conn.extra_dejson
+        profile_extra = None
+        if (profile_id := profile_conn_id(extra)) is not None:
+            profile = self.get_connection(profile_id)
+            profile_extra = check_profile(profile_id, profile.conn_type, profile.extra_dejson)
         values = connection_values(
             conn.host,
             conn.login,
             conn.password,
-            conn.extra_dejson,
+            extra,
             port=conn.port,
             session_cache_dir=default_session_cache_dir(),
+            profile_extra=profile_extra,
         )
         sink = secret_sink or mask_secret
         for secret in key_secrets(values):
@@ -208,7 +265,11 @@ class IbkrHook(BaseHook):
         receives every secret, to be masked with ``amask_secret`` by the caller (a blocking
         ``mask_secret`` is unsafe in the triggerer)."""
         conn = await self.aget_connection(self.ibkr_conn_id)
-        extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
+        extra = await _extra_of(conn)
+        profile_extra = None
+        if (profile_id := profile_conn_id(extra)) is not None:
+            profile = await self.aget_connection(profile_id)
+            profile_extra = check_profile(profile_id, profile.conn_type, await _extra_of(profile))
 
         def build() -> IbkrClient:
             from ibkr_provider.client import IbkrClient
@@ -224,6 +285,7 @@ class IbkrHook(BaseHook):
                 extra,
                 port=conn.port,
                 session_cache_dir=default_session_cache_dir(),
+                profile_extra=profile_extra,
             )
             for secret in key_secrets(values):
                 sink(secret)
@@ -269,9 +331,16 @@ class IbkrHook(BaseHook):
                     for a in client.list_accounts()
                 ]
                 where = f"{client.config.base_url} ({client.config.auth_type.value})"
+                unreadable = client.store.unreadable
         except IbkrError as exc:
             return False, f"{type(exc).__name__}: {exc}. Check {exc.hint}."
         except Exception as exc:
             return False, f"Unexpected {type(exc).__name__}: {exc}"
         ids = ", ".join(f"{account} ({kind})" for account, kind in kinds) or "none"
-        return True, f"Connected to {where}; accounts: {ids}"
+        note = (
+            "; note: the shared session record could not be read (another host's [core] fernet_key "
+            "differs, or the record is corrupt), so this Test opened a session of its own"
+            if unreadable
+            else ""
+        )
+        return True, f"Connected to {where}; accounts: {ids}{note}"

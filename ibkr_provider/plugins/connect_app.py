@@ -19,6 +19,7 @@ Everything Airflow-internal is imported when a request comes, not when the plugi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import html
@@ -177,7 +178,9 @@ def _profile(conn_id: str) -> tuple[Any, Any]:
         profile = ConsumerProfile(
             base_url=_base_url(conn.host, conn.port),
             consumer_key=conn.login,
-            signature_key=required_rsa_key(values, "signature_key", "the consumer's private signature key"),
+            signature_key=required_rsa_key(
+                values, "signature_private_key", "the consumer's private signature key"
+            ),
             realm=consumer_realm(values, conn.login),
             authorize_url=extra.get("authorize_url") or DEFAULT_AUTHORIZE_URL,
             verify=parse_verify(extra.get("verify")),
@@ -365,14 +368,37 @@ Its DAGs stop working until you connect again. The consumer's keys stay.</p>
             conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
             if conn is None or not conn.extra_dejson.get("connected_by"):
                 raise _Refused(404, f"{conn_id!r} is not a connection Connect IBKR made.")
+        ended = await asyncio.to_thread(_end_session, conn_id)
+        with create_session() as session:
+            conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
+            if conn is None:
+                raise _Refused(404, f"{conn_id!r} is gone.")
             extra = {k: v for k, v in conn.extra_dejson.items() if k not in ("access_token", "connected_by")}
             conn.set_extra(json.dumps(extra))
             # Airflow's password setter ignores None (FernetFieldsMixin.set_password): clear the column
             conn._password = None
             conn.is_encrypted = False
-        return _list_page(_Paths.of(request), user, f"Disconnected {conn_id}: its access token is removed.")
+        return _list_page(
+            _Paths.of(request), user, f"Disconnected {conn_id}: its access token is removed; {ended}."
+        )
 
     return app
+
+
+def _end_session(conn_id: str) -> str:
+    """Log the connection's IBKR session out and delete its shared record before its token goes
+    (a blocking client call: the route runs it in a thread). Returns what happened, for the page."""
+    from ibkr_provider.client import IbkrError
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
+    try:
+        with IbkrHook(ibkr_conn_id=conn_id) as hook:
+            hook.get_conn().logout()
+    except IbkrError as exc:
+        return (
+            f"its IBKR session could not be logged out ({type(exc).__name__}); IBKR ends it when it times out"
+        )
+    return "its IBKR session is logged out and its cached record deleted"
 
 
 def _finished(response: Response, paths: _Paths) -> Response:
@@ -402,7 +428,7 @@ def _complete(
                 502, f"IBKR refused the token exchange: {exc}. Start again with Connect IBKR."
             ) from None
     _mask(grant.access_token, grant.access_token_secret)
-    extra = user_connection_fields(conn.extra_dejson, grant.access_token)
+    extra = user_connection_fields(conn.conn_id, conn.extra_dejson, grant.access_token)
     extra["connected_by"] = str(user.get_name())
     with create_session() as session:
         target = session.scalar(select(Connection).where(Connection.conn_id == pending.target_conn_id))

@@ -26,7 +26,7 @@ def without_zero_port(body: bytes) -> bytes | None:
     """The request body without ``"port": 0`` for an IBKR connection type, or None to keep it."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse: Airflow answers it
         return None
     if not isinstance(data, dict) or data.get("conn_type") not in IBKR_CONNECTION_TYPES:
         return None

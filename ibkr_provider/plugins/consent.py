@@ -3,8 +3,9 @@
 A consent starts from a consumer profile: an ``ibkr`` connection of ``auth_type`` ``oauth1a``
 that holds a third-party app's registration with IBKR (consumer key in ``login``, signature and
 encryption keys, DH parameters, ``authorize_url``, optional ``callback_url``) and no user token.
-The flow ends with the user's own ``ibkr`` connection: the profile's fields plus the access token
-(extra) and its secret (password), saved through Airflow's ORM, so Airflow encrypts them.
+The flow ends with the user's own ``ibkr`` connection: the profile's settings, a reference to the
+profile for its keys (extra ``consumer_profile``), the access token (extra) and its secret
+(password), saved through Airflow's ORM, so Airflow encrypts them.
 
 State: a random 256-bit value per consent, bound to the Airflow user who started it, kept
 server-side for 10 minutes in the profile's session cache (file on one host, Redis across hosts,
@@ -80,10 +81,20 @@ def unseal(data: bytes | None, user_id: str, request_token: str) -> PendingConse
     return pending
 
 
-def user_connection_fields(profile_extra: dict[str, Any], access_token: str) -> dict[str, Any]:
-    """The user's connection extra: the consumer's fields (keys, DH parameters, realm, cache and
-    transport settings) plus this user's access token; the consent-only fields are dropped."""
-    extra = {k: v for k, v in profile_extra.items() if k not in ("authorize_url", "callback_url")}
+def user_connection_fields(
+    profile_conn_id: str, profile_extra: dict[str, Any], access_token: str
+) -> dict[str, Any]:
+    """The user's connection extra: the consumer profile's settings (cache, transport, account)
+    without its key material, a reference to the profile (``consumer_profile``: the hook reads
+    the keys, DH parameters and realm from there), and this user's access token. Keys are never
+    copied into users' connections: rotating them is one edit, and no user's connection exposes
+    them."""
+    from ibkr_provider.client.fields import RENAMED_FIELDS
+    from ibkr_provider.hooks.ibkr import PROFILE_FIELDS
+
+    dropped = {"authorize_url", "callback_url", *PROFILE_FIELDS, *RENAMED_FIELDS}
+    extra = {k: v for k, v in profile_extra.items() if k not in dropped}
     extra["auth_type"] = "oauth1a"
+    extra["consumer_profile"] = profile_conn_id
     extra["access_token"] = access_token
     return extra

@@ -147,7 +147,7 @@ def add_flex_routes(app: FastAPI, state: SandboxState, token: str) -> None:
         requests_by_ref[reference] = FlexRequest(
             q, fd or today, td or today, state.settings.flex_pending_polls
         )
-        base = str(request.base_url).rstrip("/")
+        base = state.settings.flex_statement_base or str(request.base_url).rstrip("/")
         return _envelope("Success", ReferenceCode=reference, Url=f"{base}{FLEX_PATH}/GetStatement")
 
     @app.get(f"{FLEX_PATH}/GetStatement")

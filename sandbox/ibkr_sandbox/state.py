@@ -64,6 +64,9 @@ class SandboxSettings:
     flex_pending_polls: int = 2
     #: Flex: a token polling again within this many seconds gets 1018 (IBKR's limit is UNCONFIRMED).
     flex_min_interval: float = 1.0
+    #: Flex: the scheme and host SendRequest's statement URL names (None: the sandbox's own), to
+    #: test that a client refuses to send its token elsewhere.
+    flex_statement_base: str | None = None
     #: Price model (``sandbox/prices.py``): seconds per market tick; 0 stops the clock, and prices
     #: then move only by ``POST /__sandbox__/market`` steps or set prices.
     price_tick_seconds: float = 5.0

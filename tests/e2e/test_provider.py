@@ -34,15 +34,16 @@ HOOK_FIELDS = {
     "consumer_key",
     "access_token",
     "access_token_secret",
-    "signature_key",
-    "signature_key_path",
-    "encryption_key",
-    "encryption_key_path",
+    "signature_private_key",
+    "signature_private_key_path",
+    "encryption_private_key",
+    "encryption_private_key_path",
     "dh_params",
     "dh_params_path",
     "dh_prime",
     "realm",
     "oauth1_query_signing",
+    "consumer_profile",
 }
 
 

@@ -112,3 +112,25 @@ def test_a_bare_flex_host_gets_the_service_path(
         "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService"
     )
     assert flex_base_url(None) == DEFAULT_FLEX_URL
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "https://evil.example",
+        "http://ndcdyn.interactivebrokers.com",
+        "https://interactivebrokers.com.evil.example",
+    ],
+)
+def test_a_statement_url_elsewhere_never_gets_the_token(
+    fresh_sandbox: RunningSandbox, elsewhere: str
+) -> None:
+    """SendRequest's answer names where to poll; the token goes only to https on the service's
+    own host or IBKR's (issue 30). Refused before any GetStatement."""
+    from ibkr_provider.client import IbkrResponseError
+
+    fresh_sandbox.configure(flex_statement_base=elsewhere)
+    with pytest.raises(IbkrResponseError, match="refusing to send the Flex token there") as excinfo:
+        _flex(fresh_sandbox).fetch("100001")
+    assert excinfo.value.permanent
+    assert fresh_sandbox.stats().get("flex_polls", 0) == 0

@@ -38,7 +38,8 @@ def _test(monkeypatch: pytest.MonkeyPatch, sandbox: RunningSandbox, **changes: A
     for field in ("login", "password"):
         if field in changes:
             conn[field] = changes.pop(field)
-    conn["extra"] = {**conn["extra"], "session_cache": "memory", **changes}
+    merged = {**conn["extra"], "session_cache": "memory", **changes}
+    conn["extra"] = {k: v for k, v in merged.items() if v is not None}
     monkeypatch.setenv("AIRFLOW_CONN_IBKR_O1", json.dumps(conn))
     return IbkrHook(ibkr_conn_id="ibkr_o1").test_connection()
 
@@ -54,15 +55,45 @@ def test_the_hook_connects_with_oauth1a(
     assert stats["token_requests"] == 0  # no OAuth 2.0 step
 
 
+def test_a_connection_reads_its_keys_from_the_consumer_profile_it_names(
+    monkeypatch: pytest.MonkeyPatch, fresh_oauth1_sandbox: RunningSandbox
+) -> None:
+    """What Connect IBKR saves (issue 30): the user's connection holds no key, only
+    ``consumer_profile``; the profile's keys (under their old names here, still read) sign."""
+    from ibkr_provider.client import IbkrConfigError
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
+    conn = fresh_oauth1_sandbox.connection
+    keys = ("signature_private_key", "encryption_private_key", "dh_params")
+    profile = {"conn_type": "ibkr", "host": conn["host"], "login": conn["login"], "extra": {}}
+    profile["extra"] = {"auth_type": "oauth1a", "signature_key": conn["extra"]["signature_private_key"]}
+    profile["extra"].update({k: conn["extra"][k] for k in keys[1:]})
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_PROFILE", json.dumps(profile))
+    user = {k: v for k, v in conn["extra"].items() if k not in keys}
+    assert not any("BEGIN" in str(v) for v in user.values())
+    ok, message = _test(
+        monkeypatch, fresh_oauth1_sandbox, **{k: None for k in keys}, consumer_profile="ibkr_profile"
+    )
+    assert ok and "DU1234567 (paper)" in message, message
+
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_PROFILE", json.dumps({**profile, "extra": {"auth_type": "oauth2"}}))
+    with pytest.raises(IbkrConfigError, match="consumer_profile: 'ibkr_profile' is not a consumer profile"):
+        IbkrHook(ibkr_conn_id="ibkr_o1").get_client_config()
+
+
 @pytest.mark.parametrize(
     ("change", "cause"),
     [
-        ("signature_key", "signature_key and the encryption_key whose public halves you uploaded"),
+        (
+            "signature_private_key",
+            "signature_private_key and the encryption_private_key whose public halves you uploaded",
+        ),
         # OpenSSL's implicit rejection (Marvin) usually turns a wrong key's decryption into a synthetic
         # value that only the live-session-token request exposes; sometimes decryption fails outright
         (
-            "encryption_key",
-            "encryption key decrypts the secret into part of what is signed|encryption_key: cannot decrypt",
+            "encryption_private_key",
+            "encryption key decrypts the secret into part of what is signed|"
+            "encryption_private_key: cannot decrypt",
         ),
         ("dh_params", "DH parameters are not the dhparam.pem you uploaded"),
         ("login", "consumer key (activated?"),
@@ -74,8 +105,8 @@ def test_each_wrong_credential_is_named(
 ) -> None:
     conn = fresh_oauth1_sandbox.connection
     wrong: dict[str, Callable[[], str]] = {  # made on demand: an RSA key takes a while
-        "signature_key": _other_key,
-        "encryption_key": _other_key,
+        "signature_private_key": _other_key,
+        "encryption_private_key": _other_key,
         # a valid PKCS#3 file with another 2048-bit prime (RFC 7919 ffdhe2048), generator 2
         "dh_params": lambda: FFDHE2048_PEM,
         "login": lambda: "WRONGCONS",
@@ -153,7 +184,7 @@ def test_every_oauth1a_secret_goes_to_the_masker(
     consumer = json.loads((fresh_oauth1_sandbox.state_dir / "oauth1_consumer.json").read_text())
     assert consumer["prepend"] in registered and conn["password"] in registered
     assert conn["extra"]["access_token"] in registered
-    for field in ("signature_key", "encryption_key"):
+    for field in ("signature_private_key", "encryption_private_key"):
         lines = [line for line in conn["extra"][field].splitlines() if "-----" not in line]
         assert all(line in registered for line in lines), field
     assert any(s.endswith("%3D") or len(s) > 300 for s in registered)  # the RSA signature of the LST request

@@ -67,12 +67,27 @@ def test_a_matching_callback_gets_its_consent() -> None:
     assert unseal(seal(_pending()), "admin", "rt-123456").target_conn_id == "ibkr_connected"
 
 
-def test_the_user_connection_keeps_the_consumer_and_adds_the_token() -> None:
+def test_the_user_connection_refers_to_the_consumer_and_adds_the_token() -> None:
+    """No key material is copied into a user's connection (issue 30): it names the profile."""
     from ibkr_provider.plugins.consent import user_connection_fields
 
-    profile = {"auth_type": "oauth1a", "signature_key": "pem", "authorize_url": "u", "callback_url": "c"}
-    extra = user_connection_fields(profile, "access-1")
-    assert extra == {"auth_type": "oauth1a", "signature_key": "pem", "access_token": "access-1"}
+    profile = {
+        "auth_type": "oauth1a",
+        "signature_key": "old-name-pem",
+        "encryption_private_key": "pem",
+        "dh_params": "dh",
+        "realm": "limited_poa",
+        "authorize_url": "u",
+        "callback_url": "c",
+        "session_cache": "redis://r/1",
+    }
+    extra = user_connection_fields("ibkr_consumer", profile, "access-1")
+    assert extra == {
+        "auth_type": "oauth1a",
+        "session_cache": "redis://r/1",
+        "consumer_profile": "ibkr_consumer",
+        "access_token": "access-1",
+    }
 
 
 def test_stashed_records_are_encrypted_and_expire(tmp_path: Path) -> None:
@@ -87,3 +102,21 @@ def test_stashed_records_are_encrypted_and_expire(tmp_path: Path) -> None:
     memory.stash("connect-z", b"late", 0.05)
     time.sleep(0.1)
     assert store.take("connect-z") is None and memory.take("connect-z") is None
+
+
+def test_abandoned_consents_are_swept_from_disk(tmp_path: Path) -> None:
+    store = FileSessionStore(tmp_path, Fernet(Fernet.generate_key()))
+    store.stash("connect-abandoned", b"never taken", 0.05)
+    time.sleep(0.1)
+    store.stash("connect-new", b"pending", 60)
+    assert sorted(p.name for p in tmp_path.glob("*.stash")) == ["connect-new.stash"]
+
+
+@pytest.mark.parametrize("given", ["é", "\udcff", "x" * 64, ""])
+def test_secrets_with_any_characters_compare_without_an_error(given: str) -> None:
+    """compare_digest raises TypeError on a str with non-ASCII characters: a crafted CSRF token
+    or state was a 500 (issue 30)."""
+    from ibkr_provider.plugins.consent import same_secret
+
+    assert same_secret(given, "a" * 64) is False
+    assert same_secret(given, given) is True

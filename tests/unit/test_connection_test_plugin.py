@@ -87,3 +87,12 @@ def test_the_connect_pages_build_on_first_use_and_resolve_under_their_mount() ->
     assert root.url_path_for("ibkr_connect") == "/ibkr/connect"
     assert root.url_path_for("ibkr_connect_start") == "/ibkr/connect/start"
     assert root.url_path_for("ibkr_disconnect") == "/ibkr/connect/disconnect"
+
+
+def test_a_deeply_nested_body_is_passed_on_untouched() -> None:
+    """json.loads raises RecursionError (not ValueError) on deep nesting: it was a 500 and a
+    RecursionError in the API server's log (issue 30)."""
+    from ibkr_provider.plugins.connection_test import without_zero_port
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert without_zero_port(deep) is None

@@ -176,7 +176,8 @@ def test_the_prepend_comes_from_the_secret(encryption: rsa.RSAPrivateKey) -> Non
         ),
         ({"dh_params": None, "dh_prime": "zz"}, "dh_prime", "hexadecimal"),
         ({"dh_params": None}, "dh_params", "needs the DH parameters"),
-        ({"signature_key": "PUBLIC"}, "signature_key", "not a valid PEM private key"),
+        ({"signature_key": "PUBLIC"}, "signature_private_key", "not a valid PEM private key"),  # old name
+        ({"signature_private_key": "PUBLIC"}, "signature_private_key", "not a valid PEM private key"),
         ({"access_token": None}, "access_token", "access token"),
         ({"client_id": None}, "login", "consumer key is missing"),
         ({"oauth1_query_signing": "sometimes"}, "oauth1_query_signing", "guide, ignore, url"),
