@@ -17,6 +17,13 @@ Settings: ``IBKR_CLUSTER_PORT`` (the UI, default 8080), ``IBKR_CLUSTER_DIR`` (wo
 default ``.cluster``, emptied at start), ``IBKR_CLUSTER_DAGS`` (DAG folder, default ``dags/``).
 ``cluster.json`` in the work directory lists the URLs, the admin password and every process id.
 Ctrl-C (or SIGTERM) stops everything and removes the database.
+
+Secrets: PostgreSQL (scram-sha-256, no password-less login) and Redis (``requirepass``) get
+random passwords; ``cluster.json`` and ``passwords.json`` are mode 0600 in a 0700 work directory.
+Every port binds 127.0.0.1, so other users of this machine can reach them, and what they meet is
+a password (PostgreSQL, Redis, the UI) or the sandbox, which has no real accounts. The processes'
+environments (database and broker URLs with their passwords) are readable only by the same user
+and root.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from typing import IO, Any
 import requests
 from airflow_connections import import_connections
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
+
+from ibkr_provider.client.locking import write_private_atomically
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -120,7 +129,8 @@ class Cluster:
 
 
 def start_postgres(cluster: Cluster) -> str:
-    """A throwaway PostgreSQL on a free loopback port; returns its SQLAlchemy URL.
+    """A throwaway PostgreSQL on a free loopback port, with a random password (scram-sha-256 for
+    every connection, none without it); returns its SQLAlchemy URL.
 
     PostgreSQL refuses to run as root, so as root it runs as Debian's ``postgres`` user from a
     data directory in /tmp that user can reach."""
@@ -128,18 +138,37 @@ def start_postgres(cluster: Cluster) -> str:
     if as_root:
         data = Path(tempfile.mkdtemp(prefix="ibkr-cluster-pg-"))
         cluster.cleanups.append(data)
-        shutil.chown(data, "postgres", "postgres")
         prefix = ["runuser", "-u", "postgres", "--"]
     else:
         data = cluster.work / "postgres"
-        data.mkdir()
+        data.mkdir(mode=0o700)
         prefix = []
+    password = secrets.token_urlsafe(24)
+    pwfile = data / "pwfile"  # initdb reads it; deleted at once
+    write_private_atomically(pwfile, password.encode())
+    if as_root:
+        shutil.chown(pwfile, "postgres", "postgres")
+        shutil.chown(data, "postgres", "postgres")
     initdb = subprocess.run(
-        [*prefix, postgres_binary("initdb"), "-D", str(data), "-U", "airflow", "-A", "trust", "-E", "UTF8"],
+        [
+            *prefix,
+            postgres_binary("initdb"),
+            "-D",
+            str(data / "db"),
+            "-U",
+            "airflow",
+            "-A",
+            "scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+        ],
         capture_output=True,
         text=True,
         check=False,
     )
+    pwfile.unlink()
+    data = data / "db"
     if initdb.returncode != 0:
         raise SystemExit(f"initdb failed:\n{initdb.stdout[-2000:]}{initdb.stderr[-2000:]}")
     port = free_port()
@@ -163,20 +192,22 @@ def start_postgres(cluster: Cluster) -> str:
     )
     import psycopg2
 
+    login = {"host": "127.0.0.1", "port": port, "user": "airflow", "password": password}
+
     def accepting() -> bool:
         try:
-            psycopg2.connect(host="127.0.0.1", port=port, user="airflow", dbname="postgres").close()
+            psycopg2.connect(**login, dbname="postgres").close()
         except psycopg2.OperationalError:
             return False
         return True
 
     cluster.wait_for("PostgreSQL", accepting, ("postgres",), seconds=60)
-    admin = psycopg2.connect(host="127.0.0.1", port=port, user="airflow", dbname="postgres")
+    admin = psycopg2.connect(**login, dbname="postgres")
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute("CREATE DATABASE airflow")
     admin.close()
-    return f"postgresql+psycopg2://airflow@127.0.0.1:{port}/airflow"
+    return f"postgresql+psycopg2://airflow:{password}@127.0.0.1:{port}/airflow"
 
 
 def start_redis(cluster: Cluster) -> str:
@@ -184,20 +215,24 @@ def start_redis(cluster: Cluster) -> str:
     if not Path(binary).exists():
         raise SystemExit("redis-server not found: `make cluster` installs it (apt-get install redis-server)")
     port = free_port()
-    (cluster.work / "redis").mkdir()
-    args = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    password = secrets.token_hex(24)  # hex: safe in a URL and on Redis's command line
+    (cluster.work / "redis").mkdir(mode=0o700)
+    config = cluster.work / "redis" / "redis.conf"  # the password is not on the command line
+    write_private_atomically(config, f"requirepass {password}\n".encode())
+    args = [str(config), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
     cluster.start("redis", [binary, *args, "--dir", str(cluster.work / "redis")])
 
     def answering() -> bool:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(16).startswith(b"+PONG")
+                conn.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+                time.sleep(0.05)
+                return b"+PONG" in conn.recv(64)
         except OSError:
             return False
 
     cluster.wait_for("Redis", answering, ("redis",), seconds=30)
-    return f"redis://127.0.0.1:{port}"
+    return f"redis://:{password}@127.0.0.1:{port}"
 
 
 def airflow_env(common: dict[str, str], home: Path, **extra: str) -> dict[str, str]:
@@ -210,7 +245,8 @@ def main() -> int:
     work = Path(os.environ.get("IBKR_CLUSTER_DIR") or ROOT / ".cluster").resolve()
     dags = Path(os.environ.get("IBKR_CLUSTER_DAGS") or ROOT / "dags").resolve()
     shutil.rmtree(work, ignore_errors=True)
-    (work / "logs").mkdir(parents=True)
+    work.mkdir(parents=True, mode=0o700)
+    (work / "logs").mkdir()
     cluster = Cluster(work)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -219,7 +255,7 @@ def main() -> int:
         cluster.sandbox = sandbox = start_sandbox(work / "sandbox")
         url = f"http://127.0.0.1:{port}"
         password = secrets.token_urlsafe(12)
-        (work / "passwords.json").write_text(json.dumps({"admin": password}))
+        write_private_atomically(work / "passwords.json", json.dumps({"admin": password}).encode())
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
         common = {
             **base,
@@ -283,7 +319,8 @@ def main() -> int:
         cluster.wait_for("scheduler, triggerer and dag-processor", components_healthy, everything)
         for name in WORKERS:
             cluster.wait_for(name, lambda name=name: " ready." in cluster.log_of(name), everything)
-        (work / "cluster.json").write_text(
+        write_private_atomically(
+            work / "cluster.json",
             json.dumps(
                 {
                     "url": url,
@@ -296,12 +333,15 @@ def main() -> int:
                     "removed_at_stop": [str(path) for path in cluster.cleanups],
                 },
                 indent=2,
-            )
+            ).encode(),
         )
         print(f"IBKR sandbox:  {sandbox.base_url}")
         print(f"Airflow UI:    {url}  (user admin)")
         print(f"Password:      {password}")
-        print(f"CeleryExecutor: PostgreSQL {database}, Redis {redis} (broker /0, IBKR session cache /1)")
+        print(
+            f"CeleryExecutor: PostgreSQL and Redis on 127.0.0.1 with generated passwords "
+            f"(in {work / 'cluster.json'}, mode 0600); Redis: broker /0, IBKR session cache /1"
+        )
         print(f"Workers:       {', '.join(WORKERS)} (logs in {work / 'logs'})")
         print("Ctrl-C stops the cluster.", flush=True)
         # A worker may die (a host lost: its tasks are retried on the other one); the cluster

@@ -68,6 +68,27 @@ def _kill_host(root: int) -> None:
             process.kill()
 
 
+def _secrets_are_required_and_private(work: Path, info: dict[str, Any]) -> None:
+    """No password-less PostgreSQL or Redis, and the files naming passwords are 0600 (issue 30)."""
+    import stat
+    from urllib.parse import urlsplit
+
+    import psycopg2
+    import redis
+
+    assert stat.S_IMODE(work.stat().st_mode) == 0o700
+    for name in ("cluster.json", "passwords.json"):
+        assert stat.S_IMODE((work / name).stat().st_mode) == 0o600, name
+    broker = urlsplit(info["redis_url"])
+    assert broker.password and len(broker.password) >= 32
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=broker.port, socket_timeout=5).ping()
+    database = urlsplit(info["database"].replace("postgresql+psycopg2", "postgresql"))
+    assert database.password and len(database.password) >= 24
+    with pytest.raises(psycopg2.OperationalError, match="password"):
+        psycopg2.connect(host="127.0.0.1", port=database.port, user="airflow", dbname="airflow").close()
+
+
 @pytest.mark.timeout(1500)
 def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
     work = tmp_path / "cluster"
@@ -77,6 +98,7 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
     )
     with running_script("cluster.py", env, tmp_path / "cluster.out", boot_seconds=720, stop_seconds=90):
         info: dict[str, Any] = json.loads((work / "cluster.json").read_text())
+        _secrets_are_required_and_private(work, info)
         api = Api(info["url"], info["password"])
         sandbox_url = info["sandbox_url"]
         workers = {name: info["pids"][name] for name in ("worker-1", "worker-2")}

@@ -132,6 +132,54 @@ def _back_to_connect_page(page: Page) -> None:
     assert urlsplit(page.url).path == "/ibkr/connect"
 
 
+def _unauthenticated_callbacks_cost_nothing(url: str, count: int = 500) -> list[str]:
+    """Callbacks from nobody (no Airflow login) with fresh tokens each: nothing is registered
+    with the API server's masker (each registration grew one regular expression it rebuilds;
+    ~480 such requests once took a callback from 0.2 s to 2 s and the server from 254 MB to
+    1.2 GB). Returns a few of the verifiers sent, which the access log must show unmasked (their
+    parameter name is not one Airflow hides; ``oauth_token`` it hides by name, registered or not)."""
+    import secrets
+    import statistics
+    import time
+
+    seconds: list[float] = []
+    sent: list[str] = []
+    with requests.Session() as http:
+        for _ in range(count):
+            token, verifier = secrets.token_hex(16), secrets.token_hex(12)
+            started = time.perf_counter()
+            answer = http.get(
+                f"{url}/ibkr/connect/callback",
+                params={"oauth_token": token, "oauth_verifier": verifier, "state": secrets.token_hex(8)},
+                timeout=30,
+            )
+            seconds.append(time.perf_counter() - started)
+            assert answer.status_code == 401
+            sent.append(verifier)
+    first, last = statistics.median(seconds[:50]), statistics.median(seconds[-50:])
+    assert last <= 2 * first + 0.02, (first, last)
+    return sent[-3:]
+
+
+def _connect_pages_refuse_crafted_input(url: str, auth: dict[str, str]) -> None:
+    """Non-ASCII CSRF tokens and states are refused (403/400), not a 500; pages are never framed."""
+    home = requests.get(f"{url}/ibkr/connect", headers=auth, timeout=30)
+    assert home.status_code == 200
+    assert home.headers["content-security-policy"] == "frame-ancestors 'none'"
+    assert home.headers["x-frame-options"] == "DENY"
+    forged = requests.post(f"{url}/ibkr/connect/start", data={"csrf": "é" * 64}, headers=auth, timeout=30)
+    assert forged.status_code == 403, forged.text
+    for cookie in ({"ibkr_connect_state": "ü"}, {}):
+        crafted = requests.get(
+            f"{url}/ibkr/connect/callback",
+            params={"state": "é", "oauth_token": "x" * 20, "oauth_verifier": "y" * 20},
+            cookies=cookie,
+            headers=auth,
+            timeout=30,
+        )
+        assert crafted.status_code == 400 and "not started in this browser" in crafted.text
+
+
 def _start(page: Page, conn_id: str) -> None:
     """From the Connect IBKR page: name the connection and go to IBKR's login."""
     page.get_by_label("Save the connection as").fill(conn_id)
@@ -169,9 +217,11 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     request_token, verifier = query["oauth_token"][0], query["oauth_verifier"][0]
     assert request_token not in page.content() and verifier not in page.content()
 
-    replay = page.goto(callback_url)  # the same callback again
+    # the same callback again: its state cookie went with the finished consent, so it is refused
+    # before the (single-use, already taken) state is even looked up
+    replay = page.goto(callback_url)
     assert replay is not None and replay.status == 400
-    expect(page.get_by_role("alert")).to_contain_text("no longer valid")
+    expect(page.get_by_role("alert")).to_contain_text("not started in this browser")
 
     # a normal IBKR connection: its row's Test succeeds
     page.get_by_role("link", name="Airflow connections").click()
@@ -210,6 +260,7 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     page.get_by_role("link", name="Disconnect").click()
     page.get_by_role("button", name="Disconnect").click()
     expect(page.get_by_text("Disconnected ibkr_connected")).to_be_visible()
+    expect(page.get_by_text("its IBKR session is logged out and its cached record deleted")).to_be_visible()
     # the list shown after the POST (at /ibkr/connect/disconnect) starts a consent where it should
     start_form = page.locator("form", has=page.get_by_role("button", name="Connect IBKR"))
     assert start_form.get_attribute("action") == "/ibkr/connect/start"
@@ -219,7 +270,14 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
         assert (got.status_code == 200) is exists, (conn_id, got.status_code)
     saved = requests.get(f"{url}/api/v2/connections/ibkr_connected", headers=auth, timeout=30).json()
     assert saved["login"] == "AIRFLOWTP" and saved["password"] is None
-    assert "access_token" not in json.loads(saved["extra"])  # disconnected
+    kept = json.loads(saved["extra"])
+    assert "access_token" not in kept  # disconnected
+    # the consumer's keys are referred to, never copied (issue 30)
+    assert kept["consumer_profile"] == "ibkr_consumer" and "BEGIN" not in saved["extra"]
+    profile = requests.get(f"{url}/api/v2/connections/ibkr_consumer", headers=auth, timeout=30).json()
+    profile_extra = json.loads(profile["extra"])
+    assert profile_extra["signature_private_key"] == profile_extra["encryption_private_key"] == "***"
+    assert "PRIVATE KEY" not in profile["extra"]
     return request_token, verifier
 
 
@@ -273,6 +331,8 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             expect(page.get_by_text("Success", exact=True).first).to_be_visible()
             _shot(page, shots, "snapshot-run-triggered-from-the-ui")
 
+            unmasked = _unauthenticated_callbacks_cost_nothing(url)
+            _connect_pages_refuse_crafted_input(url, api.headers)
             request_token, verifier = _connect_ibkr(page, url, api.headers, shots)
         stats = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
         assert stats["request_tokens"] == 3 and stats["access_tokens"] == 1, stats
@@ -281,6 +341,8 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
         assert "/ibkr/connect/callback" in server_log  # the access log saw the callbacks...
         for secret in (request_token, verifier):
             assert secret not in server_log  # ...with the token and the verifier masked
+        for junk in unmasked:  # what nobody's callbacks sent was never registered with the masker
+            assert junk in server_log
         (snapshot_file,) = out.glob("portfolio_snapshot_*.json")
         snapshot = json.loads(snapshot_file.read_text())
         assert [a["account"]["accountId"] for a in snapshot["accounts"]] == ["DU2345678"]
