@@ -49,7 +49,7 @@ def test_a_refused_live_order_fails_every_place_task_on_its_first_try(
     places = [r for r in _task_rows(fresh_airflow_home, "ibkr_rebalance") if r[0] == "place_order"]
     assert len(places) >= 2, output[-4000:]
     assert all(row[1:] == (1, "failed") for row in places), places  # no up_for_retry, no 2nd try
-    assert "U3456789 is a live (non-paper) account" in output and NOT_RETRIED in output
+    assert "IBKR does not report U3456789 as a paper account" in output and NOT_RETRIED in output
     stats = fresh_sandbox.stats()
     sent = [p for p in stats["paths"] if "/orders" in p or "/reply/" in p]
     assert sent == [] and stats.get("whatif_requests", 0) == 0, stats["paths"]
