@@ -91,8 +91,15 @@ def test_the_connect_pages_build_on_first_use_and_resolve_under_their_mount() ->
 
 def test_a_deeply_nested_body_is_passed_on_untouched() -> None:
     """json.loads raises RecursionError (not ValueError) on deep nesting: it was a 500 and a
-    RecursionError in the API server's log (issue 30)."""
-    from ibkr_provider.plugins.connection_test import without_zero_port
+    RecursionError in the API server's log (issue 30). The middleware now hands it on as sent."""
+    from ibkr_provider.plugins.connection_test import ConnectionTestPortFix
 
+    async def length(request: Request) -> JSONResponse:
+        return JSONResponse({"raw": len(await request.body())})
+
+    app = ConnectionTestPortFix(
+        Starlette(routes=[Route("/api/v2/connections/test", length, methods=["POST"])])
+    )
     deep = b"[" * 100_000 + b"]" * 100_000
-    assert without_zero_port(deep) is None
+    answer = TestClient(app).post("/api/v2/connections/test", content=deep)
+    assert answer.status_code == 200 and answer.json() == {"raw": len(deep)}
