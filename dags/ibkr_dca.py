@@ -1,42 +1,45 @@
 """
 ### IBKR weekly dollar-cost averaging
 
-Every Monday at 10:00 New York time, invests a fixed cash amount in each of the given symbols
-with cash-quantity market orders. When the account's available funds are short of the total,
-the run is skipped with a clear log line (nothing is ordered).
+On the **first New York trading day of each week** at 10:00 (Monday, or Tuesday after a Monday
+holiday: an exchange calendar, not cron), invests a fixed cash amount in each of the given symbols
+with cash-quantity market orders. When the account's cash (and IBKR's available funds) are short
+of the total, the run is skipped with a clear log line: nothing is ordered, nothing is borrowed.
 
 - `amounts`: symbol -> cash amount per run, e.g. `{"VTI": 500, "VXUS": 250}`.
+- `account_id` is required (a DAG that places orders never falls back to the connection's).
 - **A dry run by default** (IBKR what-if only); set `dry_run` to false to place orders. A live
   account also needs `allow_live`. Retries never place an order twice.
+- A scheduled run starting more than `max_start_delay_minutes` late skips instead of trading.
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
-from airflow.sdk.exceptions import AirflowSkipException
 
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
-
-log = logging.getLogger(__name__)
+from ibkr_provider.timetables import TradingDayTimetable
 
 with DAG(
     dag_id="ibkr_dca",
-    schedule="0 10 * * 1",
+    schedule=TradingDayTimetable(every="week", at="10:00", calendar="XNYS", timezone="America/New_York"),
     start_date=pendulum.datetime(2026, 1, 1, tz="America/New_York"),
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     params={
         "account_id": Param(
-            None, type=["string", "null"], description="Account to invest from; empty: the connection's."
+            None, type=["string", "null"], description="Account to invest from (required: e.g. U1234567)."
         ),
         "amounts": Param({"VTI": 500, "VXUS": 250}, type="object", description="symbol -> cash per run"),
+        "max_start_delay_minutes": Param(
+            60, type="integer", minimum=1, description="A scheduled run starting later than this skips."
+        ),
         "dry_run": Param(True, type="boolean", description="What-if only; set false to place orders."),
         "allow_live": Param(
             False, type="boolean", description="Needed (with dry_run false) for a live account."
@@ -50,40 +53,39 @@ with DAG(
     @task
     @fail_fast("IBKR DCA plan")
     def plan_purchases() -> list[dict[str, Any]]:
-        from ibkr_provider.client.errors import IbkrValidationError
-        from ibkr_provider.hooks.ibkr import IbkrHook
+        from airflow.sdk.exceptions import AirflowSkipException
 
-        params = get_current_context()["params"]
-        amounts = {str(s).upper(): float(v) for s, v in params["amounts"].items()}
-        if not amounts or any(v <= 0 for v in amounts.values()):
-            raise IbkrValidationError("amounts", 'give symbol -> positive cash amount, e.g. {"VTI": 500}')
-        client = IbkrHook().get_conn()
-        account = params["account_id"] or client.config.account_id
-        if not account:
-            raise IbkrValidationError("account_id", "set the param or the connection's account_id")
-        available = float(client.account_summary(account).amount("availablefunds") or 0)
-        needed = sum(amounts.values())
-        if available < needed:
-            log.warning(
-                "Skipping DCA for %s: available funds %.2f are short of the %.2f needed",
-                account,
-                available,
-                needed,
+        from ibkr_provider.hooks.ibkr import IbkrHook
+        from ibkr_provider.tasks import account_for_orders, skip_if_started_late
+        from ibkr_provider.workflows.dca import plan_purchases as plan_for
+
+        context = get_current_context()
+        params = context["params"]
+        skip_if_started_late(context, params["max_start_delay_minutes"])
+        account = account_for_orders(params)
+        with IbkrHook() as hook:
+            plan = plan_for(hook.get_conn(), account, params["amounts"])
+        cur = plan.funds.currency or ""
+        if plan.short_by > 0:
+            raise AirflowSkipException(
+                f"skipping DCA for {account}: {plan.needed:,.2f} {cur} needed, {plan.spendable:,.2f} {cur} "
+                f"spendable (cash {plan.funds.cash:,.2f}, available funds {plan.available_funds}); short by "
+                f"{plan.short_by:,.2f} {cur}"
             )
-            raise AirflowSkipException(f"available funds {available:.2f} < {needed:.2f} needed")
-        conids = client.market_data.resolve_conids(amounts)
-        log.info("DCA for %s: %s (available funds %.2f)", account, amounts, available)
         return [
             {
                 "account_id": account,
-                "conid": conids[symbol],
+                "conid": p.conid,
+                "symbol": p.symbol,
                 "side": "BUY",
-                "cash_quantity": amount,
+                "cash_quantity": str(p.cash),
                 "dry_run": params["dry_run"],
                 "allow_live": params["allow_live"],
                 "allowed_message_ids": list(params["allowed_message_ids"] or []),
             }
-            for symbol, amount in amounts.items()
+            for p in plan.purchases
         ]
 
-    IbkrPlaceOrderOperator.partial(task_id="buy").expand_kwargs(plan_purchases())
+    IbkrPlaceOrderOperator.partial(task_id="buy", map_index_template="{{ task.label }}").expand_kwargs(
+        plan_purchases()
+    )

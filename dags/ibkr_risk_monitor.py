@@ -1,7 +1,8 @@
 """
 ### IBKR risk monitor
 
-Every hour of US market hours (New York time, weekdays), checks every account (or `accounts`)
+Every hour of US market hours on New York trading days (10:15 to 16:15; exchange holidays and
+the hours after an early close skipped: an exchange calendar, not cron), checks every account (or `accounts`)
 against thresholds and **fails with a readable message naming each breach**, so Airflow's
 failure alerts (email, Slack callbacks) tell you what is wrong:
 
@@ -22,12 +23,18 @@ from airflow.sdk import DAG, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from ibkr_provider.failures import fail_fast
+from ibkr_provider.timetables import TradingDayTimetable
 
 log = logging.getLogger(__name__)
 
 with DAG(
     dag_id="ibkr_risk_monitor",
-    schedule="15 10-16 * * 1-5",
+    schedule=TradingDayTimetable(
+        every="day",
+        at=[f"{hour}:15" for hour in range(10, 17)],
+        calendar="XNYS",
+        timezone="America/New_York",
+    ),
     start_date=pendulum.datetime(2026, 1, 1, tz="America/New_York"),
     catchup=False,
     max_active_runs=1,

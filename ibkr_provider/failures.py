@@ -32,7 +32,7 @@ def task_failure(what: str, error: IbkrError) -> AirflowFailException:
     from airflow.sdk.exceptions import AirflowFailException
 
     return AirflowFailException(
-        f"{what} failed: {type(error).__name__}: {error}. Check {error.hint}. "
+        f"{what} failed: {type(error).__name__}: {str(error).rstrip('.')}. Check {error.hint}. "
         "Not retried: retrying cannot fix this."
     )
 

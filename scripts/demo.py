@@ -114,17 +114,22 @@ def main() -> int:
         print(f"  {account['account']['accountId']:<12} {net_liq:>18,.2f} {len(account['positions']):>10}")
 
     report = json.loads(rebalance_file.read_text())
+    plan = report["plan"]
     print(f"\nRebalance plan for {REBALANCE_CONF['account_id']} (dry run: {report['dry_run']})")
-    header = ("symbol", "side", "quantity", "price", "value", "weight now", "target")
-    print("  {:<7} {:<5} {:>9} {:>9} {:>12} {:>11} {:>7}".format(*header))
-    for row in report["plan"]:
-        cells = (row["symbol"], row["side"], row["quantity"], row["price"], row["value"])
-        weights = (row["current_weight"] * 100, row["target_weight"] * 100)
+    print(
+        f"  net liquidation {float(plan['net_liquidation']):,.2f} {plan['currency']}, cash "
+        f"{float(plan['cash']):,.2f}; gross exposure {float(plan['gross_leverage_before']):.2f}x -> "
+        f"{float(plan['gross_leverage_after']):.2f}x"
+    )
+    header = ("order", "price", "value", "weight now", "after", "target")
+    print("  {:<16} {:>9} {:>12} {:>11} {:>7} {:>7}".format(*header))
+    for row in plan["orders"]:
+        cells = (row["label"], float(row["price"]), float(row["value"]))
+        weights = [float(row[k]) * 100 for k in ("weight_now", "weight_after", "target_weight")]
         print(
-            "  {:<7} {:<5} {:>9g} {:>9.2f} {:>12,.2f} ".format(*cells)
-            + "{:>10.1f}% {:>6.1f}%".format(*weights)
+            "  {:<16} {:>9.2f} {:>12,.2f} ".format(*cells) + "{:>10.1f}% {:>6.1f}% {:>6.1f}%".format(*weights)
         )
-    if not report["plan"]:
+    if not plan["orders"]:
         print("  (every symbol is within its drift band: nothing to trade)")
 
     print("\nFlex report files")

@@ -49,7 +49,8 @@ def preset_connections(sandbox: RunningSandbox, env: dict[str, str]) -> None:
 
 def main() -> int:
     AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
-    sandbox = start_sandbox(AIRFLOW_HOME.parent / ".sandbox")  # ROOT/.sandbox by default
+    # Inside the home: the sandbox keeps keys and tokens, which belong with the Airflow they serve
+    sandbox = start_sandbox(AIRFLOW_HOME / "sandbox")
     standalone: subprocess.Popen[bytes] | None = None
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}

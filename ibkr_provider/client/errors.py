@@ -66,6 +66,7 @@ class IbkrErrorCode(str, enum.Enum):
     LIVE_NOT_ALLOWED = "live_not_allowed"
     CAP_EXCEEDED = "cap_exceeded"
     CAP_UNCHECKABLE = "cap_uncheckable"
+    PLAN_UNAFFORDABLE = "plan_unaffordable"
     FLEX = "flex"
     FLEX_NOT_READY = "flex_not_ready"
 

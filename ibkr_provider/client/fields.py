@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -62,6 +63,20 @@ def finite_number(field: str, value: Any, *, positive: bool = False) -> float | 
         raise IbkrValidationError(field, f"{value!r} is not a finite number")
     if positive and number <= 0:
         raise IbkrValidationError(field, f"must be positive (got {number:g})")
+    return number
+
+
+def decimal_number(field: str, value: Any) -> Decimal:
+    """``value`` as a finite Decimal (money and weights stay exact); booleans, text that is not a
+    number, NaN and infinities are refused by name."""
+    if isinstance(value, bool) or value is None:
+        raise IbkrValidationError(field, f"{value!r} is not a number")
+    try:
+        number = Decimal(str(value).strip()) if not isinstance(value, float) else Decimal(repr(value))
+    except InvalidOperation:
+        raise IbkrValidationError(field, f"{str(value)[:80]!r} is not a number") from None
+    if not number.is_finite():
+        raise IbkrValidationError(field, f"{value!r} is not a finite number")
     return number
 
 

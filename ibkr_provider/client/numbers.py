@@ -46,3 +46,22 @@ def to_float(value: Any) -> float | None:
 def as_json_number(value: Decimal | None) -> float | None:
     """A Decimal for JSON (XCom, summaries): a float, or None."""
     return float(value) if value is not None else None
+
+
+_CENT = Decimal("0.01")
+_BASIS_POINT = Decimal("0.0001")
+
+
+def money(value: Decimal) -> Decimal:
+    """An amount to the cent (half-even, as accountants round)."""
+    return value.quantize(_CENT)
+
+
+def fraction(value: Decimal) -> Decimal:
+    """A weight or ratio to four places (a basis point)."""
+    return value.quantize(_BASIS_POINT)
+
+
+def as_text(value: Decimal | None) -> str | None:
+    """A Decimal for JSON without losing digits (XCom, summaries): its plain string, or None."""
+    return None if value is None else format(value, "f")

@@ -156,8 +156,12 @@ class WhatIf:
     amount: Decimal | None
     commission: Decimal | None
     total: Decimal | None
+    #: IBKR's "equity" section: equity with loan value after the order.
     equity_after: Decimal | None
     initial_margin_change: Decimal | None
+    initial_margin_after: Decimal | None
+    maintenance_margin_change: Decimal | None
+    maintenance_margin_after: Decimal | None
     warning: str | None
     error: str | None
     raw: Mapping[str, Any] = field(repr=False)
@@ -177,6 +181,9 @@ class WhatIf:
             total=part("amount", "total"),
             equity_after=part("equity", "after"),
             initial_margin_change=part("initial", "change"),
+            initial_margin_after=part("initial", "after"),
+            maintenance_margin_change=part("maintenance", "change"),
+            maintenance_margin_after=part("maintenance", "after"),
             warning=payload.get("warn"),
             error=payload.get("error"),
             raw=payload,
@@ -190,6 +197,9 @@ class WhatIf:
             "total": as_json_number(self.total),
             "equity_after": as_json_number(self.equity_after),
             "initial_margin_change": as_json_number(self.initial_margin_change),
+            "initial_margin_after": as_json_number(self.initial_margin_after),
+            "maintenance_margin_change": as_json_number(self.maintenance_margin_change),
+            "maintenance_margin_after": as_json_number(self.maintenance_margin_after),
             "warning": self.warning,
         }
 

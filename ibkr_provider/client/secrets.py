@@ -29,7 +29,9 @@ class SecretRegistry:
         self._lock = threading.Lock()
 
     def __call__(self, secret: str) -> None:
-        if not secret:
+        # Too short to mask (a PEM's last line can be "Aw=="): registering it only made Airflow
+        # warn "Skipping masking for a secret as it's too short" in every IBKR task log.
+        if len(secret) < MIN_MASKED_LENGTH:
             return
         with self._lock:
             if secret in self._secrets:

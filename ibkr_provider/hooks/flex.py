@@ -14,6 +14,7 @@ from airflow.sdk.log import mask_secret
 
 from ibkr_provider.client.errors import IbkrConfigError, IbkrError
 from ibkr_provider.client.hosts import DEFAULT_FLEX_URL, FLEX_SERVICE_PATH
+from ibkr_provider.hooks.ibkr import extra_of
 from ibkr_provider.hooks.names import DEFAULT_FLEX_CONN_ID
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class IbkrFlexHook(BaseHook):
                 "Settings > Flex Web Service)",
             )
         mask_secret(token)
-        extra = conn.extra_dejson
+        extra = extra_of(conn)
         return FlexClient(
             token=token,
             base_url=flex_base_url(conn.host, conn.port),
@@ -70,7 +71,7 @@ class IbkrFlexHook(BaseHook):
 
     def default_query_id(self) -> str | None:
         """The connection's ``query_id`` extra: the query operators use when they name none."""
-        value = self.get_connection(self.ibkr_flex_conn_id).extra_dejson.get("query_id")
+        value = extra_of(self.get_connection(self.ibkr_flex_conn_id)).get("query_id")
         text = str(value).strip() if value is not None else ""
         if text and not text.isdigit():
             raise IbkrConfigError("query_id", f"{text!r} is not a Flex query id (digits)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -132,12 +133,14 @@ def key_secrets(values: Mapping[str, Any]) -> list[str]:
     """Every private key the connection holds, and each of its lines (a log may print one line),
     with the OAuth 1.0a access token and secret, for the masker."""
     from ibkr_provider.client.config import read_pem
+    from ibkr_provider.client.secrets import MIN_MASKED_LENGTH
 
     secrets: list[str] = []
     for name in ("private_key", "signature_private_key", "encryption_private_key"):
         pem = read_pem(values, name)
         if pem:
-            secrets += [pem, *(line for line in pem.splitlines() if not line.startswith("-----"))]
+            lines = (line for line in pem.splitlines() if not line.startswith("-----"))
+            secrets += [pem, *(line for line in lines if len(line) >= MIN_MASKED_LENGTH)]
     for name in ("access_token", "access_token_secret", "password"):
         if values.get(name):
             secrets.append(str(values[name]))
@@ -198,11 +201,24 @@ def check_profile(conn_id: str, conn_type: str | None, extra: Mapping[str, Any])
     return extra
 
 
-async def _extra_of(conn: Any) -> Mapping[str, Any]:
-    extra: Mapping[str, Any] = (
-        await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
-    )
-    return extra
+def extra_of(conn: Any) -> dict[str, Any]:
+    """The connection's extra as a dict, parsed here rather than by ``extra_dejson``: Airflow's
+    walks it through the log masker value by value, and a short value that is no secret (the key
+    id ``main``) made every IBKR task log start with "Skipping masking for a secret as it's too
+    short". The secrets in it are registered by :func:`key_secrets`, and Airflow masks the whole
+    extra text when it reads the connection."""
+    from ibkr_provider.client.errors import IbkrConfigError
+
+    text = conn.extra or ""
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise IbkrConfigError("extra", "is not valid JSON; fix it in the connection's Extra field") from None
+    if not isinstance(data, dict):
+        raise IbkrConfigError("extra", "must be a JSON object of field names to values")
+    return data
 
 
 class IbkrHook(BaseHook):
@@ -238,11 +254,11 @@ class IbkrHook(BaseHook):
         from ibkr_provider.client.config import IbkrClientConfig
 
         conn = self.get_connection(self.ibkr_conn_id)
-        extra = conn.extra_dejson
+        extra = extra_of(conn)
         profile_extra = None
         if (profile_id := profile_conn_id(extra)) is not None:
             profile = self.get_connection(profile_id)
-            profile_extra = check_profile(profile_id, profile.conn_type, profile.extra_dejson)
+            profile_extra = check_profile(profile_id, profile.conn_type, extra_of(profile))
         values = connection_values(
             conn.host,
             conn.login,
@@ -265,11 +281,11 @@ class IbkrHook(BaseHook):
         receives every secret, to be masked with ``amask_secret`` by the caller (a blocking
         ``mask_secret`` is unsafe in the triggerer)."""
         conn = await self.aget_connection(self.ibkr_conn_id)
-        extra = await _extra_of(conn)
+        extra = extra_of(conn)
         profile_extra = None
         if (profile_id := profile_conn_id(extra)) is not None:
             profile = await self.aget_connection(profile_id)
-            profile_extra = check_profile(profile_id, profile.conn_type, await _extra_of(profile))
+            profile_extra = check_profile(profile_id, profile.conn_type, extra_of(profile))
 
         def build() -> IbkrClient:
             from ibkr_provider.client import IbkrClient

@@ -55,7 +55,9 @@ class IbkrPlaceOrderOperator(BaseOperator):
        prompt is declined and the task fails with IBKR's text.
 
     ``dry_run`` and ``allow_live`` are templated (as ``whatif_only`` and ``allow_live``), so
-    ``"{{ params.dry_run }}"`` works even where templates render as text.
+    ``"{{ params.dry_run }}"`` works even where templates render as text. ``symbol`` only names
+    the contract in logs and in :attr:`label` (``BUY 25 AAPL``), e.g. for a mapped task's
+    ``map_index_template="{{ task.label }}"``; the order goes by ``conid``.
 
     Example::
 
@@ -86,6 +88,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
         "limit_price",
         "whatif_only",
         "allow_live",
+        "symbol",
     )
     ui_color = "#f7d9c4"
 
@@ -105,12 +108,14 @@ class IbkrPlaceOrderOperator(BaseOperator):
         allowed_message_ids: Sequence[str] = (),
         max_quantity: float | None = None,
         max_notional: float | None = None,
+        symbol: str | None = None,
         ibkr_conn_id: str = IbkrHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.account_id = account_id
         self.conid = conid
+        self.symbol = symbol
         self.side = side
         self.quantity = quantity
         self.cash_quantity = cash_quantity
@@ -124,6 +129,14 @@ class IbkrPlaceOrderOperator(BaseOperator):
         self.max_quantity = max_quantity
         self.max_notional = max_notional
         self.ibkr_conn_id = ibkr_conn_id
+
+    @property
+    def label(self) -> str:
+        """What the order does, as a person says it: ``BUY 25 AAPL``, ``BUY 500 cash of VTI``."""
+        what = self.symbol or f"conid {self.conid}"
+        if self.quantity not in (None, ""):
+            return f"{str(self.side).upper()} {self.quantity} {what}"
+        return f"{str(self.side).upper()} {self.cash_quantity} cash of {what}"
 
     def _ticket(self, coid: str | None) -> OrderTicket:
         from ibkr_provider.client.order_models import OrderTicket
@@ -233,17 +246,28 @@ class IbkrPlaceOrderOperator(BaseOperator):
         result: dict[str, Any] = {
             "dry_run": whatif_only,
             "account_id": account_id,
+            "symbol": self.symbol,
+            "label": self.label,
             "live_account": live,
             "order": ticket.to_json(account_id),
             "whatif": whatif.summary(),
         }
         if whatif_only:
-            self.log.info("DRY RUN (nothing placed): %s -> what-if %s", ticket, whatif.summary())
+            self.log.info(
+                "DRY RUN (nothing placed): %s (conid %s) on %s -> what-if %s",
+                self.label,
+                ticket.conid,
+                account_id,
+                whatif.summary(),
+            )
             return result
         placed = client.orders.place(account_id, ticket, allowed_message_ids=self.allowed_message_ids)
         self.log.info(
-            "Order %s %s (cOID %s)%s",
+            "Order %s: %s (conid %s) on %s %s (cOID %s)%s",
             placed.order_id,
+            self.label,
+            ticket.conid,
+            account_id,
             placed.status.value,
             placed.coid,
             " adopted from an earlier attempt" if placed.adopted else "",

@@ -13,6 +13,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 from ibkr_provider.plugins.asgi import Receive, Scope, Send
 from ibkr_provider.plugins.connection_test import ConnectionTestPortFix
+from ibkr_provider.timetables import TradingDayTimetable
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -47,11 +48,13 @@ class ConnectApp:
 
 
 class IbkrPlugin(AirflowPlugin):
-    """Fixes the UI's Test button for IBKR connections (see ``connection_test``) and adds the
-    "Connect IBKR" pages (see ``connect_app``) with a link in the Admin menu. The link opens the
-    page itself, not an iframe: IBKR's login page must never be framed."""
+    """Fixes the UI's Test button for IBKR connections (see ``connection_test``), adds the
+    "Connect IBKR" pages (see ``connect_app``) with a link in the Admin menu, and registers the
+    trading-day timetable (Airflow serializes a custom timetable only when a plugin lists it).
+    The link opens the page itself, not an iframe: IBKR's login page must never be framed."""
 
     name = "ibkr"
+    timetables = [TradingDayTimetable]
     fastapi_apps = [{"app": ConnectApp(), "url_prefix": "/ibkr", "name": "Connect IBKR"}]
     external_views = [
         {

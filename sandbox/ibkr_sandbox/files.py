@@ -4,7 +4,7 @@ Airflow connection.
 Files (created on first start, reused afterwards):
 
 - ``client_private_key.pem`` (mode 0600) / ``client_public_key.pem``: the demo client's RSA
-  key pair; the public half is registered as ``sandbox-client`` / kid ``main``.
+  key pair; the public half is registered as ``sandbox-client`` / kid ``sandbox-key-1``.
 - ``gateway_ca.pem``, ``gateway_cert.pem``, ``gateway_key.pem``: self-signed CA and a server
   certificate for ``localhost``/``127.0.0.1`` (gateway mode, TLS).
 - ``airflow_conn_ibkr_default.json``: the JSON form of ``AIRFLOW_CONN_IBKR_DEFAULT``.

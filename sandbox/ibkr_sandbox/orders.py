@@ -269,7 +269,9 @@ class OrderBook:
             "account": account,
         }
 
-    def whatif(self, book: SeedBook, account: str, raw_orders: list[Any]) -> dict[str, Any]:
+    def whatif(
+        self, book: SeedBook, account: str, raw_orders: list[Any], warn: str | None = None
+    ) -> dict[str, Any]:
         try:
             orders = [self.normalise(book, account, o) for o in raw_orders]
         except OrderRejected as exc:
@@ -299,6 +301,6 @@ class OrderBook:
                 "change": money(amount * 0.25),
                 "after": money(amount * 0.25),
             },
-            "warn": None,
+            "warn": warn,
             "error": None,
         }

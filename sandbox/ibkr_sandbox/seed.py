@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass, field
 
 SANDBOX_CLIENT_ID = "sandbox-client"
-SANDBOX_KEY_ID = "main"
+SANDBOX_KEY_ID = "sandbox-key-1"
 SANDBOX_CREDENTIAL = "sandboxuser"
 SANDBOX_USER_ID = 99_996_016
 

@@ -64,6 +64,9 @@ class SandboxSettings:
     flex_pending_polls: int = 2
     #: Flex: a token polling again within this many seconds gets 1018 (IBKR's limit is UNCONFIRMED).
     flex_min_interval: float = 1.0
+    #: What-if answers carry this ``warn`` text (IBKR's margin and price warnings), e.g.
+    #: "21/The order would exceed the account's available funds"; None: no warning.
+    whatif_warning: str | None = None
     #: Flex: the scheme and host SendRequest's statement URL names (None: the sandbox's own), to
     #: test that a client refuses to send its token elsewhere.
     flex_statement_base: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import shutil
 import sqlite3
@@ -43,6 +44,63 @@ def test_dags_import_without_errors_or_connection_lookups() -> None:
     dag = bag.dags["ibkr_portfolio_snapshot"]
     assert dag is not None and dag.doc_md and dag.default_args["retries"] >= 1
     assert str(dag.timezone) in ("America/New_York", "Timezone('America/New_York')")
+
+
+def _next_runs(dag_id: str, count: int, start: str) -> list[datetime.datetime]:
+    """The DAG's next ``count`` run times from ``start``, as the scheduler computes them: from the
+    serialized DAG (a custom timetable serializes only when the provider's plugin registers it)."""
+    import pendulum
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.base import TimeRestriction
+
+    bag = DagBag(dag_folder=str(DAGS / f"{dag_id}.py"))
+    timetable = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags[dag_id])).timetable
+    restriction = TimeRestriction(earliest=pendulum.parse(start), latest=None, catchup=True)
+    runs, last = [], None
+    for _ in range(count):
+        info = timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
+        assert info is not None and info.run_after is not None
+        runs.append(info.run_after.in_timezone("America/New_York"))
+        last = info.data_interval
+    return runs
+
+
+def test_the_next_24_runs_of_each_example_dag_fall_on_trading_days_as_documented() -> None:
+    """Checked against the exchange calendar itself: the rebalance on each month's first NYSE
+    session, DCA on each week's, the risk monitor in session hours only; the cron DAGs on weekdays."""
+    import exchange_calendars
+
+    nyse = exchange_calendars.get_calendar("XNYS", start="2026-01-01", end="2029-12-31")
+    sessions = {s.date() for s in nyse.sessions_in_range("2026-11-01", "2029-12-31")}
+
+    monthly = _next_runs("ibkr_rebalance", 24, "2026-12-02T00:00:00+00:00")
+    assert [r.month for r in monthly] == [(12 + i) % 12 + 1 for i in range(24)]  # one a month, from Jan
+    for run in monthly:
+        assert run.date() in sessions and (run.hour, run.minute) == (10, 0)
+        earlier = [d for d in sessions if (d.year, d.month) == (run.year, run.month) and d < run.date()]
+        assert earlier == [], run  # the month's first session
+    assert monthly[0].date() == datetime.date(2027, 1, 4)  # Jan 1 2027 (Friday) is a holiday
+
+    weekly = _next_runs("ibkr_dca", 24, "2027-01-01T00:00:00+00:00")
+    for run in weekly:
+        week = run.date().isocalendar()[:2]
+        assert run.date() in sessions and (run.hour, run.minute) == (10, 0)
+        assert min(d for d in sessions if d.isocalendar()[:2] == week) == run.date(), run
+    assert datetime.date(2027, 1, 19) in {r.date() for r in weekly}  # Tuesday after Martin Luther King Day
+    assert len({r.date().isocalendar()[:2] for r in weekly}) == 24
+
+    hourly = _next_runs("ibkr_risk_monitor", 24, "2026-11-25T00:00:00+00:00")
+    for run in hourly:
+        close = nyse.session_close(run.date().isoformat())
+        assert run.date() in sessions and run.minute == 15 and run <= close, run
+    days = {r.date() for r in hourly}
+    assert datetime.date(2026, 11, 26) not in days  # Thanksgiving
+    assert [r.hour for r in hourly if r.date() == datetime.date(2026, 11, 27)] == [10, 11, 12]  # 13:00 close
+
+    for dag_id, (hour, minute) in (("ibkr_portfolio_snapshot", (16, 30)), ("ibkr_flex_report", (6, 0))):
+        for run in _next_runs(dag_id, 24, "2026-12-02T00:00:00+00:00"):
+            assert run.weekday() < 5 and (run.hour, run.minute) == (hour, minute), (dag_id, run)
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +166,26 @@ def test_rebalance_dry_run_plans_and_previews_without_placing(
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     (summary_file,) = out.glob("rebalance_*.json")
     report = json.loads(summary_file.read_text())
-    assert report["dry_run"] is True and report["plan"]
-    assert len(report["orders"]) == len(report["plan"])
+    plan = report["plan"]
+    assert report["dry_run"] is True and plan["orders"] and plan["paper"] is True
+    assert len(report["orders"]) == len(plan["orders"])
     assert all(o["dry_run"] and "order_id" not in o and o["whatif"]["amount"] > 0 for o in report["orders"])
+    # IBKR's what-if of every order is in the plan, before any order task ran
+    assert all(o["whatif"]["initial_margin_change"] is not None for o in plan["orders"])
+    assert float(plan["gross_leverage_after"]) <= 1.0 and plan["untouched_weight"] == "0.0000"
     stats = fresh_sandbox.stats()
-    assert stats.get("orders_placed", 0) == 0 and stats["whatif_requests"] == len(report["plan"])
+    assert stats.get("orders_placed", 0) == 0 and stats["whatif_requests"] == 2 * len(plan["orders"])
+    output = result.stdout + result.stderr
+    assert "XCom not found" not in output and "[error" not in output  # a green run logs no error
+    assert "Skipping masking for a secret" not in output
+    labels = {o["label"] for o in plan["orders"]}
+    assert labels and all(f"DRY RUN (nothing placed): {label} (conid" in output for label in labels)
+    with sqlite3.connect(migrated_home / "airflow.db") as db:
+        shown = db.execute(
+            "SELECT rendered_map_index FROM task_instance WHERE dag_id = 'ibkr_rebalance' "
+            "AND task_id = 'place_order'"
+        ).fetchall()
+    assert {row[0] for row in shown} == labels  # the UI lists "BUY 26 AAPL", not map index 0
 
 
 def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
@@ -133,7 +206,7 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
     )
     conf = {
         "account_id": "DU2345678",
-        "targets": {"SPY": 0.5, "BND": 0.3},
+        "targets": {"SPY": 0.1, "BND": 0.1},  # the other holdings stay: 77 % + 20 % fits
         "dry_run": False,
         "order_type": "LMT",
         "limit_offset": 0.01,
@@ -175,7 +248,7 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
             "SELECT state FROM task_instance WHERE dag_id = 'ibkr_rebalance' AND task_id = 'wait_for_fill'"
         ).fetchall()
     assert waits and {w[0] for w in waits} == {"success"} and len(waits) == len(report["orders"])
-    assert fresh_sandbox.stats()["orders_placed"] == len(report["orders"]) == len(report["plan"])
+    assert fresh_sandbox.stats()["orders_placed"] == len(report["orders"]) == len(report["plan"]["orders"])
 
 
 def test_dca_dry_run_previews_cash_quantity_orders(
@@ -204,7 +277,7 @@ def test_dca_is_skipped_with_a_clear_line_when_funds_are_short(
     result = airflow_cli.run(["dags", "test", "ibkr_dca", "-c", json.dumps(conf)], env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert "Skipping DCA for DU2345678: available funds" in output
+    assert "skipping DCA for DU2345678: 5,000,000.00 USD needed" in output and "short by" in output
     assert fresh_sandbox.stats().get("whatif_requests", 0) == 0
 
 

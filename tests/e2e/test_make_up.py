@@ -296,7 +296,8 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
         assert f"Airflow UI:    {url}" in printed
         password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
         assert f"Password:      {password}" in printed
-        sandbox_dir = home.parent / ".sandbox"
+        sandbox_dir = home / "sandbox"  # inside the home, never beside it
+        assert not (home.parent / ".sandbox").exists()
         conn = json.loads((sandbox_dir / "airflow_conn_ibkr_default.json").read_text())
 
         with browser_page(shots / "FAILURE.png") as page:

@@ -11,6 +11,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ibkr_sandbox.process import RunningSandbox
+from ibkr_sandbox.seed import SANDBOX_KEY_ID
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -26,7 +27,7 @@ def _other_key() -> str:
     ).decode()
 
 
-def _assertion(key: str, *, kid: str = "main", **claims: Any) -> str:
+def _assertion(key: str, *, kid: str = SANDBOX_KEY_ID, **claims: Any) -> str:
     now = int(time.time())
     body = {
         "iss": "sandbox-client",
@@ -123,7 +124,7 @@ def _sso_jwt(key: str, **claims: Any) -> str:
         "exp": now + 86400,
     }
     body.update(claims)
-    return jwt.encode(body, key, algorithm="RS256", headers={"kid": "main", "typ": "JWT"})
+    return jwt.encode(body, key, algorithm="RS256", headers={"kid": SANDBOX_KEY_ID, "typ": "JWT"})
 
 
 def test_sso_session_requires_access_token_and_signed_jwt(fresh_sandbox: RunningSandbox) -> None:

@@ -8,13 +8,14 @@ import time
 import jwt
 import requests
 from ibkr_sandbox.process import RunningSandbox
+from ibkr_sandbox.seed import SANDBOX_KEY_ID
 
 
 def login_elsewhere(sandbox: RunningSandbox) -> str:
     """Returns the other login's bearer."""
     key = (sandbox.state_dir / "client_private_key.pem").read_text()
     now = int(time.time())
-    headers = {"kid": "main", "typ": "JWT"}
+    headers = {"kid": SANDBOX_KEY_ID, "typ": "JWT"}
     assertion = jwt.encode(
         {"iss": "sandbox-client", "sub": "sandbox-client", "aud": "/token", "iat": now - 5, "exp": now + 30},
         key,

@@ -45,7 +45,7 @@ def order_router(gate: Gate) -> APIRouter:
         orders = await order_list(request)
         with state.lock:
             state.counters.add("whatif_requests")
-            return state.orders.whatif(state.book, account_id, orders)
+            return state.orders.whatif(state.book, account_id, orders, warn=settings.whatif_warning)
 
     @router.post("/v1/api/iserver/reply/{reply_id}")
     async def reply(request: Request, reply_id: str) -> Any:
