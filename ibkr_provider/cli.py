@@ -5,6 +5,9 @@ set-up: two RSA key pairs (signature and encryption) and ``dhparam.pem``, privat
 0600, and says which files to upload. The DH parameters are RFC 3526's 2048-bit MODP group
 (a standard safe prime, generator 2), because generating a fresh safe prime takes minutes;
 ``--generate-dh`` runs ``openssl dhparam 2048`` instead.
+
+``ibkr-provider reconnect CONN_ID`` moves an IBKR user's brokerage session back to a connection
+after another connection or login took it (README, troubleshooting): the one deliberate takeover.
 """
 
 from __future__ import annotations
@@ -74,6 +77,22 @@ def oauth1_keys(out: Path, *, generate_dh: bool = False) -> dict[str, Path]:
     return {name: out / name for name in FILES}
 
 
+def reconnect(conn_id: str) -> str:
+    """Move the IBKR user's brokerage session to ``conn_id``'s session, on purpose: log this
+    connection's stale session out, open a new one that takes the brokerage session over (from
+    another connection of this deployment or another login), and say which accounts it sees.
+    Reads the connection as Airflow's tasks do (run it where the Airflow configuration is)."""
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
+    with IbkrHook(ibkr_conn_id=conn_id) as hook:
+        client = hook.get_conn()
+        client.sessions.reconnect()
+        status = client.connect()
+        accounts = ", ".join(a.account_id for a in client.list_accounts(refresh=True)) or "none"
+    state = "authenticated" if status.healthy else f"NOT authenticated ({status.fail or status.message})"
+    return f"{conn_id} now holds the IBKR brokerage session: {state}; accounts: {accounts}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ibkr-provider", description="Set-up helpers of airflow-provider-ibkr."
@@ -86,7 +105,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys.add_argument(
         "--generate-dh", action="store_true", help="generate fresh DH parameters with openssl (takes minutes)"
     )
+    again = sub.add_parser(
+        "reconnect",
+        help="take the IBKR user's brokerage session for this connection (after another connection or "
+        "login took it)",
+    )
+    again.add_argument("conn_id", help="the ibkr connection whose DAGs should hold the session")
     args = parser.parse_args(argv)
+    if args.command == "reconnect":
+        from ibkr_provider.client.errors import IbkrError
+
+        try:
+            sys.stdout.write(reconnect(args.conn_id) + "\n")
+        except IbkrError as exc:
+            sys.stderr.write(f"{type(exc).__name__}: {exc}. Check {exc.hint}.\n")
+            return 1
+        return 0
     files = oauth1_keys(args.out, generate_dh=args.generate_dh)
     width = max(len(name) for name in files)
     lines = [f"Created in {args.out}:"]

@@ -191,6 +191,12 @@ def _ibkr_conn_fields() -> dict[str, Any]:
             "(TWS, IBKR Mobile), as IBKR's sample does. false: fail with a competing-session error instead.",
             "schema": {"type": ["boolean", "null"], "default": True},
         },
+        "displace_other_connections": {
+            "label": "Displace other connections",
+            "description": "Take this IBKR user's brokerage session over even from another connection of "
+            "this deployment that holds it (off: fail naming that connection instead).",
+            "schema": {"type": ["boolean", "null"], "default": False},
+        },
         "max_retries": {
             "label": "Max retries",
             "description": "Retries of a transient failure (connection, timeout, 429, 502-504); default 4.",

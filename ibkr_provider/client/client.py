@@ -57,6 +57,8 @@ class IbkrClient:
         host (the Airflow hook) can register them with its log masker before they could leak.
     :param store: where the shared session lives; built from ``config.session_cache`` if omitted.
     :param cipher: encrypts records the store writes to disk or Redis.
+    :param owner: who this client is, for the shared record (the Airflow connection id): errors
+        name it when its session holds, or took, the brokerage session another one needed.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class IbkrClient:
         store: SessionStore | None = None,
         cipher: Cipher | None = None,
         clock: Callable[[], float] = time.time,
+        owner: str | None = None,
     ) -> None:
         self.config = config
         sink: SecretSink = secret_sink or _ignore_secret
@@ -90,6 +93,7 @@ class IbkrClient:
             secret_sink=sink,
             on_ready=self._keep_alive,
             clock=clock,
+            owner=owner,
         )
         self.iserver = IserverApi(self.sessions, secret_sink=sink)
         self.portfolio = PortfolioApi(self.sessions)

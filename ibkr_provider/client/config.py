@@ -251,6 +251,8 @@ class IbkrClientConfig:
     session_refresh_lead: float = DEFAULT_REFRESH_LEAD_SECONDS
     #: Take the brokerage session over from other logins when opening a new session.
     compete_on_login: bool = True
+    #: Take it over even from another connection of this deployment that holds it (see holders).
+    displace_other_connections: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
@@ -351,6 +353,9 @@ class IbkrClientConfig:
                 example="60",
             ),
             compete_on_login=parse_bool("compete_on_login", values.get("compete_on_login"), True),
+            displace_other_connections=parse_bool(
+                "displace_other_connections", values.get("displace_other_connections"), False
+            ),
             retry=RetryPolicy(
                 max_attempts=int(
                     parse_number(

@@ -42,6 +42,13 @@ class SessionRecord:
     #: Cached ``GET /portfolio/accounts`` answer (IBKR paces it at 1 per 5 s) and when it was read.
     portfolio_accounts: list[Any] | None = field(default=None, repr=False)
     portfolio_accounts_at: float = 0.0
+    #: SHA-256 of the credentials the session was opened with (see ``fingerprint``): a process
+    #: whose credentials differ does not use it.
+    fingerprint: str | None = None
+    #: Who opened it: connection id, host, process id, when (names the holder in errors).
+    owner: dict[str, Any] | None = None
+    #: IBKR's user id of the session (``/tickle``'s ``userId``), when IBKR said it.
+    user: str | None = None
 
     def to_bytes(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()

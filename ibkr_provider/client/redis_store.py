@@ -162,6 +162,15 @@ class RedisSessionStore(SessionStore):
         with self._talking("deleting the session record"):
             self._redis.delete(self._name(key, "session"), self._name(key, "used"))
 
+    def read_marker(self, key: str) -> str | None:
+        with self._talking("reading which session holds the brokerage session"):
+            value = self._redis.get(self._name(key, "marker"))
+        return value.decode() if isinstance(value, bytes) and value else None
+
+    def write_marker(self, key: str, value: str) -> None:
+        with self._talking("recording which session holds the brokerage session"):
+            self._redis.set(self._name(key, "marker"), value)
+
     @contextlib.contextmanager
     def _acquire(self, key: str, timeout: float) -> Iterator[Lease]:
         # Not thread-local: the lease's watchdog thread renews the token the holder acquired.

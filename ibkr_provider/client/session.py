@@ -37,6 +37,8 @@ from ibkr_provider.client.errors import (
     IbkrResponseError,
     IbkrSessionError,
 )
+from ibkr_provider.client.fingerprint import credential_fingerprint
+from ibkr_provider.client.holders import BrokerageHolders, describe, owner_of
 from ibkr_provider.client.models import BrokerageAccounts, BrokerageSessionStatus
 from ibkr_provider.client.pacing import Pacer
 from ibkr_provider.client.record import SessionRecord
@@ -58,6 +60,8 @@ COMPETING_ADVICE = (
     "log out there, or use a second IBKR username for the API (IBKR allows one brokerage session per "
     "username)"
 )
+#: How a person moves the brokerage session back on purpose (README, troubleshooting).
+RECONNECT_ADVICE = "run `ibkr-provider reconnect <connection id>` for the connection that should hold it"
 
 
 @dataclass
@@ -74,16 +78,39 @@ class SessionStats:
 
 
 def competing_error(
-    endpoint: str, status: BrokerageSessionStatus, *, took_over: bool
+    endpoint: str, status: BrokerageSessionStatus, *, took_over: bool, taker: SessionRecord | None = None
 ) -> IbkrCompetingSessionError:
-    """The one wording of "another login holds the brokerage session"."""
+    """The one wording of "another login holds the brokerage session": naming the connection of
+    this deployment that holds it when the shared store knows (``taker``), before blaming TWS."""
     verb = "took over" if took_over else "holds"
+    if taker is not None:
+        return IbkrCompetingSessionError(
+            f"{describe(taker.owner)} of this deployment {verb} this IBKR user's brokerage session; "
+            f"the provider does not take it back by itself. Use that connection, or {RECONNECT_ADVICE}",
+            endpoint=endpoint,
+            ibkr_error=status.message or status.fail or None,
+            code=IbkrErrorCode.COMPETING,
+            hint="which connections of this deployment log in as the same IBKR user",
+        )
     return IbkrCompetingSessionError(
         f"another login for this IBKR username (TWS, IBKR Mobile or Client Portal) {verb} the brokerage "
-        f"session; the provider does not take it back. {COMPETING_ADVICE}",
+        f"session; the provider does not take it back. {COMPETING_ADVICE}; to take it back, "
+        f"{RECONNECT_ADVICE}",
         endpoint=endpoint,
         ibkr_error=status.message or status.fail or None,
         code=IbkrErrorCode.COMPETING,
+    )
+
+
+def displacement_refused(holder: SessionRecord) -> IbkrCompetingSessionError:
+    """This connection would displace another connection's brokerage session, and does not."""
+    return IbkrCompetingSessionError(
+        f"{describe(holder.owner)} of this deployment holds this IBKR user's brokerage session (IBKR "
+        "allows one per user); this connection would displace it and does not. Use that connection "
+        f"for this work, set displace_other_connections on this one, or {RECONNECT_ADVICE}",
+        code=IbkrErrorCode.COMPETING,
+        hint="which connections of this deployment log in as the same IBKR user",
+        permanent=True,
     )
 
 
@@ -104,8 +131,13 @@ class SessionManager:
         secret_sink: Callable[[str], None],
         on_ready: Callable[[], None],
         clock: Callable[[], float] = time.time,
+        owner: str | None = None,
     ) -> None:
         self.config = config
+        #: The credentials' fingerprint: only a record carrying it is used by this process.
+        self.fingerprint = credential_fingerprint(config)
+        self.holders = BrokerageHolders(store, clock)
+        self.owner_label = owner
         self.store = store
         self.key = key
         self._auth = auth
@@ -115,15 +147,16 @@ class SessionManager:
         self._on_ready = on_ready
         self._clock = clock
         self._record: SessionRecord | None = None
-        self._remembered: tuple[int, str | None, bool] | None = None
+        self._remembered: tuple[int, str | None, bool, str | None] | None = None
         self._last_mark = 0.0
         self.stats = SessionStats()
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ the shared record
     def usable(self, record: SessionRecord | None) -> bool:
-        """Ready, and not within ``session_refresh_lead`` (at most half its life) of expiry."""
-        if record is None or not record.brokerage_ready:
+        """Ready, opened with this process's credentials (fingerprint), and not within
+        ``session_refresh_lead`` (at most half its life) of expiry."""
+        if record is None or not record.brokerage_ready or record.fingerprint != self.fingerprint:
             return False
         lifetime = record.expires_at - record.created_at
         lead = min(self.config.session_refresh_lead, lifetime / 2)
@@ -132,11 +165,12 @@ class SessionManager:
     def _remember(self, record: SessionRecord) -> SessionRecord:
         """Use ``record`` from now on; register its secrets and keep-alive when it is a session
         (or a state of it) this process has not seen yet. Every request passes here."""
-        state = (record.generation, record.bearer, record.brokerage_ready)
+        state = (record.generation, record.bearer, record.brokerage_ready, record.user)
         self._record = record
         if state == self._remembered:
             return record
         self._remembered = state
+        self._pacer.pace_as(record.user)
         for secret in (record.bearer, record.access_token):
             if secret:
                 self._sink(secret)
@@ -158,6 +192,14 @@ class SessionManager:
                 shared = self.store.load(self.key)
                 if shared is not None and self.usable(shared):
                     return self._remember(shared)
+                if shared is not None and shared.fingerprint != self.fingerprint and self.alive(shared):
+                    log.warning(
+                        "[ibkr-credentials-differ] the shared IBKR session was opened with other "
+                        "credentials (fingerprint %s, this connection's %s: a rotated or mistyped key, or "
+                        "another host's); opening one with this connection's",
+                        shared.fingerprint,
+                        self.fingerprint,
+                    )
                 record = self._open(previous=shared, release_previous=True)
                 self.store.save(self.key, record)
             return self._remember(record)
@@ -167,12 +209,68 @@ class SessionManager:
         return self.store.lock(f"{self.key}-{name}", timeout=timeout)
 
     # ------------------------------------------------------------------ opening
-    def _open(self, previous: SessionRecord | None, *, release_previous: bool) -> SessionRecord:
+    def alive(self, record: SessionRecord) -> bool:
+        """The record's tokens are valid and its brokerage session was set up."""
+        return record.brokerage_ready and self._clock() < record.expires_at
+
+    def new_record(self, previous: SessionRecord | None) -> SessionRecord:
+        """The auth strategy's login steps (they prove the credentials), as a record with no
+        brokerage session yet."""
+        tokens = self._auth.open(self._transport, self._stamp)
+        record = SessionRecord(
+            generation=(previous.generation + 1) if previous else 1,
+            created_at=self._clock(),
+            expires_at=tokens.expires_at if tokens.expires_at is not None else float("inf"),
+            bearer=tokens.bearer,
+            access_token=tokens.access_token.token if tokens.access_token else None,
+            fingerprint=self.fingerprint,
+            owner=owner_of(self.owner_label),
+        )
+        self._remember(record)
+        record.user = self.identify(record)
+        return self._remember(record)
+
+    def identify(self, record: SessionRecord) -> str | None:
+        """IBKR's user id of the session (``/tickle``'s ``userId``), else the OAuth 2.0
+        username; None in gateway mode (the gateway holds its own session) or when unknown."""
+        if self.config.auth_type is AuthType.GATEWAY:
+            return None
+        try:
+            answer = self.send_on(record, "POST", "/tickle")
+        except IbkrError as exc:
+            log.info("could not ask IBKR which user the session is (%s)", exc.code or exc.status)
+            answer = None
+        if isinstance(answer, Mapping):
+            if answer.get("session"):
+                self._sink(str(answer["session"]))
+            if answer.get("userId") is not None:
+                return str(answer["userId"])
+        return self.config.credential or None
+
+    def claim_brokerage(self, record: SessionRecord, *, compete: bool, displace: bool) -> None:
+        """Set up the brokerage session of ``record`` unless another live session of this
+        deployment holds the user's (then refuse, unless ``displace``), and mark it the holder."""
+        holder = self.holders.holder(record.user, besides=self.key)
+        if holder is not None:
+            if not displace:
+                raise displacement_refused(holder)
+            log.warning(
+                "taking this IBKR user's brokerage session over from %s, as asked", describe(holder.owner)
+            )
+        self._establish_brokerage(record, compete=compete or displace)
+        self.holders.mark(record.user, self.key)
+
+    def _open(
+        self, previous: SessionRecord | None, *, release_previous: bool, displace: bool = False
+    ) -> SessionRecord:
         """Open a new session end to end. Caller holds the store lock.
 
-        ``release_previous`` logs the previous, still valid session out first, so the new
-        brokerage session never competes with one this provider holds.
+        The login steps come first: credentials that IBKR refuses (a mistyped key) fail here
+        and leave the previous session alone. Then ``release_previous`` logs the previous,
+        still valid session out, so the new brokerage session never competes with one this
+        provider holds.
         """
+        record = self.new_record(previous)
         alive = previous is not None and previous.bearer and self._clock() < previous.expires_at
         if release_previous and previous is not None and previous.brokerage_ready and alive:
             try:
@@ -181,16 +279,11 @@ class SessionManager:
                 log.info(
                     "logging out the previous IBKR session failed (%s); continuing", exc.code or exc.status
                 )
-        tokens = self._auth.open(self._transport, self._stamp)
-        record = SessionRecord(
-            generation=(previous.generation + 1) if previous else 1,
-            created_at=self._clock(),
-            expires_at=tokens.expires_at if tokens.expires_at is not None else float("inf"),
-            bearer=tokens.bearer,
-            access_token=tokens.access_token.token if tokens.access_token else None,
+        self.claim_brokerage(
+            record,
+            compete=self.config.compete_on_login,
+            displace=displace or self.config.displace_other_connections,
         )
-        self._remember(record)
-        self._establish_brokerage(record, compete=self.config.compete_on_login)
         self.stats.opened += 1
         self.stats.opened_at = time.time()
         log.info(
@@ -222,8 +315,10 @@ class SessionManager:
         if status.competing or (
             not status.authenticated and "compet" in (status.fail + status.message).lower()
         ):
-            error = competing_error(endpoint, status, took_over=False)
-            error.message += "; or set compete_on_login to take it over when opening a session"
+            taker = self.holders.holder(record.user, besides=self.key)
+            error = competing_error(endpoint, status, took_over=False, taker=taker)
+            if taker is None:
+                error.message += "; or set compete_on_login to take it over when opening a session"
             error.args = (error.message,)
             raise error
         if not status.authenticated:
@@ -236,6 +331,15 @@ class SessionManager:
             )
         record.iserver_accounts = dict(self.send_on(record, "GET", "/iserver/accounts"))
         record.brokerage_ready = True
+
+    def reconnect(self) -> SessionRecord:
+        """A new session that takes this IBKR user's brokerage session over from whoever holds
+        it (another connection of this deployment, TWS): what a person asks for with
+        ``ibkr-provider reconnect``, never done by the provider on its own."""
+        with self._lock, self.store.lock(self.key):
+            record = self._open(previous=self.store.load(self.key), release_previous=True, displace=True)
+            self.store.save(self.key, record)
+        return self._remember(record)
 
     # ------------------------------------------------------------------ recovery
     def recover(self, used: SessionRecord, error: IbkrSessionError) -> SessionRecord:
@@ -258,7 +362,8 @@ class SessionManager:
             except IbkrSessionError:
                 status = None  # the SSO session itself is gone (401): open a new one
             if status is not None and status.competing:
-                raise competing_error(f"/v1/api{STATUS_PATH}", status, took_over=True) from error
+                taker = self.holders.holder(record.user, besides=self.key)
+                raise competing_error(f"/v1/api{STATUS_PATH}", status, took_over=True, taker=taker) from error
             if status is None:
                 record = self._open(previous=record, release_previous=False)
             else:
@@ -270,6 +375,7 @@ class SessionManager:
                     record.brokerage_ready = True
                 else:
                     self._establish_brokerage(record, compete=False)
+                    self.holders.mark(record.user, self.key)
             self.store.save(self.key, record)
             self.stats.recovered += 1
             return self._remember(record)

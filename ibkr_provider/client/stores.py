@@ -159,6 +159,14 @@ class SessionStore(ABC):
     def delete(self, key: str) -> None:
         """Forget the record (after a logout: its tokens must not outlive it)."""
 
+    @abstractmethod
+    def read_marker(self, key: str) -> str | None:
+        """A short shared text (which session holds a user's brokerage session), or None."""
+
+    @abstractmethod
+    def write_marker(self, key: str, value: str) -> None:
+        """Set the shared text under ``key`` (every process sees it)."""
+
     def close(self) -> None:
         """Release what the store holds open (descriptors, connections); safe to call twice."""
         return None
@@ -214,6 +222,7 @@ class MemorySessionStore(SessionStore):
     _locks: dict[str, threading.Lock] = {}
     _next_free: dict[tuple[str, str], int] = {}
     _stashed: dict[str, tuple[bytes, float]] = {}
+    _markers: dict[str, str] = {}
     _guard = threading.Lock()
 
     def load(self, key: str) -> SessionRecord | None:
@@ -227,6 +236,13 @@ class MemorySessionStore(SessionStore):
         with self._guard:
             self._records.pop(key, None)
             self._used.pop(key, None)
+
+    def read_marker(self, key: str) -> str | None:
+        return self._markers.get(key)
+
+    def write_marker(self, key: str, value: str) -> None:
+        with self._guard:
+            self._markers[key] = value
 
     @contextlib.contextmanager
     def _acquire(self, key: str, timeout: float) -> Iterator[Lease]:
@@ -268,6 +284,7 @@ class MemorySessionStore(SessionStore):
             cls._used.clear()
             cls._stashed.clear()
             cls._next_free.clear()
+            cls._markers.clear()
 
 
 # ---------------------------------------------------------------------------- file
@@ -321,6 +338,15 @@ class FileSessionStore(SessionStore):
         for suffix in ("session", "used"):
             self._path(key, suffix).unlink(missing_ok=True)
         self._loaded.pop(key, None)
+
+    def read_marker(self, key: str) -> str | None:
+        try:
+            return self._path(key, "marker").read_text() or None
+        except FileNotFoundError:
+            return None
+
+    def write_marker(self, key: str, value: str) -> None:
+        write_private_atomically(self._path(key, "marker"), value.encode())
 
     def close(self) -> None:
         """Close this process's pacing descriptors (each client opened one per bucket)."""

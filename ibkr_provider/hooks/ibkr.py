@@ -49,6 +49,7 @@ EXTRA_FIELDS = (
     "tickle_interval",
     "session_refresh_lead",
     "compete_on_login",
+    "displace_other_connections",
     "max_retries",
     "max_retry_seconds",
     # self-service OAuth 1.0a
@@ -236,6 +237,8 @@ class IbkrHook(BaseHook):
     every other task sharing it.
 
     :param ibkr_conn_id: the ``ibkr`` connection to use.
+    :param session_owner: how the shared session names its opener (default: ``ibkr_conn_id``);
+        errors about who holds an IBKR user's brokerage session show it.
     """
 
     conn_name_attr = "ibkr_conn_id"
@@ -243,9 +246,12 @@ class IbkrHook(BaseHook):
     conn_type = "ibkr"
     hook_name = "Interactive Brokers"
 
-    def __init__(self, ibkr_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self, ibkr_conn_id: str = default_conn_name, *, session_owner: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.ibkr_conn_id = ibkr_conn_id
+        self.session_owner = session_owner or ibkr_conn_id
         self._client: IbkrClient | None = None
 
     def get_client_config(self, secret_sink: SecretSink | None = None) -> IbkrClientConfig:
@@ -306,7 +312,10 @@ class IbkrHook(BaseHook):
             for secret in key_secrets(values):
                 sink(secret)
             return IbkrClient(
-                IbkrClientConfig.from_mapping(values), secret_sink=sink, cipher=airflow_cipher()
+                IbkrClientConfig.from_mapping(values),
+                secret_sink=sink,
+                cipher=airflow_cipher(),
+                owner=self.session_owner,
             )
 
         return await asyncio.to_thread(build)
@@ -318,7 +327,12 @@ class IbkrHook(BaseHook):
 
         if self._client is None:
             sink = SecretRegistry(mask_secret)
-            self._client = IbkrClient(self.get_client_config(sink), secret_sink=sink, cipher=airflow_cipher())
+            self._client = IbkrClient(
+                self.get_client_config(sink),
+                secret_sink=sink,
+                cipher=airflow_cipher(),
+                owner=self.session_owner,
+            )
         return self._client
 
     def close(self) -> None:
@@ -334,29 +348,36 @@ class IbkrHook(BaseHook):
         self.close()
 
     def test_connection(self) -> tuple[bool, str]:
-        """Authenticate for real and list the accounts; never raises (the UI's Test button runs
-        it in the API server, so the client is closed afterwards)."""
+        """Prove the connection's credentials without taking anyone's brokerage session (see
+        :mod:`ibkr_provider.client.probe`) and list the accounts when this connection's brokerage
+        session is usable; never raises (the UI's Test button runs it in the API server, so the
+        client is closed afterwards). The message says which proof was made."""
         from ibkr_provider.client import IbkrError
+        from ibkr_provider.client.probe import probe
 
         try:
             with self:
                 client = self.get_conn()
-                client.connect()
+                where = f"{client.config.base_url} ({client.config.auth_type.value})"
+                result = probe(client.sessions)
                 kinds = [
                     (a.account_id, "paper" if client.portfolio.is_paper(a.account_id) else "live")
-                    for a in client.list_accounts()
+                    for a in (client.list_accounts() if result.ok and result.brokerage else [])
                 ]
-                where = f"{client.config.base_url} ({client.config.auth_type.value})"
                 unreadable = client.store.unreadable
         except IbkrError as exc:
             return False, f"{type(exc).__name__}: {exc}. Check {exc.hint}."
         except Exception as exc:
             return False, f"Unexpected {type(exc).__name__}: {exc}"
-        ids = ", ".join(f"{account} ({kind})" for account, kind in kinds) or "none"
+        if not result.ok:
+            return False, f"{where}: {result.note} (checked with {result.proof})"
         note = (
             "; note: the shared session record could not be read (another host's [core] fernet_key "
             "differs, or the record is corrupt), so this Test opened a session of its own"
             if unreadable
             else ""
         )
-        return True, f"Connected to {where}; accounts: {ids}{note}"
+        if not result.brokerage:
+            return True, f"Credentials accepted by {where}, proven by {result.proof}; {result.note}{note}"
+        ids = ", ".join(f"{account} ({kind})" for account, kind in kinds) or "none"
+        return True, f"Connected to {where}, proven by {result.proof}; accounts: {ids}{note}"

@@ -441,7 +441,7 @@ def _complete(
         target.set_extra(json.dumps(extra))
         target.description = f"Connected through Connect IBKR by {user.get_name()}"
         exported = target.as_json()
-    ok, message = _test(exported)
+    ok, message = _test(exported, pending.target_conn_id)
     kind = "IBKR marks this login as paper" if grant.is_paper else "IBKR's is_paper: false"
     outcome = "ok" if ok else "bad"
     body = (
@@ -452,15 +452,15 @@ def _complete(
     return _page("IBKR connected" if ok else "IBKR connection saved, but its test failed", body, home=home)
 
 
-def _test(exported: str) -> tuple[bool, str]:
+def _test(exported: str, conn_id: str) -> tuple[bool, str]:
     """The hook's own test (what the Test button runs), with the saved connection exported the
-    way Airflow's test endpoint does it."""
+    way Airflow's test endpoint does it; the shared session names ``conn_id`` as its opener."""
     from ibkr_provider.hooks.ibkr import IbkrHook
 
     transient = f"ibkr_connect_{secrets.token_hex(4)}"
     variable = f"AIRFLOW_CONN_{transient.upper()}"
     os.environ[variable] = exported
     try:
-        return IbkrHook(ibkr_conn_id=transient).test_connection()
+        return IbkrHook(ibkr_conn_id=transient, session_owner=conn_id).test_connection()
     finally:
         os.environ.pop(variable, None)

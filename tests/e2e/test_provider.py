@@ -29,6 +29,7 @@ HOOK_FIELDS = {
     "tickle_interval",
     "session_refresh_lead",
     "compete_on_login",
+    "displace_other_connections",
     "max_retries",
     "max_retry_seconds",
     "consumer_key",

@@ -116,13 +116,18 @@ def test_trigger_times_out_at_the_deadline(resting_order: str) -> None:
     }
 
 
-def test_a_cancelled_order_fails_the_sensor(resting_order: str, fresh_sandbox: RunningSandbox) -> None:
+def test_a_cancelled_order_fails_the_sensor(
+    resting_order: str, fresh_sandbox: RunningSandbox, isolated_session_cache: Path
+) -> None:
     from airflow.sdk.exceptions import AirflowException
 
     from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
 
+    # the hook's cache directory: one pacer for both (IBKR paces /tickle per user)
     client = IbkrClient(
-        IbkrClientConfig.from_mapping(fresh_sandbox.client_config_values(session_cache="memory"))
+        IbkrClientConfig.from_mapping(
+            fresh_sandbox.client_config_values(session_cache_dir=str(isolated_session_cache))
+        )
     )
     client.orders.cancel("DU2345678", resting_order)
     client.close()

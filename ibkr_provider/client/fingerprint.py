@@ -1,0 +1,56 @@
+"""A fingerprint of the credentials a session is opened with: the session record carries it,
+never the key.
+
+The shared session is keyed by (API host, client id or consumer key, username or access token),
+not by the key or secret. A fixed typo or a rotated key therefore found the cached session of the
+old one and reported "Connected", and the failure surfaced at the next renewal, usually in an
+unattended nightly run. With the fingerprint in the record, a process whose credentials differ
+does not use the session (it opens its own), and a connection's Test proves the credentials in
+front of it.
+
+What goes in: OAuth 2.0, the client id, key id, username, IP and the public half of the private
+key; OAuth 1.0a, the consumer key, access token, the public half of the signature key, the
+prepend (which the encryption key decrypts from the access token secret, so it covers both), the
+DH prime and the realm. Only a SHA-256 of them is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives import serialization
+
+from ibkr_provider.client.config import AuthType
+from ibkr_provider.client.keys import load_rsa_private_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+    from ibkr_provider.client.config import IbkrClientConfig
+
+
+def _public_der(key: RSAPrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def credential_fingerprint(config: IbkrClientConfig) -> str:
+    """16 hex digits naming the credentials of ``config`` (see the module docstring)."""
+    parts: list[bytes] = [config.auth_type.value.encode(), config.base_url.encode()]
+    if config.auth_type is AuthType.OAUTH2 and config.private_key_pem:
+        key = load_rsa_private_key(config.private_key_pem, "private_key")
+        texts = (config.client_id, config.client_key_id, config.credential, config.ip)
+        parts += [*(str(t or "").encode() for t in texts), _public_der(key)]
+    elif config.auth_type is AuthType.OAUTH1A and config.oauth1a is not None:
+        creds = config.oauth1a
+        parts += [
+            creds.consumer_key.encode(),
+            creds.access_token.encode(),
+            creds.prepend.encode(),
+            _public_der(creds.signature_key),
+            str(creds.dh_prime).encode(),
+            creds.realm.encode(),
+        ]
+    return hashlib.sha256(b"\x1f".join(parts)).hexdigest()[:16]
