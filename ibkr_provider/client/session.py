@@ -265,12 +265,15 @@ class SessionManager:
     ) -> SessionRecord:
         """Open a new session end to end. Caller holds the store lock.
 
-        The login steps come first: credentials that IBKR refuses (a mistyped key) fail here
-        and leave the previous session alone. Then ``release_previous`` logs the previous,
-        still valid session out, so the new brokerage session never competes with one this
-        provider holds.
+        ``release_previous`` logs the previous, still valid session out, so the new brokerage
+        session never competes with one this provider holds. When the previous session was
+        opened with other credentials, the login steps come first: credentials IBKR refuses (a
+        mistyped key) fail there and leave the working session alone. (A renewal with the same
+        credentials logs out first: a new OAuth 1.0a live session token may invalidate the old
+        one, UNCONFIRMED, and the old could then not be logged out.)
         """
-        record = self.new_record(previous)
+        changed = previous is not None and previous.fingerprint != self.fingerprint
+        record = self.new_record(previous) if changed else None
         alive = previous is not None and previous.bearer and self._clock() < previous.expires_at
         if release_previous and previous is not None and previous.brokerage_ready and alive:
             try:
@@ -279,6 +282,7 @@ class SessionManager:
                 log.info(
                     "logging out the previous IBKR session failed (%s); continuing", exc.code or exc.status
                 )
+        record = record or self.new_record(previous)
         self.claim_brokerage(
             record,
             compete=self.config.compete_on_login,
