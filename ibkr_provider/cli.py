@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 #: RFC 3526 section 3, the 2048-bit MODP group (generator 2).
 RFC3526_GROUP14_PRIME = int(
@@ -77,13 +78,27 @@ def oauth1_keys(out: Path, *, generate_dh: bool = False) -> dict[str, Path]:
     return {name: out / name for name in FILES}
 
 
+def _export_connection(conn_id: str) -> Any:
+    """``conn_id`` from Airflow (database, secrets backends), set as ``AIRFLOW_CONN_<ID>``."""
+    from airflow.models.connection import Connection
+
+    conn = Connection.get_connection_from_secrets(conn_id)
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = conn.as_json()
+    return conn
+
+
 def reconnect(conn_id: str) -> str:
     """Move the IBKR user's brokerage session to ``conn_id``'s session, on purpose: log this
     connection's stale session out, open a new one that takes the brokerage session over (from
     another connection of this deployment or another login), and say which accounts it sees.
     Reads the connection as Airflow's tasks do (run it where the Airflow configuration is)."""
-    from ibkr_provider.hooks.ibkr import IbkrHook
+    from ibkr_provider.hooks.ibkr import IbkrHook, extra_of, profile_conn_id
 
+    # Outside a task, the Task SDK reads connections only from the environment: export this one
+    # (and the consumer profile it names) from Airflow's metadata database and secrets backends.
+    profile = profile_conn_id(extra_of(_export_connection(conn_id)))
+    if profile:
+        _export_connection(profile)
     with IbkrHook(ibkr_conn_id=conn_id) as hook:
         client = hook.get_conn()
         client.sessions.reconnect()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from ibkr_provider.hooks.names import DEFAULT_CONN_ID
+from ibkr_provider.hooks.names import DEFAULT_CONN_ID, TESTED_CONN_ID
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient, IbkrClientConfig
@@ -251,7 +251,7 @@ class IbkrHook(BaseHook):
     ) -> None:
         super().__init__(**kwargs)
         self.ibkr_conn_id = ibkr_conn_id
-        self.session_owner = session_owner or ibkr_conn_id
+        self.session_owner = session_owner or TESTED_CONN_ID.get() or ibkr_conn_id
         self._client: IbkrClient | None = None
 
     def get_client_config(self, secret_sink: SecretSink | None = None) -> IbkrClientConfig:

@@ -32,6 +32,16 @@ from tests.support.ports import free_port
 from tests.support.scripts import running_script, user_env
 
 
+def _random_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
 def _shot(page: Page, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"))
 
@@ -41,6 +51,11 @@ def _test_connection_row(page: Page, conn_id: str, expected: str, works: bool = 
     must come out as ``works`` says, with ``expected`` in IBKR's or the hook's message and a toast
     saying so."""
     row = page.locator("tr", has=page.get_by_text(conn_id, exact=True)).first
+    # A closed dialog gives the focus back to the last button pressed, whose tooltip then covers
+    # the rows below it: a person moves the mouse away and presses Escape.
+    page.mouse.move(0, 0)
+    page.keyboard.press("Escape")
+    expect(page.locator("[data-scope=tooltip][data-part=content]")).to_have_count(0)
     with page.expect_response(lambda r: r.url.endswith("/api/v2/connections/test")) as answer:
         row.get_by_role("button", name="Test Connection").click()
     assert answer.value.status == 200, answer.value.text()  # the API refused port 0 before the plugin
@@ -180,6 +195,30 @@ def _connect_pages_refuse_crafted_input(url: str, auth: dict[str, str]) -> None:
         assert crafted.status_code == 400 and "not started in this browser" in crafted.text
 
 
+def _takeover_is_reported_and_recovered(page: Page, home: Path, sandbox_dir: Path, sandbox_url: str) -> None:
+    """Another login (think TWS) takes the user's brokerage session: ibkr_default's Test goes red
+    naming it, instead of green; the README's recovery command moves the session back."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from tests.support.other_login import login_elsewhere
+
+    login_elsewhere(SimpleNamespace(state_dir=sandbox_dir, base_url=sandbox_url))  # type: ignore[arg-type]
+    result = _test_connection_row(
+        page, "ibkr_default", "no longer considers the shared session authenticated", works=False
+    )
+    assert "TWS, IBKR Mobile or Client Portal" in str(result["message"])
+    assert "ibkr-provider reconnect" in str(result["message"])
+    command = [str(Path(sys.executable).parent / "ibkr-provider"), "reconnect", "ibkr_default"]
+    done = subprocess.run(
+        command, env=user_env(AIRFLOW_HOME=str(home)), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ibkr_default now holds the IBKR brokerage session: authenticated" in done.stdout
+    _test_connection_row(page, "ibkr_default", "accounts: DU1234567 (paper)")
+
+
 def _start(page: Page, conn_id: str) -> None:
     """From the Connect IBKR page: name the connection and go to IBKR's login."""
     page.get_by_label("Save the connection as").fill(conn_id)
@@ -208,8 +247,10 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     expect(page.get_by_role("heading", name="IBKR connected")).to_be_visible()
     status = page.get_by_role("status")
     expect(status).to_contain_text("Test succeeded")
-    expect(status).to_contain_text("(oauth1a); accounts: DU1234567 (paper)")
-    expect(status).to_contain_text("U3456789 (live)")
+    # the same sandbox user as ibkr_default, whose session the DAGs use: proven, not taken over
+    expect(status).to_contain_text("proven by a fresh live session token (oauth1a)")
+    expect(status).to_contain_text("held by connection ibkr_default")
+    expect(status).to_contain_text("this Test did not take it over")
     _shot(page, shots, "connect-ibkr-result")
     # the consent is over: its state cookie is gone from the browser
     assert [c for c in page.context.cookies() if c["name"] == "ibkr_connect_state"] == []
@@ -223,10 +264,11 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     assert replay is not None and replay.status == 400
     expect(page.get_by_role("alert")).to_contain_text("not started in this browser")
 
-    # a normal IBKR connection: its row's Test succeeds
+    # a normal IBKR connection: its row's Test succeeds, and ibkr_default still holds the session
     page.get_by_role("link", name="Airflow connections").click()
     expect(page.get_by_role("button", name="Add Connection")).to_be_visible()
-    _test_connection_row(page, "ibkr_connected", "(oauth1a)")
+    _test_connection_row(page, "ibkr_connected", "held by connection ibkr_default")
+    _test_connection_row(page, "ibkr_default", "accounts: DU1234567 (paper)")
 
     _open_connect_page(page, url)
     _start(page, "ibkr_denied")
@@ -323,6 +365,12 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             _shot(page, shots, "flex-connection-added-through-the-form-tested")
             _add_flex_connection_through_the_form(page, "flex_wrong_token", sandbox_url, "1" * len(token))
             _test_connection_row(page, "flex_wrong_token", "token", works=False)
+            # the same client and user with a key that is not the registered one: red, although a
+            # session of the right key is cached
+            wrong = {**conn, "extra": {**conn["extra"], "private_key": _random_key()}}
+            _add_connection_through_the_form(page, "ibkr_wrong_key", wrong)
+            _test_connection_row(page, "ibkr_wrong_key", "IbkrAuthError", works=False)
+            _shot(page, shots, "connection-with-a-wrong-key-tested")
 
             out = tmp_path / "snapshot-from-the-ui"
             run_id = _trigger_snapshot_from_the_dialog(page, url, "DU2345678", out)
@@ -335,6 +383,10 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             unmasked = _unauthenticated_callbacks_cost_nothing(url)
             _connect_pages_refuse_crafted_input(url, api.headers)
             request_token, verifier = _connect_ibkr(page, url, api.headers, shots)
+            takeovers = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
+            assert takeovers.get("competing_takeovers", 0) == 0  # no Test took a session over
+            page.get_by_role("link", name="Airflow connections").click()
+            _takeover_is_reported_and_recovered(page, home, sandbox_dir, sandbox_url)
         stats = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
         assert stats["request_tokens"] == 3 and stats["access_tokens"] == 1, stats
         assert stats["consents_accepted"] == 2 and stats["consents_denied"] == 1, stats
