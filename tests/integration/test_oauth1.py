@@ -55,6 +55,25 @@ def test_the_hook_connects_with_oauth1a(
     assert stats["token_requests"] == 0  # no OAuth 2.0 step
 
 
+def test_a_corrupted_secret_fails_its_test_even_with_a_session_cached(
+    monkeypatch: pytest.MonkeyPatch, fresh_oauth1_sandbox: RunningSandbox
+) -> None:
+    """A session of the good credentials is cached (same consumer key and access token, so the
+    same session key); a secret with two characters swapped is still base64 of the right length,
+    and RSA PKCS#1 v1.5 decryption turns it into a wrong prepend instead of an error. The record's
+    fingerprint differs, so the Test mints a live session token with it, and IBKR's answer exposes it."""
+    good, message = _test(monkeypatch, fresh_oauth1_sandbox)
+    assert good and "accounts: DU1234567 (paper)" in message
+    secret = fresh_oauth1_sandbox.connection["password"]
+    i = next(i for i in range(10, len(secret) - 4) if secret[i] != secret[i + 1])
+    swapped = secret[:i] + secret[i + 1] + secret[i] + secret[i + 2 :]
+    ok, message = _test(monkeypatch, fresh_oauth1_sandbox, password=swapped)
+    assert not ok and ("IbkrAuthError" in message or "encryption_private_key" in message), message
+    assert secret not in message and swapped not in message
+    good, message = _test(monkeypatch, fresh_oauth1_sandbox)  # the cached session was left working
+    assert good and "proven by the shared session" in message
+
+
 def test_a_connection_reads_its_keys_from_the_consumer_profile_it_names(
     monkeypatch: pytest.MonkeyPatch, fresh_oauth1_sandbox: RunningSandbox
 ) -> None:
