@@ -55,18 +55,28 @@ class Pacer:
         if global_limit <= 0:
             raise ValueError("global_limit must be positive")
         self._store = store
-        self._session_key = key
         self._key = key
         self._global_interval_ms = interval_ms(global_limit, 1.0)
         self._clock = clock
         self._sleep = sleep
 
     def pace_as(self, user: str | None) -> None:
-        """Draw from ``user``'s buckets from now on (None: the session's). IBKR paces per
-        username, and two connections of one user (an OAuth 2.0 and an OAuth 1.0a one) have
-        sessions of their own: paced per session, they once sent two ``/portfolio/accounts``
-        within IBKR's 5 s and met its penalty box."""
-        self._key = "user-" + hashlib.sha256(user.encode()).hexdigest()[:32] if user else self._session_key
+        """Draw from ``user``'s buckets from now on (IBKR paces per username, and two
+        connections of one user, an OAuth 2.0 and an OAuth 1.0a one, have sessions of their own:
+        paced per session, they once sent two ``/portfolio/accounts`` within IBKR's 5 s and met
+        its penalty box). Until the user is known (the login steps, which learn it), the
+        session's buckets are used. The switch carries the global bucket's next free time over,
+        so the slots the login steps took still count; an unknown user (a renewal before it is
+        learnt again) keeps the user's buckets."""
+        if not user:
+            return
+        key = "user-" + hashlib.sha256(user.encode()).hexdigest()[:32]
+        if key == self._key:
+            return
+        # interval 0: reads the bucket's next free time, and raises the other's to it, taking no slot
+        carried = self._store.reserve_slot(self._key, "global", earliest_ms=0, interval_ms=0)
+        self._store.reserve_slot(key, "global", earliest_ms=carried, interval_ms=0)
+        self._key = key
 
     def acquire(self, method: str, path: str) -> int:
         """Block until a request to ``path`` (below ``/v1/api``) may be sent; returns its slot
