@@ -53,6 +53,11 @@ def describe(owner: dict[str, Any] | None) -> str:
     )
 
 
+#: A holder that carried no request (nor keep-alive tickle) for this long is gone: IBKR ends an
+#: idle session after about 5-10 minutes (UNCONFIRMED; ibind's and ibeam's observations).
+HOLDER_IDLE_SECONDS = 600.0
+
+
 class BrokerageHolders:
     """The per-user markers in ``store``."""
 
@@ -73,8 +78,11 @@ class BrokerageHolders:
         if not key or key == besides:
             return None
         record = self._store.load(key)
-        if record is None or not record.brokerage_ready or self._clock() >= record.expires_at:
+        now = self._clock()
+        if record is None or not record.brokerage_ready or now >= record.expires_at:
             return None
+        if now - self._store.last_used(key) > HOLDER_IDLE_SECONDS:
+            return None  # idle beyond IBKR's timeout: nobody holds it any more
         return record
 
     def mark(self, user: str | None, key: str) -> None:

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 SANDBOX_CLIENT_ID = "sandbox-client"
 SANDBOX_KEY_ID = "sandbox-key-1"
 SANDBOX_CREDENTIAL = "sandboxuser"
-SANDBOX_USER_ID = 99_996_016
+#: The sandbox user's IBKR user id is drawn per sandbox process (``SandboxState.user_id``): each
+#: sandbox is an IBKR of its own, and clients that tell users apart by id must not take two
+#: sandboxes' users for one.
 
 _REAL_TICKERS = [
     ("AAPL", "APPLE INC", "NASDAQ", 265598, 228.0),

@@ -144,6 +144,8 @@ class SandboxState:
     #: OAuth 1.0a mode: the three-legged consents of the third-party consumer.
     consent: ConsentBroker | None = None
     started_at: float = field(default_factory=time.time)
+    #: IBKR's user id of the sandbox user (tickle's ``userId``): one per sandbox process.
+    user_id: int = field(default_factory=lambda: 10_000_000 + secrets.randbelow(89_999_999))
     market: Market = field(init=False)
 
     def __post_init__(self) -> None:

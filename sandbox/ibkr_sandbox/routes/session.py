@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from ibkr_sandbox.routes.common import SERVER_INFO, Gate, auth_status, ibkr_error
-from ibkr_sandbox.seed import SANDBOX_USER_ID
 
 
 def session_router(gate: Gate) -> APIRouter:
@@ -21,7 +20,7 @@ def session_router(gate: Gate) -> APIRouter:
         record = gate.session(request)
         remaining = settings.sso_idle_timeout - (time.time() - record.last_active)
         return {
-            "USER_ID": SANDBOX_USER_ID,
+            "USER_ID": state.user_id,
             "USER_NAME": record.credential,
             "RESULT": True,
             "AUTH_TIME": int(record.created_at * 1000),
@@ -63,7 +62,7 @@ def session_router(gate: Gate) -> APIRouter:
             "session": record.public_id,
             "ssoExpires": int(settings.sso_idle_timeout * 1000),
             "collission": False,
-            "userId": SANDBOX_USER_ID,
+            "userId": state.user_id,
             "hmds": {"error": "no bridge"},
             "iserver": {"authStatus": auth_status(record)},
         }
