@@ -10,8 +10,10 @@ the compose file's ``./logs`` volume does.
 
 Every host gets the same Fernet key (connections and session records are encrypted with it) and
 the same API secrets; ``ibkr_default`` is stored in the metadata database with
-``session_cache = redis://.../1``. A dead worker's tasks are failed (and retried) after 30 s
-without a heartbeat (``[scheduler] task_instance_heartbeat_timeout``; Airflow's default is 300).
+``session_cache = redis://.../1``. A dead worker's tasks are failed (and retried) after 10 s
+without a heartbeat (``[scheduler] task_instance_heartbeat_timeout``; Airflow's default is 300),
+well inside the 30 s lease of the placement lock a killed worker leaves behind, so a retried
+placement waits out the rest of that lease before it looks for the order (and adopts it).
 
 Settings: ``IBKR_CLUSTER_PORT`` (the UI, default 8080), ``IBKR_CLUSTER_DIR`` (work directory,
 default ``.cluster``, emptied at start), ``IBKR_CLUSTER_DAGS`` (DAG folder, default ``dags/``).
@@ -283,7 +285,7 @@ def main() -> int:
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(work / "task-logs"),
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "10",
             "IBKR_SANDBOX_URL": sandbox.base_url,
         }
         controller = airflow_env(common, work / "controller")

@@ -80,7 +80,7 @@ E2E_LONGEST = (
     "tests/e2e/test_pacing.py::test_eight_processes_pace_together_without_losing_slots[file]",
     "tests/e2e/test_dags.py::test_rebalance",
     "tests/e2e/test_pacing.py::test_eight_processes_pace_together_without_losing_slots[redis]",
-    "tests/e2e/test_oauth1_runs.py::test_eight_processes_share_one_live_session_token",
+    "tests/e2e/test_oauth1_runs.py::test_eight_processes_share_one_live_session_token_with_timestamps_in_order",
 )
 
 

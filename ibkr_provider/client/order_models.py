@@ -287,3 +287,6 @@ class PlacedOrder:
     coid: str | None
     adopted: bool
     confirmed_message_ids: tuple[str, ...] = ()
+    #: How long the placement waited for the orders queued before it (the placement lock): a
+    #: retry after a killed worker waits out that worker's lease here.
+    lock_wait_seconds: float = 0.0

@@ -21,9 +21,11 @@ enforces, because money is at stake:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ibkr_provider.client import fields
 from ibkr_provider.client.api import IbkrApi
@@ -46,6 +48,9 @@ from ibkr_provider.client.order_models import (
     TimeInForce,
     WhatIf,
 )
+
+if TYPE_CHECKING:
+    from ibkr_provider.client.stores import Lease
 
 __all__ = [
     "OrderService",
@@ -141,55 +146,67 @@ class OrderService:
         account_id = fields.account_id(account_id)
         ticket.validate()
         self._api.iserver_preflight()
+        asked = time.monotonic()
         with self._api.lock("orders", timeout=ORDER_QUEUE_SECONDS) as lease:
-            if ticket.coid:
-                existing = self.find_by_coid(account_id, ticket.coid)
-                if existing is not None:
-                    log.warning(
-                        "order with cOID %s already exists (id %s): adopting it",
-                        ticket.coid,
-                        existing.order_id,
-                    )
-                    return PlacedOrder(existing.order_id, existing.status, ticket.coid, adopted=True)
-            lease.check()  # never send an order while another process may be placing one
-            answer = self._api.call(
-                "POST",
-                f"/iserver/account/{path_segment(account_id)}/orders",
-                json_body={"orders": [ticket.to_json(account_id)]},
-            )
-            confirmed: list[str] = []
-            for _ in range(MAX_PROMPT_ROUNDS):
-                if isinstance(answer, Mapping) and answer.get("error"):
-                    adopted = self._adopt_duplicate(account_id, ticket, str(answer["error"]))
-                    if adopted is not None:
-                        return adopted
-                    text = str(answer["error"])
-                    raise IbkrOrderError(
-                        f"IBKR rejected the order: {text}", ibkr_error=text, code=IbkrErrorCode.REJECTED
-                    )
-                first = answer[0] if isinstance(answer, list) and answer else None
-                if isinstance(first, Mapping) and first.get("order_id") is not None:
-                    log.info(
-                        "order %s placed (%s), cOID %s",
-                        first["order_id"],
-                        first.get("order_status"),
-                        ticket.coid,
-                    )
-                    return PlacedOrder(
-                        str(first["order_id"]),
-                        OrderState.parse(first.get("order_status")),
-                        ticket.coid,
-                        adopted=False,
-                        confirmed_message_ids=tuple(confirmed),
-                    )
-                if isinstance(first, Mapping) and first.get("id"):
-                    answer = self._answer_prompt(first, allowed_message_ids, confirmed)
-                    continue
-                raise IbkrResponseError(f"unexpected answer to an order: {str(answer)[:200]}")
-            raise IbkrOrderError(
-                f"IBKR asked more than {MAX_PROMPT_ROUNDS} questions; the order was not confirmed",
-                code=IbkrErrorCode.TOO_MANY_PROMPTS,
-            )
+            waited = time.monotonic() - asked
+            if waited > 1:
+                log.info("waited %.1f s for the orders queued before this one (the placement lock)", waited)
+            placed = self._place_locked(account_id, ticket, lease, allowed_message_ids)
+            return dataclasses.replace(placed, lock_wait_seconds=round(waited, 3))
+
+    def _place_locked(
+        self, account_id: str, ticket: OrderTicket, lease: Lease, allowed_message_ids: Collection[str]
+    ) -> PlacedOrder:
+        """Placement under the lock: adopt an order of the same cOID, else POST it and answer
+        IBKR's questions."""
+        if ticket.coid:
+            existing = self.find_by_coid(account_id, ticket.coid)
+            if existing is not None:
+                log.warning(
+                    "order with cOID %s already exists (id %s): adopting it",
+                    ticket.coid,
+                    existing.order_id,
+                )
+                return PlacedOrder(existing.order_id, existing.status, ticket.coid, adopted=True)
+        lease.check()  # never send an order while another process may be placing one
+        answer = self._api.call(
+            "POST",
+            f"/iserver/account/{path_segment(account_id)}/orders",
+            json_body={"orders": [ticket.to_json(account_id)]},
+        )
+        confirmed: list[str] = []
+        for _ in range(MAX_PROMPT_ROUNDS):
+            if isinstance(answer, Mapping) and answer.get("error"):
+                adopted = self._adopt_duplicate(account_id, ticket, str(answer["error"]))
+                if adopted is not None:
+                    return adopted
+                text = str(answer["error"])
+                raise IbkrOrderError(
+                    f"IBKR rejected the order: {text}", ibkr_error=text, code=IbkrErrorCode.REJECTED
+                )
+            first = answer[0] if isinstance(answer, list) and answer else None
+            if isinstance(first, Mapping) and first.get("order_id") is not None:
+                log.info(
+                    "order %s placed (%s), cOID %s",
+                    first["order_id"],
+                    first.get("order_status"),
+                    ticket.coid,
+                )
+                return PlacedOrder(
+                    str(first["order_id"]),
+                    OrderState.parse(first.get("order_status")),
+                    ticket.coid,
+                    adopted=False,
+                    confirmed_message_ids=tuple(confirmed),
+                )
+            if isinstance(first, Mapping) and first.get("id"):
+                answer = self._answer_prompt(first, allowed_message_ids, confirmed)
+                continue
+            raise IbkrResponseError(f"unexpected answer to an order: {str(answer)[:200]}")
+        raise IbkrOrderError(
+            f"IBKR asked more than {MAX_PROMPT_ROUNDS} questions; the order was not confirmed",
+            code=IbkrErrorCode.TOO_MANY_PROMPTS,
+        )
 
     def _adopt_duplicate(self, account_id: str, ticket: OrderTicket, text: str) -> PlacedOrder | None:
         """IBKR's duplicate-cOID rejection ("Local order ID=... is already registered") means an

@@ -279,6 +279,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
                 "coid": placed.coid,
                 "adopted": placed.adopted,
                 "confirmed_message_ids": list(placed.confirmed_message_ids),
+                "lock_wait_seconds": placed.lock_wait_seconds,
             }
         )
         return result

@@ -140,6 +140,8 @@ def add_flex_routes(app: FastAPI, state: SandboxState, token: str) -> None:
             return _error("Fail", 1020, "Invalid request or unable to validate request.")
         if t != token:
             return _error("Fail", 1015, "Token is invalid.")
+        if state.settings.flex_token_expired:
+            return _error("Fail", 1012, "Token has expired.")
         if q != SANDBOX_FLEX_QUERY_ID:
             return _error("Fail", 1014, "Query is invalid.")
         today = datetime.now(timezone.utc).strftime("%Y%m%d")

@@ -134,6 +134,9 @@ class OAuth1Verifier:
         self.grants: dict[str, Consumer] = {}
         self.settings = settings
         self.realm = realm
+        #: ``oauth_signature`` of each live-session-token request, as it arrived (percent-encoded):
+        #: what a test scans logs for, taken from the wire rather than guessed.
+        self.received_signatures: list[str] = []
 
     def _all(self) -> list[Consumer]:
         return [*self.consumers.values(), *self.grants.values()]
@@ -146,6 +149,7 @@ class OAuth1Verifier:
             consumer.expired.clear()
             consumer.nonces.clear()
             consumer.last_timestamp = 0
+        self.received_signatures.clear()
 
     def expire_tokens(self) -> list[str]:
         """Make every current live session token invalid (answers 410); returns them."""
@@ -188,6 +192,7 @@ class OAuth1Verifier:
         """``POST /oauth/live_session_token``: verify the RSA-SHA256 request, run the DH step and
         return (consumer, the new LST, IBKR's answer)."""
         realm, params = parse_authorization(header)
+        self.received_signatures = [*self.received_signatures[-49:], params.get("oauth_signature", "")]
         consumer = self._consumer(realm, params)
         prepend = consumer.prepend.hex()
         verify_rsa_sha256(

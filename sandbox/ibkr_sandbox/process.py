@@ -109,6 +109,11 @@ class RunningSandbox:
         tick: int = self._control("POST", "market", {"ticks": ticks})["tick"]
         return tick
 
+    def lst_signatures(self) -> list[str]:
+        """OAuth 1.0a: the ``oauth_signature`` of each live-session-token request received."""
+        signatures: list[str] = self._control("GET", "oauth1/signatures")
+        return signatures
+
     def set_account_kind(self, account_id: str, *, paper: bool) -> None:
         """Report ``account_id`` as paper or live from now on (``reset()`` restores the seed)."""
         self._control("POST", f"accounts/{account_id}/kind", {"paper": paper})

@@ -62,6 +62,8 @@ class SandboxSettings:
     one_question_per_session: bool = True
     #: Flex: GetStatement answers 1019 this many times per reference code before the report.
     flex_pending_polls: int = 2
+    #: Flex: the valid token has expired (SendRequest answers 1012 "Token has expired.").
+    flex_token_expired: bool = False
     #: Flex: a token polling again within this many seconds gets 1018 (IBKR's limit is UNCONFIRMED).
     flex_min_interval: float = 1.0
     #: What-if answers carry this ``warn`` text (IBKR's margin and price warnings), e.g.

@@ -134,8 +134,12 @@ def test_oauth1a_mapped_tasks_and_the_snapshot_share_one_token_and_log_no_secret
     _eight_pids_read_every_account(out)
     snapshot_conf = json.dumps({"output_dir": str(tmp_path / "snapshot")})
     _run(airflow_cli, "ibkr_portfolio_snapshot", env, "-c", snapshot_conf)
+    assert_one_live_session_token(fresh_oauth1_sandbox.stats())  # for both DAG runs and every task
+    # a session of its own (memory cache), so the probe really mints a live session token and
+    # the sandbox receives a fresh RSA signature
+    env["AIRFLOW_CONN_IBKR_DEFAULT"] = fresh_oauth1_sandbox.connection_json(session_cache="memory")
     _run(airflow_cli, "ibkr_mask_probe", env)
-    assert_one_live_session_token(fresh_oauth1_sandbox.stats())  # for the three DAG runs and every task
+    assert fresh_oauth1_sandbox.stats()["lst_issued"] == 2
     snapshot = json.loads(next((tmp_path / "snapshot").glob("portfolio_snapshot_*.json")).read_text())
     by_id = {a["account"]["accountId"]: a for a in snapshot["accounts"]}
     assert len(by_id["DU1234567"]["positions"]) == 273
@@ -143,11 +147,14 @@ def test_oauth1a_mapped_tasks_and_the_snapshot_share_one_token_and_log_no_secret
     runtime = json.loads((tmp_path / "secrets.json").read_text())
     secrets = {"live session token": runtime["bearer"], "prepend": runtime["prepend"]}
     secrets.update({"access token": runtime["access_token"], "tickle session": runtime["tickle_session"]})
-    assert runtime["lst_request_signatures"]
+    # the probe's signature as the sandbox received it (the newest of the two LST requests)
+    assert len(fresh_oauth1_sandbox.lst_signatures()) == 2
+    assert runtime["lst_request_signatures"] == fresh_oauth1_sandbox.lst_signatures()[-1:]
     secrets.update({f"LST request signature {n}": s for n, s in enumerate(runtime["lst_request_signatures"])})
     assert all(len(value) > 5 for value in secrets.values())
     logs = "\n".join(p.read_text() for p in _task_logs(home) - earlier_logs)
     assert "leak via logging: prepend=***" in logs and "leak via logging: bearer=***" in logs
+    assert "leak via logging: lst_signature 0=***" in logs
     for name, value in secrets.items():
         assert value not in logs, f"{name} leaked into a task log"
     assert "oauth_signature" not in logs

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from ibkr_sandbox.process import RunningSandbox
@@ -19,17 +18,7 @@ from ibkr_provider.client.redis_store import RedisSessionStore
 from ibkr_provider.client.stores import FileSessionStore, MemorySessionStore, SessionStore
 from tests.support.processes import cache_env, run_workers
 from tests.support.redis_server import redis_server
-from tests.support.sessions import ALL_ACCOUNTS, assert_one_session
-
-
-def _assert_single_flight(reports: list[dict[str, Any]]) -> None:
-    """The processes really overlapped: every one asked for the session before the one that
-    opened it was done (the sandbox holds the token request 1 s), so all but one waited for it
-    on the lock rather than finding a finished session."""
-    (opener,) = [r for r in reports if r["session"]["opened"]]
-    assert all(r["asked_at"] < opener["session"]["opened_at"] for r in reports), reports
-    waited = [r for r in reports if r is not opener and r["session"]["lock_wait_seconds"] > 0.2]
-    assert len(waited) >= 1, reports
+from tests.support.sessions import ALL_ACCOUNTS, assert_one_session, assert_single_flight
 
 
 def test_eight_processes_share_one_session_through_the_file_cache(
@@ -41,7 +30,7 @@ def test_eight_processes_share_one_session_through_the_file_cache(
     results = run_workers(8, "accounts", env)
     assert len({r["pid"] for r in results}) == 8
     assert all(r["accounts"] == ALL_ACCOUNTS for r in results)
-    _assert_single_flight(results)
+    assert_single_flight(results)
     stats = fresh_sandbox.stats()
     assert_one_session(stats)
     # IBKR paces /portfolio/accounts at 1 per 5 s: one read served all eight processes.
@@ -64,7 +53,7 @@ def test_eight_processes_share_one_session_through_redis(
         env = {"AIRFLOW_CONN_IBKR_DEFAULT": fresh_sandbox.connection_json(session_cache=url)}
         fresh_sandbox.inject_fault("/oauth2/api/v1/token", "delay", delay=1.0)
         results = run_workers(8, "accounts", env)
-        _assert_single_flight(results)
+        assert_single_flight(results)
         conn = fresh_sandbox.connection
         key = session_key(conn["host"], conn["login"], conn["extra"]["credential"])
         assert RedisSessionStore(url).load(key) is None  # encrypted: not readable without Fernet

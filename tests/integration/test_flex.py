@@ -134,3 +134,22 @@ def test_a_statement_url_elsewhere_never_gets_the_token(
         _flex(fresh_sandbox).fetch("100001")
     assert excinfo.value.permanent
     assert fresh_sandbox.stats().get("flex_polls", 0) == 0
+
+
+def test_an_expired_token_fails_at_once_naming_the_token(fresh_sandbox: RunningSandbox) -> None:
+    """1012: IBKR knows the token and says it expired (a new one is needed): no polling, no
+    retry, a message that tells which setting to renew."""
+    fresh_sandbox.configure(flex_token_expired=True)
+    flex = _flex(fresh_sandbox)
+    with pytest.raises(IbkrAuthError) as excinfo:
+        flex.fetch("100001")
+    error = excinfo.value
+    assert error.ibkr_code == "1012" and error.permanent
+    assert "Flex error 1012: Token has expired." in str(error) and "Generate a new Flex token" in str(error)
+    assert "ibkr_flex connection's password" in str(error)
+    assert flex._token not in str(error)
+    stats = fresh_sandbox.stats()
+    assert stats["flex_send_requests"] == 1 and stats.get("flex_polls", 0) == 0
+    # and the connection's Test (one SendRequest with the probe query id) says so too
+    with pytest.raises(IbkrAuthError, match="Flex error 1012: Token has expired"):
+        flex.check_token()

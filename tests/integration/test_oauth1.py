@@ -206,7 +206,9 @@ def test_every_oauth1a_secret_goes_to_the_masker(
     for field in ("signature_private_key", "encryption_private_key"):
         lines = [line for line in conn["extra"][field].splitlines() if "-----" not in line]
         assert all(line in registered for line in lines), field
-    assert any(s.endswith("%3D") or len(s) > 300 for s in registered)  # the RSA signature of the LST request
+    # the RSA signature of the LST request, exactly as the sandbox received it
+    sent = fresh_oauth1_sandbox.lst_signatures()
+    assert len(sent) == 1 and sent[0] in registered
 
 
 FFDHE2048_PEM = """-----BEGIN DH PARAMETERS-----

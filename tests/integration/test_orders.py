@@ -365,3 +365,45 @@ def test_cancel_operator_cancels_a_resting_order(
     with pytest.raises(AirflowFailException, match="order_id") as failed:
         IbkrCancelOrderOperator(task_id="c", account_id="DU2345678", order_id="abc").execute(_context())  # type: ignore[arg-type]
     assert isinstance(failed.value.__cause__, IbkrValidationError)
+
+
+def test_a_placement_whose_lease_lapsed_stops_before_the_post(
+    fresh_sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    """The Redis placement lock is lost while the placement reads the order list (its lease of
+    0.3 s cannot be renewed once the key is gone): the placement stops before the POST."""
+    import threading
+    import time
+
+    import redis
+
+    from ibkr_provider.client import IbkrClientConfig, IbkrSessionError
+    from ibkr_provider.client.redis_store import RedisSessionStore
+    from tests.support.redis_server import redis_server
+
+    with redis_server(tmp_path / "redis") as url:
+        store = RedisSessionStore(url, lease_seconds=0.3)
+        config = IbkrClientConfig.from_mapping(fresh_sandbox.client_config_values(session_cache=url))
+        with IbkrClient(config, store=store) as client:
+            client.brokerage_accounts()
+            fresh_sandbox.inject_fault("/v1/api/iserver/account/orders", "delay", method="GET", delay=1.5)
+            lock = f"ibkr:{client.session_key}-orders:lock"
+            server = redis.Redis.from_url(url)
+
+            def lose_the_lock() -> None:
+                deadline = time.monotonic() + 10
+                while not server.exists(lock) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.2)
+                server.delete(lock)
+
+            thief = threading.Thread(target=lose_the_lock)
+            thief.start()
+            ticket = OrderTicket(conid=VTI, side="BUY", quantity=1, coid="lapse-1")
+            with pytest.raises(IbkrSessionError, match="lapsed while held"):
+                client.orders.place("DU2345678", ticket)
+            thief.join(10)
+            server.close()
+    stats = fresh_sandbox.stats()
+    assert stats["faults_fired"] == 1 and stats.get("orders_placed", 0) == 0
+    assert not [p for p in stats["paths"] if p.startswith("POST") and p.endswith("/orders")]

@@ -9,6 +9,16 @@ from typing import Any
 ALL_ACCOUNTS = ["DU1234567", "DU2345678", "U3456789"]
 
 
+def assert_single_flight(reports: list[dict[str, Any]]) -> None:
+    """The processes really overlapped: every one asked for the session before the one that
+    opened it was done (the sandbox holds the token request 1 s), so all but one waited for it
+    on the lock rather than finding a finished session."""
+    (opener,) = [r for r in reports if r["session"]["opened"]]
+    assert all(r["asked_at"] < opener["session"]["opened_at"] for r in reports), reports
+    waited = [r for r in reports if r is not opener and r["session"]["lock_wait_seconds"] > 0.2]
+    assert len(waited) >= 1, reports
+
+
 def assert_one_session(stats: dict[str, Any]) -> None:
     """OAuth 2.0: one token, one SSO session, one brokerage init; no 401, 429 or competing login."""
     # The whole record as text (pytest shortens a dict message), so a failure says which path

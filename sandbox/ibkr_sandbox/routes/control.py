@@ -33,6 +33,15 @@ def control_router(gate: Gate) -> APIRouter:
             expired = state.oauth1.expire_tokens()
         return {"expired": len(expired)}
 
+    @router.get("/__sandbox__/oauth1/signatures")
+    def lst_signatures() -> list[str]:
+        """The ``oauth_signature`` of every live-session-token request since the last reset, as
+        received (percent-encoded)."""
+        if state.oauth1 is None:
+            raise ibkr_error(400, "the sandbox serves no OAuth 1.0a (gateway mode)")
+        with state.lock:
+            return list(state.oauth1.received_signatures)
+
     @router.get("/__sandbox__/stats")
     def stats() -> dict[str, Any]:
         return state.stats()

@@ -16,6 +16,18 @@ from airflow.sdk import dag, task
 log = logging.getLogger(__name__)
 
 
+def _received_signatures(client: object) -> list[str]:
+    """What the sandbox got on the wire as ``oauth_signature`` of this probe's live-session-token
+    request (the newest it received)."""
+    import requests
+
+    base_url = client.config.base_url  # type: ignore[attr-defined]
+    answer = requests.get(f"{base_url}/__sandbox__/oauth1/signatures", timeout=30)
+    answer.raise_for_status()
+    received: list[str] = answer.json()
+    return received[-1:]
+
+
 @dag(
     dag_id="ibkr_mask_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False
 )
@@ -45,8 +57,9 @@ def ibkr_mask_probe() -> None:
                 "tickle_session": tickle.session,
                 "signed_jwts": [s for s in registered if s.count(".") == 2],
                 "prepend": oauth1a.prepend if oauth1a else "",
-                # the RSA-SHA256 signature of the live-session-token request (percent-encoded base64)
-                "lst_request_signatures": [s for s in registered if len(s) > 300 and "-----" not in s],
+                # the RSA-SHA256 signature of the live-session-token request, as the sandbox received it
+                # (the probe's own session: its connection has a memory cache, so it minted one)
+                "lst_request_signatures": _received_signatures(client) if oauth1a else [],
                 "key_lines": (client.config.private_key_pem or "").splitlines(),
             }
             with open(os.environ["IBKR_MASK_PROBE_OUT"], "w") as handle:
