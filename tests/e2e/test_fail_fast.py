@@ -10,6 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ibkr_sandbox.process import RunningSandbox
@@ -42,18 +43,15 @@ def test_a_refused_live_order_fails_every_place_task_on_its_first_try(
         "dry_run": False,
         "output_dir": str(tmp_path / "out"),
     }
-    started = time.monotonic()
-    result = airflow_cli.run(["dags", "test", "ibkr_rebalance", "-c", json.dumps(conf)], env, timeout=300)
-    elapsed = time.monotonic() - started
-    output = result.stdout + result.stderr
+    output = _run_until_the_task_fails_once(
+        airflow_cli, fresh_airflow_home, env, "ibkr_rebalance", "place_order", conf
+    )
     places = [r for r in _task_rows(fresh_airflow_home, "ibkr_rebalance") if r[0] == "place_order"]
     assert len(places) >= 2, output[-4000:]
-    assert all(row[1:] == (1, "failed") for row in places), places  # no up_for_retry, no 2nd try
     assert "IBKR does not report U3456789 as a paper account" in output and NOT_RETRIED in output
     stats = fresh_sandbox.stats()
     sent = [p for p in stats["paths"] if p.endswith("/orders") or "/reply/" in p]
     assert sent == [] and stats.get("orders_placed", 0) == 0, stats["paths"]  # the plan's what-ifs only
-    assert elapsed < 60, elapsed  # retry_delay is 2 minutes: any retry would show
 
 
 def test_a_wrong_private_key_fails_the_snapshot_at_once_with_one_login_attempt(
@@ -121,3 +119,73 @@ def test_a_transient_fault_beyond_the_clients_retries_is_retried_by_airflow(
     assert stats["faults_fired"] == 2
     assert stats["paths"]["GET /v1/api/portfolio/DU2345678/positions/0"] == 3
     assert NOT_RETRIED not in output
+
+
+def _run_until_the_task_fails_once(
+    airflow_cli: AirflowCli,
+    home: Path,
+    env: dict[str, str],
+    dag_id: str,
+    task_id: str,
+    conf: dict[str, object],
+) -> str:
+    """Run the DAG; its output once ``task_id`` failed for good. A retry shows in seconds: the
+    run is stopped as soon as the task is ``up_for_retry`` (instead of sitting out its retry
+    delay, which would make a broken fail-fast show only as a timeout minutes later)."""
+    run = airflow_cli.start(["dags", "test", dag_id, "-c", json.dumps(conf)], env)
+    deadline = time.monotonic() + 240
+    try:
+        while run.poll() is None:
+            states = [row[2] for row in _task_rows(home, dag_id) if row[0] == task_id]
+            assert "up_for_retry" not in states, f"{dag_id}.{task_id} is waiting to be retried: {states}"
+            assert time.monotonic() < deadline, f"{dag_id} still running after 240 s"
+            time.sleep(0.3)
+        output, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    tries = [row[1:] for row in _task_rows(home, dag_id) if row[0] == task_id]
+    assert tries and all(t == (1, "failed") for t in tries), (tries, output[-4000:])
+    return output
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "task_id", "conf", "cause"),
+    [
+        (
+            "ibkr_rebalance",
+            "plan",
+            {"account_id": "DU2345678", "targets": {"NOPE": 0.1}},
+            "IbkrNotFoundError",
+        ),
+        (
+            "ibkr_dca",
+            "plan_purchases",
+            {"account_id": "DU2345678", "amounts": {"NOPE": 100}},
+            "IbkrNotFoundError",
+        ),
+        ("ibkr_risk_monitor", "check_risk", {"accounts": ["ZZ9999999"]}, "accountId is not valid"),
+        ("ibkr_rebalance", "plan", {"targets": {"VTI": 0.1}}, "IbkrValidationError: account_id"),
+    ],
+)
+def test_each_dag_task_fails_at_once_on_what_a_retry_cannot_fix(
+    fresh_airflow_home: Path,
+    fresh_sandbox: RunningSandbox,
+    tmp_path: Path,
+    airflow_cli: AirflowCli,
+    dag_id: str,
+    task_id: str,
+    conf: dict[str, object],
+    cause: str,
+) -> None:
+    """An unknown symbol, an account IBKR refuses, a missing account: the DAG's own @fail_fast
+    tasks fail on their first try, naming the cause."""
+    env = airflow_env(
+        fresh_airflow_home,
+        dag_folder(tmp_path, dag_id),
+        AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
+    )
+    output = _run_until_the_task_fails_once(airflow_cli, fresh_airflow_home, env, dag_id, task_id, conf)
+    assert cause in output and NOT_RETRIED in output, output[-4000:]
+    assert fresh_sandbox.stats().get("orders_placed", 0) == 0

@@ -64,3 +64,18 @@ def test_trades_and_pnl(fresh_sandbox: RunningSandbox, make_client: MakeClient) 
     assert set(pnl) == {"DU1234567", "DU2345678", "U3456789"} and (pnl["DU2345678"].daily_pnl or 0) > 0
     with pytest.raises(IbkrValidationError, match="days"):
         client.trades(days=30)
+
+
+def test_an_unknown_symbol_fails_the_snapshot_operator_without_retries(
+    monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from ibkr_provider.operators.market import IbkrMarketSnapshotOperator
+
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_DEFAULT", fresh_sandbox.connection_json())
+    op = IbkrMarketSnapshotOperator(task_id="quotes", symbols=["VTI", "NOPE"])
+    with pytest.raises(AirflowFailException, match="Not retried") as failed:
+        op.execute({})  # type: ignore[arg-type]
+    assert isinstance(failed.value.__cause__, IbkrNotFoundError)
+    assert "'NOPE'" in str(failed.value)
