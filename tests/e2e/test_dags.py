@@ -240,6 +240,9 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
             run.communicate()
         client.close()
     assert run.returncode == 0, output[-4000:]
+    # the waits were handed to the trigger (deferred: "checking again" is only the trigger's line),
+    # not poked by the sensor in a worker slot (which logs "IBKR order ... is Submitted")
+    assert "is Submitted; checking again in 1 s" in output
     report = json.loads(next(out.glob("rebalance_*.json")).read_text())
     assert report["dry_run"] is False and report["orders"]
     assert all(o["status"] == "Submitted" for o in report["orders"])  # resting when placed

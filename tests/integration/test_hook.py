@@ -90,29 +90,38 @@ def test_prefixed_extra_names_are_accepted(
 def test_every_runtime_secret_is_registered_with_the_masker(conn_env) -> None:  # type: ignore[no-untyped-def]
     from airflow.sdk._shared.secrets_masker import redact
 
+    import ibkr_provider.hooks.ibkr as hook_module
     from ibkr_provider.hooks.ibkr import IbkrHook
 
     conn_env()
     sink: list[str] = []
-    with mock.patch("ibkr_provider.hooks.ibkr.mask_secret", side_effect=lambda s: sink.append(s)) as spy:
+    real = hook_module.mask_secret  # whatever the hook registers with, unchanged
+
+    def recording(secret: str, name: str | None = None) -> None:
+        sink.append(secret)
+        real(secret, name)  # the hook's own registration, as it is, must reach the task's masker
+
+    with mock.patch("ibkr_provider.hooks.ibkr.mask_secret", side_effect=recording) as spy:
         hook = IbkrHook()
         client = hook.get_conn()
         client.connect()
-        client.tickle()
+        tickle = client.tickle()
         hook.close()
-    # Unwrap what was registered, then register it for real and check the masker hides it.
     assert spy.call_count >= 5
     record = client.sessions.current
-    assert record is not None and record.bearer and record.access_token
-    assert record.bearer in sink and record.access_token in sink
+    assert record is not None and record.bearer and record.access_token and tickle.session
     assert client.config.private_key_pem in sink
-    assert sum(s.count(".") == 2 for s in sink) >= 2  # the two signed JWTs (client assertion, SSO JWT)
-    from airflow.sdk.log import mask_secret
-
-    for secret in sink:
-        mask_secret(secret)
-    line = f"Authorization: Bearer {record.bearer} token={record.access_token}"
-    assert record.bearer not in redact(line) and record.access_token not in redact(line)
+    jwts = [s for s in sink if s.count(".") == 2]
+    assert len(jwts) >= 2  # the two signed JWTs (client assertion, SSO JWT)
+    # What the hook registered, and nothing this test registered, hides every runtime secret.
+    line = (
+        f"Authorization: Bearer {record.bearer} token={record.access_token} session={tickle.session} "
+        f"assertion={jwts[0]} sso={jwts[1]} key line={client.config.private_key_pem.splitlines()[1]}"
+    )
+    shown = redact(line)
+    for secret in (record.bearer, record.access_token, tickle.session, *jwts[:2]):
+        assert secret not in shown, shown
+    assert client.config.private_key_pem.splitlines()[1] not in shown
 
 
 def _test_in_fresh_home(tmp_path: Path, sandbox: RunningSandbox, **env_extra: str) -> tuple[bool, str]:
