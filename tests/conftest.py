@@ -60,6 +60,7 @@ FAST_TIERS_LONGEST = (
     "tests/integration/test_resilience.py::test_a_session_that_keeps_failing_is_not_retried_in_a_loop",
     "tests/integration/test_client.py::test_lost_session_is_recovered_once",
     "tests/integration/test_orders.py::test_same_coid_twice_places_once",
+    "tests/integration/test_session_takeover.py::test_reconnect_moves_the_session_and_the_loser_names_the_taker",
     "tests/integration/test_flex.py::test_report_survives_1019_and_1018",
     "tests/integration/test_hook.py::test_a_malformed_fernet_key_names_the_option",
     "tests/integration/test_hook.py::test_a_fresh_home_without_a_fernet_key_works_and_warns",
