@@ -58,7 +58,7 @@ with DAG(
     @task
     @fail_fast("IBKR risk check")
     def check_risk() -> dict[str, dict[str, float | None]]:
-        from ibkr_provider.client.numbers import as_json_number
+        from ibkr_provider.client.models.numbers import as_json_number
         from ibkr_provider.hooks.ibkr import IbkrHook
 
         params = get_current_context()["params"]

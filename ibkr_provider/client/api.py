@@ -16,7 +16,7 @@ from ibkr_provider.client import fields
 from ibkr_provider.client.errors import IbkrValidationError
 
 if TYPE_CHECKING:
-    from ibkr_provider.client.models import BrokerageAccounts
+    from ibkr_provider.client.models.session import BrokerageAccounts
     from ibkr_provider.client.stores import Lease
 
 

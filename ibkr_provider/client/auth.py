@@ -17,9 +17,9 @@ from typing import Protocol
 
 from ibkr_provider.client.config import AuthType, IbkrClientConfig
 from ibkr_provider.client.errors import IbkrAuthError, IbkrConfigError, IbkrErrorCode, IbkrResponseError
+from ibkr_provider.client.http.transport import HttpTransport
 from ibkr_provider.client.jwt_signing import AssertionSigner
-from ibkr_provider.client.models import AccessToken, SsoSession
-from ibkr_provider.client.transport import HttpTransport
+from ibkr_provider.client.models.session import AccessToken, SsoSession
 
 log = logging.getLogger(__name__)
 

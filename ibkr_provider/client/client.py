@@ -2,7 +2,7 @@
 
 The parts, one job each: :class:`~ibkr_provider.client.session.SessionManager` (the shared
 session: single flight, opening, recovery, pre-flights, locks), the request pipeline inside it
-(pacing, then :class:`~ibkr_provider.client.transport.HttpTransport` with bounded retries), the
+(pacing, then :class:`~ibkr_provider.client.http.transport.HttpTransport` with bounded retries), the
 keep-alive thread (:mod:`ibkr_provider.client.keepalive`), and the endpoint groups, created once
 and exposed as attributes: ``client.portfolio``, ``client.iserver``, ``client.orders`` and
 ``client.market_data``.
@@ -22,25 +22,17 @@ from ibkr_provider.client import keepalive
 from ibkr_provider.client.auth import SecretSink, build_auth
 from ibkr_provider.client.config import IbkrClientConfig
 from ibkr_provider.client.errors import IbkrValidationError
+from ibkr_provider.client.http.pacing import Pacer
+from ibkr_provider.client.http.transport import HttpTransport
 from ibkr_provider.client.iserver import IserverApi
 from ibkr_provider.client.marketdata import MarketData
-from ibkr_provider.client.models import (
-    Account,
-    AccountSummary,
-    BrokerageAccounts,
-    BrokerageSessionStatus,
-    Ledger,
-    PnlRow,
-    Position,
-    TickleResult,
-)
+from ibkr_provider.client.models.portfolio import Account, AccountSummary, Ledger, PnlRow, Position
+from ibkr_provider.client.models.session import BrokerageAccounts, BrokerageSessionStatus, TickleResult
 from ibkr_provider.client.orders import OrderService
-from ibkr_provider.client.pacing import Pacer
 from ibkr_provider.client.portfolio import PortfolioApi
 from ibkr_provider.client.record import Cipher, SessionRecord, session_key
 from ibkr_provider.client.session import SessionManager
 from ibkr_provider.client.stores import SessionStore, build_session_store
-from ibkr_provider.client.transport import HttpTransport
 
 _METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH"})
 

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 from ibkr_provider.client import fields
 from ibkr_provider.client.errors import IbkrConfigError, IbkrValidationError
 from ibkr_provider.client.hosts import DEFAULT_BASE_URL
-from ibkr_provider.client.limits import DEFAULT_GATEWAY_RATE_LIMIT, DEFAULT_OAUTH_RATE_LIMIT
-from ibkr_provider.client.retries import RetryPolicy
+from ibkr_provider.client.http.limits import DEFAULT_GATEWAY_RATE_LIMIT, DEFAULT_OAUTH_RATE_LIMIT
+from ibkr_provider.client.http.retries import RetryPolicy
 
 if TYPE_CHECKING:
     from ibkr_provider.client.oauth1 import OAuth1aCredentials

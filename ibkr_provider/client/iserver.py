@@ -7,7 +7,8 @@ from typing import Any
 
 from ibkr_provider.client.api import IbkrApi, resolve_account
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
-from ibkr_provider.client.models import BrokerageAccounts, BrokerageSessionStatus, PnlRow, TickleResult
+from ibkr_provider.client.models.portfolio import PnlRow
+from ibkr_provider.client.models.session import BrokerageAccounts, BrokerageSessionStatus, TickleResult
 
 
 class IserverApi:

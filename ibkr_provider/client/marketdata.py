@@ -21,7 +21,7 @@ from ibkr_provider.client.errors import (
     IbkrRequestError,
     IbkrResponseError,
 )
-from ibkr_provider.client.numbers import as_json_number, to_decimal
+from ibkr_provider.client.models.numbers import as_json_number, to_decimal
 
 #: IBKR market-data field codes used by name here (campus "market-data-fields").
 LAST, BID, ASK, SYMBOL = "31", "84", "86", "55"

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from ibkr_provider.client.auth import SecretSink, SessionTokens, Stamp
 from ibkr_provider.client.config import IbkrClientConfig
 from ibkr_provider.client.errors import IbkrConfigError, IbkrResponseError
+from ibkr_provider.client.http.transport import HttpTransport
 from ibkr_provider.client.oauth1 import (
     LST_PATH,
     LiveSessionTokenExchange,
@@ -24,7 +25,6 @@ from ibkr_provider.client.oauth1 import (
     new_nonce,
     signed_request_header,
 )
-from ibkr_provider.client.transport import HttpTransport
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from ibkr_provider.client.errors import (
     IbkrValidationError,
 )
 from ibkr_provider.client.fields import path_segment
-from ibkr_provider.client.order_models import (
+from ibkr_provider.client.models.orders import (
     LiveOrder,
     OrderSide,
     OrderState,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from ibkr_provider.client.api import IbkrApi, resolve_account
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
 from ibkr_provider.client.fields import path_segment
-from ibkr_provider.client.models import Account, AccountSummary, Ledger, Position
-from ibkr_provider.client.paper import account_is_paper
+from ibkr_provider.client.models.paper import account_is_paper
+from ibkr_provider.client.models.portfolio import Account, AccountSummary, Ledger, Position
 
 POSITIONS_PAGE_SIZE = 100
 #: A bound on paging so a misbehaving server cannot loop a task forever (100,000 positions).
@@ -38,7 +38,7 @@ class PortfolioApi:
 
     def is_paper(self, account_id: str) -> bool:
         """Whether IBKR says ``account_id`` is a paper account: its ``/portfolio/accounts`` type
-        and the login's ``isPaper`` (see :mod:`ibkr_provider.client.paper`). An account IBKR says
+        and the login's ``isPaper`` (see :mod:`ibkr_provider.client.models.paper`). An account IBKR says
         nothing about is live."""
         account = resolve_account(account_id, None)
         login_is_paper = self._api.iserver_preflight().is_paper

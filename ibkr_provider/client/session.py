@@ -39,11 +39,11 @@ from ibkr_provider.client.errors import (
 )
 from ibkr_provider.client.fingerprint import credential_fingerprint
 from ibkr_provider.client.holders import BrokerageHolders, describe, owner_of
-from ibkr_provider.client.models import BrokerageAccounts, BrokerageSessionStatus
-from ibkr_provider.client.pacing import Pacer
+from ibkr_provider.client.http.pacing import Pacer
+from ibkr_provider.client.http.transport import HttpTransport
+from ibkr_provider.client.models.session import BrokerageAccounts, BrokerageSessionStatus
 from ibkr_provider.client.record import SessionRecord
 from ibkr_provider.client.stores import Lease, SessionStore
-from ibkr_provider.client.transport import HttpTransport
 
 log = logging.getLogger(__name__)
 

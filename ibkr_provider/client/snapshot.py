@@ -14,8 +14,8 @@ from typing import Any
 
 from ibkr_provider.client.client import IbkrClient
 from ibkr_provider.client.errors import IbkrErrorCode, IbkrNotFoundError
-from ibkr_provider.client.models import Account, AccountSummary, Ledger, Position
-from ibkr_provider.client.numbers import as_json_number
+from ibkr_provider.client.models.numbers import as_json_number
+from ibkr_provider.client.models.portfolio import Account, AccountSummary, Ledger, Position
 
 POSITION_COLUMNS = (
     "account_id",

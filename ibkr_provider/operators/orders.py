@@ -22,7 +22,7 @@ from ibkr_provider.hooks.ibkr import IbkrHook
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient
-    from ibkr_provider.client.order_models import OrderTicket, WhatIf
+    from ibkr_provider.client.models.orders import OrderTicket, WhatIf
 
 
 def order_coid(dag_id: str, task_id: str, run_id: str, map_index: int) -> str:
@@ -46,7 +46,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
        a share-quantity order comes from IBKR's what-if. A cap that cannot be checked (no price,
        no what-if amount) refuses the order.
     3. ``dry_run=True`` (the default) stops after the what-if, logs and returns it.
-    4. An account IBKR does not report as paper is live (:mod:`ibkr_provider.client.paper`),
+    4. An account IBKR does not report as paper is live (:mod:`ibkr_provider.client.models.paper`),
        and a live account needs ``allow_live=True`` as well as ``dry_run=False``.
     5. Placement runs one order at a time per login (so per account too), with a cOID derived
        from dag id, task id, run id and map index: a retried task adopts the order it placed
@@ -139,7 +139,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
         return f"{str(self.side).upper()} {self.cash_quantity} cash of {what}"
 
     def _ticket(self, coid: str | None) -> OrderTicket:
-        from ibkr_provider.client.order_models import OrderTicket
+        from ibkr_provider.client.models.orders import OrderTicket
 
         if isinstance(self.conid, bool):
             raise IbkrValidationError("conid", f"{self.conid!r} is not an IBKR contract id")

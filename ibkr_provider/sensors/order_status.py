@@ -15,7 +15,7 @@ from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.names import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
-    from ibkr_provider.client.order_models import OrderStatus
+    from ibkr_provider.client.models.orders import OrderStatus
     from ibkr_provider.hooks.ibkr import IbkrHook
 
 
@@ -55,7 +55,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        from ibkr_provider.client.order_models import TERMINAL_STATES
+        from ibkr_provider.client.models.orders import TERMINAL_STATES
 
         terminal = sorted(state.value for state in TERMINAL_STATES)
         unknown = set(expected_statuses) - set(terminal)

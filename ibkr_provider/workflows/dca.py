@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ibkr_provider.client.errors import IbkrValidationError
 from ibkr_provider.client.fields import decimal_number
-from ibkr_provider.client.numbers import as_text
+from ibkr_provider.client.models.numbers import as_text
 from ibkr_provider.workflows.rebalance import Funds
 
 if TYPE_CHECKING:

@@ -37,11 +37,11 @@ from ibkr_provider.client.errors import (
     IbkrValidationError,
 )
 from ibkr_provider.client.fields import decimal_number as number
-from ibkr_provider.client.numbers import as_text, fraction, money
+from ibkr_provider.client.models.numbers import as_text, fraction, money
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient
-    from ibkr_provider.client.models import AccountSummary
+    from ibkr_provider.client.models.portfolio import AccountSummary
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +340,7 @@ def plan_for(
     Raises :class:`IbkrOrderRefusedError` for a plan the account cannot pay for and
     :class:`IbkrOrderError` when IBKR's what-if rejects an order: both before anything is placed.
     """
-    from ibkr_provider.client.order_models import OrderTicket
+    from ibkr_provider.client.models.orders import OrderTicket
 
     wanted = check_targets(targets)
     leverage_cap = number("max_gross_leverage", max_gross_leverage)

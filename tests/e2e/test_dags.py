@@ -15,7 +15,7 @@ import pytest
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
-from ibkr_provider.client.order_models import OrderSide
+from ibkr_provider.client.models.orders import OrderSide
 from tests.support.airflow_cli import REPO_ROOT, AirflowCli, airflow_env, dag_folder
 
 DAGS = REPO_ROOT / "dags"

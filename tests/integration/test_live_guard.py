@@ -211,7 +211,7 @@ def test_an_account_ibkr_says_nothing_about_is_live(
 
 
 def test_paper_rule() -> None:
-    from ibkr_provider.client.paper import account_is_paper
+    from ibkr_provider.client.models.paper import account_is_paper
 
     demo = [{"accountId": "X1", "type": "DEMO"}]
     assert account_is_paper("X1", login_is_paper=None, accounts=demo)

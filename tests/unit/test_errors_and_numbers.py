@@ -23,7 +23,7 @@ from ibkr_provider.client.errors import (
     IbkrValidationError,
     is_permanent,
 )
-from ibkr_provider.client.numbers import to_decimal, to_float
+from ibkr_provider.client.models.numbers import to_decimal, to_float
 
 PERMANENT = [
     IbkrConfigError("private_key", "not a key"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ibkr_provider.client.pacing import Pacer, interval_ms
+from ibkr_provider.client.http.pacing import Pacer, interval_ms
 from ibkr_provider.client.stores import FileSessionStore, MemorySessionStore, SessionStore
 
 

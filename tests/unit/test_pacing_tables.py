@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from ibkr_sandbox.pacing import RULES, rule_for
 
-from ibkr_provider.client.limits import ENDPOINT_LIMITS, endpoint_limit
+from ibkr_provider.client.http.limits import ENDPOINT_LIMITS, endpoint_limit
 from tests.support.pacing_samples import SAMPLES
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
 from ibkr_provider.client.fields import finite_number
-from ibkr_provider.client.numbers import as_json_number, to_decimal, to_float
+from ibkr_provider.client.models.numbers import as_json_number, to_decimal, to_float
 
 
 class OrderSide(str, enum.Enum):

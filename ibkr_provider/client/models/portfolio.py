@@ -1,10 +1,7 @@
-"""Typed, frozen results of the endpoints the client covers.
+"""Typed, frozen results of the portfolio endpoints: accounts, summary, ledger, positions, PnL.
 
-Each model keeps the decoded payload in ``raw`` so nothing IBKR sent is lost when IBKR adds a
-field before this provider models it. Money and prices are :class:`~decimal.Decimal` (read by
-:mod:`ibkr_provider.client.numbers`); quantities are floats. Parsers are strict about what the
-provider relies on (an account id, a conid) and raise :class:`IbkrResponseError` rather than returning a
-half-filled object.
+Money and prices are :class:`~decimal.Decimal` (read by :mod:`ibkr_provider.client.models.numbers`);
+quantities are floats. Each model keeps the decoded payload in ``raw``.
 """
 
 from __future__ import annotations
@@ -15,108 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError
-from ibkr_provider.client.numbers import to_decimal, to_float
-
-Json = Any
-
-
-def _require_mapping(payload: Json, what: str) -> Mapping[str, Any]:
-    if not isinstance(payload, Mapping):
-        raise IbkrResponseError(f"expected a JSON object for {what}, got {type(payload).__name__}")
-    return payload
-
-
-@dataclass(frozen=True)
-class AccessToken:
-    """OAuth 2.0 access token (step 1); ``expires_at`` is epoch seconds."""
-
-    token: str = field(repr=False)
-    expires_at: float
-    scope: str | None = None
-
-
-@dataclass(frozen=True)
-class SsoSession:
-    """SSO session bearer (step 2) used as ``Authorization: Bearer`` on ``/v1/api``."""
-
-    bearer: str = field(repr=False)
-    active: bool
-    raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
-
-
-@dataclass(frozen=True)
-class BrokerageSessionStatus:
-    """``/iserver/auth/status`` and ``/iserver/auth/ssodh/init``: the brokerage session state.
-
-    Healthy means authenticated, connected and not competing (the check ibind uses too).
-    """
-
-    authenticated: bool
-    competing: bool
-    connected: bool
-    message: str
-    fail: str
-    raw: Mapping[str, Any] = field(repr=False)
-
-    @property
-    def healthy(self) -> bool:
-        return self.authenticated and self.connected and not self.competing
-
-    @classmethod
-    def from_json(cls, payload: Json) -> BrokerageSessionStatus:
-        data = _require_mapping(payload, "brokerage session status")
-        return cls(
-            authenticated=bool(data.get("authenticated", False)),
-            competing=bool(data.get("competing", False)),
-            connected=bool(data.get("connected", False)),
-            message=str(data.get("message") or ""),
-            fail=str(data.get("fail") or ""),
-            raw=data,
-        )
-
-
-@dataclass(frozen=True)
-class TickleResult:
-    """``/tickle``: keep-alive answer with the SSO countdown and the brokerage status."""
-
-    session: str | None = field(repr=False)
-    sso_expires_ms: int | None
-    brokerage: BrokerageSessionStatus | None
-    raw: Mapping[str, Any] = field(repr=False)
-
-    @classmethod
-    def from_json(cls, payload: Json) -> TickleResult:
-        data = _require_mapping(payload, "/tickle")
-        auth = (data.get("iserver") or {}).get("authStatus")
-        return cls(
-            session=data.get("session"),
-            sso_expires_ms=data.get("ssoExpires"),
-            brokerage=BrokerageSessionStatus.from_json(auth) if isinstance(auth, Mapping) else None,
-            raw=data,
-        )
-
-
-@dataclass(frozen=True)
-class BrokerageAccounts:
-    """``GET /iserver/accounts``: the pre-flight IBKR requires before trading and market data."""
-
-    accounts: tuple[str, ...]
-    selected_account: str | None
-    is_paper: bool | None
-    raw: Mapping[str, Any] = field(repr=False)
-
-    @classmethod
-    def from_json(cls, payload: Json) -> BrokerageAccounts:
-        data = _require_mapping(payload, "/iserver/accounts")
-        accounts = data.get("accounts")
-        if not isinstance(accounts, list):
-            raise IbkrResponseError("/iserver/accounts answered without an 'accounts' list")
-        return cls(
-            accounts=tuple(str(a) for a in accounts),
-            selected_account=data.get("selectedAccount"),
-            is_paper=data.get("isPaper"),
-            raw=data,
-        )
+from ibkr_provider.client.models._json import Json, require_mapping
+from ibkr_provider.client.models.numbers import to_decimal, to_float
 
 
 @dataclass(frozen=True)
@@ -132,7 +29,7 @@ class Account:
 
     @classmethod
     def from_json(cls, payload: Json) -> Account:
-        data = _require_mapping(payload, "an account")
+        data = require_mapping(payload, "an account")
         account_id = data.get("accountId") or data.get("id")
         if not account_id:
             raise IbkrResponseError("/portfolio/accounts returned an account without 'accountId'")
@@ -175,7 +72,7 @@ class AccountSummary:
 
     @classmethod
     def from_json(cls, account_id: str, payload: Json) -> AccountSummary:
-        data = _require_mapping(payload, f"/portfolio/{account_id}/summary")
+        data = require_mapping(payload, f"/portfolio/{account_id}/summary")
         metrics: dict[str, SummaryValue] = {}
         for name, item in data.items():
             if isinstance(item, Mapping):
@@ -202,8 +99,8 @@ class PnlRow:
 
     @classmethod
     def from_json(cls, payload: Json) -> dict[str, PnlRow]:
-        data = _require_mapping(payload, "/iserver/account/pnl/partitioned")
-        rows = _require_mapping(data.get("upnl") or {}, "upnl")
+        data = require_mapping(payload, "/iserver/account/pnl/partitioned")
+        rows = require_mapping(data.get("upnl") or {}, "upnl")
         out: dict[str, PnlRow] = {}
         for key, row in rows.items():
             if isinstance(row, Mapping):
@@ -243,7 +140,7 @@ class Ledger:
 
     @classmethod
     def from_json(cls, account_id: str, payload: Json) -> Ledger:
-        data = _require_mapping(payload, f"/portfolio/{account_id}/ledger")
+        data = require_mapping(payload, f"/portfolio/{account_id}/ledger")
         entries: dict[str, LedgerEntry] = {}
         for key, item in data.items():
             if isinstance(item, Mapping):
@@ -279,7 +176,7 @@ class Position:
 
     @classmethod
     def from_json(cls, payload: Json) -> Position:
-        data = _require_mapping(payload, "a position")
+        data = require_mapping(payload, "a position")
         conid, quantity = data.get("conid"), to_float(data.get("position"))
         if conid is None or quantity is None:
             raise IbkrResponseError("a position row lacks 'conid' or 'position'")

@@ -28,7 +28,7 @@ from ibkr_provider.client.errors import (
     IbkrResponseError,
     IbkrSessionError,
 )
-from ibkr_provider.client.retries import RetryPolicy, call_with_retries
+from ibkr_provider.client.http.retries import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from ibkr_provider.client.limits import endpoint_limit
-from ibkr_provider.client.stores import SessionStore
+from ibkr_provider.client.http.limits import endpoint_limit
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,21 @@ STORE_WIDE_BUCKETS = frozenset({"tickle"})
 STORE_WIDE_KEY = "store-wide"
 
 
+class SlotStore(Protocol):
+    """What the pacer needs of a store: one atomic slot reservation, shared by every process
+    (the session stores implement it: file lock, Redis script, process memory)."""
+
+    def reserve_slot(self, key: str, bucket: str, *, earliest_ms: int, interval_ms: int) -> int:
+        """Claim ``max(earliest_ms, next free)`` and move the bucket's next free time one
+        ``interval_ms`` past it; return the claimed slot (epoch milliseconds)."""
+
+
 class Pacer:
     """Shared slot reservations for one IBKR session (one username)."""
 
     def __init__(
         self,
-        store: SessionStore,
+        store: SlotStore,
         key: str,
         *,
         global_limit: float,
