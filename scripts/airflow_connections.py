@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ibkr_provider.client.locking import write_private_atomically
+from ibkr_provider.client.session.locking import write_private_atomically
 
 
 def import_connections(

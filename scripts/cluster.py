@@ -51,7 +51,7 @@ import requests
 from airflow_connections import import_connections
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
 
-from ibkr_provider.client.locking import write_private_atomically
+from ibkr_provider.client.session.locking import write_private_atomically
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

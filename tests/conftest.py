@@ -166,7 +166,7 @@ def airflow_home() -> Path:
 def isolated_session_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """Each test gets its own file session cache (hooks read [ibkr] session_cache_dir) and an
     empty per-process memory cache, so no session leaks from one test into another."""
-    from ibkr_provider.client.stores import MemorySessionStore
+    from ibkr_provider.client.session.stores.memory import MemorySessionStore
 
     cache = tmp_path / "session-cache"
     monkeypatch.setenv("AIRFLOW__IBKR__SESSION_CACHE_DIR", str(cache))

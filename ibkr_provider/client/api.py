@@ -3,7 +3,7 @@
 ``PortfolioApi``, ``IserverApi``, ``OrderService`` and ``MarketData`` depend on this protocol,
 not on :class:`~ibkr_provider.client.client.IbkrClient`, so they can be built and tested on
 their own and there is no import cycle between the client and its parts. The session manager
-(:class:`~ibkr_provider.client.session.SessionManager`) implements it.
+(:class:`~ibkr_provider.client.session.manager.SessionManager`) implements it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ibkr_provider.client.errors import IbkrValidationError
 
 if TYPE_CHECKING:
     from ibkr_provider.client.models.session import BrokerageAccounts
-    from ibkr_provider.client.stores import Lease
+    from ibkr_provider.client.session.stores.base import Lease
 
 
 class IbkrApi(Protocol):

@@ -1,9 +1,9 @@
 """``IbkrClient``: one IBKR username at one API host, wired from its parts.
 
-The parts, one job each: :class:`~ibkr_provider.client.session.SessionManager` (the shared
+The parts, one job each: :class:`~ibkr_provider.client.session.manager.SessionManager` (the shared
 session: single flight, opening, recovery, pre-flights, locks), the request pipeline inside it
 (pacing, then :class:`~ibkr_provider.client.http.transport.HttpTransport` with bounded retries), the
-keep-alive thread (:mod:`ibkr_provider.client.keepalive`), and the endpoint groups, created once
+keep-alive thread (:mod:`ibkr_provider.client.session.keepalive`), and the endpoint groups, created once
 and exposed as attributes: ``client.portfolio``, ``client.iserver``, ``client.orders`` and
 ``client.market_data``.
 
@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ibkr_provider.client import keepalive
 from ibkr_provider.client.auth import SecretSink, build_auth
 from ibkr_provider.client.config import IbkrClientConfig
 from ibkr_provider.client.errors import IbkrValidationError
@@ -30,9 +29,11 @@ from ibkr_provider.client.models.portfolio import Account, AccountSummary, Ledge
 from ibkr_provider.client.models.session import BrokerageAccounts, BrokerageSessionStatus, TickleResult
 from ibkr_provider.client.orders import OrderService
 from ibkr_provider.client.portfolio import PortfolioApi
-from ibkr_provider.client.record import Cipher, SessionRecord, session_key
-from ibkr_provider.client.session import SessionManager
-from ibkr_provider.client.stores import SessionStore, build_session_store
+from ibkr_provider.client.session import keepalive
+from ibkr_provider.client.session.manager import SessionManager
+from ibkr_provider.client.session.record import Cipher, SessionRecord, session_key
+from ibkr_provider.client.session.stores.base import SessionStore
+from ibkr_provider.client.session.stores.factory import build_session_store
 
 _METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH"})
 

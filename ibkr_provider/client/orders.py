@@ -50,7 +50,7 @@ from ibkr_provider.client.models.orders import (
 )
 
 if TYPE_CHECKING:
-    from ibkr_provider.client.stores import Lease
+    from ibkr_provider.client.session.stores.base import Lease
 
 __all__ = [
     "OrderService",

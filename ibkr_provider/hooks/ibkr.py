@@ -29,7 +29,7 @@ from ibkr_provider.hooks.names import DEFAULT_CONN_ID, TESTED_CONN_ID
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient, IbkrClientConfig
     from ibkr_provider.client.auth import SecretSink
-    from ibkr_provider.client.record import Cipher
+    from ibkr_provider.client.session.record import Cipher
 
 log = logging.getLogger(__name__)
 
@@ -349,11 +349,11 @@ class IbkrHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """Prove the connection's credentials without taking anyone's brokerage session (see
-        :mod:`ibkr_provider.client.probe`) and list the accounts when this connection's brokerage
+        :mod:`ibkr_provider.client.session.probe`) and list the accounts when this connection's brokerage
         session is usable; never raises (the UI's Test button runs it in the API server, so the
         client is closed afterwards). The message says which proof was made."""
         from ibkr_provider.client import IbkrError
-        from ibkr_provider.client.probe import probe
+        from ibkr_provider.client.session.probe import probe
 
         try:
             with self:

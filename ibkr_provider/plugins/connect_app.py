@@ -202,7 +202,7 @@ def _state_store() -> Any:
     API server host; ``redis://...`` when several API servers share the callback)."""
     from airflow.sdk import conf
 
-    from ibkr_provider.client.stores import build_session_store
+    from ibkr_provider.client.session.stores.factory import build_session_store
     from ibkr_provider.hooks.ibkr import airflow_cipher, default_session_cache_dir
 
     spec = conf.get("ibkr", "connect_state_cache", fallback="") or None

@@ -22,7 +22,7 @@ import psutil
 import pytest
 import requests
 
-from ibkr_provider.client.redis_store import REDIS_LOCK_TTL_SECONDS
+from ibkr_provider.client.session.stores.redis_store import REDIS_LOCK_TTL_SECONDS
 from tests.support.airflow_api import Api
 from tests.support.airflow_cli import dag_folder
 from tests.support.ports import free_port

@@ -13,9 +13,11 @@ import pytest
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrSessionError
-from ibkr_provider.client.record import session_key
-from ibkr_provider.client.redis_store import RedisSessionStore
-from ibkr_provider.client.stores import FileSessionStore, MemorySessionStore, SessionStore
+from ibkr_provider.client.session.record import session_key
+from ibkr_provider.client.session.stores.base import SessionStore
+from ibkr_provider.client.session.stores.file import FileSessionStore
+from ibkr_provider.client.session.stores.memory import MemorySessionStore
+from ibkr_provider.client.session.stores.redis_store import RedisSessionStore
 from tests.support.processes import cache_env, run_workers
 from tests.support.redis_server import redis_server
 from tests.support.sessions import ALL_ACCOUNTS, assert_one_session, assert_single_flight

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ibkr_provider.client.redis_store import RedisSessionStore
-from ibkr_provider.client.stores import FileSessionStore
+from ibkr_provider.client.session.stores.file import FileSessionStore
+from ibkr_provider.client.session.stores.redis_store import RedisSessionStore
 from tests.support.redis_server import redis_server
 
 

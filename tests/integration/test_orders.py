@@ -379,7 +379,7 @@ def test_a_placement_whose_lease_lapsed_stops_before_the_post(
     import redis
 
     from ibkr_provider.client import IbkrClientConfig, IbkrSessionError
-    from ibkr_provider.client.redis_store import RedisSessionStore
+    from ibkr_provider.client.session.stores.redis_store import RedisSessionStore
     from tests.support.redis_server import redis_server
 
     with redis_server(tmp_path / "redis") as url:

@@ -29,7 +29,7 @@ def silent_redis() -> Iterator[str]:
 
 
 def test_a_redis_that_never_answers_is_a_named_error_within_its_timeout(silent_redis: str) -> None:
-    from ibkr_provider.client.redis_store import REDIS_READ_TIMEOUT_SECONDS, RedisSessionStore
+    from ibkr_provider.client.session.stores.redis_store import REDIS_READ_TIMEOUT_SECONDS, RedisSessionStore
 
     default = RedisSessionStore(silent_redis)
     assert default._redis.connection_pool.connection_kwargs["socket_timeout"] == REDIS_READ_TIMEOUT_SECONDS
@@ -66,7 +66,7 @@ def test_a_record_from_another_fernet_key_is_named_once_and_in_the_test(
     isolated_session_cache: Path,
 ) -> None:
     """Host A wrote the shared record with its Fernet key; host B (another key) cannot read it."""
-    from ibkr_provider.client import stores
+    from ibkr_provider.client.session.stores import base as stores
     from ibkr_provider.hooks.ibkr import IbkrHook
 
     monkeypatch.setenv("AIRFLOW_CONN_IBKR_DEFAULT", fresh_sandbox.connection_json(session_cache="file"))

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 from cryptography.fernet import Fernet
 
-from ibkr_provider.client.stores import FileSessionStore, MemorySessionStore
+from ibkr_provider.client.session.stores.file import FileSessionStore
+from ibkr_provider.client.session.stores.memory import MemorySessionStore
 
 if TYPE_CHECKING:
     from ibkr_provider.plugins.consent import PendingConsent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from ibkr_provider.client import keepalive
+from ibkr_provider.client.session import keepalive
 
 
 def _threads() -> list[threading.Thread]:

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from ibkr_provider.client.http.pacing import Pacer, interval_ms
-from ibkr_provider.client.stores import FileSessionStore, MemorySessionStore, SessionStore
+from ibkr_provider.client.session.stores.base import SessionStore
+from ibkr_provider.client.session.stores.file import FileSessionStore
+from ibkr_provider.client.session.stores.memory import MemorySessionStore
 
 
 class FakeTime:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from ibkr_provider.client.config import AuthType
 from ibkr_provider.client.errors import IbkrCompetingSessionError
-from ibkr_provider.client.holders import describe
 from ibkr_provider.client.models.session import BrokerageSessionStatus
-from ibkr_provider.client.session import STATUS_PATH, SessionManager, competing_error
+from ibkr_provider.client.session.holders import describe
+from ibkr_provider.client.session.manager import STATUS_PATH, SessionManager, competing_error
 
 _PROOF = {
     AuthType.OAUTH2: "a fresh client assertion, access token and SSO session",

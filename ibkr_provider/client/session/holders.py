@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ibkr_provider.client.record import SessionRecord
-from ibkr_provider.client.stores import SessionStore
+from ibkr_provider.client.session.record import SessionRecord
+from ibkr_provider.client.session.stores.base import SessionStore
 
 
 def owner_of(label: str | None) -> dict[str, Any]:

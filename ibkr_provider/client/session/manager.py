@@ -3,7 +3,7 @@ recovered once when IBKR drops it.
 
 IBKR allows one brokerage session per username ("A single username can only have one brokerage
 session active at a time across all IB platforms", Web API documentation, Sessions), so the
-session lives in a :class:`~ibkr_provider.client.stores.SessionStore` shared by every process
+session lives in a :class:`~ibkr_provider.client.session.stores.base.SessionStore` shared by every process
 using the same (API host, client id, credential). Exactly one process opens or renews it, under
 the store's lock (single flight), ahead of expiry and never in the middle of a request; the
 others wait for the lock and reuse the result.
@@ -38,12 +38,12 @@ from ibkr_provider.client.errors import (
     IbkrSessionError,
 )
 from ibkr_provider.client.fingerprint import credential_fingerprint
-from ibkr_provider.client.holders import BrokerageHolders, describe, owner_of
 from ibkr_provider.client.http.pacing import Pacer
 from ibkr_provider.client.http.transport import HttpTransport
 from ibkr_provider.client.models.session import BrokerageAccounts, BrokerageSessionStatus
-from ibkr_provider.client.record import SessionRecord
-from ibkr_provider.client.stores import Lease, SessionStore
+from ibkr_provider.client.session.holders import BrokerageHolders, describe, owner_of
+from ibkr_provider.client.session.record import SessionRecord
+from ibkr_provider.client.session.stores.base import Lease, SessionStore
 
 log = logging.getLogger(__name__)
 

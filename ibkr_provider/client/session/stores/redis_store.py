@@ -16,8 +16,8 @@ from typing import Any
 
 from ibkr_provider.client.errors import IbkrConfigError, IbkrErrorCode, IbkrSessionError
 from ibkr_provider.client.fields import redacted_url
-from ibkr_provider.client.record import Cipher, SessionRecord
-from ibkr_provider.client.stores import Lease, SessionStore, lock_timeout
+from ibkr_provider.client.session.record import Cipher, SessionRecord
+from ibkr_provider.client.session.stores.base import Lease, SessionStore, lock_timeout
 
 log = logging.getLogger(__name__)
 
