@@ -40,7 +40,7 @@ def skip_if_started_late(context: Context, max_delay_minutes: Any) -> None:
     run = context["dag_run"]
     if str(getattr(run, "run_type", "")).lower().split(".")[-1] != "scheduled":
         return
-    limit = fields.finite_number("max_start_delay_minutes", max_delay_minutes, positive=True)
+    limit = fields.number("max_start_delay_minutes", max_delay_minutes, positive=True)
     due = run.run_after
     if due is None or limit is None:
         return

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ibkr_provider.client.auth import SecretSink, build_auth
+from ibkr_provider.client.auth.base import SecretSink
+from ibkr_provider.client.auth.factory import build_auth
 from ibkr_provider.client.config import IbkrClientConfig
 from ibkr_provider.client.errors import IbkrValidationError
 from ibkr_provider.client.http.pacing import Pacer

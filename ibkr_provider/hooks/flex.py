@@ -6,6 +6,7 @@ password (registered with the masker), the host defaulting to IBKR's Flex Web Se
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,23 @@ from ibkr_provider.hooks.names import DEFAULT_FLEX_CONN_ID
 
 if TYPE_CHECKING:
     from ibkr_provider.client.flex import FlexClient
+
+
+def _number(
+    name: str, extra: Mapping[str, Any], default: float, low: float, high: float, example: str
+) -> float:
+    from ibkr_provider.client import fields
+
+    parsed = fields.number(
+        name,
+        extra.get(name),
+        default=default,
+        minimum=low,
+        maximum=high,
+        example=example,
+        error=IbkrConfigError,
+    )
+    return default if parsed is None else parsed
 
 
 class IbkrFlexHook(BaseHook):
@@ -43,7 +61,7 @@ class IbkrFlexHook(BaseHook):
 
     def get_conn(self) -> FlexClient:
         """The Flex client for this connection (close it, or use it as a context manager)."""
-        from ibkr_provider.client.config import parse_number, parse_timeout, parse_verify
+        from ibkr_provider.client import fields
         from ibkr_provider.client.flex import FlexClient
 
         conn = self.get_connection(self.ibkr_flex_conn_id)
@@ -59,14 +77,10 @@ class IbkrFlexHook(BaseHook):
         return FlexClient(
             token=token,
             base_url=flex_base_url(conn.host, conn.port),
-            verify=parse_verify(extra.get("verify")),
-            timeout=parse_timeout(extra.get("timeout")),
-            poll_interval=parse_number(
-                "poll_interval", extra.get("poll_interval"), 5.0, minimum=0.1, maximum=600, example="5"
-            ),
-            max_wait=parse_number(
-                "max_wait", extra.get("max_wait"), 600.0, minimum=1, maximum=86_400, example="600"
-            ),
+            verify=fields.verify(extra.get("verify"), error=IbkrConfigError),
+            timeout=_number("timeout", extra, 30.0, 0.001, 600, "30"),
+            poll_interval=_number("poll_interval", extra, 5.0, 0.1, 600, "5"),
+            max_wait=_number("max_wait", extra, 600.0, 1, 86_400, "600"),
         )
 
     def default_query_id(self) -> str | None:
@@ -112,7 +126,7 @@ def flex_base_url(host: str | None, port: int | None = None) -> str:
         raise IbkrConfigError(
             "host", f"{host!r} is not a host name or http(s) URL; use e.g. {DEFAULT_FLEX_URL}"
         )
-    from ibkr_provider.client.config import url_with_port
+    from ibkr_provider.client.fields import url_with_port
 
-    text = url_with_port(text, port)
+    text = url_with_port(text, port, error=IbkrConfigError)
     return text if parts.path not in ("", "/") else f"{text}{FLEX_SERVICE_PATH}"

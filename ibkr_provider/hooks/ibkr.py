@@ -28,7 +28,7 @@ from ibkr_provider.hooks.names import DEFAULT_CONN_ID, TESTED_CONN_ID
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient, IbkrClientConfig
-    from ibkr_provider.client.auth import SecretSink
+    from ibkr_provider.client.auth.base import SecretSink
     from ibkr_provider.client.session.record import Cipher
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def _warn_no_fernet_key() -> None:
 def key_secrets(values: Mapping[str, Any]) -> list[str]:
     """Every private key the connection holds, and each of its lines (a log may print one line),
     with the OAuth 1.0a access token and secret, for the masker."""
-    from ibkr_provider.client.config import read_pem
+    from ibkr_provider.client.pem import read_pem
     from ibkr_provider.client.secrets import MIN_MASKED_LENGTH
 
     secrets: list[str] = []

@@ -16,7 +16,7 @@ from ibkr_provider.client.errors import (
     IbkrOrderRefusedError,
     IbkrValidationError,
 )
-from ibkr_provider.client.fields import finite_number, guard_flag
+from ibkr_provider.client.fields import flag, number
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
 
@@ -150,10 +150,10 @@ class IbkrPlaceOrderOperator(BaseOperator):
         ticket = OrderTicket(
             conid=conid,
             side=str(self.side).upper(),
-            quantity=finite_number("quantity", self.quantity),
-            cash_quantity=finite_number("cash_quantity", self.cash_quantity),
+            quantity=number("quantity", self.quantity),
+            cash_quantity=number("cash_quantity", self.cash_quantity),
             order_type=str(self.order_type).upper(),
-            limit_price=finite_number("limit_price", self.limit_price),
+            limit_price=number("limit_price", self.limit_price),
             tif=str(self.tif).upper(),
             coid=coid,
         )
@@ -217,10 +217,10 @@ class IbkrPlaceOrderOperator(BaseOperator):
 
     def _place(self, context: Context, hook: IbkrHook) -> dict[str, Any]:
         # Everything the person typed is checked before the first request.
-        whatif_only = guard_flag("dry_run", self.whatif_only)
-        allow_live = guard_flag("allow_live", self.allow_live)
-        max_quantity = finite_number("max_quantity", self.max_quantity, positive=True)
-        max_notional = finite_number("max_notional", self.max_notional, positive=True)
+        whatif_only = flag("dry_run", self.whatif_only)
+        allow_live = flag("allow_live", self.allow_live)
+        max_quantity = number("max_quantity", self.max_quantity, positive=True)
+        max_notional = number("max_notional", self.max_notional, positive=True)
         account_id = fields.account_id(self.account_id)
         ti = context["ti"]
         coid = order_coid(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)

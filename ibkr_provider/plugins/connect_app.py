@@ -2,7 +2,7 @@
 
 ``GET /ibkr/connect`` lists the IBKR connections and starts a consent from a consumer profile
 (see :mod:`ibkr_provider.plugins.consent`); IBKR's three-legged OAuth 1.0a does the rest
-(:mod:`ibkr_provider.client.oauth1_consent`): the browser goes to IBKR's authorize page and comes
+(:mod:`ibkr_provider.client.auth.oauth1a.consent`): the browser goes to IBKR's authorize page and comes
 back to ``/ibkr/connect/callback``, which exchanges the verifier, saves the user's connection,
 tests it and shows the accounts. ``/ibkr/connect/disconnect`` removes a user's token after a
 confirmation.
@@ -158,10 +158,10 @@ def _profile(conn_id: str) -> tuple[Any, Any]:
     """The consumer profile connection and the client-side view of it."""
     from airflow.models.connection import Connection
 
-    from ibkr_provider.client.config import parse_verify
+    from ibkr_provider.client import fields
+    from ibkr_provider.client.auth.oauth1a.consent import DEFAULT_AUTHORIZE_URL, ConsumerProfile
     from ibkr_provider.client.errors import IbkrConfigError
-    from ibkr_provider.client.oauth1_config import consumer_realm, required_rsa_key
-    from ibkr_provider.client.oauth1_consent import DEFAULT_AUTHORIZE_URL, ConsumerProfile
+    from ibkr_provider.client.settings.oauth1a import consumer_realm, required_rsa_key
     from ibkr_provider.hooks.ibkr import connection_values
 
     try:
@@ -183,7 +183,7 @@ def _profile(conn_id: str) -> tuple[Any, Any]:
             ),
             realm=consumer_realm(values, conn.login),
             authorize_url=extra.get("authorize_url") or DEFAULT_AUTHORIZE_URL,
-            verify=parse_verify(extra.get("verify")),
+            verify=fields.verify(extra.get("verify"), error=IbkrConfigError),
         )
     except IbkrConfigError as exc:
         raise _Refused(400, f"The consumer profile {conn_id!r} is incomplete: {exc}") from None
@@ -191,10 +191,11 @@ def _profile(conn_id: str) -> tuple[Any, Any]:
 
 
 def _base_url(host: str | None, port: int | None) -> str:
-    from ibkr_provider.client.config import url_with_port
+    from ibkr_provider.client.errors import IbkrConfigError
+    from ibkr_provider.client.fields import url_with_port
     from ibkr_provider.client.hosts import DEFAULT_BASE_URL
 
-    return url_with_port((host or DEFAULT_BASE_URL).rstrip("/"), port)
+    return url_with_port((host or DEFAULT_BASE_URL).rstrip("/"), port, error=IbkrConfigError)
 
 
 def _state_store() -> Any:
@@ -266,8 +267,8 @@ def create_connect_app() -> FastAPI:
 
     @app.post("/connect/start", name="ibkr_connect_start")
     async def start(request: Request) -> Response:
+        from ibkr_provider.client.auth.oauth1a.consent import authorize_url, request_token
         from ibkr_provider.client.errors import IbkrError
-        from ibkr_provider.client.oauth1_consent import authorize_url, request_token
 
         user = await _user(request, "PUT")
         form = await _form(request, user)
@@ -417,8 +418,8 @@ def _complete(
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    from ibkr_provider.client.auth.oauth1a.consent import access_token
     from ibkr_provider.client.errors import IbkrError
-    from ibkr_provider.client.oauth1_consent import access_token
 
     with requests.Session() as http:
         try:

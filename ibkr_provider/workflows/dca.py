@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ibkr_provider.client.errors import IbkrValidationError
-from ibkr_provider.client.fields import decimal_number
+from ibkr_provider.client.fields import decimal
 from ibkr_provider.client.models.numbers import as_text
 from ibkr_provider.workflows.rebalance import Funds
 
@@ -56,7 +56,7 @@ class DcaPlan:
 
 
 def check_amounts(amounts: Mapping[str, Any]) -> dict[str, Decimal]:
-    clean = {str(s).strip().upper(): decimal_number(f"amounts[{s}]", v) for s, v in (amounts or {}).items()}
+    clean = {str(s).strip().upper(): decimal(f"amounts[{s}]", v) for s, v in (amounts or {}).items()}
     if not clean or any(v <= 0 for v in clean.values()):
         raise IbkrValidationError("amounts", 'give symbol -> positive cash amount, e.g. {"VTI": 500}')
     return clean

@@ -36,7 +36,7 @@ from ibkr_provider.client.errors import (
     IbkrOrderRefusedError,
     IbkrValidationError,
 )
-from ibkr_provider.client.fields import decimal_number as number
+from ibkr_provider.client.fields import decimal as number
 from ibkr_provider.client.models.numbers import as_text, fraction, money
 
 if TYPE_CHECKING:

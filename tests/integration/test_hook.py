@@ -108,20 +108,21 @@ def test_every_runtime_secret_is_registered_with_the_masker(conn_env) -> None:  
         tickle = client.tickle()
         hook.close()
     assert spy.call_count >= 5
+    pem: str = client.config.auth.private_key_pem  # type: ignore[attr-defined]
     record = client.sessions.current
     assert record is not None and record.bearer and record.access_token and tickle.session
-    assert client.config.private_key_pem in sink
+    assert pem in sink
     jwts = [s for s in sink if s.count(".") == 2]
     assert len(jwts) >= 2  # the two signed JWTs (client assertion, SSO JWT)
     # What the hook registered, and nothing this test registered, hides every runtime secret.
     line = (
         f"Authorization: Bearer {record.bearer} token={record.access_token} session={tickle.session} "
-        f"assertion={jwts[0]} sso={jwts[1]} key line={client.config.private_key_pem.splitlines()[1]}"
+        f"assertion={jwts[0]} sso={jwts[1]} key line={pem.splitlines()[1]}"
     )
     shown = redact(line)
     for secret in (record.bearer, record.access_token, tickle.session, *jwts[:2]):
         assert secret not in shown, shown
-    assert client.config.private_key_pem.splitlines()[1] not in shown
+    assert pem.splitlines()[1] not in shown
 
 
 def _test_in_fresh_home(tmp_path: Path, sandbox: RunningSandbox, **env_extra: str) -> tuple[bool, str]:

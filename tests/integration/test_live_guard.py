@@ -16,7 +16,7 @@ import pytest
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrErrorCode, IbkrOrderRefusedError, IbkrValidationError
-from ibkr_provider.client.fields import guard_flag, path_segment
+from ibkr_provider.client.fields import flag, path_segment
 from tests.support.resolving_proxy import ResolvingProxy
 
 VTI = 12340038  # seeded at 289.00
@@ -114,7 +114,7 @@ def test_a_template_rendered_as_text_keeps_the_live_guard(
 
 
 def test_guard_flag_reads_only_the_unambiguous_words() -> None:
-    assert [guard_flag("f", v) for v in (True, False, "true", "FALSE", " True ")] == [
+    assert [flag("f", v) for v in (True, False, "true", "FALSE", " True ")] == [
         True,
         False,
         True,
@@ -123,7 +123,7 @@ def test_guard_flag_reads_only_the_unambiguous_words() -> None:
     ]
     for value in ("t", "1", 1, None, "truee", b"true"):
         with pytest.raises(IbkrValidationError):
-            guard_flag("f", value)
+            flag("f", value)
 
 
 # ------------------------------------------------------------------ 2. account ids and paper

@@ -13,6 +13,7 @@ from ibkr_sandbox.oauth1 import RFC3526_PRIME_2048
 
 from ibkr_provider.cli import RFC3526_GROUP14_PRIME, main
 from ibkr_provider.client.config import IbkrClientConfig
+from ibkr_provider.client.settings.oauth1a import OAuth1aSettings
 
 
 def test_the_keys_and_dh_parameters_make_a_valid_connection(
@@ -40,8 +41,9 @@ def test_the_keys_and_dh_parameters_make_a_valid_connection(
             "dh_params_path": str(out / "dhparam.pem"),
         }
     )
-    assert config.oauth1a is not None and config.oauth1a.prepend == "2a" * 32
-    assert config.oauth1a.dh_prime == RFC3526_GROUP14_PRIME == RFC3526_PRIME_2048
-    assert config.oauth1a.realm == "limited_poa"
+    settings = config.auth
+    assert isinstance(settings, OAuth1aSettings) and settings.prepend == "2a" * 32
+    assert settings.dh_prime == RFC3526_GROUP14_PRIME == RFC3526_PRIME_2048
+    assert settings.realm == "limited_poa"
     with pytest.raises(SystemExit, match="already holds"):
         main(["oauth1-keys", "--out", str(out)])

@@ -9,9 +9,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ibkr_provider.client import AuthType, IbkrClientConfig, IbkrConfigError
-from ibkr_provider.client.config import normalize_pem
-from ibkr_provider.client.jwt_signing import load_private_key
+from ibkr_provider.client.auth.jwt_signing import load_private_key
 from ibkr_provider.client.keys import load_rsa_private_key
+from ibkr_provider.client.pem import normalize_pem
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,8 @@ def test_pem_is_rebuilt_from_mangled_input(pem: str, mangle: object) -> None:
 def test_config_defaults_and_derived_urls(pem: str) -> None:
     config = IbkrClientConfig.from_mapping(_oauth(pem))
     assert config.base_url == "https://api.ibkr.com"
-    assert config.token_url == "https://api.ibkr.com/oauth2/api/v1/token"
-    assert config.sso_sessions_url == "https://api.ibkr.com/gw/api/v1/sso-sessions"
     assert config.api_url == "https://api.ibkr.com/v1/api"
-    assert config.client_key_id == "main" and config.verify is True and config.timeout == 30
+    assert config.auth.client_key_id == "main" and config.verify is True and config.timeout == 30  # type: ignore[attr-defined]
     assert pem not in repr(config) and "private_key" not in repr(config)
 
 
@@ -138,7 +136,7 @@ def test_private_key_path_and_verify_flags(pem: str, tmp_path: Path) -> None:
     config = IbkrClientConfig.from_mapping(
         _oauth(pem, private_key=None, private_key_path=str(key_file), verify="false")
     )
-    assert config.private_key_pem == pem and config.verify is False
+    assert config.auth.private_key_pem == pem and config.verify is False  # type: ignore[attr-defined]
     with pytest.raises(IbkrConfigError, match="not both"):
         IbkrClientConfig.from_mapping(_oauth(pem, private_key_path=str(key_file)))
     ca = tmp_path / "ca.pem"
@@ -148,7 +146,7 @@ def test_private_key_path_and_verify_flags(pem: str, tmp_path: Path) -> None:
 
 def test_gateway_needs_no_credentials() -> None:
     config = IbkrClientConfig.from_mapping({"auth_type": "gateway", "base_url": "https://localhost:5000"})
-    assert config.auth_type is AuthType.GATEWAY and config.client_id is None
+    assert config.auth_type is AuthType.GATEWAY and config.identity == (None, None)
 
 
 def test_a_key_is_parsed_once_per_process_and_errors_still_name_each_field(pem: str) -> None:

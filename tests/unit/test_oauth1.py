@@ -15,24 +15,22 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from ibkr_sandbox.oauth1 import RFC3526_PRIME_2048
 
-from ibkr_provider.client.errors import IbkrAuthError, IbkrConfigError
-from ibkr_provider.client.oauth1 import (
+from ibkr_provider.client.auth.oauth1a.signing import (
     LiveSessionTokenExchange,
-    OAuth1aCredentials,
-    QuerySigning,
     base_string,
-    decrypt_prepend,
     java_bytes,
     request_signature,
     signed_request_header,
 )
+from ibkr_provider.client.errors import IbkrAuthError, IbkrConfigError
+from ibkr_provider.client.settings.oauth1a import OAuth1aSettings, QuerySigning, decrypt_prepend
 from tests.support import oauth1_vectors as kat
 
 P = RFC3526_PRIME_2048
 BROKEN_DH = "-----BEGIN DH PARAMETERS-----\nAAAA\n-----END DH PARAMETERS-----\n"
 
 
-def _credentials(**overrides: object) -> OAuth1aCredentials:
+def _credentials(**overrides: object) -> OAuth1aSettings:
     key = serialization.load_pem_private_key(kat.SIGNATURE_KEY_PEM.encode(), password=None)
     assert isinstance(key, RSAPrivateKey)
     values: dict[str, object] = {
@@ -43,7 +41,7 @@ def _credentials(**overrides: object) -> OAuth1aCredentials:
         "dh_prime": P,
     }
     values.update(overrides)
-    return OAuth1aCredentials(**values)  # type: ignore[arg-type]
+    return OAuth1aSettings(**values)  # type: ignore[arg-type]
 
 
 def test_the_live_session_token_request_matches_the_known_answer() -> None:
@@ -218,7 +216,7 @@ def test_bad_oauth1a_fields_are_named(
 def test_a_generator_other_than_two_is_refused() -> None:
     from asn1crypto import algos, pem
 
-    from ibkr_provider.client.oauth1_config import parse_dh_prime
+    from ibkr_provider.client.settings.oauth1a import parse_dh_prime
 
     five = pem.armor("DH PARAMETERS", algos.DHParameters({"p": P, "g": 5}).dump()).decode()
     with pytest.raises(IbkrConfigError, match="the generator is 5; IBKR uses 2"):
@@ -234,7 +232,7 @@ def _x942(prime: int) -> str:
 
 
 def test_x942_dh_parameters_are_read() -> None:
-    from ibkr_provider.client.oauth1_config import parse_dh_prime
+    from ibkr_provider.client.settings.oauth1a import parse_dh_prime
 
     assert parse_dh_prime({"dh_params": _x942(P)}) == P
     assert parse_dh_prime({"dh_params": _x942(P).replace("\n", " ")}) == P  # pasted into one line
@@ -255,7 +253,7 @@ def test_x942_dh_parameters_are_read() -> None:
 def test_dh_primes_are_checked_before_use(values: dict[str, str], text: str) -> None:
     from asn1crypto import algos, pem
 
-    from ibkr_provider.client.oauth1_config import parse_dh_prime
+    from ibkr_provider.client.settings.oauth1a import parse_dh_prime
 
     numbers = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
     made = {

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
-from ibkr_provider.client.fields import finite_number
+from ibkr_provider.client.fields import number
 from ibkr_provider.client.models.numbers import as_json_number, to_decimal, to_float
 
 
@@ -119,7 +119,7 @@ class OrderTicket:
         if (self.quantity is None) == (self.cash_quantity is None):
             raise IbkrValidationError("quantity", "give exactly one of quantity and cash_quantity")
         for name in ("quantity", "cash_quantity", "limit_price"):
-            finite_number(name, getattr(self, name), positive=True)
+            number(name, getattr(self, name), positive=True)
         if self.order_type is OrderType.LIMIT and self.limit_price is None:
             raise IbkrValidationError("limit_price", "a LMT order needs a positive limit_price")
         if self.order_type is OrderType.MARKET and self.limit_price is not None:

@@ -28,7 +28,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from ibkr_provider.client.auth import AuthStrategy
+from ibkr_provider.client.auth.base import AuthStrategy
+from ibkr_provider.client.auth.fingerprint import credential_fingerprint
 from ibkr_provider.client.config import AuthType, IbkrClientConfig
 from ibkr_provider.client.errors import (
     IbkrCompetingSessionError,
@@ -37,7 +38,6 @@ from ibkr_provider.client.errors import (
     IbkrResponseError,
     IbkrSessionError,
 )
-from ibkr_provider.client.fingerprint import credential_fingerprint
 from ibkr_provider.client.http.pacing import Pacer
 from ibkr_provider.client.http.transport import HttpTransport
 from ibkr_provider.client.models.session import BrokerageAccounts, BrokerageSessionStatus
@@ -245,7 +245,7 @@ class SessionManager:
                 self._sink(str(answer["session"]))
             if answer.get("userId") is not None:
                 return str(answer["userId"])
-        return self.config.credential or None
+        return self.config.auth.username
 
     def claim_brokerage(self, record: SessionRecord, *, compete: bool, displace: bool) -> None:
         """Set up the brokerage session of ``record`` unless another live session of this

@@ -50,7 +50,7 @@ def ibkr_mask_probe() -> None:
             tickle = client.tickle()
             record = client.sessions.current
             assert record is not None and record.bearer and tickle.session
-            oauth1a = client.config.oauth1a
+            oauth1a = client.config.auth if client.config.auth_type.value == "oauth1a" else None
             secrets = {
                 "bearer": record.bearer,  # the SSO bearer (oauth2) or the live session token (oauth1a)
                 "access_token": record.access_token or (oauth1a.access_token if oauth1a else ""),
@@ -60,7 +60,7 @@ def ibkr_mask_probe() -> None:
                 # the RSA-SHA256 signature of the live-session-token request, as the sandbox received it
                 # (the probe's own session: its connection has a memory cache, so it minted one)
                 "lst_request_signatures": _received_signatures(client) if oauth1a else [],
-                "key_lines": (client.config.private_key_pem or "").splitlines(),
+                "key_lines": (getattr(client.config.auth, "private_key_pem", "") or "").splitlines(),
             }
             with open(os.environ["IBKR_MASK_PROBE_OUT"], "w") as handle:
                 json.dump(secrets, handle)
@@ -74,7 +74,7 @@ def ibkr_mask_probe() -> None:
                 log.info("leak via logging: jwt %d=%s", n, jwt)
             for n, line in enumerate(secrets["key_lines"]):
                 log.info("leak via logging: key_line %d=%s", n, line)
-            log.info("leak of the whole key: %s", client.config.private_key_pem)
+            log.info("leak of the whole key: %s", getattr(client.config.auth, "private_key_pem", ""))
 
     leak_everything()
 

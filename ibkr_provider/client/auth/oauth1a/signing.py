@@ -22,8 +22,6 @@ creates (prepend, LST, signatures) is a secret.
 from __future__ import annotations
 
 import base64
-import binascii
-import enum
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,16 +29,11 @@ from urllib.parse import quote
 
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric import padding
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from ibkr_provider.client.errors import IbkrAuthError, IbkrConfigError, IbkrErrorCode
+from ibkr_provider.client.errors import IbkrAuthError, IbkrErrorCode
+from ibkr_provider.client.settings.oauth1a import DH_GENERATOR, OAuth1aSettings, QuerySigning
 
-#: IBKR's realm for self-service consumers; its demo consumer ``TESTCONS`` uses ``test_realm``.
-DEFAULT_REALM = "limited_poa"
-TEST_CONSUMER = "TESTCONS"
 LST_PATH = "/oauth/live_session_token"
-#: The DH generator IBKR works with ("generator is 2").
-DH_GENERATOR = 2
 #: Bits of the private DH exponent a (IBKR's guide: 256 random bits).
 DH_EXPONENT_BITS = 256
 
@@ -49,18 +42,6 @@ LST_MISMATCH_CAUSES = (
     "public half you uploaded, the DH parameters are not the dhparam.pem you uploaded, or the access "
     "token secret belongs to another access token"
 )
-
-
-class QuerySigning(str, enum.Enum):
-    """How query parameters enter the signature (IBKR's sources differ: UNCONFIRMED).
-
-    ``guide``: in the sorted parameter list, as IBKR's guide says (default); ``ignore``: not
-    signed (what ibind does); ``url``: inside the signed URL, as one IBKR demo did.
-    """
-
-    GUIDE = "guide"
-    IGNORE = "ignore"
-    URL = "url"
 
 
 def pct(text: str) -> str:
@@ -92,46 +73,6 @@ def _hmac(key: bytes, message: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
     return mac.finalize()
 
 
-def decrypt_prepend(encryption_key: RSAPrivateKey, access_token_secret: str) -> str:
-    """Step 1: the prepend, from the access token secret (base64 of an RSA-encrypted value)."""
-    try:
-        encrypted = base64.b64decode(access_token_secret.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise IbkrConfigError(
-            "password",
-            "the access token secret is not valid base64: copied incompletely? Copy it again from IBKR's "
-            "self-service portal",
-        ) from None
-    expected = encryption_key.key_size // 8
-    if len(encrypted) != expected:
-        raise IbkrConfigError(
-            "password",
-            f"the access token secret decodes to {len(encrypted)} bytes, not the {expected} an RSA-encrypted "
-            "value of your encryption key has: copied incompletely? Copy it again from IBKR's portal",
-        )
-    try:
-        return encryption_key.decrypt(encrypted, padding.PKCS1v15()).hex()
-    except ValueError:
-        raise IbkrConfigError(
-            "encryption_private_key",
-            "cannot decrypt the access token secret: this is not the key whose public half you uploaded "
-            "as the encryption key (or the secret belongs to another consumer)",
-        ) from None
-
-
-@dataclass(frozen=True)
-class OAuth1aCredentials:
-    """Everything the OAuth 1.0a flow signs with (validated, see the config)."""
-
-    consumer_key: str
-    access_token: str = field(repr=False)
-    prepend: str = field(repr=False)
-    signature_key: RSAPrivateKey = field(repr=False)
-    dh_prime: int = field(repr=False)
-    realm: str = DEFAULT_REALM
-    query_signing: QuerySigning = QuerySigning.GUIDE
-
-
 @dataclass(frozen=True)
 class LiveSessionToken:
     """The LST (base64) and when it expires (epoch seconds)."""
@@ -143,7 +84,7 @@ class LiveSessionToken:
 class LiveSessionTokenExchange:
     """One Diffie-Hellman exchange for a live session token (steps 2-5)."""
 
-    def __init__(self, credentials: OAuth1aCredentials, *, exponent: int | None = None) -> None:
+    def __init__(self, credentials: OAuth1aSettings, *, exponent: int | None = None) -> None:
         self._credentials = credentials
         self._exponent = exponent if exponent is not None else secrets.randbits(DH_EXPONENT_BITS) | 1
         self.challenge = format(pow(DH_GENERATOR, self._exponent, credentials.dh_prime), "x")
@@ -203,7 +144,7 @@ def request_signature(lst: str, method: str, url: str, params: Mapping[str, str]
 
 
 def signed_request_header(
-    credentials: OAuth1aCredentials,
+    credentials: OAuth1aSettings,
     lst: str,
     *,
     method: str,

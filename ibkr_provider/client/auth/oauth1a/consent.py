@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from ibkr_provider.client.auth.oauth1a.signing import authorization_header, base_string, new_nonce, pct
 from ibkr_provider.client.errors import IbkrAuthError, IbkrErrorCode
-from ibkr_provider.client.oauth1 import authorization_header, base_string, new_nonce, pct
 
 REQUEST_TOKEN_PATH = "/v1/api/oauth/request_token"
 ACCESS_TOKEN_PATH = "/v1/api/oauth/access_token"

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 
-from ibkr_provider.client.config import AuthType
 from ibkr_provider.client.keys import load_rsa_private_key
+from ibkr_provider.client.settings.oauth1a import OAuth1aSettings
+from ibkr_provider.client.settings.oauth2 import OAuth2Settings
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -39,12 +40,13 @@ def _public_der(key: RSAPrivateKey) -> bytes:
 def credential_fingerprint(config: IbkrClientConfig) -> str:
     """16 hex digits naming the credentials of ``config`` (see the module docstring)."""
     parts: list[bytes] = [config.auth_type.value.encode(), config.base_url.encode()]
-    if config.auth_type is AuthType.OAUTH2 and config.private_key_pem:
-        key = load_rsa_private_key(config.private_key_pem, "private_key")
-        texts = (config.client_id, config.client_key_id, config.credential, config.ip)
-        parts += [*(str(t or "").encode() for t in texts), _public_der(key)]
-    elif config.auth_type is AuthType.OAUTH1A and config.oauth1a is not None:
-        creds = config.oauth1a
+    settings = config.auth
+    if isinstance(settings, OAuth2Settings):
+        key = load_rsa_private_key(settings.private_key_pem, "private_key")
+        texts = (settings.client_id, settings.client_key_id, settings.credential, settings.ip)
+        parts += [*(t.encode() for t in texts), _public_der(key)]
+    elif isinstance(settings, OAuth1aSettings):
+        creds = settings
         parts += [
             creds.consumer_key.encode(),
             creds.access_token.encode(),

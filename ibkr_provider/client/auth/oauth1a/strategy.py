@@ -1,7 +1,7 @@
 """The OAuth 1.0a auth strategy: mint a live session token, sign every request with it.
 
 ``open`` runs IBKR's live-session-token exchange (``POST /v1/api/oauth/live_session_token``,
-see :mod:`ibkr_provider.client.oauth1`); the token is the session's secret, shared by every
+see :mod:`ibkr_provider.client.auth.oauth1a.signing`); the token is the session's secret, shared by every
 process through the session cache like the OAuth 2.0 bearer, and renewed
 ``session_refresh_lead`` seconds before ``live_session_token_expiration``. Each attempt of each
 request is signed with a fresh nonce and a timestamp from the pacer's slot, which never goes
@@ -13,18 +13,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from ibkr_provider.client.auth import SecretSink, SessionTokens, Stamp
-from ibkr_provider.client.config import IbkrClientConfig
-from ibkr_provider.client.errors import IbkrConfigError, IbkrResponseError
-from ibkr_provider.client.http.transport import HttpTransport
-from ibkr_provider.client.oauth1 import (
+from ibkr_provider.client.auth.base import SecretSink, SessionTokens, Stamp
+from ibkr_provider.client.auth.oauth1a.signing import (
     LST_PATH,
     LiveSessionTokenExchange,
-    OAuth1aCredentials,
     authorization_header,
     new_nonce,
     signed_request_header,
 )
+from ibkr_provider.client.errors import IbkrResponseError
+from ibkr_provider.client.http.transport import HttpTransport
+from ibkr_provider.client.settings.oauth1a import OAuth1aSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +39,15 @@ LST_HINT = (
 class OAuth1aAuth:
     """IBKR self-service OAuth 1.0a (individual accounts)."""
 
-    def __init__(self, config: IbkrClientConfig, *, secret_sink: SecretSink) -> None:
-        if config.oauth1a is None:
-            raise IbkrConfigError("auth_type", "oauth1a settings are missing")
-        self._config = config
-        self._credentials: OAuth1aCredentials = config.oauth1a
+    def __init__(self, settings: OAuth1aSettings, *, api_url: str, secret_sink: SecretSink) -> None:
+        self._credentials = settings
+        self._api_url = api_url
         self._sink = secret_sink
         secret_sink(self._credentials.prepend)
 
     def open(self, transport: HttpTransport, stamp: Stamp) -> SessionTokens:
         exchange = LiveSessionTokenExchange(self._credentials)
-        url = f"{self._config.api_url}{LST_PATH}"
+        url = f"{self._api_url}{LST_PATH}"
 
         def signed() -> Mapping[str, str]:
             params = exchange.request_params(timestamp=stamp(), nonce=new_nonce())
