@@ -1,11 +1,13 @@
 """``IbkrClient``: one IBKR username at one API host, wired from its parts.
 
 The parts, one job each: :class:`~ibkr_provider.client.session.manager.SessionManager` (the shared
-session: single flight, opening, recovery, pre-flights, locks), the request pipeline inside it
-(pacing, then :class:`~ibkr_provider.client.http.transport.HttpTransport` with bounded retries), the
-keep-alive thread (:mod:`ibkr_provider.client.session.keepalive`), and the endpoint groups, created once
-and exposed as attributes: ``client.portfolio``, ``client.iserver``, ``client.orders`` and
-``client.market_data``.
+session: single flight, opening, recovery, locks), the sender under it (pacing, signing, then
+:class:`~ibkr_provider.client.http.transport.HttpTransport` with bounded retries), the request
+pipeline over it (:class:`~ibkr_provider.client.api.pipeline.RequestPipeline`: recovery once,
+IBKR's pre-flights), the keep-alive thread (:mod:`ibkr_provider.client.session.keepalive`), and
+the endpoint groups, created once and exposed as attributes: ``client.portfolio``,
+``client.iserver``, ``client.orders`` and ``client.market_data``. The groups' most used calls
+are also methods of the client itself, on purpose: they are what DAG code writes.
 
 Close the client (or use it as a context manager) when done: that stops its keep-alive
 registration and releases its HTTP connections. The IBKR session itself stays open for the
@@ -18,21 +20,23 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ibkr_provider.client.api.iserver import IserverApi
+from ibkr_provider.client.api.marketdata import MarketData
+from ibkr_provider.client.api.orders import OrderService
+from ibkr_provider.client.api.pipeline import RequestPipeline, is_idempotent
+from ibkr_provider.client.api.portfolio import PortfolioApi
 from ibkr_provider.client.auth.base import SecretSink
 from ibkr_provider.client.auth.factory import build_auth
 from ibkr_provider.client.config import IbkrClientConfig
 from ibkr_provider.client.errors import IbkrValidationError
 from ibkr_provider.client.http.pacing import Pacer
 from ibkr_provider.client.http.transport import HttpTransport
-from ibkr_provider.client.iserver import IserverApi
-from ibkr_provider.client.marketdata import MarketData
 from ibkr_provider.client.models.portfolio import Account, AccountSummary, Ledger, PnlRow, Position
 from ibkr_provider.client.models.session import BrokerageAccounts, BrokerageSessionStatus, TickleResult
-from ibkr_provider.client.orders import OrderService
-from ibkr_provider.client.portfolio import PortfolioApi
 from ibkr_provider.client.session import keepalive
 from ibkr_provider.client.session.manager import SessionManager
 from ibkr_provider.client.session.record import Cipher, SessionRecord, session_key
+from ibkr_provider.client.session.sender import SessionSender
 from ibkr_provider.client.session.stores.base import SessionStore
 from ibkr_provider.client.session.stores.factory import build_session_store
 
@@ -77,22 +81,30 @@ class IbkrClient:
             config.session_cache, default_dir=config.session_cache_dir, cipher=cipher
         )
         key = session_key(config.base_url, *config.identity)
-        self.sessions = SessionManager(
-            config,
+        sender = SessionSender(
+            api_url=config.api_url,
             auth=build_auth(config, secret_sink=sink),
             transport=self._transport,
+            pacer=Pacer(store, key, global_limit=config.effective_rate_limit, clock=clock),
             store=store,
             key=key,
-            pacer=Pacer(store, key, global_limit=config.effective_rate_limit, clock=clock),
+            clock=clock,
+        )
+        self.sessions = SessionManager(
+            config,
+            sender=sender,
+            store=store,
+            key=key,
             secret_sink=sink,
             on_ready=self._keep_alive,
             clock=clock,
             owner=owner,
         )
-        self.iserver = IserverApi(self.sessions, secret_sink=sink)
-        self.portfolio = PortfolioApi(self.sessions)
-        self.orders = OrderService(self.sessions)
-        self.market_data = MarketData(self.sessions)
+        self.pipeline = RequestPipeline(self.sessions, clock)
+        self.iserver = IserverApi(self.pipeline, secret_sink=sink)
+        self.portfolio = PortfolioApi(self.pipeline)
+        self.orders = OrderService(self.pipeline)
+        self.market_data = MarketData(self.pipeline)
 
     @property
     def store(self) -> SessionStore:
@@ -137,8 +149,19 @@ class IbkrClient:
             raise IbkrValidationError(
                 "path", f"{path!r} must be a path below /v1/api such as '/portfolio/accounts'"
             )
-        return self.sessions.call(
-            verb, "/" + path.strip().lstrip("/"), params=params, json_body=json, idempotent=idempotent
+        api_path = "/" + path.strip().lstrip("/")
+        again = (
+            (lambda: self.pipeline.portfolio_preflight(force=True))
+            if api_path.startswith("/portfolio/")
+            else None
+        )
+        return self.pipeline.call(
+            verb,
+            api_path,
+            params=params,
+            json_body=json,
+            idempotent=is_idempotent(verb, api_path) if idempotent is None else idempotent,
+            after_recovery=again if api_path != "/portfolio/accounts" else None,
         )
 
     # The endpoint groups' most used calls, on the client itself as before.
@@ -182,7 +205,7 @@ class IbkrClient:
         record = self.sessions.idle_record()
         if record is None:
             return False
-        self.iserver.tickle_result(self.sessions.send_on(record, "POST", "/tickle"))
+        self.iserver.tickle_result(self.sessions.sender.send_on(record, "POST", "/tickle"))
         return True
 
     @property

@@ -7,8 +7,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
+from ibkr_provider.client.api.marketdata import DEFAULT_FIELDS
 from ibkr_provider.client.errors import IbkrValidationError
-from ibkr_provider.client.marketdata import DEFAULT_FIELDS
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
 

@@ -313,7 +313,7 @@ class IbkrCancelOrderOperator(BaseOperator):
         self.ibkr_conn_id = ibkr_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from ibkr_provider.client.orders import order_id_of
+        from ibkr_provider.client.api.orders import order_id_of
 
         with fail_fast(f"IBKR cancel ({self.task_id})"):
             order_id = order_id_of(self.order_id)

@@ -3,65 +3,43 @@ recovered once when IBKR drops it.
 
 IBKR allows one brokerage session per username ("A single username can only have one brokerage
 session active at a time across all IB platforms", Web API documentation, Sessions), so the
-session lives in a :class:`~ibkr_provider.client.session.stores.base.SessionStore` shared by every process
-using the same (API host, client id, credential). Exactly one process opens or renews it, under
-the store's lock (single flight), ahead of expiry and never in the middle of a request; the
+session lives in a :class:`~ibkr_provider.client.session.stores.base.SessionStore` shared by every
+process using the same (API host, client id, credential). Exactly one process opens or renews it,
+under the store's lock (single flight), ahead of expiry and never in the middle of a request; the
 others wait for the lock and reuse the result.
 
-Opening follows IBKR's order: the auth strategy's steps, then ``POST /iserver/auth/ssodh/init``
-(the brokerage session every ``/iserver`` call needs) and the ``GET /iserver/accounts``
-pre-flight, which IBKR requires "before modifying an order or querying open orders" and before
-market data. ``GET /sso/validate`` is not part of it: IBKR paces it at one call per minute with a
-10-15 minute penalty box, and the ``ssodh/init`` answer already proves the SSO session.
-``GET /portfolio/accounts`` "must be called prior to calling other /portfolio endpoints"; its
-answer is shared for five minutes (IBKR paces it at 1 per 5 s).
+Opening follows IBKR's order: the auth strategy's steps, then the brokerage session
+(:mod:`~ibkr_provider.client.session.brokerage`: ``ssodh/init`` and the accounts pre-flight),
+unless another connection of this deployment holds the user's (:mod:`.holders`). Requests go
+through the API's pipeline (:mod:`ibkr_provider.client.api.pipeline`), which asks this manager
+for the session and for one recovery when IBKR drops it.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
 
-from ibkr_provider.client.auth.base import AuthStrategy
 from ibkr_provider.client.auth.fingerprint import credential_fingerprint
 from ibkr_provider.client.config import AuthType, IbkrClientConfig
-from ibkr_provider.client.errors import (
-    IbkrCompetingSessionError,
-    IbkrError,
-    IbkrErrorCode,
-    IbkrResponseError,
-    IbkrSessionError,
+from ibkr_provider.client.errors import IbkrError, IbkrErrorCode, IbkrSessionError
+from ibkr_provider.client.models.session import BrokerageSessionStatus
+from ibkr_provider.client.session.brokerage import (
+    STATUS_PATH,
+    BrokerageEndpoints,
+    competing_error,
+    displacement_refused,
 )
-from ibkr_provider.client.http.pacing import Pacer
-from ibkr_provider.client.http.transport import HttpTransport
-from ibkr_provider.client.models.session import BrokerageAccounts, BrokerageSessionStatus
 from ibkr_provider.client.session.holders import BrokerageHolders, describe, owner_of
 from ibkr_provider.client.session.record import SessionRecord
+from ibkr_provider.client.session.sender import SessionSender
 from ibkr_provider.client.session.stores.base import Lease, SessionStore
 
 log = logging.getLogger(__name__)
-
-#: How long the shared /portfolio/accounts answer is reused (IBKR paces it at 1 per 5 s).
-PORTFOLIO_ACCOUNTS_TTL_SECONDS = 300.0
-#: A process records "session used" in the store at most this often (it is a write).
-USE_MARK_INTERVAL_SECONDS = 5.0
-#: The brokerage-session status endpoint (IBKR: POST /iserver/auth/status).
-STATUS_PATH = "/iserver/auth/status"
-#: Requests that place, modify or confirm orders: never retried blindly.
-_ORDER_WRITES = re.compile(r"^/iserver/(account/[^/]+/orders?(/.*)?|reply/.+)$")
-
-COMPETING_ADVICE = (
-    "log out there, or use a second IBKR username for the API (IBKR allows one brokerage session per "
-    "username)"
-)
-#: How a person moves the brokerage session back on purpose (README, troubleshooting).
-RECONNECT_ADVICE = "run `ibkr-provider reconnect <connection id>` for the connection that should hold it"
 
 
 @dataclass
@@ -77,57 +55,17 @@ class SessionStats:
     lock_wait_seconds: float = 0.0
 
 
-def competing_error(
-    endpoint: str, status: BrokerageSessionStatus, *, took_over: bool, taker: SessionRecord | None = None
-) -> IbkrCompetingSessionError:
-    """The one wording of "another login holds the brokerage session": naming the connection of
-    this deployment that holds it when the shared store knows (``taker``), before blaming TWS."""
-    verb = "took over" if took_over else "holds"
-    if taker is not None:
-        return IbkrCompetingSessionError(
-            f"{describe(taker.owner)} of this deployment {verb} this IBKR user's brokerage session; "
-            f"the provider does not take it back by itself. Use that connection, or {RECONNECT_ADVICE}",
-            endpoint=endpoint,
-            ibkr_error=status.message or status.fail or None,
-            code=IbkrErrorCode.COMPETING,
-            hint="which connections of this deployment log in as the same IBKR user",
-        )
-    return IbkrCompetingSessionError(
-        f"another login for this IBKR username (TWS, IBKR Mobile or Client Portal) {verb} the brokerage "
-        f"session; the provider does not take it back. {COMPETING_ADVICE}; to take it back, "
-        f"{RECONNECT_ADVICE}",
-        endpoint=endpoint,
-        ibkr_error=status.message or status.fail or None,
-        code=IbkrErrorCode.COMPETING,
-    )
-
-
-def displacement_refused(holder: SessionRecord) -> IbkrCompetingSessionError:
-    """This connection would displace another connection's brokerage session, and does not."""
-    return IbkrCompetingSessionError(
-        f"{describe(holder.owner)} of this deployment holds this IBKR user's brokerage session (IBKR "
-        "allows one per user); this connection would displace it and does not. Use that connection "
-        f"for this work, set displace_other_connections on this one, or {RECONNECT_ADVICE}",
-        code=IbkrErrorCode.COMPETING,
-        hint="which connections of this deployment log in as the same IBKR user",
-        permanent=True,
-    )
-
-
 class SessionManager:
     """One username's shared session: single flight, opening, brokerage set-up, recovery,
-    logout, named locks and the pre-flight caches. The client's endpoint groups reach IBKR only
-    through :meth:`call`."""
+    logout and named locks."""
 
     def __init__(
         self,
         config: IbkrClientConfig,
         *,
-        auth: AuthStrategy,
-        transport: HttpTransport,
+        sender: SessionSender,
         store: SessionStore,
         key: str,
-        pacer: Pacer,
         secret_sink: Callable[[str], None],
         on_ready: Callable[[], None],
         clock: Callable[[], float] = time.time,
@@ -140,15 +78,13 @@ class SessionManager:
         self.owner_label = owner
         self.store = store
         self.key = key
-        self._auth = auth
-        self._transport = transport
-        self._pacer = pacer
+        self.sender = sender
+        self.brokerage = BrokerageEndpoints(sender, secret_sink)
         self._sink = secret_sink
         self._on_ready = on_ready
         self._clock = clock
         self._record: SessionRecord | None = None
         self._remembered: tuple[int, str | None, bool, str | None] | None = None
-        self._last_mark = 0.0
         self.stats = SessionStats()
         self._lock = threading.RLock()
 
@@ -162,7 +98,11 @@ class SessionManager:
         lead = min(self.config.session_refresh_lead, lifetime / 2)
         return self._clock() < record.expires_at - lead
 
-    def _remember(self, record: SessionRecord) -> SessionRecord:
+    def alive(self, record: SessionRecord) -> bool:
+        """The record's tokens are valid and its brokerage session was set up."""
+        return record.brokerage_ready and self._clock() < record.expires_at
+
+    def remember(self, record: SessionRecord) -> SessionRecord:
         """Use ``record`` from now on; register its secrets and keep-alive when it is a session
         (or a state of it) this process has not seen yet. Every request passes here."""
         state = (record.generation, record.bearer, record.brokerage_ready, record.user)
@@ -170,7 +110,7 @@ class SessionManager:
         if state == self._remembered:
             return record
         self._remembered = state
-        self._pacer.pace_as(record.user)
+        self.sender.pacer.pace_as(record.user)
         for secret in (record.bearer, record.access_token):
             if secret:
                 self._sink(secret)
@@ -185,13 +125,13 @@ class SessionManager:
             # recovery by another process is adopted before this process sends anything.
             shared = self.store.load(self.key)
             if shared is not None and self.usable(shared):
-                return self._remember(shared)
+                return self.remember(shared)
             asked = time.monotonic()
             with self.store.lock(self.key):
                 self.stats.lock_wait_seconds += time.monotonic() - asked
                 shared = self.store.load(self.key)
                 if shared is not None and self.usable(shared):
-                    return self._remember(shared)
+                    return self.remember(shared)
                 if shared is not None and shared.fingerprint != self.fingerprint and self.alive(shared):
                     log.warning(
                         "[ibkr-credentials-differ] the shared IBKR session was opened with other "
@@ -202,21 +142,18 @@ class SessionManager:
                     )
                 record = self._open(previous=shared, release_previous=True)
                 self.store.save(self.key, record)
-            return self._remember(record)
+            return self.remember(record)
 
     def lock(self, name: str, timeout: float) -> AbstractContextManager[Lease]:
         """A lock named ``name`` shared by every process of this session (e.g. order placement)."""
         return self.store.lock(f"{self.key}-{name}", timeout=timeout)
 
     # ------------------------------------------------------------------ opening
-    def alive(self, record: SessionRecord) -> bool:
-        """The record's tokens are valid and its brokerage session was set up."""
-        return record.brokerage_ready and self._clock() < record.expires_at
-
     def new_record(self, previous: SessionRecord | None) -> SessionRecord:
         """The auth strategy's login steps (they prove the credentials), as a record with no
-        brokerage session yet."""
-        tokens = self._auth.open(self._transport, self._stamp)
+        brokerage session yet; its user is learnt from IBKR (gateway mode: none, the gateway
+        holds its own session), else the OAuth 2.0 username."""
+        tokens = self.sender.auth.open(self.sender.transport, self.sender.stamp)
         record = SessionRecord(
             generation=(previous.generation + 1) if previous else 1,
             created_at=self._clock(),
@@ -226,26 +163,10 @@ class SessionManager:
             fingerprint=self.fingerprint,
             owner=owner_of(self.owner_label),
         )
-        self._remember(record)
-        record.user = self.identify(record)
-        return self._remember(record)
-
-    def identify(self, record: SessionRecord) -> str | None:
-        """IBKR's user id of the session (``/tickle``'s ``userId``), else the OAuth 2.0
-        username; None in gateway mode (the gateway holds its own session) or when unknown."""
-        if self.config.auth_type is AuthType.GATEWAY:
-            return None
-        try:
-            answer = self.send_on(record, "POST", "/tickle")
-        except IbkrError as exc:
-            log.info("could not ask IBKR which user the session is (%s)", exc.code or exc.status)
-            answer = None
-        if isinstance(answer, Mapping):
-            if answer.get("session"):
-                self._sink(str(answer["session"]))
-            if answer.get("userId") is not None:
-                return str(answer["userId"])
-        return self.config.auth.username
+        self.remember(record)
+        if self.config.auth_type is not AuthType.GATEWAY:
+            record.user = self.brokerage.user_of(record) or self.config.auth.username
+        return self.remember(record)
 
     def claim_brokerage(self, record: SessionRecord, *, compete: bool, displace: bool) -> None:
         """Set up the brokerage session of ``record`` unless another live session of this
@@ -277,7 +198,7 @@ class SessionManager:
         alive = previous is not None and previous.bearer and self._clock() < previous.expires_at
         if release_previous and previous is not None and previous.brokerage_ready and alive:
             try:
-                self.send_on(previous, "POST", "/logout")
+                self.brokerage.logout(previous)
             except IbkrError as exc:
                 log.info(
                     "logging out the previous IBKR session failed (%s); continuing", exc.code or exc.status
@@ -298,42 +219,15 @@ class SessionManager:
         )
         return record
 
-    def _stamp(self) -> int:
-        """A paced send time in seconds for a login step (OAuth 1.0a signs it)."""
-        return self._pacer.acquire("POST", "/oauth/live_session_token") // 1000
-
-    def _status_of(self, record: SessionRecord) -> BrokerageSessionStatus:
-        return BrokerageSessionStatus.from_json(self.send_on(record, "POST", STATUS_PATH))
-
     def _establish_brokerage(self, record: SessionRecord, *, compete: bool) -> None:
         """``ssodh/init`` (unless the gateway already has a session) and the accounts pre-flight."""
         status: BrokerageSessionStatus | None = None
         if self.config.auth_type is AuthType.GATEWAY:
-            status = self._status_of(record)
+            status = self.brokerage.status(record)
         if status is None or not status.healthy:
-            body = self.send_on(
-                record, "POST", "/iserver/auth/ssodh/init", json_body={"publish": True, "compete": compete}
-            )
-            status = BrokerageSessionStatus.from_json(body)
-        endpoint = "/v1/api/iserver/auth/ssodh/init"
-        if status.competing or (
-            not status.authenticated and "compet" in (status.fail + status.message).lower()
-        ):
-            taker = self.holders.holder(record.user, besides=self.key)
-            error = competing_error(endpoint, status, took_over=False, taker=taker)
-            if taker is None:
-                error.message += "; or set compete_on_login to take it over when opening a session"
-            error.args = (error.message,)
-            raise error
-        if not status.authenticated:
-            reason = status.fail or status.message or "authenticated=false"
-            raise IbkrSessionError(
-                f"IBKR did not grant a brokerage session: {reason}",
-                endpoint=endpoint,
-                ibkr_error=status.fail or status.message or None,
-                code=IbkrErrorCode.NOT_AUTHENTICATED,
-            )
-        record.iserver_accounts = dict(self.send_on(record, "GET", "/iserver/accounts"))
+            status = self.brokerage.init(record, compete=compete)
+        self.brokerage.check_granted(status, self.holders.holder(record.user, besides=self.key))
+        record.iserver_accounts = self.brokerage.accounts(record)
         record.brokerage_ready = True
 
     def reconnect(self) -> SessionRecord:
@@ -343,7 +237,7 @@ class SessionManager:
         with self._lock, self.store.lock(self.key):
             record = self._open(previous=self.store.load(self.key), release_previous=True, displace=True)
             self.store.save(self.key, record)
-        return self._remember(record)
+        return self.remember(record)
 
     # ------------------------------------------------------------------ recovery
     def recover(self, used: SessionRecord, error: IbkrSessionError) -> SessionRecord:
@@ -358,11 +252,11 @@ class SessionManager:
                 log.info(
                     "IBKR session already recovered by another process (generation %d)", current.generation
                 )
-                return self._remember(current)
+                return self.remember(current)
             record = current if current is not None and current.generation == used.generation else used
             log.warning("IBKR session not usable (%s); recovering it once", error.code or error.status)
             try:
-                status: BrokerageSessionStatus | None = self._status_of(record)
+                status: BrokerageSessionStatus | None = self.brokerage.status(record)
             except IbkrSessionError:
                 status = None  # the SSO session itself is gone (401): open a new one
             if status is not None and status.competing:
@@ -375,116 +269,14 @@ class SessionManager:
                 record.brokerage_ready = False
                 record.portfolio_accounts = None
                 if status.authenticated and error.code is IbkrErrorCode.ACCOUNTS_PREFLIGHT:
-                    record.iserver_accounts = dict(self.send_on(record, "GET", "/iserver/accounts"))
+                    record.iserver_accounts = self.brokerage.accounts(record)
                     record.brokerage_ready = True
                 else:
                     self._establish_brokerage(record, compete=False)
                     self.holders.mark(record.user, self.key)
             self.store.save(self.key, record)
             self.stats.recovered += 1
-            return self._remember(record)
-
-    # ------------------------------------------------------------------ requests
-    def send_on(
-        self,
-        record: SessionRecord,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json_body: Any = None,
-        idempotent: bool | None = None,
-    ) -> Any:
-        """One paced ``/v1/api`` request on ``record``'s session, with the transport's retries
-        and no session recovery (set-up and recovery use it)."""
-        api_path = "/" + path.lstrip("/")
-        url = f"{self.config.api_url}{api_path}"
-        query = {key: str(value) for key, value in (params or {}).items()}
-
-        def prepare() -> Mapping[str, str]:
-            slot_ms = self._pacer.acquire(method, api_path)
-            return self._auth.headers_for(
-                record.bearer, method=method, url=url, query=query, timestamp=slot_ms // 1000
-            )
-
-        result = self._transport.send(
-            method,
-            url,
-            params=params,
-            json_body=json_body,
-            idempotent=is_idempotent(method, api_path) if idempotent is None else idempotent,
-            prepare=prepare,
-        )
-        self._mark_used()
-        return result
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json_body: Any = None,
-        idempotent: bool | None = None,
-    ) -> Any:
-        """A ``/v1/api`` request on the shared session, recovered once if the session fails.
-        The only way the endpoint groups reach IBKR."""
-        record = self.session()
-        try:
-            return self.send_on(
-                record, method, path, params=params, json_body=json_body, idempotent=idempotent
-            )
-        except IbkrCompetingSessionError:
-            raise
-        except IbkrSessionError as exc:
-            record = self.recover(record, exc)
-        if path.startswith("/portfolio/") and path != "/portfolio/accounts":
-            self.portfolio_preflight(force=True)
-        return self.send_on(record, method, path, params=params, json_body=json_body, idempotent=idempotent)
-
-    def _mark_used(self) -> None:
-        now = self._clock()
-        if now - self._last_mark >= USE_MARK_INTERVAL_SECONDS:
-            self._last_mark = now
-            self.store.mark_used(self.key, now)
-
-    # ------------------------------------------------------------------ pre-flights
-    def iserver_preflight(self) -> BrokerageAccounts:
-        """The ``/iserver/accounts`` answer of the shared session (read once, at set-up)."""
-        record = self.session()
-        if record.iserver_accounts is None:
-            record.iserver_accounts = dict(self.call("GET", "/iserver/accounts"))
-        return BrokerageAccounts.from_json(record.iserver_accounts)
-
-    def _fresh_portfolio_accounts(self, record: SessionRecord | None) -> list[Any] | None:
-        if record is None or record.portfolio_accounts is None:
-            return None
-        if self._clock() - record.portfolio_accounts_at >= PORTFOLIO_ACCOUNTS_TTL_SECONDS:
-            return None
-        return record.portfolio_accounts
-
-    def portfolio_preflight(self, *, force: bool = False) -> list[Any]:
-        """``GET /portfolio/accounts`` once per session and five minutes, shared by every
-        process (single flight); ``force`` reads it again."""
-        cached = None if force else self._fresh_portfolio_accounts(self.session())
-        if cached is not None:
-            return cached
-        with self._lock, self.store.lock(self.key):
-            cached = None if force else self._fresh_portfolio_accounts(self.store.load(self.key))
-            if cached is not None:
-                return cached
-            payload = self.call("GET", "/portfolio/accounts")
-            if not isinstance(payload, list):
-                raise IbkrResponseError(
-                    "/portfolio/accounts did not answer with a list", endpoint="/v1/api/portfolio/accounts"
-                )
-            # Under the lock the stored record is authoritative (a recovery inside the call saved it).
-            target = self.store.load(self.key) or self.session()
-            target.portfolio_accounts = payload
-            target.portfolio_accounts_at = self._clock()
-            self.store.save(self.key, target)
-            self._remember(target)
-            return payload
+            return self.remember(record)
 
     # ------------------------------------------------------------------ keep-alive and logout
     def idle_record(self) -> SessionRecord | None:
@@ -502,25 +294,12 @@ class SessionManager:
         with self._lock, self.store.lock(self.key):
             record = self.store.load(self.key) or self._record
             if record is not None and record.brokerage_ready:
-                self.send_on(record, "POST", "/logout")
+                self.brokerage.logout(record)
             self.store.delete(self.key)
             self._record = None
             self._remembered = None
 
     @property
-    def default_account(self) -> str | None:
-        """The connection's ``account_id``, for calls that name none."""
-        return self.config.account_id
-
-    @property
     def current(self) -> SessionRecord | None:
         """The record this process last used (None before the first request)."""
         return self._record
-
-
-def is_idempotent(method: str, path: str) -> bool:
-    """Whether repeating the request after an ambiguous failure is harmless: every read, and
-    every write except placing, modifying or confirming an order."""
-    if method in ("GET", "HEAD", "OPTIONS"):
-        return True
-    return _ORDER_WRITES.match(path) is None

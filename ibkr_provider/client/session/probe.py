@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from ibkr_provider.client.config import AuthType
 from ibkr_provider.client.errors import IbkrCompetingSessionError
-from ibkr_provider.client.models.session import BrokerageSessionStatus
+from ibkr_provider.client.session.brokerage import STATUS_PATH, competing_error
 from ibkr_provider.client.session.holders import describe
-from ibkr_provider.client.session.manager import STATUS_PATH, SessionManager, competing_error
+from ibkr_provider.client.session.manager import SessionManager
 
 _PROOF = {
     AuthType.OAUTH2: "a fresh client assertion, access token and SSO session",
@@ -50,7 +50,7 @@ def probe(sessions: SessionManager) -> Probe:
     with sessions.store.lock(sessions.key):
         shared = sessions.store.load(sessions.key)
         if shared is not None and sessions.usable(shared):
-            status = BrokerageSessionStatus.from_json(sessions.send_on(shared, "POST", STATUS_PATH))
+            status = sessions.brokerage.status(shared)
             proof = (
                 "the shared session, opened with this connection's credentials "
                 f"(fingerprint {sessions.fingerprint})"

@@ -52,8 +52,8 @@ def main() -> int:
     # cryptography) and the task runner that ``mask_secret`` reaches for (a task process has it).
     import airflow.sdk.execution_time.task_runner  # noqa: F401
 
+    import ibkr_provider.client.api.orders
     import ibkr_provider.client.client
-    import ibkr_provider.client.orders
     import ibkr_provider.hooks.ibkr  # noqa: F401
 
     if threading.active_count() != 1:  # forking a threaded process could copy a held lock
@@ -128,7 +128,7 @@ def _worker(action: str, count: int, index: int, work: Path, ready_w: int, gate_
     os.dup2(log, 1)
     os.dup2(log, 2)
     from ibkr_provider.client import IbkrError
-    from ibkr_provider.client.orders import OrderTicket
+    from ibkr_provider.client.api.orders import OrderTicket
     from ibkr_provider.hooks.ibkr import IbkrHook
 
     hook = IbkrHook()

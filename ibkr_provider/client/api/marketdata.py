@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ibkr_provider.client.api import IbkrApi
+from ibkr_provider.client.api.base import IbkrApi
 from ibkr_provider.client.errors import (
     IbkrErrorCode,
     IbkrNotFoundError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ibkr_provider.client.api import IbkrApi, resolve_account
+from ibkr_provider.client.api.base import IbkrApi, resolve_account
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
 from ibkr_provider.client.models.portfolio import PnlRow
 from ibkr_provider.client.models.session import BrokerageAccounts, BrokerageSessionStatus, TickleResult

@@ -28,7 +28,7 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ibkr_provider.client import fields
-from ibkr_provider.client.api import IbkrApi
+from ibkr_provider.client.api.base import IbkrApi
 from ibkr_provider.client.errors import (
     IbkrErrorCode,
     IbkrOrderError,
@@ -95,7 +95,12 @@ class OrderService:
         self._api.iserver_preflight()
         body = {"orders": [ticket.to_json(account)]}
         return WhatIf.from_json(
-            self._api.call("POST", f"/iserver/account/{path_segment(account)}/orders/whatif", json_body=body)
+            self._api.call(
+                "POST",
+                f"/iserver/account/{path_segment(account)}/orders/whatif",
+                json_body=body,
+                idempotent=False,
+            )
         )
 
     def live_orders(self) -> list[LiveOrder]:
@@ -127,7 +132,9 @@ class OrderService:
         account, order_id = fields.account_id(account_id), order_id_of(order_id)
         self._api.iserver_preflight()
         payload = self._api.call(
-            "DELETE", f"/iserver/account/{path_segment(account)}/order/{path_segment(order_id)}"
+            "DELETE",
+            f"/iserver/account/{path_segment(account)}/order/{path_segment(order_id)}",
+            idempotent=False,
         )
         if not isinstance(payload, Mapping):
             raise IbkrResponseError("the cancel answer is not a JSON object")
@@ -173,6 +180,7 @@ class OrderService:
             "POST",
             f"/iserver/account/{path_segment(account_id)}/orders",
             json_body={"orders": [ticket.to_json(account_id)]},
+            idempotent=False,
         )
         confirmed: list[str] = []
         for _ in range(MAX_PROMPT_ROUNDS):
@@ -228,9 +236,17 @@ class OrderService:
             log.info("confirming IBKR prompt %s (allowed): %s", message_ids, text)
             confirmed.extend(message_ids)
             return self._api.call(
-                "POST", f"/iserver/reply/{path_segment(reply_id)}", json_body={"confirmed": True}
+                "POST",
+                f"/iserver/reply/{path_segment(reply_id)}",
+                json_body={"confirmed": True},
+                idempotent=False,
             )
-        self._api.call("POST", f"/iserver/reply/{path_segment(reply_id)}", json_body={"confirmed": False})
+        self._api.call(
+            "POST",
+            f"/iserver/reply/{path_segment(reply_id)}",
+            json_body={"confirmed": False},
+            idempotent=False,
+        )
         raise IbkrOrderRefusedError(
             f"IBKR asked for confirmation {message_ids or '(no message id)'}: {text!r}. It is not in "
             "allowed_message_ids, so it was declined and no order was placed; add the id to "

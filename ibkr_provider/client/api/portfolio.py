@@ -7,7 +7,9 @@ IBKR: ``/portfolio/accounts`` "must be called prior to calling other /portfolio 
 
 from __future__ import annotations
 
-from ibkr_provider.client.api import IbkrApi, resolve_account
+from typing import Any
+
+from ibkr_provider.client.api.base import IbkrApi, resolve_account
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
 from ibkr_provider.client.fields import path_segment
 from ibkr_provider.client.models.paper import account_is_paper
@@ -23,6 +25,10 @@ class PortfolioApi:
 
     def __init__(self, api: IbkrApi) -> None:
         self._api = api
+
+    def _call(self, path: str) -> Any:
+        """A portfolio GET; after a session recovery IBKR wants its pre-flight again first."""
+        return self._api.call("GET", path, after_recovery=lambda: self._api.portfolio_preflight(force=True))
 
     def account(self, account_id: str | None) -> str:
         """``account_id``, else the connection's default account, validated."""
@@ -50,15 +56,13 @@ class PortfolioApi:
         """``GET /portfolio/{accountId}/summary``: net liquidation, cash, margin, cushion..."""
         account = self.account(account_id)
         self._api.portfolio_preflight()
-        return AccountSummary.from_json(
-            account, self._api.call("GET", f"/portfolio/{path_segment(account)}/summary")
-        )
+        return AccountSummary.from_json(account, self._call(f"/portfolio/{path_segment(account)}/summary"))
 
     def account_ledger(self, account_id: str | None = None) -> Ledger:
         """``GET /portfolio/{accountId}/ledger``: balances per currency and in BASE."""
         account = self.account(account_id)
         self._api.portfolio_preflight()
-        return Ledger.from_json(account, self._api.call("GET", f"/portfolio/{path_segment(account)}/ledger"))
+        return Ledger.from_json(account, self._call(f"/portfolio/{path_segment(account)}/ledger"))
 
     def positions_page(self, account_id: str | None, page: int) -> list[Position]:
         """One page (0-based, up to 100 rows) of ``GET /portfolio/{accountId}/positions/{page}``."""
@@ -66,7 +70,7 @@ class PortfolioApi:
         if page < 0:
             raise IbkrValidationError("page", "position pages start at 0")
         self._api.portfolio_preflight()
-        payload = self._api.call("GET", f"/portfolio/{path_segment(account)}/positions/{int(page)}")
+        payload = self._call(f"/portfolio/{path_segment(account)}/positions/{int(page)}")
         if not isinstance(payload, list):
             raise IbkrResponseError(
                 f"positions page {page} of {account} is not a list",

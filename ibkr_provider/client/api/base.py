@@ -2,13 +2,14 @@
 
 ``PortfolioApi``, ``IserverApi``, ``OrderService`` and ``MarketData`` depend on this protocol,
 not on :class:`~ibkr_provider.client.client.IbkrClient`, so they can be built and tested on
-their own and there is no import cycle between the client and its parts. The session manager
-(:class:`~ibkr_provider.client.session.manager.SessionManager`) implements it.
+their own and there is no import cycle between the client and its parts. The request pipeline
+(:class:`~ibkr_provider.client.api.pipeline.RequestPipeline`) implements it; unit tests give the
+groups a fake.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,9 +35,12 @@ class IbkrApi(Protocol):
         *,
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
-        idempotent: bool | None = None,
+        idempotent: bool = True,
+        after_recovery: Callable[[], object] | None = None,
     ) -> Any:
-        """A paced ``/v1/api`` request on the shared session, recovered once."""
+        """A paced ``/v1/api`` request on the shared session, recovered once. ``idempotent``
+        False: an ambiguous failure is not retried (order placement). ``after_recovery`` runs
+        between a recovery and the repeat (a group's own pre-flight)."""
 
     def iserver_preflight(self) -> BrokerageAccounts:
         """``GET /iserver/accounts``, which IBKR requires before orders and market data."""
