@@ -99,7 +99,8 @@ with DAG(
     def plan() -> list[dict[str, Any]]:
         from ibkr_provider.hooks.ibkr import IbkrHook
         from ibkr_provider.tasks import account_for_orders, skip_if_started_late
-        from ibkr_provider.workflows.rebalance import log_plan, order_kwargs, plan_for
+        from ibkr_provider.workflows.rebalance import order_kwargs, plan_for
+        from ibkr_provider.workflows.reports import log_plan
 
         context = get_current_context()
         params = context["params"]

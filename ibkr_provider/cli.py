@@ -92,7 +92,8 @@ def reconnect(conn_id: str) -> str:
     connection's stale session out, open a new one that takes the brokerage session over (from
     another connection of this deployment or another login), and say which accounts it sees.
     Reads the connection as Airflow's tasks do (run it where the Airflow configuration is)."""
-    from ibkr_provider.hooks.ibkr import IbkrHook, extra_of, profile_conn_id
+    from ibkr_provider.hooks.connection import extra_of, profile_conn_id
+    from ibkr_provider.hooks.ibkr import IbkrHook
 
     # Outside a task, the Task SDK reads connections only from the environment: export this one
     # (and the consumer profile it names) from Airflow's metadata database and secrets backends.

@@ -23,12 +23,11 @@ from typing import Any
 from ibkr_provider.client.api.iserver import IserverApi
 from ibkr_provider.client.api.marketdata import MarketData
 from ibkr_provider.client.api.orders import OrderService
-from ibkr_provider.client.api.pipeline import RequestPipeline, is_idempotent
+from ibkr_provider.client.api.pipeline import RequestPipeline
 from ibkr_provider.client.api.portfolio import PortfolioApi
 from ibkr_provider.client.auth.base import SecretSink
 from ibkr_provider.client.auth.factory import build_auth
 from ibkr_provider.client.config import IbkrClientConfig
-from ibkr_provider.client.errors import IbkrValidationError
 from ibkr_provider.client.http.pacing import Pacer
 from ibkr_provider.client.http.transport import HttpTransport
 from ibkr_provider.client.models.portfolio import Account, AccountSummary, Ledger, PnlRow, Position
@@ -39,8 +38,6 @@ from ibkr_provider.client.session.record import Cipher, SessionRecord, session_k
 from ibkr_provider.client.session.sender import SessionSender
 from ibkr_provider.client.session.stores.base import SessionStore
 from ibkr_provider.client.session.stores.factory import build_session_store
-
-_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH"})
 
 
 def _ignore_secret(_: str) -> None:
@@ -107,10 +104,6 @@ class IbkrClient:
         self.market_data = MarketData(self.pipeline)
 
     @property
-    def store(self) -> SessionStore:
-        return self.sessions.store
-
-    @property
     def session_key(self) -> str:
         """The cache key of this client's session (base URL, client id, credential)."""
         return self.sessions.key
@@ -140,29 +133,7 @@ class IbkrClient:
             (order placement, modification and replies are not).
         :return: the decoded JSON body.
         """
-        verb = method.upper()
-        if verb not in _METHODS:
-            raise IbkrValidationError(
-                "method", f"{method!r} is not an HTTP method; use one of {sorted(_METHODS)}"
-            )
-        if "://" in path or not path.strip():
-            raise IbkrValidationError(
-                "path", f"{path!r} must be a path below /v1/api such as '/portfolio/accounts'"
-            )
-        api_path = "/" + path.strip().lstrip("/")
-        again = (
-            (lambda: self.pipeline.portfolio_preflight(force=True))
-            if api_path.startswith("/portfolio/")
-            else None
-        )
-        return self.pipeline.call(
-            verb,
-            api_path,
-            params=params,
-            json_body=json,
-            idempotent=is_idempotent(verb, api_path) if idempotent is None else idempotent,
-            after_recovery=again if api_path != "/portfolio/accounts" else None,
-        )
+        return self.pipeline.any_endpoint(method, path, params, json, idempotent)
 
     # The endpoint groups' most used calls, on the client itself as before.
     def list_accounts(self, *, refresh: bool = False) -> list[Account]:
@@ -174,17 +145,11 @@ class IbkrClient:
     def account_ledger(self, account_id: str | None = None) -> Ledger:
         return self.portfolio.account_ledger(account_id)
 
-    def positions_page(self, account_id: str | None, page: int) -> list[Position]:
-        return self.portfolio.positions_page(account_id, page)
-
     def all_positions(self, account_id: str | None = None) -> list[Position]:
         return self.portfolio.all_positions(account_id)
 
     def brokerage_accounts(self) -> BrokerageAccounts:
         return self.iserver.brokerage_accounts()
-
-    def trades(self, days: int = 1, account_id: str | None = None) -> list[dict[str, Any]]:
-        return self.iserver.trades(days, account_id)
 
     def pnl(self) -> dict[str, PnlRow]:
         return self.iserver.pnl()

@@ -15,11 +15,11 @@ from airflow.sdk.log import mask_secret
 
 from ibkr_provider.client.errors import IbkrConfigError, IbkrError
 from ibkr_provider.client.hosts import DEFAULT_FLEX_URL, FLEX_SERVICE_PATH
-from ibkr_provider.hooks.ibkr import extra_of
+from ibkr_provider.hooks.connection import extra_of
 from ibkr_provider.hooks.names import DEFAULT_FLEX_CONN_ID
 
 if TYPE_CHECKING:
-    from ibkr_provider.client.flex import FlexClient
+    from ibkr_provider.flex.client import FlexClient
 
 
 def _number(
@@ -62,7 +62,7 @@ class IbkrFlexHook(BaseHook):
     def get_conn(self) -> FlexClient:
         """The Flex client for this connection (close it, or use it as a context manager)."""
         from ibkr_provider.client import fields
-        from ibkr_provider.client.flex import FlexClient
+        from ibkr_provider.flex.client import FlexClient
 
         conn = self.get_connection(self.ibkr_flex_conn_id)
         token = (conn.password or "").strip()

@@ -41,7 +41,7 @@ class IbkrFlexReportOperator(BaseOperator):
     Saves the raw report as IBKR sent it, and one CSV per chosen section, to ``output_path``
     (a local directory or any ObjectStoragePath URL). ``use_data_interval=True`` asks IBKR for
     the run's data interval (``fd``/``td``, at most 365 days); ``from_date``/``to_date`` set it
-    explicitly. Flex codes are handled as documented in :mod:`ibkr_provider.client.flex`
+    explicitly. Flex codes are handled as documented in :mod:`ibkr_provider.flex.codes`
     (1019 polls, 1018 backs off, an expired or invalid token fails with a clear message).
 
     Example::

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
@@ -13,23 +11,21 @@ from ibkr_provider.client import fields
 from ibkr_provider.client.errors import (
     IbkrErrorCode,
     IbkrOrderError,
-    IbkrOrderRefusedError,
-    IbkrValidationError,
 )
-from ibkr_provider.client.fields import flag, number
+from ibkr_provider.client.fields import flag
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
+from ibkr_provider.workflows.order_guard import (
+    amount,
+    check_notional,
+    check_quantity,
+    order_coid,
+    refuse_unless_allowed,
+    ticket_of,
+)
 
 if TYPE_CHECKING:
-    from ibkr_provider.client import IbkrClient
-    from ibkr_provider.client.models.orders import OrderTicket, WhatIf
-
-
-def order_coid(dag_id: str, task_id: str, run_id: str, map_index: int) -> str:
-    """A cOID unique to one task instance and stable across its retries (IBKR keeps cOIDs
-    unique for a day), so a retry finds and adopts the order instead of placing it again."""
-    digest = hashlib.sha256(f"{dag_id}\x1f{task_id}\x1f{run_id}\x1f{map_index}".encode()).hexdigest()
-    return f"af-{digest[:28]}"
+    pass
 
 
 class IbkrPlaceOrderOperator(BaseOperator):
@@ -106,8 +102,8 @@ class IbkrPlaceOrderOperator(BaseOperator):
         dry_run: bool | str = True,
         allow_live: bool | str = False,
         allowed_message_ids: Sequence[str] = (),
-        max_quantity: float | None = None,
-        max_notional: float | None = None,
+        max_quantity: float | str | None = None,
+        max_notional: float | str | None = None,
         symbol: str | None = None,
         ibkr_conn_id: str = IbkrHook.default_conn_name,
         **kwargs: Any,
@@ -138,79 +134,6 @@ class IbkrPlaceOrderOperator(BaseOperator):
             return f"{str(self.side).upper()} {self.quantity} {what}"
         return f"{str(self.side).upper()} {self.cash_quantity} cash of {what}"
 
-    def _ticket(self, coid: str | None) -> OrderTicket:
-        from ibkr_provider.client.models.orders import OrderTicket
-
-        if isinstance(self.conid, bool):
-            raise IbkrValidationError("conid", f"{self.conid!r} is not an IBKR contract id")
-        try:
-            conid = int(self.conid)
-        except (TypeError, ValueError):
-            raise IbkrValidationError("conid", f"{self.conid!r} is not an IBKR contract id") from None
-        ticket = OrderTicket(
-            conid=conid,
-            side=str(self.side).upper(),
-            quantity=number("quantity", self.quantity),
-            cash_quantity=number("cash_quantity", self.cash_quantity),
-            order_type=str(self.order_type).upper(),
-            limit_price=number("limit_price", self.limit_price),
-            tif=str(self.tif).upper(),
-            coid=coid,
-        )
-        ticket.validate()
-        return ticket
-
-    def _check_quantity(self, client: IbkrClient, ticket: OrderTicket, max_quantity: float | None) -> None:
-        """``max_quantity`` for both order forms: a cash-quantity order's share count is its cash
-        over IBKR's last price (refused when IBKR gives no price: the cap must not be skipped)."""
-        if max_quantity is None:
-            return
-        if ticket.quantity is not None:
-            shares, how = ticket.quantity, ""
-        else:
-            quote = client.market_data.snapshot([ticket.conid]).get(ticket.conid)
-            last = quote.last if quote is not None else None
-            if last is None or last <= 0:
-                raise IbkrOrderRefusedError(
-                    f"max_quantity {max_quantity:g} cannot be checked for a cash-quantity order: IBKR "
-                    f"gave no last price for conid {ticket.conid}. Nothing was sent.",
-                    code=IbkrErrorCode.CAP_UNCHECKABLE,
-                )
-            shares = float(Decimal(str(ticket.cash_quantity)) / last)
-            how = f" (cash_quantity {ticket.cash_quantity:g} at IBKR's last price {last})"
-        if shares > max_quantity:
-            raise IbkrOrderRefusedError(
-                f"quantity {shares:g}{how} exceeds max_quantity {max_quantity:g}. Nothing was sent.",
-                code=IbkrErrorCode.CAP_EXCEEDED,
-            )
-
-    @staticmethod
-    def _check_notional(ticket: OrderTicket, whatif: WhatIf, max_notional: float | None) -> None:
-        """Refuse an order over ``max_notional``, or whose notional neither the ticket (cash
-        quantity) nor IBKR's what-if states (a cap that cannot be checked must not wave the order
-        through)."""
-        if max_notional is None:
-            return
-        if ticket.cash_quantity is not None and ticket.cash_quantity > max_notional:
-            raise IbkrOrderRefusedError(
-                f"cash_quantity {ticket.cash_quantity:,.2f} exceeds max_notional {max_notional:,.2f}. "
-                "Nothing was placed.",
-                code=IbkrErrorCode.CAP_EXCEEDED,
-            )
-        if whatif.amount is None:
-            shown = str(whatif.raw.get("amount"))[:200]
-            raise IbkrOrderRefusedError(
-                f"max_notional {max_notional:,.2f} cannot be checked: IBKR's what-if gave no order "
-                f"amount (its 'amount' section: {shown}). Refusing the order; nothing was placed.",
-                code=IbkrErrorCode.CAP_UNCHECKABLE,
-            )
-        if whatif.amount > Decimal(str(max_notional)):
-            raise IbkrOrderRefusedError(
-                f"the order is worth {whatif.amount:,.2f} (IBKR what-if), over max_notional "
-                f"{max_notional:,.2f}. Nothing was placed.",
-                code=IbkrErrorCode.CAP_EXCEEDED,
-            )
-
     def execute(self, context: Context) -> dict[str, Any]:
         with fail_fast(f"IBKR order ({self.task_id})"), IbkrHook(ibkr_conn_id=self.ibkr_conn_id) as hook:
             return self._place(context, hook)
@@ -219,22 +142,25 @@ class IbkrPlaceOrderOperator(BaseOperator):
         # Everything the person typed is checked before the first request.
         whatif_only = flag("dry_run", self.whatif_only)
         allow_live = flag("allow_live", self.allow_live)
-        max_quantity = number("max_quantity", self.max_quantity, positive=True)
-        max_notional = number("max_notional", self.max_notional, positive=True)
+        max_quantity = amount("max_quantity", self.max_quantity)
+        max_notional = amount("max_notional", self.max_notional)
         account_id = fields.account_id(self.account_id)
         ti = context["ti"]
-        coid = order_coid(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)
-        ticket = self._ticket(coid)
+        map_index = ti.map_index if ti.map_index is not None else -1
+        ticket = ticket_of(
+            conid=self.conid,
+            side=self.side,
+            quantity=self.quantity,
+            cash_quantity=self.cash_quantity,
+            order_type=self.order_type,
+            limit_price=self.limit_price,
+            tif=self.tif,
+            coid=order_coid(ti.dag_id, ti.task_id, ti.run_id, map_index),
+        )
         client = hook.get_conn()
         live = not client.portfolio.is_paper(account_id)
-        if live and not whatif_only and not allow_live:
-            raise IbkrOrderRefusedError(
-                f"IBKR does not report {account_id} as a paper account, so it is treated as live: "
-                "refusing to place a real order without allow_live=True (and dry_run=False). "
-                "Nothing was sent.",
-                code=IbkrErrorCode.LIVE_NOT_ALLOWED,
-            )
-        self._check_quantity(client, ticket, max_quantity)
+        refuse_unless_allowed(account_id, live=live, dry_run=whatif_only, allow_live=allow_live)
+        check_quantity(client, ticket, max_quantity)
         whatif = client.orders.whatif(account_id, ticket)
         if whatif.error:
             raise IbkrOrderError(
@@ -242,7 +168,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
                 ibkr_error=whatif.error,
                 code=IbkrErrorCode.REJECTED,
             )
-        self._check_notional(ticket, whatif, max_notional)
+        check_notional(ticket, whatif, max_notional)
         result: dict[str, Any] = {
             "dry_run": whatif_only,
             "account_id": account_id,

@@ -69,7 +69,7 @@ class IbkrPortfolioSnapshotOperator(BaseOperator):
         return [str(a) for a in self.account_ids]
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from ibkr_provider.client.snapshot import positions_csv, take_snapshot
+        from ibkr_provider.workflows.snapshot import positions_csv, take_snapshot
 
         with (
             fail_fast(f"IBKR portfolio snapshot ({self.task_id})"),

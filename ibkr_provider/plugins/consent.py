@@ -90,7 +90,7 @@ def user_connection_fields(
     copied into users' connections: rotating them is one edit, and no user's connection exposes
     them."""
     from ibkr_provider.client.fields import RENAMED_FIELDS
-    from ibkr_provider.hooks.ibkr import PROFILE_FIELDS
+    from ibkr_provider.hooks.connection import PROFILE_FIELDS
 
     dropped = {"authorize_url", "callback_url", *PROFILE_FIELDS, *RENAMED_FIELDS}
     extra = {k: v for k, v in profile_extra.items() if k not in dropped}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ibkr_provider.client.errors import IbkrValidationError
 from ibkr_provider.client.fields import decimal
 from ibkr_provider.client.models.numbers import as_text
-from ibkr_provider.workflows.rebalance import Funds
+from ibkr_provider.workflows.funds import Funds
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient

@@ -5,17 +5,8 @@ with weight 0 to sell it); a symbol trades when its weight drifts more than ``dr
 its target and the trade is worth at least ``min_trade``; whole shares; a sale never exceeds the
 holding.
 
-:func:`check_affordable` refuses a plan the account cannot pay for, before anything is placed
-(a new user's "monthly" rebalance once bought 10.29 M on an account with 125,000 cash whose other
-273 holdings were 99 % of net liquidation: about 2x gross exposure, and IBKR's what-if warned of
-nothing):
-
-- the targets plus the holdings they leave alone must fit in 100 % of net liquidation;
-- a plan that adds exposure must leave gross exposure (every holding's absolute value over net
-  liquidation) within ``max_gross_leverage`` (default 1.0: no borrowing); holdings above their
-  target but inside ``drift_band`` count too;
-- net buys must be covered by cash (plus what ``max_gross_leverage`` allows to borrow), and
-  gross buys by IBKR's buying power when IBKR states it.
+:func:`~ibkr_provider.workflows.funds.check_affordable` refuses a plan the account cannot pay
+for, before anything is placed (holdings above their target but inside ``drift_band`` count too).
 
 :func:`plan_for` gathers what the arithmetic needs from IBKR (summary, every position, prices),
 checks the plan, and previews every order with IBKR's what-if (commission, margin change, equity
@@ -24,161 +15,22 @@ with loan after, IBKR's warnings), so the figures are known before any order is 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from ibkr_provider.client.errors import (
     IbkrErrorCode,
     IbkrOrderError,
-    IbkrOrderRefusedError,
     IbkrValidationError,
 )
 from ibkr_provider.client.fields import decimal as number
 from ibkr_provider.client.models.numbers import as_text, fraction, money
+from ibkr_provider.workflows.funds import TOLERANCE, Exposure, Funds, check_affordable
+from ibkr_provider.workflows.plan import Holding, PlanLine, PlannedOrder, RebalancePlan
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient
-    from ibkr_provider.client.models.portfolio import AccountSummary
-
-log = logging.getLogger(__name__)
-
-#: Rounding slack of the 100 % and leverage checks (weights are rounded to 4 places by people).
-TOLERANCE = Decimal("0.0001")
-
-
-@dataclass(frozen=True)
-class Holding:
-    conid: int
-    quantity: Decimal
-    market_value: Decimal
-
-
-@dataclass(frozen=True)
-class Funds:
-    """What the account has, from ``/portfolio/{id}/summary`` (IBKR's metric names)."""
-
-    net_liquidation: Decimal
-    cash: Decimal
-    buying_power: Decimal | None
-    currency: str | None
-
-    @classmethod
-    def from_summary(cls, summary: AccountSummary) -> Funds:
-        """Refuses an answer without net liquidation or cash: a plan must never be checked
-        against a figure IBKR did not give."""
-        net_liq, cash = summary.net_liquidation, summary.amount("totalcashvalue")
-        if net_liq is None or cash is None:
-            missing = "netliquidation" if net_liq is None else "totalcashvalue"
-            raise IbkrOrderRefusedError(
-                f"IBKR's account summary of {summary.account_id} has no {missing}, so what the account can "
-                "pay for cannot be checked. Nothing was placed.",
-                code=IbkrErrorCode.CAP_UNCHECKABLE,
-            )
-        metric = summary.metrics.get("netliquidation")
-        return cls(net_liq, cash, summary.amount("buyingpower"), metric.currency if metric else None)
-
-
-@dataclass(frozen=True)
-class PlannedOrder:
-    symbol: str
-    conid: int
-    side: str
-    quantity: Decimal
-    price: Decimal
-    value: Decimal
-    weight_now: Decimal
-    weight_after: Decimal
-    target_weight: Decimal
-
-    def as_json(self) -> dict[str, Any]:
-        """JSON-ready (XCom, summary files): numbers as exact strings."""
-        return {
-            "symbol": self.symbol,
-            "conid": self.conid,
-            "side": self.side,
-            "quantity": as_text(self.quantity),
-            "price": as_text(self.price),
-            "value": as_text(self.value),
-            "weight_now": as_text(self.weight_now),
-            "weight_after": as_text(self.weight_after),
-            "target_weight": as_text(self.target_weight),
-        }
-
-    @property
-    def label(self) -> str:
-        """What the order does, as a person says it: ``BUY 25 AAPL``."""
-        return f"{self.side} {as_text(self.quantity)} {self.symbol}"
-
-
-@dataclass(frozen=True)
-class Exposure:
-    """The account before and after a plan, as fractions of net liquidation."""
-
-    untouched_weight: Decimal
-    buys: Decimal
-    sells: Decimal
-    gross_before: Decimal
-    gross_after: Decimal
-    cash_after: Decimal
-
-    @property
-    def net_buys(self) -> Decimal:
-        return self.buys - self.sells
-
-
-@dataclass(frozen=True)
-class PlanLine:
-    """One order of the plan and IBKR's what-if of it (``WhatIf.summary()``)."""
-
-    order: PlannedOrder
-    whatif: Mapping[str, Any]
-
-    def as_json(self) -> dict[str, Any]:
-        return {**self.order.as_json(), "label": self.order.label, "whatif": dict(self.whatif)}
-
-
-@dataclass(frozen=True)
-class RebalancePlan:
-    account_id: str
-    paper: bool
-    funds: Funds
-    exposure: Exposure
-    lines: tuple[PlanLine, ...]
-
-    @property
-    def orders(self) -> tuple[PlannedOrder, ...]:
-        return tuple(line.order for line in self.lines)
-
-    @property
-    def warnings(self) -> list[str]:
-        """IBKR's what-if warnings, each with the order it is about."""
-        return [
-            f"{line.order.label}: {line.whatif['warning']}"
-            for line in self.lines
-            if line.whatif.get("warning")
-        ]
-
-    def as_json(self) -> dict[str, Any]:
-        funds, exposure = self.funds, self.exposure
-        return {
-            "account_id": self.account_id,
-            "paper": self.paper,
-            "currency": funds.currency,
-            "net_liquidation": as_text(funds.net_liquidation),
-            "cash": as_text(funds.cash),
-            "buying_power": as_text(funds.buying_power),
-            "untouched_weight": as_text(exposure.untouched_weight),
-            "buys": as_text(exposure.buys),
-            "sells": as_text(exposure.sells),
-            "gross_leverage_before": as_text(fraction(exposure.gross_before / funds.net_liquidation)),
-            "gross_leverage_after": as_text(fraction(exposure.gross_after / funds.net_liquidation)),
-            "cash_after": as_text(exposure.cash_after),
-            "orders": [line.as_json() for line in self.lines],
-            "warnings": self.warnings,
-        }
 
 
 def check_targets(targets: Mapping[str, Any]) -> dict[str, Decimal]:
@@ -278,52 +130,6 @@ def exposure_of(
     )
 
 
-def _refuse(account_id: str, what: str) -> IbkrOrderRefusedError:
-    return IbkrOrderRefusedError(
-        f"the rebalance plan for {account_id} is refused: {what}. Nothing was placed.",
-        code=IbkrErrorCode.PLAN_UNAFFORDABLE,
-    )
-
-
-def check_affordable(
-    account_id: str,
-    targets: Mapping[str, Decimal],
-    exposure: Exposure,
-    funds: Funds,
-    max_gross_leverage: Decimal,
-) -> None:
-    """Refuse what the account cannot pay for (see the module docstring), naming the figures."""
-    nl, cur = funds.net_liquidation, f" {funds.currency}" if funds.currency else ""
-    wanted = sum(targets.values(), Decimal(0))
-    if wanted + exposure.untouched_weight > 1 + TOLERANCE:
-        raise _refuse(
-            account_id,
-            f"the targets ({wanted:.2%}) plus the holdings they leave alone "
-            f"({exposure.untouched_weight:.2%} of net liquidation {nl:,.2f}{cur}) come to "
-            f"{wanted + exposure.untouched_weight:.2%}, over 100 %; "
-            "list the other holdings with weight 0 to sell them, or lower the targets",
-        )
-    leverage = exposure.gross_after / nl
-    if leverage > max_gross_leverage + TOLERANCE and exposure.gross_after > exposure.gross_before:
-        raise _refuse(
-            account_id,
-            f"gross exposure after the plan would be {exposure.gross_after:,.2f}{cur}, {leverage:.2f}x net "
-            f"liquidation {nl:,.2f}{cur}, over max_gross_leverage {max_gross_leverage}",
-        )
-    borrowable = (max_gross_leverage - 1) * nl
-    if exposure.net_buys > funds.cash + max(borrowable, Decimal(0)) + TOLERANCE:
-        raise _refuse(
-            account_id,
-            f"net buys of {exposure.net_buys:,.2f}{cur} exceed the cash of {funds.cash:,.2f}{cur}"
-            + (f" plus {borrowable:,.2f}{cur} max_gross_leverage allows to borrow" if borrowable > 0 else ""),
-        )
-    if funds.buying_power is not None and exposure.buys > funds.buying_power + TOLERANCE:
-        raise _refuse(
-            account_id,
-            f"buys of {exposure.buys:,.2f}{cur} exceed IBKR's buying power of {funds.buying_power:,.2f}{cur}",
-        )
-
-
 def plan_for(
     client: IbkrClient,
     account_id: str,
@@ -370,7 +176,7 @@ def plan_for(
         ticket = OrderTicket(
             conid=order.conid,
             side=order.side,
-            quantity=float(order.quantity),
+            quantity=order.quantity,
             **limit_of(order, order_type, limit_offset),
         )
         whatif = client.orders.whatif(account_id, ticket)
@@ -400,7 +206,7 @@ def limit_of(order: PlannedOrder, order_type: str, limit_offset: Any) -> dict[st
         raise IbkrValidationError("order_type", f"{order_type!r} is not MKT or LMT")
     offset = number("limit_offset", limit_offset)
     factor = 1 - offset if order.side == "BUY" else 1 + offset
-    return {"order_type": "LMT", "limit_price": float(money(order.price * factor))}
+    return {"order_type": "LMT", "limit_price": money(order.price * factor)}
 
 
 def order_kwargs(
@@ -413,60 +219,23 @@ def order_kwargs(
     allowed_message_ids: Sequence[str] | None,
 ) -> list[dict[str, Any]]:
     """One ``IbkrPlaceOrderOperator`` argument set per planned order (for ``expand_kwargs``);
-    quantities as exact strings. The switches pass through unread: the operator accepts only
+    quantities and limit prices as exact strings. The switches pass through unread: the operator accepts only
     real booleans or the words true/false."""
-    return [
-        {
-            "account_id": plan.account_id,
-            "conid": order.conid,
-            "symbol": order.symbol,
-            "side": order.side,
-            "quantity": as_text(order.quantity),
-            "limit_price": None,
-            **limit_of(order, order_type, limit_offset),
-            "dry_run": dry_run,
-            "allow_live": allow_live,
-            "allowed_message_ids": list(allowed_message_ids or []),
-        }
-        for order in plan.orders
-    ]
-
-
-def log_plan(plan: RebalancePlan) -> None:
-    """The plan in the task log, figures with their currency and thousands separators."""
-    funds, exposure, cur = plan.funds, plan.exposure, plan.funds.currency or ""
-    nl = funds.net_liquidation
-    log.info(
-        "Rebalance plan for %s (%s): net liquidation %s %s, cash %s %s; %d order(s); buys %s, sells %s; "
-        "gross exposure %.2fx -> %.2fx; untouched holdings %.2f%%",
-        plan.account_id,
-        "paper" if plan.paper else "live",
-        f"{nl:,.2f}",
-        cur,
-        f"{funds.cash:,.2f}",
-        cur,
-        len(plan.lines),
-        f"{exposure.buys:,.2f}",
-        f"{exposure.sells:,.2f}",
-        exposure.gross_before / nl,
-        exposure.gross_after / nl,
-        exposure.untouched_weight * 100,
-    )
-    for line in plan.lines:
-        o, w = line.order, line.whatif
-        log.info(
-            "  %-16s @ %10s = %14s %s  weight %6.2f%% -> %6.2f%% (target %.2f%%); what-if: commission %s, "
-            "initial margin %s, maintenance margin %s, equity with loan after %s%s",
-            o.label,
-            f"{o.price:,.2f}",
-            f"{o.value:,.2f}",
-            cur,
-            o.weight_now * 100,
-            o.weight_after * 100,
-            o.target_weight * 100,
-            w.get("commission"),
-            w.get("initial_margin_change"),
-            w.get("maintenance_margin_change"),
-            w.get("equity_after"),
-            f"; IBKR warns: {w['warning']}" if w.get("warning") else "",
+    orders = []
+    for order in plan.orders:
+        kind = limit_of(order, order_type, limit_offset)
+        orders.append(
+            {
+                "account_id": plan.account_id,
+                "conid": order.conid,
+                "symbol": order.symbol,
+                "side": order.side,
+                "quantity": as_text(order.quantity),
+                "order_type": kind["order_type"],
+                "limit_price": as_text(kind.get("limit_price")),
+                "dry_run": dry_run,
+                "allow_live": allow_live,
+                "allowed_message_ids": list(allowed_message_ids or []),
+            }
         )
+    return orders

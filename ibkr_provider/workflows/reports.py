@@ -1,4 +1,5 @@
-"""The summary a trading run leaves: its plan and what happened, as a JSON file and a log line."""
+"""What a trading run leaves behind: its plan in the task log, and its summary (the plan and what
+happened) as a JSON file and a log line."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ibkr_provider.workflows.plan import RebalancePlan
 
 log = logging.getLogger(__name__)
 
@@ -33,3 +37,43 @@ def write_run_summary(
         path,
     )
     return {"path": str(path), "orders": len(results), "placed": len(placed), "dry_run": dry_run}
+
+
+def log_plan(plan: RebalancePlan) -> None:
+    """The plan in the task log, figures with their currency and thousands separators."""
+    funds, exposure, cur = plan.funds, plan.exposure, plan.funds.currency or ""
+    nl = funds.net_liquidation
+    log.info(
+        "Rebalance plan for %s (%s): net liquidation %s %s, cash %s %s; %d order(s); buys %s, sells %s; "
+        "gross exposure %.2fx -> %.2fx; untouched holdings %.2f%%",
+        plan.account_id,
+        "paper" if plan.paper else "live",
+        f"{nl:,.2f}",
+        cur,
+        f"{funds.cash:,.2f}",
+        cur,
+        len(plan.lines),
+        f"{exposure.buys:,.2f}",
+        f"{exposure.sells:,.2f}",
+        exposure.gross_before / nl,
+        exposure.gross_after / nl,
+        exposure.untouched_weight * 100,
+    )
+    for line in plan.lines:
+        o, w = line.order, line.whatif
+        log.info(
+            "  %-16s @ %10s = %14s %s  weight %6.2f%% -> %6.2f%% (target %.2f%%); what-if: commission %s, "
+            "initial margin %s, maintenance margin %s, equity with loan after %s%s",
+            o.label,
+            f"{o.price:,.2f}",
+            f"{o.value:,.2f}",
+            cur,
+            o.weight_now * 100,
+            o.weight_after * 100,
+            o.target_weight * 100,
+            w.get("commission"),
+            w.get("initial_margin_change"),
+            w.get("maintenance_margin_change"),
+            w.get("equity_after"),
+            f"; IBKR warns: {w['warning']}" if w.get("warning") else "",
+        )

@@ -86,7 +86,7 @@ def test_provider_info_validates_against_airflow_schema() -> None:
 
 
 def test_connection_form_declares_every_field_the_hook_reads() -> None:
-    from ibkr_provider.hooks.ibkr import EXTRA_FIELDS
+    from ibkr_provider.hooks.connection import EXTRA_FIELDS
 
     types = {c["connection-type"]: c for c in get_provider_info()["connection-types"]}
     assert set(types) == {"ibkr", "ibkr_flex"}

@@ -115,7 +115,7 @@ def test_wrong_key_raises_auth_error_with_status_and_endpoint(
     err = excinfo.value
     assert err.status == 401 and err.endpoint == "/oauth2/api/v1/token" and err.ibkr_code == "invalid_client"
     assert "signature verification failed" in str(err)
-    assert client.store.load(client.session_key) is None  # nothing half-made was shared
+    assert client.sessions.store.load(client.session_key) is None  # nothing half-made was shared
 
 
 def test_wrong_kid_and_wrong_credential(fresh_sandbox: RunningSandbox, make_client: MakeClient) -> None:

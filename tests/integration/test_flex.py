@@ -11,8 +11,8 @@ import pytest
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrAuthError, IbkrRequestError
-from ibkr_provider.client.flex import FlexClient
 from ibkr_provider.client.hosts import DEFAULT_FLEX_URL
+from ibkr_provider.flex.client import FlexClient
 
 if TYPE_CHECKING:
     from ibkr_provider.hooks.flex import IbkrFlexHook

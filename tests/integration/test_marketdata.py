@@ -57,13 +57,13 @@ def test_trades_and_pnl(fresh_sandbox: RunningSandbox, make_client: MakeClient) 
 
     client = make_client(fresh_sandbox)
     placed = client.orders.place("DU2345678", OrderTicket(conid=12340038, side="BUY", quantity=3, coid="t-1"))
-    (trade,) = client.trades(days=1, account_id="DU2345678")
+    (trade,) = client.iserver.trades(days=1, account_id="DU2345678")
     assert trade["order_ref"] == "t-1" and trade["size"] == 3 and trade["side"] == "B"
     assert placed.status == "Filled"
     pnl = client.pnl()
     assert set(pnl) == {"DU1234567", "DU2345678", "U3456789"} and (pnl["DU2345678"].daily_pnl or 0) > 0
     with pytest.raises(IbkrValidationError, match="days"):
-        client.trades(days=30)
+        client.iserver.trades(days=30)
 
 
 def test_an_unknown_symbol_fails_the_snapshot_operator_without_retries(

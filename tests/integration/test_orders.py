@@ -303,7 +303,8 @@ def test_operator_refuses_when_the_whatif_states_no_amount(
 
 
 def test_a_retried_task_places_exactly_one_order(conn_env: None, fresh_sandbox: RunningSandbox) -> None:
-    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator, order_coid
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
+    from ibkr_provider.workflows.order_guard import order_coid
 
     op = IbkrPlaceOrderOperator(
         task_id="place",

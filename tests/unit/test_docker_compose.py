@@ -78,7 +78,7 @@ def test_every_component_runs_the_image_built_with_the_provider(compose: dict[st
 
 
 def test_connection_env_points_at_the_sandbox_service(compose: dict[str, Any], tmp_path: Path) -> None:
-    from ibkr_provider.hooks.ibkr import connection_values  # loads Airflow: not at collection
+    from ibkr_provider.hooks.connection import connection_values
 
     services = compose["services"]
     sandbox = services["ibkr-sandbox"]

@@ -7,15 +7,9 @@ from decimal import Decimal as D
 import pytest
 
 from ibkr_provider.client import IbkrErrorCode, IbkrOrderRefusedError, IbkrValidationError
-from ibkr_provider.workflows.rebalance import (
-    Funds,
-    Holding,
-    PlannedOrder,
-    check_affordable,
-    check_targets,
-    exposure_of,
-    plan_orders,
-)
+from ibkr_provider.workflows.funds import Funds, check_affordable
+from ibkr_provider.workflows.plan import Holding, PlannedOrder
+from ibkr_provider.workflows.rebalance import check_targets, exposure_of, plan_orders
 
 
 def _plan(**overrides: object) -> list[PlannedOrder]:

@@ -18,7 +18,12 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from ibkr_provider.client.errors import IbkrCompetingSessionError, IbkrResponseError, IbkrSessionError
+from ibkr_provider.client.errors import (
+    IbkrCompetingSessionError,
+    IbkrResponseError,
+    IbkrSessionError,
+    IbkrValidationError,
+)
 from ibkr_provider.client.models.session import BrokerageAccounts
 from ibkr_provider.client.session.manager import SessionManager
 from ibkr_provider.client.session.record import SessionRecord
@@ -28,6 +33,7 @@ from ibkr_provider.client.session.stores.base import Lease
 PORTFOLIO_ACCOUNTS_TTL_SECONDS = 300.0
 #: Requests that place, modify or confirm orders: never retried blindly.
 _ORDER_WRITES = re.compile(r"^/iserver/(account/[^/]+/orders?(/.*)?|reply/.+)$")
+_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH"})
 
 
 def is_idempotent(method: str, path: str) -> bool:
@@ -77,6 +83,37 @@ class RequestPipeline:
         if after_recovery is not None:
             after_recovery()
         return send(record, method, path, params=params, json_body=json_body, idempotent=idempotent)
+
+    def any_endpoint(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        json_body: Any,
+        idempotent: bool | None,
+    ) -> Any:
+        """A call to an endpoint no group wraps (the client's ``request``): the method and path
+        checked before anything is sent, idempotency inferred when not given, and the portfolio
+        pre-flight repeated after a recovery for ``/portfolio/...`` paths, as the groups do."""
+        verb = method.upper()
+        if verb not in _METHODS:
+            raise IbkrValidationError(
+                "method", f"{method!r} is not an HTTP method; use one of {sorted(_METHODS)}"
+            )
+        if "://" in path or not path.strip():
+            raise IbkrValidationError(
+                "path", f"{path!r} must be a path below /v1/api such as '/portfolio/accounts'"
+            )
+        api_path = "/" + path.strip().lstrip("/")
+        portfolio = api_path.startswith("/portfolio/") and api_path != "/portfolio/accounts"
+        return self.call(
+            verb,
+            api_path,
+            params=params,
+            json_body=json_body,
+            idempotent=is_idempotent(verb, api_path) if idempotent is None else idempotent,
+            after_recovery=(lambda: self.portfolio_preflight(force=True)) if portfolio else None,
+        )
 
     # ------------------------------------------------------------------ pre-flights
     def iserver_preflight(self) -> BrokerageAccounts:

@@ -1,14 +1,17 @@
 """HTTP transport: one ``requests.Session``, TLS settings, and IBKR error bodies -> typed errors.
 
-Every HTTP exchange of the client goes through :meth:`HttpTransport.send`, so timeouts, TLS
-verification and error mapping are identical for the auth steps, the typed methods and the
-generic ``request`` escape hatch.
+Every HTTP exchange of the provider goes through :meth:`HttpTransport.send`: the Web API's auth
+steps and endpoints, the OAuth 1.0a consent calls and the Flex Web Service (``raw=True``: its
+answers are XML). So timeouts, TLS verification, bounded retries, the User-Agent and the error
+mapping are the same everywhere, and a network failure is always an
+:class:`~ibkr_provider.client.errors.IbkrConnectionError` (retried), never an auth error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import platform
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,7 +35,9 @@ from ibkr_provider.client.http.retries import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = f"airflow-provider-ibkr/{__version__}"
+#: IBKR asks for a User-Agent naming the technology and its version ("Examples: Java/1.8,
+#: Python/3.4.1", Flex Web Service guide); the provider and its version follow.
+USER_AGENT = f"Python/{platform.python_version()} airflow-provider-ibkr/{__version__}"
 
 #: IBKR error texts that mean "the session, not the request, is the problem": "no bridge" (no
 #: brokerage session: ibind issues #44, #104), "not authenticated" (ibeam issue #254), "Please
@@ -140,6 +145,12 @@ class HttpTransport:
     def close(self) -> None:
         self._session.close()
 
+    def __enter__(self) -> HttpTransport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def send(
         self,
         method: str,
@@ -152,9 +163,10 @@ class HttpTransport:
         auth_hint: str | None = None,
         idempotent: bool = True,
         prepare: Callable[[], Mapping[str, str]] | None = None,
+        raw: bool = False,
     ) -> Any:
         """Send a request, retrying transient failures, and return the decoded JSON body
-        (``None`` for an empty body).
+        (``None`` for an empty body), or with ``raw`` the body's bytes as sent.
 
         ``prepare`` runs before every attempt and returns headers for it: the pacer takes its
         slot there (so each retry counts against IBKR's limits like any request), and OAuth 1.0a
@@ -172,6 +184,7 @@ class HttpTransport:
                 json_body=json_body,
                 data=data,
                 auth_hint=auth_hint,
+                raw=raw,
             )
 
         return call_with_retries(
@@ -192,6 +205,7 @@ class HttpTransport:
         json_body: Any,
         data: Any,
         auth_hint: str | None,
+        raw: bool,
     ) -> Any:
         endpoint = urlsplit(url).path
         try:
@@ -228,6 +242,8 @@ class HttpTransport:
         log.debug("%s %s -> %s", method, endpoint, response.status_code)
         if response.status_code >= 300:
             raise error_from_response(response, endpoint, auth_hint=auth_hint)
+        if raw:
+            return response.content
         if not response.content:
             return None
         try:

@@ -48,6 +48,14 @@ def as_json_number(value: Decimal | None) -> float | None:
     return float(value) if value is not None else None
 
 
+def json_number(value: Decimal) -> int | float:
+    """A Decimal for a JSON body IBKR reads as a number: an int when whole, else the float whose
+    shortest text is the Decimal's own (``Decimal("0.1")`` is sent as ``0.1``)."""
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value)
+
+
 _CENT = Decimal("0.01")
 _BASIS_POINT = Decimal("0.0001")
 

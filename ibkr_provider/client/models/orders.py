@@ -16,8 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
-from ibkr_provider.client.fields import number
-from ibkr_provider.client.models.numbers import as_json_number, to_decimal, to_float
+from ibkr_provider.client.fields import decimal
+from ibkr_provider.client.models.numbers import as_json_number, as_text, json_number, to_decimal, to_float
 
 
 class OrderSide(str, enum.Enum):
@@ -94,14 +94,20 @@ class OrderTicket:
 
     conid: int
     side: OrderSide | str
-    quantity: float | None = None
-    cash_quantity: float | None = None
+    quantity: Decimal | None = None
+    cash_quantity: Decimal | None = None
     order_type: OrderType | str = OrderType.MARKET
-    limit_price: float | None = None
+    limit_price: Decimal | None = None
     tif: TimeInForce | str = TimeInForce.DAY
     coid: str | None = None
 
     def __post_init__(self) -> None:
+        # Amounts are exact from here to IBKR's JSON: an int, float or numeric string given by
+        # a caller becomes the Decimal it spells (a float by its shortest repr: 0.1 is 0.1).
+        for name in ("quantity", "cash_quantity", "limit_price"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Decimal):
+                object.__setattr__(self, name, decimal(name, value))
         object.__setattr__(self, "side", _choice(OrderSide, self.side))
         object.__setattr__(self, "order_type", _choice(OrderType, self.order_type))
         object.__setattr__(self, "tif", _choice(TimeInForce, self.tif))
@@ -119,7 +125,9 @@ class OrderTicket:
         if (self.quantity is None) == (self.cash_quantity is None):
             raise IbkrValidationError("quantity", "give exactly one of quantity and cash_quantity")
         for name in ("quantity", "cash_quantity", "limit_price"):
-            number(name, getattr(self, name), positive=True)
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise IbkrValidationError(name, f"must be positive (got {as_text(value)})")
         if self.order_type is OrderType.LIMIT and self.limit_price is None:
             raise IbkrValidationError("limit_price", "a LMT order needs a positive limit_price")
         if self.order_type is OrderType.MARKET and self.limit_price is not None:
@@ -139,11 +147,11 @@ class OrderTicket:
             "tif": str(getattr(self.tif, "value", self.tif)),
         }
         if self.quantity is not None:
-            body["quantity"] = self.quantity
+            body["quantity"] = json_number(self.quantity)
         if self.cash_quantity is not None:
-            body["cashQty"] = self.cash_quantity
+            body["cashQty"] = json_number(self.cash_quantity)
         if self.limit_price is not None:
-            body["price"] = self.limit_price
+            body["price"] = json_number(self.limit_price)
         if self.coid:
             body["cOID"] = self.coid
         return body

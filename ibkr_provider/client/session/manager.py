@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 
 from ibkr_provider.client.auth.fingerprint import credential_fingerprint
 from ibkr_provider.client.config import AuthType, IbkrClientConfig
@@ -37,22 +36,10 @@ from ibkr_provider.client.session.brokerage import (
 from ibkr_provider.client.session.holders import BrokerageHolders, describe, owner_of
 from ibkr_provider.client.session.record import SessionRecord
 from ibkr_provider.client.session.sender import SessionSender
+from ibkr_provider.client.session.stats import SessionStats
 from ibkr_provider.client.session.stores.base import Lease, SessionStore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SessionStats:
-    """What this process did to the shared session (for logs and for proving single flight)."""
-
-    #: Sessions this process opened (logins), and when the last one was ready (epoch seconds).
-    opened: int = 0
-    opened_at: float | None = None
-    #: Repairs this process made after IBKR dropped the session.
-    recovered: int = 0
-    #: Seconds spent waiting for another process holding the session lock.
-    lock_wait_seconds: float = 0.0
 
 
 class SessionManager:

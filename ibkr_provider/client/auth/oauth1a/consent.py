@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import requests
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from ibkr_provider.client.auth.oauth1a.signing import authorization_header, base_string, new_nonce, pct
 from ibkr_provider.client.errors import IbkrAuthError, IbkrErrorCode
+from ibkr_provider.client.http.transport import HttpTransport
 
 REQUEST_TOKEN_PATH = "/v1/api/oauth/request_token"
 ACCESS_TOKEN_PATH = "/v1/api/oauth/access_token"
@@ -65,57 +65,43 @@ class AccessGrant:
     is_paper: bool
 
 
+#: What a refused consent call means (IBKR answered 400/401/403).
+CONSUMER_HINT = "the consumer profile's consumer key (registered and activated by IBKR?) and signature_key"
+
+
 def _signed_post(
-    profile: ConsumerProfile, path: str, extra: Mapping[str, str], session: requests.Session
+    profile: ConsumerProfile, path: str, extra: Mapping[str, str], http: HttpTransport, *, idempotent: bool
 ) -> dict[str, Any]:
+    """A consent call, signed afresh for every attempt (a new nonce and timestamp: IBKR refuses
+    a replayed nonce). Through the provider's transport: an unreachable IBKR is a connection
+    error (retried), a refusal an auth error naming the consumer's fields."""
     url = profile.base_url.rstrip("/") + path
-    params = {
-        "oauth_consumer_key": profile.consumer_key,
-        "oauth_nonce": new_nonce(),
-        "oauth_signature_method": "RSA-SHA256",
-        "oauth_timestamp": str(int(time.time())),
-        **extra,
-    }
-    signature = profile.signature_key.sign(
-        base_string("POST", url, params).encode(), padding.PKCS1v15(), hashes.SHA256()
-    )
-    header = authorization_header(
-        profile.realm, {**params, "oauth_signature": pct(base64.b64encode(signature).decode())}
-    )
-    try:
-        response = session.post(
-            url,
-            headers={"Authorization": header, "User-Agent": "airflow-provider-ibkr"},
-            timeout=profile.timeout,
-            verify=profile.verify,
+
+    def sign() -> dict[str, str]:
+        params = {
+            "oauth_consumer_key": profile.consumer_key,
+            "oauth_nonce": new_nonce(),
+            "oauth_signature_method": "RSA-SHA256",
+            "oauth_timestamp": str(int(time.time())),
+            **extra,
+        }
+        signature = profile.signature_key.sign(
+            base_string("POST", url, params).encode(), padding.PKCS1v15(), hashes.SHA256()
         )
-    except requests.RequestException as exc:
+        signed = {**params, "oauth_signature": pct(base64.b64encode(signature).decode())}
+        return {"Authorization": authorization_header(profile.realm, signed)}
+
+    body = http.send("POST", url, prepare=sign, auth_hint=CONSUMER_HINT, idempotent=idempotent)
+    if not isinstance(body, dict):
         raise IbkrAuthError(
-            f"IBKR could not be reached for {path} ({type(exc).__name__})",
-            endpoint=path,
-            code=IbkrErrorCode.AUTH,
-            hint="the consumer profile's host",
-        ) from None
-    if response.status_code != 200:
-        detail = (
-            response.text[:200]
-            if response.headers.get("content-type", "").startswith("application/json")
-            else ""
+            f"IBKR's {path} answer is not a JSON object", endpoint=path, code=IbkrErrorCode.AUTH
         )
-        raise IbkrAuthError(
-            f"IBKR refused {path} with HTTP {response.status_code} {detail}".rstrip(),
-            endpoint=path,
-            status=response.status_code,
-            code=IbkrErrorCode.AUTH,
-            hint="the consumer profile's consumer key (registered and activated by IBKR?) and signature_key",
-        )
-    body: dict[str, Any] = response.json()
     return body
 
 
-def request_token(profile: ConsumerProfile, callback: str, session: requests.Session) -> str:
-    """Step 1: a request token for one consent."""
-    body = _signed_post(profile, REQUEST_TOKEN_PATH, {"oauth_callback": callback}, session)
+def request_token(profile: ConsumerProfile, callback: str, http: HttpTransport) -> str:
+    """Step 1: a request token for one consent (asking again is harmless)."""
+    body = _signed_post(profile, REQUEST_TOKEN_PATH, {"oauth_callback": callback}, http, idempotent=True)
     token = body.get("oauth_token")
     if not isinstance(token, str) or not token:
         raise IbkrAuthError(
@@ -132,13 +118,11 @@ def authorize_url(profile: ConsumerProfile, token: str) -> str:
     return f"{profile.authorize_url}{separator}{urlencode({'oauth_token': token})}"
 
 
-def access_token(
-    profile: ConsumerProfile, token: str, verifier: str, session: requests.Session
-) -> AccessGrant:
-    """Step 3: the user's access token and secret, for the request token the user approved."""
-    body = _signed_post(
-        profile, ACCESS_TOKEN_PATH, {"oauth_token": token, "oauth_verifier": verifier}, session
-    )
+def access_token(profile: ConsumerProfile, token: str, verifier: str, http: HttpTransport) -> AccessGrant:
+    """Step 3: the user's access token and secret, for the request token the user approved (a
+    verifier is good once: not repeated after an ambiguous failure)."""
+    extra = {"oauth_token": token, "oauth_verifier": verifier}
+    body = _signed_post(profile, ACCESS_TOKEN_PATH, extra, http, idempotent=False)
     access, secret = body.get("oauth_token"), body.get("oauth_token_secret")
     if not isinstance(access, str) or not isinstance(secret, str) or not access or not secret:
         raise IbkrAuthError(

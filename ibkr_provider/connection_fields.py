@@ -1,0 +1,233 @@
+"""The connection fields of ``ibkr`` and ``ibkr_flex``: the one list every reader derives from.
+
+Airflow 3.3 builds the connection form only from ``conn-fields`` in ``get_provider_info()``; the
+hook reads exactly these extras (:data:`ibkr_provider.hooks.ibkr.EXTRA_FIELDS` is derived from
+:func:`ibkr_conn_fields`), and a test checks the README's table names each one. Each field has a
+label, a description and a JSON schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: One JSON type plus null per field: the 3.3 form renders a single-line input (a number input,
+#: a switch for booleans) for those, and a JSON text box for fields that allow several types.
+_OPTIONAL_STRING: dict[str, Any] = {"type": ["string", "null"]}
+
+#: Fields both connection types read the same way.
+_TRANSPORT_FIELDS: dict[str, Any] = {
+    "verify": {
+        "label": "TLS verification",
+        "description": "true (default), false, or the path of a CA bundle (e.g. the gateway's CA).",
+        "schema": {"type": ["string", "null"], "default": "true"},
+    },
+    "timeout": {
+        "label": "Timeout (seconds)",
+        "description": "Per-request HTTP timeout in seconds (default 30).",
+        "schema": {"type": ["number", "null"], "default": 30},
+    },
+}
+
+
+_SECRET_STRING: dict[str, Any] = {"type": ["string", "null"], "format": "password"}
+
+
+def _oauth1a_fields() -> dict[str, Any]:
+    """Self-service OAuth 1.0a: what the user generated and uploaded, and what IBKR gave back."""
+    pem_note = "Paste the PEM; stripped or \\n-escaped newlines are repaired."
+    return {
+        "consumer_key": {
+            "label": "Consumer key (oauth1a)",
+            "description": "The 9-character consumer key you chose in IBKR's self-service OAuth page; "
+            "the connection's login works too.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "access_token": {
+            "label": "Access token (oauth1a)",
+            "description": "The access token IBKR's self-service OAuth page generated for the consumer.",
+            "schema": _SECRET_STRING,
+        },
+        "access_token_secret": {
+            "label": "Access token secret (oauth1a)",
+            "description": "As IBKR's page shows it (base64); the connection's password works too.",
+            "schema": _SECRET_STRING,
+        },
+        "signature_private_key": {
+            "label": "Private signature key (oauth1a)",
+            "description": "Private half of the signature key pair whose public half you uploaded "
+            f"(private_signature.pem). {pem_note}",
+            "schema": _SECRET_STRING,
+        },
+        "signature_private_key_path": {
+            "label": "Signature key path (oauth1a)",
+            "description": "Path to private_signature.pem on every worker, instead of pasting it.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "encryption_private_key": {
+            "label": "Private encryption key (oauth1a)",
+            "description": "Private half of the encryption key pair whose public half you uploaded "
+            f"(private_encryption.pem); it decrypts the access token secret. {pem_note}",
+            "schema": _SECRET_STRING,
+        },
+        "encryption_private_key_path": {
+            "label": "Encryption key path (oauth1a)",
+            "description": "Path to private_encryption.pem on every worker, instead of pasting it.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "dh_params": {
+            "label": "DH parameters (oauth1a)",
+            "description": "The dhparam.pem you uploaded (-----BEGIN DH PARAMETERS-----).",
+            "schema": _OPTIONAL_STRING,
+        },
+        "dh_params_path": {
+            "label": "DH parameters path (oauth1a)",
+            "description": "Path to dhparam.pem on every worker, instead of pasting it.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "dh_prime": {
+            "label": "DH prime, hex (oauth1a)",
+            "description": "The prime of dhparam.pem as hex (as ibind users keep it), instead of dh_params.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "realm": {
+            "label": "Realm (oauth1a)",
+            "description": "limited_poa (default); test_realm for IBKR's demo consumer TESTCONS.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "consumer_profile": {
+            "label": "Consumer profile (oauth1a, Connect IBKR)",
+            "description": "Connection id of the consumer profile whose keys, DH parameters and realm "
+            "this connection uses (Connect IBKR sets it; nothing is copied).",
+            "schema": _OPTIONAL_STRING,
+        },
+        "oauth1_query_signing": {
+            "label": "Query parameter signing (oauth1a)",
+            "description": "guide (IBKR's guide, default), ignore or url: IBKR's sources differ "
+            "(UNCONFIRMED); change it only if signed requests with query parameters get 401.",
+            "schema": {
+                "type": ["string", "null"],
+                "enum": ["guide", "ignore", "url", None],
+                "default": "guide",
+            },
+        },
+    }
+
+
+def ibkr_conn_fields() -> dict[str, Any]:
+    return {
+        "auth_type": {
+            "label": "Auth type",
+            "description": "oauth2: IBKR OAuth 2.0 private_key_jwt (advisor and institutional accounts; "
+            "default). oauth1a: IBKR's self-service OAuth 1.0a (individual accounts: consumer key, access "
+            "token and secret from IBKR's self-service OAuth page). gateway: a Client Portal Gateway you "
+            "run and log in to yourself.",
+            "schema": {
+                "type": ["string", "null"],
+                "enum": ["oauth2", "oauth1a", "gateway", None],
+                "default": "oauth2",
+            },
+        },
+        "client_key_id": {
+            "label": "Client key id (kid)",
+            "description": "Key id IBKR registered for your public key; sent as the JWT 'kid' header.",
+            "schema": {"type": ["string", "null"], "default": "main"},
+        },
+        "credential": {
+            "label": "Credential (IBKR username)",
+            "description": "IBKR username the SSO session is opened for (oauth2 only).",
+            "schema": _OPTIONAL_STRING,
+        },
+        "private_key": {
+            "label": "Private key (PEM)",
+            "description": "RSA private key whose public half is registered with IBKR. Paste the PEM; "
+            "stripped or \\n-escaped newlines are repaired.",
+            "schema": {"type": ["string", "null"], "format": "password"},
+        },
+        "private_key_path": {
+            "label": "Private key path",
+            "description": "Path to the PEM file on every worker, instead of pasting the key.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "account_id": {
+            "label": "Default account id",
+            "description": "Account used when a task names none, e.g. U1234567 or DU1234567.",
+            "schema": _OPTIONAL_STRING,
+        },
+        "ip": {
+            "label": "Public IP",
+            "description": "Public IP address your requests leave from, placed in the SSO session JWT "
+            "(oauth2 only). Never looked up from a third-party service.",
+            "schema": _OPTIONAL_STRING,
+        },
+        **_oauth1a_fields(),
+        **_TRANSPORT_FIELDS,
+        "session_cache": {
+            "label": "Session cache",
+            "description": "Where the one IBKR session all tasks share lives: file (default, one per host; "
+            "directory from [ibkr] session_cache_dir or file:///dir), redis://host:6379/0 (several hosts, "
+            "e.g. CeleryExecutor) or memory (per process).",
+            "schema": {"type": ["string", "null"], "default": "file"},
+        },
+        "rate_limit": {
+            "label": "Rate limit (requests/s)",
+            "description": "Global requests per second for this username, shared by all tasks. Default: 50 "
+            "for oauth2 (IBKR Web API docs), 10 for gateway.",
+            "schema": {"type": ["number", "null"]},
+        },
+        "tickle_interval": {
+            "label": "Keep-alive interval (seconds)",
+            "description": "Tickle the shared session after this long without requests (IBKR: about 60 s).",
+            "schema": {"type": ["number", "null"], "default": 60},
+        },
+        "session_refresh_lead": {
+            "label": "Renew ahead (seconds)",
+            "description": "Renew the session this long before its access token expires (default 60).",
+            "schema": {"type": ["number", "null"], "default": 60},
+        },
+        "compete_on_login": {
+            "label": "Take over on login",
+            "description": "When opening a new session, take the brokerage session over from other logins "
+            "(TWS, IBKR Mobile), as IBKR's sample does. false: fail with a competing-session error instead.",
+            "schema": {"type": ["boolean", "null"], "default": True},
+        },
+        "displace_other_connections": {
+            "label": "Displace other connections",
+            "description": "Take this IBKR user's brokerage session over even from another connection of "
+            "this deployment that holds it (off: fail naming that connection instead).",
+            "schema": {"type": ["boolean", "null"], "default": False},
+        },
+        "max_retries": {
+            "label": "Max retries",
+            "description": "Retries of a transient failure (connection, timeout, 429, 502-504); default 4.",
+            "schema": {"type": ["integer", "null"], "default": 4},
+        },
+        "max_retry_seconds": {
+            "label": "Max retry time (seconds)",
+            "description": "Total time a request may spend retrying, waits included (default 60).",
+            "schema": {"type": ["number", "null"], "default": 60},
+        },
+    }
+
+
+def flex_conn_fields() -> dict[str, Any]:
+    """The ``ibkr_flex`` connection's extras (the token is the password)."""
+    return {
+        "query_id": {
+            "label": "Default Flex query id",
+            "description": "Query id from Client Portal (Performance & Reports > Flex Queries): "
+            "used by operators that name none, and by the Test button, which then proves token "
+            "and query with one SendRequest.",
+            "schema": _OPTIONAL_STRING,
+        },
+        **_TRANSPORT_FIELDS,
+        "poll_interval": {
+            "label": "Poll interval (seconds)",
+            "description": "Wait between GetStatement polls while IBKR answers 1019 (default 5).",
+            "schema": {"type": ["number", "null"], "default": 5},
+        },
+        "max_wait": {
+            "label": "Max wait (seconds)",
+            "description": "Give up on a report not ready after this long (default 600).",
+            "schema": {"type": ["number", "null"], "default": 600},
+        },
+    }

@@ -1,0 +1,170 @@
+"""What Connect IBKR does with Airflow's connections and IBKR: the consumer profile read from its
+connection, the pending consents' store, the token exchange, the user's connection saved and
+tested, and a disconnected connection's session logged out.
+
+Everything Airflow-internal is imported when a request comes, not when the plugin loads.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import secrets
+from typing import Any
+
+from fastapi.responses import HTMLResponse
+
+from ibkr_provider.plugins.consent import PendingConsent, user_connection_fields
+from ibkr_provider.plugins.pages import Refused, mask, page
+
+
+def ibkr_connections() -> list[Any]:
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        found = session.scalars(select(Connection).where(Connection.conn_type == "ibkr")).all()
+        for conn in found:
+            session.expunge(conn)
+    return sorted(found, key=lambda c: c.conn_id)
+
+
+def consumer_profile(conn_id: str) -> tuple[Any, Any]:
+    """The consumer profile connection and the client-side view of it."""
+    from airflow.models.connection import Connection
+
+    from ibkr_provider.client import fields
+    from ibkr_provider.client.auth.oauth1a.consent import DEFAULT_AUTHORIZE_URL, ConsumerProfile
+    from ibkr_provider.client.errors import IbkrConfigError
+    from ibkr_provider.client.settings.oauth1a import consumer_realm, required_rsa_key
+    from ibkr_provider.hooks.connection import connection_values
+
+    try:
+        conn = Connection.get_connection_from_secrets(conn_id)
+    except Exception:
+        raise Refused(400, f"There is no connection {conn_id!r} to use as consumer profile.") from None
+    extra = conn.extra_dejson
+    if conn.conn_type != "ibkr" or extra.get("auth_type") != "oauth1a" or not conn.login:
+        raise Refused(
+            400, f"{conn_id!r} is not a consumer profile (an ibkr oauth1a connection with a consumer key)."
+        )
+    values = connection_values(conn.host, conn.login, conn.password, extra, port=conn.port)
+    try:
+        profile = ConsumerProfile(
+            base_url=base_url(conn.host, conn.port),
+            consumer_key=conn.login,
+            signature_key=required_rsa_key(
+                values, "signature_private_key", "the consumer's private signature key"
+            ),
+            realm=consumer_realm(values, conn.login),
+            authorize_url=extra.get("authorize_url") or DEFAULT_AUTHORIZE_URL,
+            verify=fields.verify(extra.get("verify"), error=IbkrConfigError),
+        )
+    except IbkrConfigError as exc:
+        raise Refused(400, f"The consumer profile {conn_id!r} is incomplete: {exc}") from None
+    return conn, profile
+
+
+def base_url(host: str | None, port: int | None) -> str:
+    from ibkr_provider.client.errors import IbkrConfigError
+    from ibkr_provider.client.fields import url_with_port
+    from ibkr_provider.client.hosts import DEFAULT_BASE_URL
+
+    return url_with_port((host or DEFAULT_BASE_URL).rstrip("/"), port, error=IbkrConfigError)
+
+
+def state_store() -> Any:
+    """Where pending consents wait: ``[ibkr] connect_state_cache`` (``file``, the default, for one
+    API server host; ``redis://...`` when several API servers share the callback)."""
+    from airflow.sdk import conf
+
+    from ibkr_provider.client.session.stores.factory import build_session_store
+    from ibkr_provider.hooks.connection import airflow_cipher, default_session_cache_dir
+
+    spec = conf.get("ibkr", "connect_state_cache", fallback="") or None
+    return build_session_store(spec, default_dir=default_session_cache_dir(), cipher=airflow_cipher())
+
+
+def end_session(conn_id: str) -> str:
+    """Log the connection's IBKR session out and delete its shared record before its token goes
+    (a blocking client call: the route runs it in a thread). Returns what happened, for the page."""
+    from ibkr_provider.client import IbkrError
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
+    try:
+        with IbkrHook(ibkr_conn_id=conn_id) as hook:
+            hook.get_conn().logout()
+    except IbkrError as exc:
+        return (
+            f"its IBKR session could not be logged out ({type(exc).__name__}); IBKR ends it when it times out"
+        )
+    return "its IBKR session is logged out and its cached record deleted"
+
+
+def consent_transport(profile: Any) -> Any:
+    """The provider's transport with the consumer profile's TLS and timeout settings."""
+    from ibkr_provider.client.http.retries import RetryPolicy
+    from ibkr_provider.client.http.transport import HttpTransport
+
+    # A person waits on the page: a few quick retries, not the tasks' minute.
+    policy = RetryPolicy(max_attempts=3, max_seconds=10.0)
+    return HttpTransport(verify=profile.verify, timeout=profile.timeout, retry_policy=policy)
+
+
+def complete_consent(
+    conn: Any, profile: Any, pending: PendingConsent, verifier: str, user: Any, home: str
+) -> HTMLResponse:
+    """Exchange the verifier, save the user's connection, test it and show its accounts."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from ibkr_provider.client.auth.oauth1a.consent import access_token
+    from ibkr_provider.client.errors import IbkrError
+
+    with consent_transport(profile) as http:
+        try:
+            grant = access_token(profile, pending.request_token, verifier, http)
+        except IbkrError as exc:
+            raise Refused(
+                502, f"IBKR refused the token exchange: {exc}. Start again with Connect IBKR."
+            ) from None
+    mask(grant.access_token, grant.access_token_secret)
+    extra = user_connection_fields(conn.conn_id, conn.extra_dejson, grant.access_token)
+    extra["connected_by"] = str(user.get_name())
+    with create_session() as session:
+        target = session.scalar(select(Connection).where(Connection.conn_id == pending.target_conn_id))
+        if target is None:
+            target = Connection(conn_id=pending.target_conn_id, conn_type="ibkr")
+            session.add(target)
+        target.conn_type = "ibkr"
+        target.host, target.port, target.login = conn.host, conn.port, conn.login
+        target.password = grant.access_token_secret
+        target.set_extra(json.dumps(extra))
+        target.description = f"Connected through Connect IBKR by {user.get_name()}"
+        exported = target.as_json()
+    ok, message = test_saved(exported, pending.target_conn_id)
+    kind = "IBKR marks this login as paper" if grant.is_paper else "IBKR's is_paper: false"
+    outcome = "ok" if ok else "bad"
+    body = (
+        f"<p>Saved the connection <b>{html.escape(pending.target_conn_id)}</b> ({html.escape(kind)}).</p>"
+        f'<p class="{outcome}" role="status">{"Test succeeded" if ok else "Test failed"}: '
+        f"{html.escape(message)}</p>"
+    )
+    return page("IBKR connected" if ok else "IBKR connection saved, but its test failed", body, home=home)
+
+
+def test_saved(exported: str, conn_id: str) -> tuple[bool, str]:
+    """The hook's own test (what the Test button runs), with the saved connection exported the
+    way Airflow's test endpoint does it; the shared session names ``conn_id`` as its opener."""
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
+    transient = f"ibkr_connect_{secrets.token_hex(4)}"
+    variable = f"AIRFLOW_CONN_{transient.upper()}"
+    os.environ[variable] = exported
+    try:
+        return IbkrHook(ibkr_conn_id=transient, session_owner=conn_id).test_connection()
+    finally:
+        os.environ.pop(variable, None)

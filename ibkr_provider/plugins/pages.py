@@ -1,0 +1,117 @@
+"""The plumbing of the Connect IBKR pages: who is asking (an Airflow login allowed to edit
+connections), the forms' CSRF token, the page frame and its headers, and the masker both the task
+side and the API server use.
+
+Security: every page needs an Airflow login (the UI's ``_token`` cookie, read by Airflow's own
+``get_user``) and Airflow's auth manager must allow the user to edit connections; forms carry a
+CSRF token (HMAC of the user id with ``[api] secret_key``). Every page is never cached, never
+sends a referrer (IBKR's redirect carries tokens) and is never framed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+
+from ibkr_provider.plugins.consent import same_secret
+
+#: Every page: never cached, never sends a referrer (IBKR's redirect carries tokens), never
+#: framed (a framed page's buttons could be clicked through an overlay: clickjacking).
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+}
+
+
+class Refused(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+def mask(*values: str) -> None:
+    """Register with the task-side masker and the API server's own (its access log uses it)."""
+    from airflow._shared.secrets_masker import secrets_masker as server_masker
+    from airflow.sdk.log import mask_secret
+
+    for value in values:
+        if value:
+            server_masker.mask_secret(value)
+            mask_secret(value)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the pages are, read from the request (the plugin's mount and any prefix the API
+    server runs under). Links and form targets are absolute: the pages are served at several
+    depths (``/ibkr/connect``, ``/ibkr/connect/callback``, ``/ibkr/connect/disconnect``), where
+    one relative link cannot be right for all of them."""
+
+    home: str
+    start: str
+    disconnect: str
+    callback: str  # also the path of the consent's state cookie, set at the start, deleted at the end
+
+    @classmethod
+    def of(cls, request: Request) -> Paths:
+        names = ("ibkr_connect", "ibkr_connect_start", "ibkr_disconnect", "ibkr_connect_callback")
+        return cls(*(request.url_for(name).path for name in names))
+
+
+def page(title: str, body: str, home: str | None, status: int = 200) -> HTMLResponse:
+    """A page of its own (not Airflow's React UI), with links back to Connect IBKR (``home``;
+    None on the Connect IBKR page itself) and to Airflow's connections."""
+    back = f'<a href="{html.escape(home)}">Connect IBKR</a> &middot; ' if home else ""
+    return HTMLResponse(
+        f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2rem;max-width:60rem}}table{{border-collapse:collapse}}
+td,th{{border-bottom:1px solid #ddd;padding:.4rem .8rem;text-align:left}}.ok{{color:#060}}.bad{{color:#a00}}
+label{{display:block;margin:.5rem 0}}</style></head>
+<body><h1>{html.escape(title)}</h1>{body}
+<p>{back}<a href="/connections">Airflow connections</a></p></body></html>""",
+        status_code=status,
+        headers=PAGE_HEADERS,
+    )
+
+
+async def current_user(request: Request, method: Literal["GET", "PUT"]) -> Any:
+    """The logged-in Airflow user, allowed by the auth manager to ``method`` connections."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
+    from airflow.api_fastapi.core_api.security import resolve_user_from_token
+    from fastapi import HTTPException
+
+    header = request.headers.get("authorization", "")
+    token = header[7:] if header.lower().startswith("bearer ") else request.cookies.get("_token")
+    try:
+        user = await resolve_user_from_token(token)
+    except HTTPException:
+        raise Refused(401, "Log in to Airflow first, then open this page again.") from None
+    if not get_auth_manager().is_authorized_connection(method=method, user=user, details=ConnectionDetails()):
+        raise Refused(403, "Your Airflow role may not edit connections; ask an admin.")
+    return user
+
+
+def csrf_token(user: Any) -> str:
+    from airflow.api_fastapi.auth.tokens import get_signing_key
+
+    key = get_signing_key("api", "secret_key").encode()
+    return hmac.new(key, f"ibkr-connect:{user.get_id()}".encode(), hashlib.sha256).hexdigest()
+
+
+async def checked_form(request: Request, user: Any) -> dict[str, str]:
+    body = (await request.body()).decode("utf-8", "replace")
+    data = {k: v[0] for k, v in urllib.parse.parse_qs(body).items()}
+    if not same_secret(data.get("csrf", ""), csrf_token(user)):
+        raise Refused(403, "This form expired or did not come from this page. Open Connect IBKR again.")
+    return data
