@@ -65,26 +65,13 @@ with DAG(
         account = account_for_orders(params)
         with IbkrHook() as hook:
             plan = plan_for(hook.get_conn(), account, params["amounts"])
-        cur = plan.funds.currency or ""
-        if plan.short_by > 0:
-            raise AirflowSkipException(
-                f"skipping DCA for {account}: {plan.needed:,.2f} {cur} needed, {plan.spendable:,.2f} {cur} "
-                f"spendable (cash {plan.funds.cash:,.2f}, available funds {plan.available_funds}); short by "
-                f"{plan.short_by:,.2f} {cur}"
-            )
-        return [
-            {
-                "account_id": account,
-                "conid": p.conid,
-                "symbol": p.symbol,
-                "side": "BUY",
-                "cash_quantity": str(p.cash),
-                "dry_run": params["dry_run"],
-                "allow_live": params["allow_live"],
-                "allowed_message_ids": list(params["allowed_message_ids"] or []),
-            }
-            for p in plan.purchases
-        ]
+        if (reason := plan.shortfall()) is not None:
+            raise AirflowSkipException(reason)
+        return plan.order_kwargs(
+            dry_run=params["dry_run"],
+            allow_live=params["allow_live"],
+            allowed_message_ids=params["allowed_message_ids"],
+        )
 
     IbkrPlaceOrderOperator.partial(task_id="buy", map_index_template="{{ task.label }}").expand_kwargs(
         plan_purchases()

@@ -15,7 +15,6 @@ A breach is not retried (it is a finding, not a glitch); IBKR errors are.
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 import pendulum
@@ -24,8 +23,6 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.timetables import TradingDayTimetable
-
-log = logging.getLogger(__name__)
 
 with DAG(
     dag_id="ibkr_risk_monitor",
@@ -57,38 +54,17 @@ with DAG(
 
     @task
     @fail_fast("IBKR risk check")
-    def check_risk() -> dict[str, dict[str, float | None]]:
-        from ibkr_provider.client.models.numbers import as_json_number
+    def check_risk() -> dict[str, dict[str, str | None]]:
         from ibkr_provider.hooks.ibkr import IbkrHook
+        from ibkr_provider.workflows.risk import RiskLimits, account_risks
 
         params = get_current_context()["params"]
-        client = IbkrHook().get_conn()
-        accounts = list(params["accounts"] or []) or [a.account_id for a in client.list_accounts()]
-        pnl = client.pnl()
-        figures: dict[str, dict[str, float | None]] = {}
-        breaches: list[str] = []
-        for account in accounts:
-            summary = client.account_summary(account)
-            cushion, excess = (
-                as_json_number(summary.amount("cushion")),
-                as_json_number(summary.amount("excessliquidity")),
-            )
-            daily = as_json_number(pnl[account].daily_pnl) if account in pnl else None
-            figures[account] = {"cushion": cushion, "excess_liquidity": excess, "daily_pnl": daily}
-            log.info("%s: cushion %s, excess liquidity %s, daily PnL %s", account, cushion, excess, daily)
-            if cushion is not None and cushion < params["min_cushion"]:
-                breaches.append(
-                    f"{account}: margin cushion {cushion:.1%} is below {params['min_cushion']:.1%}"
-                )
-            if excess is not None and excess < params["min_excess_liquidity"]:
-                floor = params["min_excess_liquidity"]
-                breaches.append(f"{account}: excess liquidity {excess:,.2f} is below {floor:,.2f}")
-            if daily is not None and daily < -params["max_daily_loss"]:
-                breaches.append(
-                    f"{account}: daily PnL {daily:,.2f} is a loss beyond {params['max_daily_loss']:,.2f}"
-                )
+        limits = RiskLimits.from_params(params)
+        with IbkrHook() as hook:
+            risks = account_risks(hook.get_conn(), params["accounts"])
+        breaches = [line for risk in risks for line in risk.breaches(limits)]
         if breaches:
             raise AirflowFailException("IBKR risk limits breached:\n- " + "\n- ".join(breaches))
-        return figures
+        return {risk.account_id: risk.as_json() for risk in risks}
 
     check_risk()

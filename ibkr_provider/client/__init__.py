@@ -30,11 +30,13 @@ from ibkr_provider.client.errors import (
 if TYPE_CHECKING:
     from ibkr_provider.client.client import IbkrClient
     from ibkr_provider.client.config import AuthType, IbkrClientConfig
+    from ibkr_provider.client.models.orders import OrderTicket
 
 _LAZY = {
     "IbkrClient": "ibkr_provider.client.client",
     "IbkrClientConfig": "ibkr_provider.client.config",
     "AuthType": "ibkr_provider.client.config",
+    "OrderTicket": "ibkr_provider.client.models.orders",
 }
 
 
@@ -65,5 +67,6 @@ __all__ = [
     "IbkrResponseError",
     "IbkrSessionError",
     "IbkrValidationError",
+    "OrderTicket",
     "is_permanent",
 ]

@@ -7,7 +7,7 @@ much it is short, and the DAG skips the run with that line (nothing is ordered).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,36 @@ class DcaPlan:
     @property
     def short_by(self) -> Decimal:
         return max(self.needed - self.spendable, Decimal(0))
+
+    def shortfall(self) -> str | None:
+        """Why this run cannot buy (the DAG skips with it), or None when the cash covers it."""
+        if self.short_by <= 0:
+            return None
+        cur = self.funds.currency or ""
+        return (
+            f"skipping DCA for {self.account_id}: {self.needed:,.2f} {cur} needed, {self.spendable:,.2f} "
+            f"{cur} spendable (cash {self.funds.cash:,.2f}, available funds {self.available_funds}); short "
+            f"by {self.short_by:,.2f} {cur}"
+        )
+
+    def order_kwargs(
+        self, *, dry_run: Any, allow_live: Any, allowed_message_ids: Sequence[str] | None
+    ) -> list[dict[str, Any]]:
+        """One ``IbkrPlaceOrderOperator`` argument set per purchase (for ``expand_kwargs``), the
+        cash as an exact string; the switches pass through unread (the operator checks them)."""
+        return [
+            {
+                "account_id": self.account_id,
+                "conid": p.conid,
+                "symbol": p.symbol,
+                "side": "BUY",
+                "cash_quantity": as_text(p.cash),
+                "dry_run": dry_run,
+                "allow_live": allow_live,
+                "allowed_message_ids": list(allowed_message_ids or []),
+            }
+            for p in self.purchases
+        ]
 
 
 def check_amounts(amounts: Mapping[str, Any]) -> dict[str, Decimal]:

@@ -152,7 +152,7 @@ def test_a_crafted_account_id_is_refused_before_any_request(
 def test_the_client_refuses_crafted_account_ids_on_every_endpoint(
     proxied: ResolvingProxy, fresh_sandbox: RunningSandbox
 ) -> None:
-    from ibkr_provider.client.api.orders import OrderTicket
+    from ibkr_provider.client.models.orders import OrderTicket
     from ibkr_provider.hooks.ibkr import IbkrHook
 
     ticket = OrderTicket(conid=VTI, side="BUY", quantity=1)

@@ -53,7 +53,7 @@ def test_market_snapshot_operator_returns_numbers(
 
 
 def test_trades_and_pnl(fresh_sandbox: RunningSandbox, make_client: MakeClient) -> None:
-    from ibkr_provider.client.api.orders import OrderTicket
+    from ibkr_provider.client.models.orders import OrderTicket
 
     client = make_client(fresh_sandbox)
     placed = client.orders.place("DU2345678", OrderTicket(conid=12340038, side="BUY", quantity=3, coid="t-1"))

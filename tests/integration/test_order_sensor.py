@@ -11,7 +11,7 @@ import pytest
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
-from ibkr_provider.client.api.orders import OrderTicket
+from ibkr_provider.client.models.orders import OrderTicket
 
 VTI = 12340038
 

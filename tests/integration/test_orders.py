@@ -18,7 +18,7 @@ from ibkr_provider.client import (
     IbkrRequestError,
     IbkrValidationError,
 )
-from ibkr_provider.client.api.orders import OrderState, OrderTicket
+from ibkr_provider.client.models.orders import OrderState, OrderTicket
 
 if TYPE_CHECKING:
     from ibkr_provider.operators.orders import IbkrPlaceOrderOperator

@@ -11,7 +11,7 @@ from ibkr_sandbox.prices import PricePath
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient
-from ibkr_provider.client.api.orders import OrderTicket
+from ibkr_provider.client.models.orders import OrderTicket
 
 MakeClient = Callable[..., IbkrClient]
 VTI = 12340038  # seeded at 289.00

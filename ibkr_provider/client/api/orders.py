@@ -39,30 +39,16 @@ from ibkr_provider.client.errors import (
 from ibkr_provider.client.fields import path_segment
 from ibkr_provider.client.models.orders import (
     LiveOrder,
-    OrderSide,
     OrderState,
     OrderStatus,
     OrderTicket,
-    OrderType,
     PlacedOrder,
-    TimeInForce,
     WhatIf,
 )
 
 if TYPE_CHECKING:
     from ibkr_provider.client.session.stores.base import Lease
 
-__all__ = [
-    "OrderService",
-    "OrderSide",
-    "OrderState",
-    "OrderStatus",
-    "OrderTicket",
-    "OrderType",
-    "PlacedOrder",
-    "TimeInForce",
-    "WhatIf",
-]
 
 log = logging.getLogger(__name__)
 

@@ -128,7 +128,7 @@ def _worker(action: str, count: int, index: int, work: Path, ready_w: int, gate_
     os.dup2(log, 1)
     os.dup2(log, 2)
     from ibkr_provider.client import IbkrError
-    from ibkr_provider.client.api.orders import OrderTicket
+    from ibkr_provider.client.models.orders import OrderTicket
     from ibkr_provider.hooks.ibkr import IbkrHook
 
     hook = IbkrHook()
