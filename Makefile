@@ -1,12 +1,8 @@
 # Two commands matter: `make demo` and `make test`. Both set everything up on a fresh machine
 # that has only Python 3.10+ and make: uv is bootstrapped from PyPI when missing, then the
 # locked environment (uv.lock) is installed into .venv.
-# The interpreter .venv is built on: the system's own CPython (/usr/bin/python3) when it is 3.10+,
-# else python3 from PATH. Distributions build theirs with PGO and LTO; a plain source build (such
-# as pyenv's default, python3 on this project's CI machines) runs every Airflow process, worker and
-# sandbox about 18 % slower (README, Development). `make PYTHON=...` picks another.
+# The interpreter .venv is built on: the system's own CPython when it is 3.10+ (docs/development.md).
 PYTHON ?= $(shell /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null && echo /usr/bin/python3 || echo python3)
-# uv itself is bootstrapped with python3 from PATH: a system Python may lack venv and ensurepip.
 BOOTSTRAP_PYTHON ?= python3
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 VENV := .venv
@@ -19,16 +15,11 @@ $(CURDIR)/.tools/bin/uv:
 	$(BOOTSTRAP_PYTHON) -m venv .tools
 	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
 
-# Bytecode is compiled at install: this machine sets PYTHONDONTWRITEBYTECODE, so without it every
-# interpreter (each Airflow command, worker and sandbox) compiles Airflow's sources again (about
-# 4 s of CPU per `airflow dags test`).
+# Bytecode is compiled at install (docs/development.md, Interpreter and bytecode).
 $(VENV)/.synced: pyproject.toml uv.lock Makefile | $(UV)
 	$(UV) sync --frozen --extra redis --extra celery --compile-bytecode --python $(PYTHON)
 	touch $@
 
-# The project's own sources too: installed editable, they are not in site-packages, and each
-# process that imports the provider, the sandbox or the tests compiled them again (about 45 ms of
-# CPU each). compileall skips what is up to date; an edited file is compiled in memory until then.
 setup: $(VENV)/.synced
 	$(VENV)/bin/python -m compileall -q ibkr_provider sandbox tests dags scripts benchmarks
 
@@ -71,17 +62,10 @@ docker-compose:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
 
-# Three workers on two cores: make up's and the cluster's tests start first side by side while the
-# third runs the waiting tiers (IBKR's pacing, keep-alive intervals), which left a core idle with
-# two workers. Back-to-back runs on one machine: 560 s with two, 539 s with three, 541 s with four
-# (four used the most CPU, the suite being CPU-bound by then, and loaded the heavy tests most).
-# With the fork server (tests/support/airflow_fork_server.py), back to back: 312 s with three
-# and 312 s with four, four using 27 more CPU-s.
+# Worker counts and their figures: docs/development.md, Workers.
 PYTEST := $(VENV)/bin/pytest -n 3 --dist loadgroup --no-loadscope-reorder --durations=25
 
-# The edit loop (about 47 s): unit and integration tiers, no Airflow CLI runs. Five workers on two
-# cores: these tests mostly wait (IBKR's 1-per-5-s order-list pacing, keep-alive intervals), and
-# back-to-back runs measured 47 s with five against 51 s with four, 52 s with six, 58 s with three.
+# The edit loop (about 50 s): unit and integration tiers, no Airflow CLI runs.
 test-fast: setup
 	$(VENV)/bin/pytest -n 5 --dist loadgroup --no-loadscope-reorder --durations=10 tests/unit tests/integration
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from cryptography.fernet import Fernet  # noqa: E402
 from ibkr_sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 
-from tests.support.airflow_cli import run_airflow  # noqa: E402
+from scripts.local_airflow import run_airflow  # noqa: E402
 from tests.support.airflow_cluster import airflow_cluster  # noqa: E402
 from tests.support.processes import cache_env, run_workers  # noqa: E402
 from tests.support.redis_server import redis_server  # noqa: E402

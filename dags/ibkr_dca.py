@@ -56,13 +56,12 @@ with DAG(
         from airflow.sdk.exceptions import AirflowSkipException
 
         from ibkr_provider.hooks.ibkr import IbkrHook
-        from ibkr_provider.tasks import account_for_orders, skip_if_started_late
+        from ibkr_provider.tasks import account_for_this_run
         from ibkr_provider.workflows.dca import plan_purchases as plan_for
 
         context = get_current_context()
         params = context["params"]
-        skip_if_started_late(context, params["max_start_delay_minutes"])
-        account = account_for_orders(params)
+        account = account_for_this_run(context)
         with IbkrHook() as hook:
             plan = plan_for(hook.get_conn(), account, params["amounts"])
         if (reason := plan.shortfall()) is not None:

@@ -98,14 +98,13 @@ with DAG(
     @fail_fast("IBKR rebalance plan")
     def plan() -> list[dict[str, Any]]:
         from ibkr_provider.hooks.ibkr import IbkrHook
-        from ibkr_provider.tasks import account_for_orders, skip_if_started_late
+        from ibkr_provider.tasks import account_for_this_run
         from ibkr_provider.workflows.rebalance import order_kwargs, plan_for
         from ibkr_provider.workflows.reports import log_plan
 
         context = get_current_context()
         params = context["params"]
-        skip_if_started_late(context, params["max_start_delay_minutes"])
-        account = account_for_orders(params)
+        account = account_for_this_run(context)
         with IbkrHook() as hook:
             planned = plan_for(
                 hook.get_conn(),

@@ -1,7 +1,7 @@
 """The connection fields of ``ibkr`` and ``ibkr_flex``: the one list every reader derives from.
 
 Airflow 3.3 builds the connection form only from ``conn-fields`` in ``get_provider_info()``; the
-hook reads exactly these extras (:data:`ibkr_provider.hooks.ibkr.EXTRA_FIELDS` is derived from
+hook reads exactly these extras (:data:`ibkr_provider.hooks.connection.EXTRA_FIELDS` is derived from
 :func:`ibkr_conn_fields`), and a test checks the README's table names each one. Each field has a
 label, a description and a JSON schema.
 """

@@ -50,3 +50,11 @@ def skip_if_started_late(context: Context, max_delay_minutes: Any) -> None:
             f"this scheduled run was due at {due.isoformat()} and started {late.total_seconds() / 60:.0f} "
             f"minutes late (max_start_delay_minutes {limit:g}): skipping instead of trading late"
         )
+
+
+def account_for_this_run(context: Context) -> str:
+    """What a task of a DAG that places orders does first: skip a scheduled run that started too
+    late (param ``max_start_delay_minutes``), then the account named in the params."""
+    params = context["params"]
+    skip_if_started_late(context, params["max_start_delay_minutes"])
+    return account_for_orders(params)

@@ -38,7 +38,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,19 +49,13 @@ from typing import IO, Any
 import requests
 from airflow_connections import import_connections
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
+from local_airflow import ROOT, answers, free_port, wait_until
 
 from ibkr_provider.client.session.locking import write_private_atomically
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WORKERS = ("worker-1", "worker-2")
 BOOT_SECONDS = 600.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def postgres_binary(name: str) -> str:
@@ -99,14 +92,15 @@ class Cluster:
 
     def wait_for(self, what: str, ready: Any, names: tuple[str, ...], seconds: float = BOOT_SECONDS) -> None:
         """Poll ``ready()`` until true; a process of ``names`` that exits first is an error."""
-        deadline = time.monotonic() + seconds
-        while not ready():
-            for name in names:
-                if self.processes[name].poll() is not None:
-                    raise SystemExit(f"{name} exited while waiting for {what}:\n{self.log_of(name)[-3000:]}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{what}: not ready after {seconds:.0f} s (logs in {self.work / 'logs'})")
-            time.sleep(0.5)
+        try:
+            wait_until(what, ready, seconds=seconds, processes=[self.processes[name] for name in names])
+        except RuntimeError as exc:
+            tails = "".join(
+                f"\n{name}:\n{self.log_of(name)[-3000:]}"
+                for name in names
+                if self.processes[name].poll() is not None
+            )
+            raise SystemExit(f"{exc} (logs in {self.work / 'logs'}){tails}") from None
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
@@ -225,13 +219,7 @@ def start_redis(cluster: Cluster) -> str:
     cluster.start("redis", [binary, *args, "--dir", str(cluster.work / "redis")])
 
     def answering() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-                conn.sendall(f"AUTH {password}\r\nPING\r\n".encode())
-                time.sleep(0.05)
-                return b"+PONG" in conn.recv(64)
-        except OSError:
-            return False
+        return answers(port, f"AUTH {password}\r\nPING\r\n".encode(), b"+PONG")
 
     cluster.wait_for("Redis", answering, ("redis",), seconds=30)
     return f"redis://:{password}@127.0.0.1:{port}"

@@ -8,7 +8,6 @@ Steps: start the IBKR sandbox on a free loopback port, migrate a local Airflow h
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,17 +15,14 @@ import time
 from pathlib import Path
 
 from ibkr_sandbox.process import start_sandbox
+from local_airflow import ROOT, airflow_env, run_airflow
 
-ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = ROOT / ".airflow"
 OUTPUT_DIR = AIRFLOW_HOME / "output" / "snapshots"
-BIN = Path(sys.executable).parent
 
 
 def airflow(args: list[str], env: dict[str, str], log_name: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(BIN / "airflow"), *args], env=env, capture_output=True, text=True, check=False
-    )
+    result = run_airflow(args, env, timeout=900)
     (AIRFLOW_HOME / log_name).write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         sys.stderr.write(result.stdout[-3000:] + result.stderr[-5000:])
@@ -61,16 +57,11 @@ def main() -> int:
     sandbox = start_sandbox(ROOT / ".sandbox")
     try:
         print(f"    sandbox listening on {sandbox.base_url} (state in .sandbox/)")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
-        env.update(
-            {
-                "AIRFLOW_HOME": str(AIRFLOW_HOME),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW_CONN_IBKR_DEFAULT": sandbox.connection_json(),
-                "AIRFLOW_CONN_IBKR_FLEX_DEFAULT": sandbox.flex_connection_json(extra={"poll_interval": 1}),
-                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            }
+        env = airflow_env(
+            AIRFLOW_HOME,
+            ROOT / "dags",
+            AIRFLOW_CONN_IBKR_DEFAULT=sandbox.connection_json(),
+            AIRFLOW_CONN_IBKR_FLEX_DEFAULT=sandbox.flex_connection_json(extra={"poll_interval": 1}),
         )
         print("2/6 Migrating the local Airflow database (.airflow/airflow.db) ...", flush=True)
         airflow(["db", "migrate"], env, "demo_db_migrate.log")

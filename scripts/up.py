@@ -15,23 +15,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
 from airflow_connections import import_connections
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
+from local_airflow import AIRFLOW, ROOT, airflow_env, run_airflow, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(os.environ.get("IBKR_UP_HOME") or ROOT / ".airflow")
-BIN = Path(sys.executable).parent
 PORT = int(os.environ.get("IBKR_UP_PORT", "8080"))
 
 
 def airflow(args: list[str], env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [str(BIN / "airflow"), *args], env=env, capture_output=True, text=True, check=False
-    )
+    result = run_airflow(args, env, timeout=900)
     if result.returncode != 0:
         sys.stderr.write(result.stdout[-2000:] + result.stderr[-3000:])
         raise SystemExit(f"`airflow {args[0]} {args[1] if len(args) > 1 else ''}` failed")
@@ -44,7 +40,7 @@ def preset_connections(sandbox: RunningSandbox, env: dict[str, str]) -> None:
         "ibkr_flex_default": json.loads(sandbox.flex_connection_json(extra={"poll_interval": 1})),
         "ibkr_consumer": json.loads(sandbox.consumer_profile_json()),
     }
-    import_connections(str(BIN / "airflow"), conns, AIRFLOW_HOME, env)
+    import_connections(AIRFLOW, conns, AIRFLOW_HOME, env)
 
 
 def main() -> int:
@@ -53,42 +49,37 @@ def main() -> int:
     sandbox = start_sandbox(AIRFLOW_HOME / "sandbox")
     standalone: subprocess.Popen[bytes] | None = None
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
-        env.update(
-            {
-                "AIRFLOW_HOME": str(AIRFLOW_HOME),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__PARALLELISM": "4",
-                "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(PORT),
-                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{PORT}",
-                # `airflow standalone` starts its components as `airflow` from PATH.
-                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            }
+        env = airflow_env(
+            AIRFLOW_HOME,
+            ROOT / "dags",
+            AIRFLOW__CORE__PARALLELISM="4",
+            AIRFLOW__CORE__TEST_CONNECTION="Enabled",
+            AIRFLOW__API__HOST="127.0.0.1",
+            AIRFLOW__API__PORT=str(PORT),
+            AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{PORT}",
         )
         airflow(["db", "migrate"], env)
         preset_connections(sandbox, env)
         log = open(AIRFLOW_HOME / "standalone.log", "ab")  # noqa: SIM115 - handed to the child
         standalone = subprocess.Popen(
-            [str(BIN / "airflow"), "standalone"],
+            [AIRFLOW, "standalone"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         url = f"http://127.0.0.1:{PORT}"
-        deadline = time.monotonic() + 420
-        while True:
+
+        def serving() -> bool:
             try:
-                if requests.get(f"{url}/api/v2/version", timeout=2).status_code < 500:
-                    break
+                return requests.get(f"{url}/api/v2/version", timeout=2).status_code < 500
             except requests.RequestException:
-                pass
-            if standalone.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"airflow standalone did not come up; see {AIRFLOW_HOME / 'standalone.log'}")
-            time.sleep(1)
+                return False
+
+        try:
+            wait_until("airflow standalone", serving, seconds=420, processes=[standalone], interval=1)
+        except RuntimeError as exc:
+            raise SystemExit(f"{exc}; see {AIRFLOW_HOME / 'standalone.log'}") from None
         passwords = AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated"
         print(f"IBKR sandbox:  {sandbox.base_url}")
         print(f"Airflow UI:    {url}  (user admin)")

@@ -33,6 +33,7 @@ import pytest  # noqa: E402
 from ibkr_sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig  # noqa: E402
+from tests.support import durations  # noqa: E402
 from tests.support.airflow_cli import AirflowCli  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,71 +42,43 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TIERS = ("unit", "integration", "e2e")
 
 
-#: The order tests start in. pytest-xdist hands tests to its workers in collection order, one as
-#: each finishes (``--no-loadscope-reorder`` keeps it from moving groups ahead). The two longest
-#: (and heaviest) start at once, so neither runs alone at the end; the unit and integration tiers,
-#: which mostly wait on IBKR's pacing, come next, on the third worker while those two run, so
-#: their waits leave the CPU to them, longest first (a long wait then overlaps short tests' CPU
-#: instead of ending the run); then the rest of the e2e tier as ``E2E_LONGEST`` says.
-#: ``make test`` prints the slowest tests.
-FIRST = ("tests/e2e/test_make_up.py::", "tests/e2e/test_celery_cluster.py::")
-#: Unit and integration tests that take longest, mostly waiting: IBKR's 1-per-5-s pacing of the
-#: order list and of ``/portfolio/accounts`` (each a second call within a test), keep-alive and
-#: token-lifetime intervals, a fresh Airflow interpreter. The OAuth 1.0a module is one group.
-FAST_TIERS_LONGEST = (
-    "tests/integration/test_oauth1.py::",
-    "tests/integration/test_orders.py::test_a_retried_task_places_exactly_one_order",
-    "tests/integration/test_orders.py::test_a_stale_order_list_falls_back_to_the_duplicate_coid_answer",
-    "tests/integration/test_resilience.py::test_keepalive_tickles_an_idle_session_so_it_survives",
-    "tests/integration/test_resilience.py::test_a_session_that_keeps_failing_is_not_retried_in_a_loop",
-    "tests/integration/test_client.py::test_lost_session_is_recovered_once",
-    "tests/integration/test_orders.py::test_same_coid_twice_places_once",
-    "tests/integration/test_session_takeover.py::test_reconnect_moves_the_session_and_the_loser_names_the_taker",
-    "tests/integration/test_flex.py::test_report_survives_1019_and_1018",
-    "tests/integration/test_hook.py::test_a_malformed_fernet_key_names_the_option",
-    "tests/integration/test_hook.py::test_a_fresh_home_without_a_fernet_key_works_and_warns",
-    "tests/integration/test_resilience.py::test_without_keepalive_the_idle_session_expires_and_is_recovered",
-)
-#: Then the longest e2e tests, with the long ones that mostly wait (IBKR's pacing across eight
-#: processes, a session's renewal ahead of expiry) between them: one waiting beside two busy ones
-#: keeps both cores working, where the waits bunched together at the end had left them idle.
-#: Two tests of a few milliseconds follow the LocalExecutor module (one group, ~110 s on one worker):
-#: pytest-xdist gives a worker its next unit once it has two or fewer tests pending, so without
-#: them the next long test would wait behind that group on the same worker.
-E2E_LONGEST = (
-    "tests/e2e/test_local_executor.py::",
-    "tests/e2e/test_provider.py::test_entry_point_and_package_name_match_the_distribution",
-    "tests/e2e/test_provider.py::test_provider_info_validates_against_airflow_schema",
-    "tests/e2e/test_shared_session.py::test_renewal_ahead_of_expiry_with_no_failed_request",
-    "tests/e2e/test_dags.py::test_risk_monitor",
-    "tests/e2e/test_pacing.py::test_eight_processes_pace_together_without_losing_slots[file]",
-    "tests/e2e/test_dags.py::test_rebalance",
-    "tests/e2e/test_pacing.py::test_eight_processes_pace_together_without_losing_slots[redis]",
-    "tests/e2e/test_oauth1_runs.py::test_eight_processes_share_one_live_session_token_with_timestamps_in_order",
-)
-
-
-def _start_rank(item: pytest.Item, tier: str) -> tuple[int, int]:
-    """(part, position in it): ``FIRST``, the listed and then the other unit and integration
-    tests, ``E2E_LONGEST`` and then the other e2e tests (ties keep collection order)."""
-    listed = ((0, FIRST), (3, E2E_LONGEST)) if tier == "e2e" else ((1, FAST_TIERS_LONGEST),)
-    for part, prefixes in listed:
-        for i, prefix in enumerate(prefixes):
-            if item.nodeid.startswith(prefix):
-                return part, i
-    return (4 if tier == "e2e" else 2), 0
+#: How long each test took when last measured (seconds; the suite rewrites it after each run,
+#: tests/support/durations.py). pytest-xdist hands tests to its workers in collection order, one as
+#: each finishes (``--no-loadscope-reorder`` keeps it from moving groups ahead), so the longest
+#: start first and none runs alone at the end; an xdist group (one worker runs all of it) counts
+#: as its tests together. A test never measured (new, or renamed) starts as if it took
+#: ``UNMEASURED_SECONDS`` of its tier: early, and measured from then on.
+DURATIONS = Path(__file__).resolve().parent / "durations.json"
+UNMEASURED_SECONDS = {"unit": 0.5, "integration": 3.0, "e2e": 20.0}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test with its tier (its folder below tests/) and order the start (above)."""
     tests_dir = Path(__file__).resolve().parent
-    ranks: dict[str, tuple[int, int]] = {}
+    recorded = durations.load(DURATIONS)
+    costs: dict[str, float] = {}
+    groups: dict[str, str] = {}
     for item in items:
         tier = Path(str(item.path)).resolve().relative_to(tests_dir).parts[0]
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
-        ranks[item.nodeid] = _start_rank(item, tier)
-    items.sort(key=lambda item: ranks[item.nodeid])  # stable: ties keep their order
+        marker = item.get_closest_marker("xdist_group")
+        group = groups[item.nodeid] = str(marker.args[0]) if marker and marker.args else item.nodeid
+        cost = recorded.get(durations.plain_id(item.nodeid), UNMEASURED_SECONDS.get(tier, 1.0))
+        costs[group] = costs.get(group, 0.0) + cost
+    items.sort(key=lambda item: -costs[groups[item.nodeid]])  # stable: ties keep their order
+
+
+_RECORDER = durations.Recorder()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _RECORDER.measure(report)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller, or a run without xdist
+        _RECORDER.save(DURATIONS, tiers=TIERS)
 
 
 @pytest.fixture(scope="session")
@@ -226,7 +199,7 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     need it migrates under a file lock in the run's temporary root, the others wait and copy."""
     import fcntl
 
-    from tests.support.airflow_cli import airflow_env, run_airflow
+    from scripts.local_airflow import airflow_env, run_airflow
 
     shared = bool(os.environ.get("PYTEST_XDIST_WORKER"))
     # a worker's base temp is <run>/popen-gwN: its parent belongs to this run alone

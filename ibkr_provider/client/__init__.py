@@ -6,8 +6,7 @@ the error types) does not import the HTTP, JWT or crypto stack; building a clien
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ibkr_provider.client.errors import (
     IbkrAuthError,
@@ -26,28 +25,22 @@ from ibkr_provider.client.errors import (
     IbkrValidationError,
     is_permanent,
 )
+from ibkr_provider.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from ibkr_provider.client.client import IbkrClient
     from ibkr_provider.client.config import AuthType, IbkrClientConfig
     from ibkr_provider.client.models.orders import OrderTicket
 
-_LAZY = {
-    "IbkrClient": "ibkr_provider.client.client",
-    "IbkrClientConfig": "ibkr_provider.client.config",
-    "AuthType": "ibkr_provider.client.config",
-    "OrderTicket": "ibkr_provider.client.models.orders",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "IbkrClient": "ibkr_provider.client.client",
+        "IbkrClientConfig": "ibkr_provider.client.config",
+        "AuthType": "ibkr_provider.client.config",
+        "OrderTicket": "ibkr_provider.client.models.orders",
+    },
+)
 
 __all__ = [
     "AuthType",

@@ -8,10 +8,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, Context
 
 from ibkr_provider.client import fields
-from ibkr_provider.client.errors import (
-    IbkrErrorCode,
-    IbkrOrderError,
-)
 from ibkr_provider.client.fields import flag
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
@@ -20,6 +16,7 @@ from ibkr_provider.workflows.order_guard import (
     check_notional,
     check_quantity,
     order_coid,
+    preview,
     refuse_unless_allowed,
     ticket_of,
 )
@@ -161,13 +158,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
         live = not client.portfolio.is_paper(account_id)
         refuse_unless_allowed(account_id, live=live, dry_run=whatif_only, allow_live=allow_live)
         check_quantity(client, ticket, max_quantity)
-        whatif = client.orders.whatif(account_id, ticket)
-        if whatif.error:
-            raise IbkrOrderError(
-                f"IBKR's what-if rejected the order: {whatif.error}",
-                ibkr_error=whatif.error,
-                code=IbkrErrorCode.REJECTED,
-            )
+        whatif = preview(client, account_id, ticket, "the order")
         check_notional(ticket, whatif, max_notional)
         result: dict[str, Any] = {
             "dry_run": whatif_only,

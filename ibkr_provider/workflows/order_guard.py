@@ -14,7 +14,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ibkr_provider.client import fields
-from ibkr_provider.client.errors import IbkrErrorCode, IbkrOrderRefusedError, IbkrValidationError
+from ibkr_provider.client.errors import (
+    IbkrErrorCode,
+    IbkrOrderError,
+    IbkrOrderRefusedError,
+    IbkrValidationError,
+)
 from ibkr_provider.client.models.numbers import as_text
 
 if TYPE_CHECKING:
@@ -84,6 +89,19 @@ def refuse_unless_allowed(account_id: str, *, live: bool, dry_run: bool, allow_l
             "Nothing was sent.",
             code=IbkrErrorCode.LIVE_NOT_ALLOWED,
         )
+
+
+def preview(client: IbkrClient, account_id: str, ticket: OrderTicket, what: str) -> WhatIf:
+    """IBKR's what-if of ``ticket`` (commission, margin, IBKR's warnings); an order the what-if
+    rejects fails here, before anything is placed."""
+    whatif = client.orders.whatif(account_id, ticket)
+    if whatif.error:
+        raise IbkrOrderError(
+            f"IBKR's what-if rejected {what}: {whatif.error}. Nothing was placed.",
+            ibkr_error=whatif.error,
+            code=IbkrErrorCode.REJECTED,
+        )
+    return whatif
 
 
 def check_quantity(client: IbkrClient, ticket: OrderTicket, max_quantity: Decimal | None) -> None:

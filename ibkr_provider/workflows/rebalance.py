@@ -20,13 +20,12 @@ from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from ibkr_provider.client.errors import (
-    IbkrErrorCode,
-    IbkrOrderError,
     IbkrValidationError,
 )
 from ibkr_provider.client.fields import decimal as number
 from ibkr_provider.client.models.numbers import as_text, fraction, money
 from ibkr_provider.workflows.funds import TOLERANCE, Exposure, Funds, check_affordable
+from ibkr_provider.workflows.order_guard import preview
 from ibkr_provider.workflows.plan import Holding, PlanLine, PlannedOrder, RebalancePlan
 
 if TYPE_CHECKING:
@@ -179,14 +178,7 @@ def plan_for(
             quantity=order.quantity,
             **limit_of(order, order_type, limit_offset),
         )
-        whatif = client.orders.whatif(account_id, ticket)
-        if whatif.error:
-            raise IbkrOrderError(
-                f"IBKR's what-if rejected {order.label}: {whatif.error}. Nothing was placed.",
-                ibkr_error=whatif.error,
-                code=IbkrErrorCode.REJECTED,
-            )
-        lines.append(PlanLine(order, whatif.summary()))
+        lines.append(PlanLine(order, preview(client, account_id, ticket, order.label).summary()))
     return RebalancePlan(
         account_id=account_id,
         paper=client.portfolio.is_paper(account_id),

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.airflow_cli import AirflowCli, airflow_env, run_airflow
+from scripts.local_airflow import airflow_env, run_airflow
+from tests.support.airflow_cli import AirflowCli
 
 
 def test_a_forked_command_reads_the_configuration_a_fresh_one_reads(

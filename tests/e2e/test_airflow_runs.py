@@ -18,7 +18,8 @@ from ibkr_sandbox.prices import PricePath
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
-from tests.support.airflow_cli import AirflowCli, airflow_env, dag_folder
+from scripts.local_airflow import airflow_env
+from tests.support.airflow_cli import AirflowCli, dag_folder
 
 VTI = 12340038
 

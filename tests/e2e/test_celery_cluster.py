@@ -23,9 +23,9 @@ import pytest
 import requests
 
 from ibkr_provider.client.session.stores.redis_store import REDIS_LOCK_TTL_SECONDS
+from scripts.local_airflow import free_port
 from tests.support.airflow_api import Api
 from tests.support.airflow_cli import dag_folder
-from tests.support.ports import free_port
 from tests.support.scripts import running_script, user_env
 
 pytestmark = pytest.mark.xdist_group("cluster")

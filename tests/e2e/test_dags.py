@@ -16,7 +16,9 @@ from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
 from ibkr_provider.client.models.orders import OrderSide
-from tests.support.airflow_cli import REPO_ROOT, AirflowCli, airflow_env, dag_folder
+from scripts.local_airflow import ROOT as REPO_ROOT
+from scripts.local_airflow import airflow_env
+from tests.support.airflow_cli import AirflowCli, dag_folder
 
 DAGS = REPO_ROOT / "dags"
 

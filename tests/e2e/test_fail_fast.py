@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ibkr_sandbox.process import RunningSandbox
 
-from tests.support.airflow_cli import AirflowCli, airflow_env, dag_folder
+from scripts.local_airflow import airflow_env
+from tests.support.airflow_cli import AirflowCli, dag_folder
 
 NOT_RETRIED = "Not retried: retrying cannot fix this."
 

@@ -26,9 +26,9 @@ import requests
 from ibkr_sandbox.files import AUTHORIZE_PASSWORD
 from playwright.sync_api import Locator, Page, Route, expect
 
+from scripts.local_airflow import free_port
 from tests.support.airflow_api import Api
 from tests.support.browser import browser_page, log_in
-from tests.support.ports import free_port
 from tests.support.scripts import running_script, user_env
 
 

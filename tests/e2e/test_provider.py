@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from ibkr_provider.get_provider_info import get_provider_info
-from tests.support.airflow_cli import REPO_ROOT, AirflowCli, airflow_env
+from scripts.local_airflow import ROOT as REPO_ROOT
+from scripts.local_airflow import airflow_env
+from tests.support.airflow_cli import AirflowCli
 
 HOOK_FIELDS = {
     "auth_type",

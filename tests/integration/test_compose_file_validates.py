@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.airflow_cli import REPO_ROOT
+from scripts.local_airflow import ROOT as REPO_ROOT
 
 SECRETS = (
     "FERNET_KEY",

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ibkr_sandbox.process import RunningSandbox
 
-from tests.support.airflow_cli import REPO_ROOT, airflow_env
+from scripts.local_airflow import ROOT as REPO_ROOT
+from scripts.local_airflow import airflow_env
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrErrorCode, IbkrSessionError
-from tests.support.ports import free_port
+from scripts.local_airflow import free_port
 
 
 @pytest.fixture

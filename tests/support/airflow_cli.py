@@ -1,5 +1,6 @@
-"""Run the real ``airflow`` CLI with an isolated AIRFLOW_HOME: in a process of its own
-(``run_airflow``), or forked from a warm interpreter (``AirflowCli``, see airflow_fork_server.py)."""
+"""Run the real ``airflow`` CLI with an isolated AIRFLOW_HOME, forked from a warm interpreter
+(``AirflowCli``, see airflow_fork_server.py); ``scripts/local_airflow.py`` runs it as a process of
+its own and builds its environment."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
+from scripts.local_airflow import AIRFLOW, airflow_env
+from scripts.local_airflow import ROOT as REPO_ROOT
 
 #: How long ``dags test --use-executor`` may take to exit once its DAG run is finished.
 EXECUTOR_SHUTDOWN_GRACE = 20.0
@@ -45,32 +46,6 @@ def dag_folder(parent: Path, *dag_ids: str) -> Path:
     return folder
 
 
-def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            **extra,
-        }
-    )
-    return env
-
-
-def run_airflow(
-    args: list[str], env: dict[str, str], timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """``airflow *args`` in a fresh process of its own (for what must not share a warm parent:
-    the daemons of a cluster, the one-off migration every test's database is copied from)."""
-    return subprocess.run(
-        [AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, check=False
-    )
-
-
 def _latest_run(database: Path, after_id: int) -> tuple[int, str | None]:
     """The newest DAG run's id and state (``after_id`` and None when there is none newer)."""
     if not database.exists():
@@ -91,7 +66,7 @@ class ForkedCommand:
     them once the command has exited.
     """
 
-    def __init__(self, cli: AirflowCli, pid: int, args: list[str], stdout: Path, stderr: Path) -> None:
+    def __init__(self, cli: AirflowCli | None, pid: int, args: list[str], stdout: Path, stderr: Path) -> None:
         self._cli = cli
         self.pid = pid
         self.args = args
@@ -100,7 +75,7 @@ class ForkedCommand:
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if self.returncode is None:
+        if self.returncode is None and self._cli is not None:
             self.returncode = self._cli.ask({"op": "poll", "pid": self.pid})["returncode"]
         return self.returncode
 
@@ -125,6 +100,28 @@ class ForkedCommand:
     @staticmethod
     def _read(path: Path) -> str:
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+class ProcessCommand(ForkedCommand):
+    """The same command as a plain process of its own (the fork server switched off)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], args: list[str], stdout: Path, stderr: Path) -> None:
+        super().__init__(None, process.pid, args, stdout, stderr)
+        self._process = process
+
+    def poll(self) -> int | None:
+        self.returncode = self._process.poll()
+        return self.returncode
+
+
+def fork_server_enabled() -> bool:
+    """``IBKR_TEST_FORK_SERVER=off`` runs every ``airflow`` command as a plain process: slower
+    (about 10 CPU seconds more per ``dags test``), and what to compare with when a test fails
+    only through the fork server, or when Airflow's internals it relies on changed."""
+    value = os.environ.get("IBKR_TEST_FORK_SERVER", "on").strip().lower()
+    if value not in ("on", "off"):
+        raise RuntimeError(f"IBKR_TEST_FORK_SERVER must be on or off, not {value!r}")
+    return value == "on"
 
 
 def _killed(command: ForkedCommand, timeout: float) -> subprocess.TimeoutExpired:
@@ -217,9 +214,23 @@ class AirflowCli:
         number = len(self._commands)
         stdout = self._scratch / f"command-{number}.out"
         stderr = stdout if merged else self._scratch / f"command-{number}.err"
-        request = {"op": "spawn", "args": args, "env": env, "cwd": str(REPO_ROOT)}
-        pid = self.ask({**request, "stdout": str(stdout), "stderr": str(stderr)})["pid"]
-        command = ForkedCommand(self, pid, [AIRFLOW, *args], stdout, stderr)
+        command: ForkedCommand
+        if fork_server_enabled():
+            request = {"op": "spawn", "args": args, "env": env, "cwd": str(REPO_ROOT)}
+            pid = self.ask({**request, "stdout": str(stdout), "stderr": str(stderr)})["pid"]
+            command = ForkedCommand(self, pid, [AIRFLOW, *args], stdout, stderr)
+        else:
+            with open(stdout, "ab") as out, open(stderr, "ab") as err:
+                process = subprocess.Popen(
+                    [AIRFLOW, *args],
+                    env=env,
+                    cwd=REPO_ROOT,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out if merged else err,
+                    start_new_session=True,
+                )
+            command = ProcessCommand(process, [AIRFLOW, *args], stdout, stderr)
         self._commands.append(command)
         return command
 

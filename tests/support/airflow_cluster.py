@@ -13,8 +13,8 @@ from pathlib import Path
 
 import requests
 
-from tests.support.airflow_cli import AIRFLOW, REPO_ROOT, airflow_env, run_airflow
-from tests.support.ports import free_port
+from scripts.local_airflow import AIRFLOW, airflow_env, free_port, run_airflow
+from scripts.local_airflow import ROOT as REPO_ROOT
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support.airflow_cli import REPO_ROOT
+from scripts.local_airflow import ROOT as REPO_ROOT
 from tests.support.workers.ibkr_worker import READY, RESULT
 
 

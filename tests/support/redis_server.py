@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.ports import free_port
+from scripts.local_airflow import answers, free_port, wait_until
 
 
 @contextmanager
@@ -43,18 +41,13 @@ def redis_server(workdir: Path) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
+        wait_until(
+            "redis-server",
+            lambda: answers(port, b"PING\r\n", b"+PONG"),
+            seconds=20,
+            processes=[proc],
+            interval=0.05,
+        )
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.airflow_cli import REPO_ROOT
+from scripts.local_airflow import ROOT as REPO_ROOT
 
 
 def user_env(**extra: str) -> dict[str, str]:

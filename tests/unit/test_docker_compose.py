@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ibkr_sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID
 
 from ibkr_provider.client.config import IbkrClientConfig
-from tests.support.airflow_cli import REPO_ROOT
+from scripts.local_airflow import ROOT as REPO_ROOT
 
 AIRFLOW_SERVICES = {
     "airflow-apiserver": "api-server",

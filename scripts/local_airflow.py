@@ -1,0 +1,91 @@
+"""Running a local Airflow for the repository's own tools: the ``airflow`` command of this
+environment, its environment for one ``AIRFLOW_HOME``, a free loopback port, and waiting until
+something is ready. One module for ``scripts/`` (``make demo``, ``make up``, ``make cluster``),
+``tests/`` and ``benchmarks/`` (import it as ``local_airflow`` from a script, as
+``scripts.local_airflow`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+#: The ``airflow`` script installed beside this interpreter (the project's .venv).
+AIRFLOW = str(BIN / "airflow")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (servers bind loopback only)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without any Airflow setting or connection of the caller's,
+    for an Airflow in ``home`` (SQLite there unless ``extra`` names another database) reading
+    DAGs from ``dags_folder``, with this environment's ``airflow`` first on PATH (``airflow
+    standalone`` starts its components as ``airflow`` from PATH)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            **extra,
+        }
+    )
+    return env
+
+
+def run_airflow(
+    args: list[str], env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``airflow *args`` in a process of its own, its output captured."""
+    return subprocess.run(
+        [AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
+    )
+
+
+def wait_until(
+    what: str,
+    ready: Callable[[], bool],
+    *,
+    seconds: float,
+    processes: Iterable[subprocess.Popen[bytes] | subprocess.Popen[str]] = (),
+    interval: float = 0.5,
+) -> None:
+    """Poll ``ready()`` until it is true; raise when ``seconds`` pass or one of ``processes``
+    (what should become ready) exits first."""
+    deadline = time.monotonic() + seconds
+    watched = list(processes)
+    while not ready():
+        for process in watched:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what}: the process exited ({process.returncode}) before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready after {seconds:g} s")
+        time.sleep(interval)
+
+
+def answers(port: int, probe: bytes, expected: bytes) -> bool:
+    """Whether a server on 127.0.0.1:``port`` answers ``probe`` with ``expected`` (e.g. Redis's
+    PING/+PONG); False while it is not listening yet."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            conn.sendall(probe)
+            time.sleep(0.05)  # a multi-command probe's answers arrive together
+            return expected in conn.recv(256)
+    except OSError:
+        return False
