@@ -11,43 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from ibkr_provider.connection_fields import ibkr_conn_fields
 from ibkr_provider.get_provider_info import get_provider_info
 from scripts.local_airflow import ROOT as REPO_ROOT
 from scripts.local_airflow import airflow_env
 from tests.support.airflow_cli import AirflowCli
 
-HOOK_FIELDS = {
-    "auth_type",
-    "client_key_id",
-    "credential",
-    "private_key",
-    "private_key_path",
-    "account_id",
-    "ip",
-    "verify",
-    "timeout",
-    "session_cache",
-    "rate_limit",
-    "tickle_interval",
-    "session_refresh_lead",
-    "compete_on_login",
-    "displace_other_connections",
-    "max_retries",
-    "max_retry_seconds",
-    "consumer_key",
-    "access_token",
-    "access_token_secret",
-    "signature_private_key",
-    "signature_private_key_path",
-    "encryption_private_key",
-    "encryption_private_key_path",
-    "dh_params",
-    "dh_params_path",
-    "dh_prime",
-    "realm",
-    "oauth1_query_signing",
-    "consumer_profile",
-}
+#: What the hook reads, from the one list (connection_fields.py); Airflow's form must show exactly these.
+HOOK_FIELDS = set(ibkr_conn_fields())
 
 
 def _python(code: str, home: Path) -> str:
