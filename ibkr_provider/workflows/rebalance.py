@@ -2,8 +2,9 @@
 
 :func:`plan_orders` is the arithmetic: only the symbols in ``targets`` trade (list a holding
 with weight 0 to sell it); a symbol trades when its weight drifts more than ``drift_band`` from
-its target and the trade is worth at least ``min_trade``; whole shares; a sale never exceeds the
-holding.
+its target and the trade is worth at least ``min_trade``; quantities in the contract's size
+increment from IBKR's contract rules (whole shares where IBKR states none); a sale never exceeds
+the holding.
 
 :func:`~ibkr_provider.workflows.funds.check_affordable` refuses a plan the account cannot pay
 for, before anything is placed (holdings above their target but inside ``drift_band`` count too).
@@ -65,8 +66,10 @@ def plan_orders(
     holdings: Mapping[int, Holding],
     drift_band: Decimal,
     min_trade: Decimal,
+    increments: Mapping[int, Decimal] | None = None,
 ) -> list[PlannedOrder]:
-    """Whole-share orders that bring each listed symbol back to its target weight."""
+    """Orders that bring each listed symbol back to its target weight, each quantity a multiple of
+    its contract's size increment (``increments``; whole shares where it is not known)."""
     if net_liquidation <= 0:
         raise IbkrValidationError("account_id", f"net liquidation is {net_liquidation}; nothing to rebalance")
     if not 0 <= drift_band < 1:
@@ -83,9 +86,11 @@ def plan_orders(
         if abs(current - weight) <= drift_band:
             continue
         delta = weight * net_liquidation - held.market_value
-        quantity = (abs(delta) / price).to_integral_value(rounding=ROUND_DOWN)
+        step = (increments or {}).get(conid) or Decimal(1)
+        quantity = (abs(delta) / price / step).to_integral_value(rounding=ROUND_DOWN) * step
         if delta < 0:
-            quantity = min(quantity, max(held.quantity, Decimal(0)))
+            whole_steps = (max(held.quantity, Decimal(0)) / step).to_integral_value(rounding=ROUND_DOWN)
+            quantity = min(quantity, whole_steps * step)
         value = money(quantity * price)
         if quantity <= 0 or value < min_trade:
             continue
@@ -167,6 +172,7 @@ def plan_for(
         holdings=holdings,
         drift_band=number("drift_band", drift_band),
         min_trade=number("min_trade", min_trade),
+        increments={c: step for c in conids.values() if (step := client.market_data.size_increment(c))},
     )
     exposure = exposure_of(orders, holdings, set(conids.values()), funds)
     check_affordable(account_id, wanted, exposure, funds, leverage_cap)

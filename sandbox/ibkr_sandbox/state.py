@@ -72,6 +72,9 @@ class SandboxSettings:
     #: Flex: the scheme and host SendRequest's statement URL names (None: the sandbox's own), to
     #: test that a client refuses to send its token elsewhere.
     flex_statement_base: str | None = None
+    #: Contract rules: conid (as text) -> the ``sizeIncrement`` ``/iserver/contract/rules`` answers
+    #: (default 1: whole shares), e.g. {"12340038": 0.0001} for a fractional-share contract.
+    size_increments: dict[str, float] = field(default_factory=dict)
     #: Price model (``sandbox/prices.py``): seconds per market tick; 0 stops the clock, and prices
     #: then move only by ``POST /__sandbox__/market`` steps or set prices.
     price_tick_seconds: float = 5.0

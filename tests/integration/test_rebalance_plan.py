@@ -4,6 +4,7 @@ IBKR's what-if figures and warnings in it, before anything is placed (issue 28).
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 from ibkr_sandbox.process import RunningSandbox
@@ -67,3 +68,18 @@ def test_a_whatif_rejection_refuses_the_plan(fresh_sandbox: RunningSandbox, make
     with pytest.raises(IbkrOrderError, match=r"IBKR's what-if rejected (BUY|SELL) .*insufficient equity"):
         plan_for(make_client(fresh_sandbox), "DU2345678", FITTING, drift_band=0.02, min_trade=200)
     assert [p for p in fresh_sandbox.stats()["paths"] if p.endswith("/orders")] == []
+
+
+def test_a_fractional_contract_is_planned_in_its_size_increment(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    """IBKR's contract rules state the size increment (POST /iserver/contract/rules): a
+    fractional-share contract gets a fractional quantity, the others whole shares."""
+    client = make_client(fresh_sandbox)
+    vti = client.market_data.resolve_conids(["VTI"])["VTI"]
+    fresh_sandbox.configure(size_increments={str(vti): 0.001})
+    plan = plan_for(client, "DU2345678", {**FITTING, "VTI": 0.2, "SPY": 0.3}, drift_band=0.02, min_trade=200)
+    by_symbol = {line.order.symbol: line.order.quantity for line in plan.lines}
+    assert by_symbol["VTI"] != by_symbol["VTI"].to_integral_value()  # a fraction, in steps of 0.001
+    assert by_symbol["VTI"] == by_symbol["VTI"].quantize(Decimal("0.001"))
+    assert all(q == q.to_integral_value() for s, q in by_symbol.items() if s != "VTI")

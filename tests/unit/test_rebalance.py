@@ -34,6 +34,18 @@ def test_overweight_is_sold_and_underweight_bought_in_whole_shares() -> None:
     assert buy.label == "BUY 333 BND" and buy.as_json()["value"] == "24975.00"
 
 
+def test_quantities_are_multiples_of_the_contracts_size_increment() -> None:
+    sell, buy = sorted(_plan(increments={1: D(7), 2: D("0.25")}), key=lambda o: o.side, reverse=True)
+    assert (
+        buy.quantity == D("333.25") and buy.as_json()["quantity"] == "333.25"
+    )  # 25,000 / 75, floored to 0.25
+    assert sell.quantity == D(56)  # 60 shares floored to a multiple of 7
+    (capped,) = _plan(
+        targets={"VTI": D(0)}, holdings={1: Holding(1, D("10.6"), D(80_000))}, increments={1: D(4)}
+    )
+    assert capped.quantity == D(8)  # never more than the holding, in whole increments
+
+
 def test_within_band_or_below_min_trade_is_left_alone() -> None:
     assert _plan(drift_band=D("0.3")) == []
     assert len(_plan(min_trade=D(20_000))) == 1  # only the 25k BND buy is big enough

@@ -81,6 +81,19 @@ class MarketData:
             resolved[symbol] = int(matches[0]["conid"])
         return resolved
 
+    def size_increment(self, conid: int) -> Decimal | None:
+        """The contract's order size increment from ``POST /iserver/contract/rules`` (1 for whole
+        shares, 0.0001 for fractional ones), or None when IBKR's rules do not state it. The
+        endpoint's shape is IBKR's Client Portal spec (UNCONFIRMED against production)."""
+        self._api.iserver_preflight()
+        rules = self._api.call(
+            "POST", "/iserver/contract/rules", json_body={"conid": int(conid), "isBuy": True}
+        )
+        if not isinstance(rules, Mapping):
+            raise IbkrResponseError("the contract rules answer is not a JSON object")
+        increment = to_decimal(rules.get("sizeIncrement"))
+        return increment if increment is not None and increment > 0 else None
+
     def snapshot(
         self,
         conids: Sequence[int],

@@ -43,6 +43,26 @@ def market_router(gate: Gate) -> APIRouter:
             for i in matches
         ]
 
+    @router.post("/v1/api/iserver/contract/rules")
+    async def contract_rules(request: Request) -> dict[str, Any]:
+        """The trading rules of a contract (IBKR's Client Portal spec: ``{"conid", "isBuy"}`` in,
+        ``sizeIncrement``, ``increment`` (price), order types and TIFs out)."""
+        gate.brokerage(request)
+        try:
+            conid = int((await request.json())["conid"])
+        except (KeyError, TypeError, ValueError):
+            raise ibkr_error(400, "Bad Request: conid required") from None
+        if conid not in state.book.instruments:
+            raise ibkr_error(400, f"Bad Request: unknown conid {conid}")
+        return {
+            "sizeIncrement": gate.settings.size_increments.get(str(conid), 1),
+            "increment": 0.01,
+            "defaultSize": 100,
+            "orderTypes": ["limit", "market"],
+            "tifTypes": ["DAY", "GTC", "IOC", "OPG"],
+            "preview": True,
+        }
+
     @router.get("/v1/api/iserver/marketdata/snapshot")
     def snapshot(request: Request, conids: str = "", fields: str = "") -> list[dict[str, Any]]:
         """IBKR: "A pre-flight request must be made prior to ever receiving data": the first
