@@ -36,7 +36,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("ibkr_provider.client.session",),
     ("ibkr_provider.client.api", "ibkr_provider.flex"),
     ("ibkr_provider.client", "ibkr_provider.client.client"),
-    ("ibkr_provider.workflows", "ibkr_provider.get_provider_info", "ibkr_provider.timetables"),
+    (
+        "ibkr_provider.workflows",
+        "ibkr_provider.journal",
+        "ibkr_provider.get_provider_info",
+        "ibkr_provider.timetables",
+    ),
     ("ibkr_provider.hooks", "ibkr_provider.failures", "ibkr_provider.tasks"),
     ("ibkr_provider.operators", "ibkr_provider.sensors", "ibkr_provider.triggers"),
     ("ibkr_provider.plugins", "ibkr_provider.cli"),
