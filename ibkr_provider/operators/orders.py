@@ -22,7 +22,7 @@ from ibkr_provider.workflows.order_guard import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from ibkr_provider.client.models.orders import OrderTicket, PlacedOrder
 
 
 class IbkrPlaceOrderOperator(BaseOperator):
@@ -67,6 +67,8 @@ class IbkrPlaceOrderOperator(BaseOperator):
             max_notional=5_000,
         )
 
+    :param journal_conn_id: a connection naming the trade journal's database
+        (:class:`~ibkr_provider.hooks.journal.IbkrJournalHook`): each placed order is appended once.
     :return: ``{"dry_run", "account_id", "live_account", "order", "whatif"}`` plus, when placed,
         ``{"order_id", "status", "coid", "adopted"}``.
     """
@@ -82,6 +84,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
         "whatif_only",
         "allow_live",
         "symbol",
+        "journal_conn_id",
     )
     ui_color = "#f7d9c4"
 
@@ -102,6 +105,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
         max_quantity: float | str | None = None,
         max_notional: float | str | None = None,
         symbol: str | None = None,
+        journal_conn_id: str | None = None,
         ibkr_conn_id: str = IbkrHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -122,6 +126,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
         self.max_quantity = max_quantity
         self.max_notional = max_notional
         self.ibkr_conn_id = ibkr_conn_id
+        self.journal_conn_id = journal_conn_id
 
     @property
     def label(self) -> str:
@@ -189,6 +194,8 @@ class IbkrPlaceOrderOperator(BaseOperator):
             placed.coid,
             " adopted from an earlier attempt" if placed.adopted else "",
         )
+        if self.journal_conn_id:
+            self._journal(context, account_id, ticket, placed, result["whatif"])
         result.update(
             {
                 "order_id": placed.order_id,
@@ -200,6 +207,27 @@ class IbkrPlaceOrderOperator(BaseOperator):
             }
         )
         return result
+
+    def _journal(
+        self, context: Context, account_id: str, ticket: OrderTicket, placed: PlacedOrder, whatif: Any
+    ) -> None:
+        """Append the order to the trade journal (a retried task adopts the order and writes no
+        second row: the entry is keyed by the cOID)."""
+        from ibkr_provider.hooks.journal import IbkrJournalHook
+        from ibkr_provider.journal.entries import RunRef
+        from ibkr_provider.journal.events import order_entry
+
+        ti = context["ti"]
+        run = RunRef(ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1)
+        entry = order_entry(run, account_id, ticket, placed, symbol=self.symbol, whatif=whatif)
+        with IbkrJournalHook(str(self.journal_conn_id)) as journal:
+            written = journal.append([entry])
+        self.log.info(
+            "Trade journal %s: order %s %s",
+            self.journal_conn_id,
+            placed.order_id,
+            "written" if written else "already there",
+        )
 
 
 class IbkrCancelOrderOperator(BaseOperator):

@@ -3,6 +3,7 @@ placement, and the place-order operator's guards."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -302,19 +303,28 @@ def test_operator_refuses_when_the_whatif_states_no_amount(
     assert uncapped.execute(_context())["status"] == "Filled"  # type: ignore[arg-type]
 
 
-def test_a_retried_task_places_exactly_one_order(conn_env: None, fresh_sandbox: RunningSandbox) -> None:
+def test_a_retried_task_places_exactly_one_order_and_journals_it_once(
+    conn_env: None, fresh_sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ibkr_provider.hooks.journal import IbkrJournalHook
     from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
     from ibkr_provider.workflows.order_guard import order_coid
 
+    journal_db = tmp_path / "journal.db"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_IBKR_JOURNAL", json.dumps({"conn_type": "sqlite", "host": str(journal_db)})
+    )
     op = IbkrPlaceOrderOperator(
         task_id="place",
         account_id="DU2345678",
         conid=VTI,
+        symbol="VTI",
         side="BUY",
         quantity=1,
         order_type="LMT",
         limit_price=1.0,
         dry_run=False,
+        journal_conn_id="ibkr_journal",
     )
     first = op.execute(_context(run_id="scheduled__2026-11-20"))  # type: ignore[arg-type]
     retry = op.execute(_context(run_id="scheduled__2026-11-20"))  # type: ignore[arg-type]
@@ -325,6 +335,14 @@ def test_a_retried_task_places_exactly_one_order(conn_env: None, fresh_sandbox: 
     assert retry["adopted"] is True and retry["order_id"] == first["order_id"]
     assert other_run["adopted"] is False and other_run["order_id"] != first["order_id"]
     assert fresh_sandbox.stats()["orders_placed"] == 2
+    with IbkrJournalHook("ibkr_journal") as journal:
+        rows = journal.rows(kind="order")
+    assert [(r.run_id, r.order_id, r.coid) for r in rows] == [
+        ("scheduled__2026-11-20", first["order_id"], first["coid"]),
+        ("scheduled__2026-11-27", other_run["order_id"], other_run["coid"]),
+    ]
+    assert rows[0].symbol == "VTI" and rows[0].side == "BUY" and rows[0].quantity == "1"
+    assert rows[0].price == "1.0" and rows[0].payload["whatif"]["commission"] is not None
 
 
 def test_operator_declines_an_unknown_prompt(conn_env: None, fresh_sandbox: RunningSandbox) -> None:
