@@ -13,15 +13,21 @@ account's net liquidation.
    the plan over `max_gross_leverage` (1.0: no borrowing), net buys beyond cash, or buys beyond
    IBKR's buying power. Every order is previewed with IBKR's what-if (commission, margin change,
    equity with loan after, IBKR's warnings), logged and kept in the summary.
-2. **place_order** (one mapped task per order, labelled e.g. "BUY 25 AAPL"): **a dry run by
-   default** (IBKR what-if only). Set `dry_run` to false to place; live accounts also need
+2. **approve**: with `dry_run` false a person approves the plan on Airflow's "Required actions"
+   page (every order, the totals and IBKR's what-if), within `approval_timeout_minutes` (then it
+   is rejected), as one of `approvers` when given; a paper account needs no approval with
+   `auto_approve_paper`. Reject or timeout: nothing is placed.
+3. **place_order** (one mapped task per order, labelled e.g. "BUY 25 AAPL"): **a dry run by
+   default** (IBKR what-if only); a real order goes only if it is of the approved plan and its
+   price moved less than `max_price_drift` since. Set `dry_run` to false to place; live accounts also need
    `allow_live`. `account_id` is required (no fallback to the connection's account). Retries
    never place an order twice; unknown confirmation prompts fail the task. `order_type` MKT
    (default) or LMT: limit orders buy `limit_offset` below the snapshot price and sell that far
    above it.
-3. **wait_for_fill**: deferrable sensors wait for each placed order to fill, checking every
+4. **wait_for_fill**: deferrable sensors wait for each placed order to fill, checking every
    `IBKR_REBALANCE_FILL_POLL_SECONDS` (environment, default 30) seconds.
-4. **summary**: the plan, IBKR's figures and what happened, also written as JSON to `output_dir`.
+5. **summary**: the plan, IBKR's figures, who decided when, and what happened, also written as
+   JSON to `output_dir`.
 
 A scheduled run that starts more than `max_start_delay_minutes` late (a DAG unpaused after its
 time runs the missed time at once) skips instead of trading.
@@ -37,6 +43,7 @@ import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from ibkr_provider.failures import fail_fast
+from ibkr_provider.operators.approval import IbkrPlanApprovalOperator
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
 from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
 from ibkr_provider.timetables import TradingDayTimetable
@@ -89,6 +96,22 @@ with DAG(
         "output_dir": Param(
             None, type=["string", "null"], description=f"Summary JSON directory; empty: {DEFAULT_OUTPUT}"
         ),
+        "auto_approve_paper": Param(
+            False, type="boolean", description="Place on a paper account without asking a person."
+        ),
+        "approvers": Param(
+            [], type="array", description="Airflow user names who may approve; empty: anyone allowed."
+        ),
+        "approval_timeout_minutes": Param(
+            60, type="integer", minimum=1, description="Unanswered this long: rejected, nothing placed."
+        ),
+        "max_price_drift": Param(
+            0.01,
+            type="number",
+            minimum=0,
+            maximum=0.2,
+            description="Refuse to place when a price moved more than this fraction since the approval.",
+        ),
     },
     tags=["ibkr", "orders"],
     doc_md=__doc__,
@@ -128,9 +151,22 @@ with DAG(
         )
 
     orders = plan()
+    approve = IbkrPlanApprovalOperator(
+        task_id="approve",
+        plan_task_id="plan",
+        dry_run="{{ params.dry_run }}",
+        allow_live="{{ params.allow_live }}",
+        auto_approve_paper="{{ params.auto_approve_paper }}",
+        approvers="{{ params.approvers }}",
+        approval_timeout_minutes="{{ params.approval_timeout_minutes }}",
+    )
     placed = IbkrPlaceOrderOperator.partial(
-        task_id="place_order", map_index_template="{{ task.label }}"
+        task_id="place_order",
+        map_index_template="{{ task.label }}",
+        approved_plan_hash="{{ ti.xcom_pull(task_ids='approve')['plan_hash'] }}",
+        max_price_drift="{{ params.max_price_drift }}",
     ).expand_kwargs(orders)
+    orders >> approve >> placed
 
     @task(trigger_rule="none_failed")
     def placed_order_ids(results: Any) -> list[str]:
@@ -146,7 +182,9 @@ with DAG(
 
         context = get_current_context()
         planned = context["ti"].xcom_pull(task_ids="plan", key="plan") or {}
+        decision = context["ti"].xcom_pull(task_ids="approve") or {}
         folder = context["params"]["output_dir"] or DEFAULT_OUTPUT
-        return write_run_summary(folder, context["run_id"], planned, [dict(r) for r in results[:] if r])
+        done = [dict(r) for r in results[:] if r]
+        return write_run_summary(folder, context["run_id"], planned, done, decision)
 
     waits >> summary(placed.output)

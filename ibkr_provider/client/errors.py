@@ -67,6 +67,9 @@ class IbkrErrorCode(str, enum.Enum):
     CAP_EXCEEDED = "cap_exceeded"
     CAP_UNCHECKABLE = "cap_uncheckable"
     PLAN_UNAFFORDABLE = "plan_unaffordable"
+    #: The approved plan no longer holds: another plan, or the market moved beyond max_price_drift.
+    PLAN_CHANGED = "plan_changed"
+    PRICE_MOVED = "price_moved"
     FLEX = "flex"
     FLEX_NOT_READY = "flex_not_ready"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
@@ -22,6 +23,7 @@ from ibkr_provider.workflows.order_guard import (
 )
 
 if TYPE_CHECKING:
+    from ibkr_provider.client import IbkrClient
     from ibkr_provider.client.models.orders import OrderTicket, PlacedOrder
 
 
@@ -67,6 +69,11 @@ class IbkrPlaceOrderOperator(BaseOperator):
             max_notional=5_000,
         )
 
+    :param plan_hash: the hash of the plan this order belongs to; with ``approved_plan_hash``
+        (templated, from :class:`~ibkr_provider.operators.approval.IbkrPlanApprovalOperator`) a
+        real order goes only when both match.
+    :param reference_price: the price the approver saw; a real order goes only when IBKR's last
+        price is within ``max_price_drift`` (a fraction, default 0.01) of it.
     :param journal_conn_id: a connection naming the trade journal's database
         (:class:`~ibkr_provider.hooks.journal.IbkrJournalHook`): each placed order is appended once.
     :return: ``{"dry_run", "account_id", "live_account", "order", "whatif"}`` plus, when placed,
@@ -85,6 +92,10 @@ class IbkrPlaceOrderOperator(BaseOperator):
         "allow_live",
         "symbol",
         "journal_conn_id",
+        "plan_hash",
+        "approved_plan_hash",
+        "reference_price",
+        "max_price_drift",
     )
     ui_color = "#f7d9c4"
 
@@ -106,6 +117,10 @@ class IbkrPlaceOrderOperator(BaseOperator):
         max_notional: float | str | None = None,
         symbol: str | None = None,
         journal_conn_id: str | None = None,
+        plan_hash: str | None = None,
+        approved_plan_hash: str | None = None,
+        reference_price: float | str | None = None,
+        max_price_drift: float | str = "0.01",
         ibkr_conn_id: str = IbkrHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -127,6 +142,10 @@ class IbkrPlaceOrderOperator(BaseOperator):
         self.max_notional = max_notional
         self.ibkr_conn_id = ibkr_conn_id
         self.journal_conn_id = journal_conn_id
+        self.plan_hash = plan_hash
+        self.approved_plan_hash = approved_plan_hash
+        self.reference_price = reference_price
+        self.max_price_drift = max_price_drift
 
     @property
     def label(self) -> str:
@@ -162,6 +181,8 @@ class IbkrPlaceOrderOperator(BaseOperator):
         client = hook.get_conn()
         live = not client.portfolio.is_paper(account_id)
         refuse_unless_allowed(account_id, live=live, dry_run=whatif_only, allow_live=allow_live)
+        if not whatif_only:
+            self._check_approval(client, ticket)
         check_quantity(client, ticket, max_quantity)
         whatif = preview(client, account_id, ticket, "the order")
         check_notional(ticket, whatif, max_notional)
@@ -175,25 +196,13 @@ class IbkrPlaceOrderOperator(BaseOperator):
             "whatif": whatif.summary(),
         }
         if whatif_only:
-            self.log.info(
-                "DRY RUN (nothing placed): %s (conid %s) on %s -> what-if %s",
-                self.label,
-                ticket.conid,
-                account_id,
-                whatif.summary(),
-            )
+            what = f"{self.label} (conid {ticket.conid}) on {account_id}"
+            self.log.info("DRY RUN (nothing placed): %s -> what-if %s", what, result["whatif"])
             return result
         placed = client.orders.place(account_id, ticket, allowed_message_ids=self.allowed_message_ids)
-        self.log.info(
-            "Order %s: %s (conid %s) on %s %s (cOID %s)%s",
-            placed.order_id,
-            self.label,
-            ticket.conid,
-            account_id,
-            placed.status.value,
-            placed.coid,
-            " adopted from an earlier attempt" if placed.adopted else "",
-        )
+        adopted = " adopted from an earlier attempt" if placed.adopted else ""
+        what = f"{self.label} (conid {ticket.conid}) on {account_id} {placed.status.value}"
+        self.log.info("Order %s: %s (cOID %s)%s", placed.order_id, what, placed.coid, adopted)
         if self.journal_conn_id:
             self._journal(context, account_id, ticket, placed, result["whatif"])
         result.update(
@@ -207,6 +216,19 @@ class IbkrPlaceOrderOperator(BaseOperator):
             }
         )
         return result
+
+    def _check_approval(self, client: IbkrClient, ticket: OrderTicket) -> None:
+        """An order of an approved plan goes only if it is of that plan and the price has not
+        moved beyond ``max_price_drift`` from what the approver saw."""
+        from ibkr_provider.workflows.approval import check_approved, check_price_drift
+
+        if self.plan_hash is not None or self.approved_plan_hash is not None:
+            check_approved(self.plan_hash, self.approved_plan_hash)
+        seen = amount("reference_price", self.reference_price)
+        if seen is not None:
+            drift = amount("max_price_drift", self.max_price_drift) or Decimal(0)
+            quote = client.market_data.snapshot([ticket.conid]).get(ticket.conid)
+            check_price_drift(self.label, seen, quote.last if quote is not None else None, drift)
 
     def _journal(
         self, context: Context, account_id: str, ticket: OrderTicket, placed: PlacedOrder, whatif: Any

@@ -53,13 +53,22 @@ class PlannedOrder:
 
 @dataclass(frozen=True)
 class PlanLine:
-    """One order of the plan and IBKR's what-if of it (``WhatIf.summary()``)."""
+    """One order of the plan, how it is sent (``order_type``, ``limit_price``) and IBKR's what-if
+    of it (``WhatIf.summary()``)."""
 
     order: PlannedOrder
     whatif: Mapping[str, Any]
+    order_type: str = "MKT"
+    limit_price: Decimal | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {**self.order.as_json(), "label": self.order.label, "whatif": dict(self.whatif)}
+        return {
+            **self.order.as_json(),
+            "label": self.order.label,
+            "order_type": self.order_type,
+            "limit_price": as_text(self.limit_price),
+            "whatif": dict(self.whatif),
+        }
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from ibkr_provider.client.errors import (
 )
 from ibkr_provider.client.fields import decimal as number
 from ibkr_provider.client.models.numbers import as_text, fraction, money
+from ibkr_provider.workflows.approval import plan_hash
 from ibkr_provider.workflows.funds import TOLERANCE, Exposure, Funds, check_affordable
 from ibkr_provider.workflows.order_guard import preview
 from ibkr_provider.workflows.plan import Holding, PlanLine, PlannedOrder, RebalancePlan
@@ -178,13 +179,10 @@ def plan_for(
     check_affordable(account_id, wanted, exposure, funds, leverage_cap)
     lines = []
     for order in orders:
-        ticket = OrderTicket(
-            conid=order.conid,
-            side=order.side,
-            quantity=order.quantity,
-            **limit_of(order, order_type, limit_offset),
-        )
-        lines.append(PlanLine(order, preview(client, account_id, ticket, order.label).summary()))
+        kind = limit_of(order, order_type, limit_offset)
+        ticket = OrderTicket(conid=order.conid, side=order.side, quantity=order.quantity, **kind)
+        whatif = preview(client, account_id, ticket, order.label).summary()
+        lines.append(PlanLine(order, whatif, kind["order_type"], kind.get("limit_price")))
     return RebalancePlan(
         account_id=account_id,
         paper=client.portfolio.is_paper(account_id),
@@ -217,8 +215,10 @@ def order_kwargs(
     allowed_message_ids: Sequence[str] | None,
 ) -> list[dict[str, Any]]:
     """One ``IbkrPlaceOrderOperator`` argument set per planned order (for ``expand_kwargs``);
-    quantities and limit prices as exact strings. The switches pass through unread: the operator accepts only
-    real booleans or the words true/false."""
+    quantities and limit prices as exact strings, with the plan's hash and the price the plan
+    saw (checked against the approval at placement). The switches pass through unread: the
+    operator accepts only real booleans or the words true/false."""
+    digest = plan_hash(plan.as_json())
     orders = []
     for order in plan.orders:
         kind = limit_of(order, order_type, limit_offset)
@@ -231,6 +231,8 @@ def order_kwargs(
                 "quantity": as_text(order.quantity),
                 "order_type": kind["order_type"],
                 "limit_price": as_text(kind.get("limit_price")),
+                "plan_hash": digest,
+                "reference_price": as_text(order.price),
                 "dry_run": dry_run,
                 "allow_live": allow_live,
                 "allowed_message_ids": list(allowed_message_ids or []),

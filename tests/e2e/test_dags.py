@@ -210,6 +210,7 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
         "account_id": "DU2345678",
         "targets": {"SPY": 0.1, "BND": 0.1},  # the other holdings stay: 77 % + 20 % fits
         "dry_run": False,
+        "auto_approve_paper": True,  # a paper account; `dags test` has no person to approve
         "order_type": "LMT",
         "limit_offset": 0.01,
         "output_dir": str(out),

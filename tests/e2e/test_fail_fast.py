@@ -30,7 +30,7 @@ def _task_rows(home: Path, dag_id: str) -> list[tuple[str, int, str]]:
         ).fetchall()
 
 
-def test_a_refused_live_order_fails_every_place_task_on_its_first_try(
+def test_a_live_plan_without_allow_live_fails_at_once_before_anyone_is_asked(
     fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
 ) -> None:
     env = airflow_env(
@@ -45,10 +45,11 @@ def test_a_refused_live_order_fails_every_place_task_on_its_first_try(
         "output_dir": str(tmp_path / "out"),
     }
     output = _run_until_the_task_fails_once(
-        airflow_cli, fresh_airflow_home, env, "ibkr_rebalance", "place_order", conf
+        airflow_cli, fresh_airflow_home, env, "ibkr_rebalance", "approve", conf
     )
-    places = [r for r in _task_rows(fresh_airflow_home, "ibkr_rebalance") if r[0] == "place_order"]
-    assert len(places) >= 2, output[-4000:]
+    rows = _task_rows(fresh_airflow_home, "ibkr_rebalance")
+    assert [r for r in rows if r[0] == "approve"], output[-4000:]  # refused before anyone is asked
+    assert all(r[2] in (None, "skipped", "upstream_failed") for r in rows if r[0] == "place_order"), rows
     assert "IBKR does not report U3456789 as a paper account" in output and NOT_RETRIED in output
     stats = fresh_sandbox.stats()
     sent = [p for p in stats["paths"] if p.endswith("/orders") or "/reply/" in p]

@@ -1,0 +1,130 @@
+"""Approval before placing, against the sandbox: the approval operator's decisions (dry run,
+paper auto-approval, a person's Approve, a timeout) land in the journal, and a place task only
+sends an order of the approved plan whose price has not moved (issue 22)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from ibkr_sandbox.process import RunningSandbox
+
+from ibkr_provider.client import IbkrClient, IbkrClientConfig
+
+FITTING = {"AAPL": 0.1, "MSFT": 0.1, "SPY": 0.35, "VTI": 0.15, "BND": 0.2, "VXUS": 0.1}
+
+
+@pytest.fixture
+def planned(monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox, tmp_path: Path) -> dict[str, Any]:
+    """A real plan for DU2345678 (paper), the connections set, and a journal on SQLite."""
+    from ibkr_provider.workflows.rebalance import order_kwargs, plan_for
+
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_DEFAULT", fresh_sandbox.connection_json())
+    journal = {"conn_type": "sqlite", "host": str(tmp_path / "journal.db")}
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_JOURNAL", json.dumps(journal))
+    with IbkrClient(IbkrClientConfig.from_mapping(fresh_sandbox.client_config_values())) as client:
+        plan = plan_for(client, "DU2345678", FITTING, drift_band=0.02, min_trade=200)
+    kwargs = order_kwargs(
+        plan, order_type="MKT", limit_offset=0, dry_run=False, allow_live=False, allowed_message_ids=None
+    )
+    return {"plan": plan.as_json(), "orders": kwargs}
+
+
+def _context(plan: Any, task_id: str = "approve") -> dict[str, Any]:
+    ti = SimpleNamespace(
+        dag_id="ibkr_rebalance",
+        run_id="manual__approval",
+        task_id=task_id,
+        map_index=-1,
+        xcom_pull=lambda task_ids, key=None: plan,
+    )
+    return {"ti": ti, "task": None}
+
+
+def _approval(**kwargs: Any) -> Any:
+    from ibkr_provider.operators.approval import IbkrPlanApprovalOperator
+
+    return IbkrPlanApprovalOperator(
+        task_id="approve", plan_task_id="plan", journal_conn_id="ibkr_journal", **kwargs
+    )
+
+
+def _journal_rows() -> list[Any]:
+    from ibkr_provider.hooks.journal import IbkrJournalHook
+
+    with IbkrJournalHook("ibkr_journal") as journal:
+        return journal.rows()
+
+
+def test_decisions_before_anyone_is_asked(planned: dict[str, Any]) -> None:
+    plan = planned["plan"]
+    dry = _approval(dry_run=True).execute(_context(plan))
+    assert dry["approved"] and dry["decision"] == "dry run" and not dry["asked"]
+    assert _journal_rows() == []  # a dry run decides nothing
+    auto = _approval(auto_approve_paper=True).execute(_context(plan))
+    assert (
+        auto["approved"]
+        and auto["by"] == "auto_approve_paper"
+        and auto["plan_hash"] == planned["orders"][0]["plan_hash"]
+    )
+    rows = _journal_rows()
+    assert [r.kind for r in rows] == ["plan", "decision"] and rows[1].actor == "auto_approve_paper"
+    assert rows[0].payload["account_id"] == "DU2345678" and rows[1].plan_hash == auto["plan_hash"]
+
+
+def test_a_persons_approve_and_a_timeout_are_journaled(planned: dict[str, Any]) -> None:
+    plan, approval = planned["plan"], _approval()
+    at = dt.datetime(2026, 12, 4, 15, 0, tzinfo=dt.timezone.utc)
+    approved = approval.execute_complete(
+        _context(plan),
+        {
+            "chosen_options": ["Approve"],
+            "params_input": {},
+            "responded_at": at,
+            "responded_by_user": {"id": "alice", "name": "alice"},
+        },
+    )
+    assert approved["approved"] and approved["by"] == "alice" and approved["at"] == at.isoformat()
+    timed_out = _approval().execute_complete(
+        _context(plan),
+        {"chosen_options": ["Reject"], "params_input": {}, "responded_at": at, "responded_by_user": None},
+    )
+    assert not timed_out["approved"] and timed_out["by"] == "timeout (default Reject)"
+    decisions = [r for r in _journal_rows() if r.kind == "decision"]
+    assert [d.actor for d in decisions] == ["alice"]  # one decision per plan: the first one stands
+
+
+def test_only_the_approved_plan_at_the_approved_price_is_placed(
+    planned: dict[str, Any], fresh_sandbox: RunningSandbox
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
+
+    first = planned["orders"][0]
+    context = {
+        "ti": SimpleNamespace(
+            dag_id="ibkr_rebalance", task_id="place_order", run_id="manual__approval", map_index=0
+        )
+    }
+
+    other_plan = IbkrPlaceOrderOperator(task_id="place_order", **first, approved_plan_hash="f" * 64)
+    with pytest.raises(AirflowFailException, match="but plan ffffffffffffffff was approved"):
+        other_plan.execute(context)  # type: ignore[arg-type]
+
+    conid = int(first["conid"])
+    moved = float(first["reference_price"]) * 1.03
+    fresh_sandbox.set_price(conid, moved)
+    drifted = IbkrPlaceOrderOperator(task_id="place_order", **first, approved_plan_hash=first["plan_hash"])
+    with pytest.raises(AirflowFailException, match=r"moved \+3\.00% since the plan was approved"):
+        drifted.execute(context)  # type: ignore[arg-type]
+    assert fresh_sandbox.stats().get("orders_placed", 0) == 0
+
+    fresh_sandbox.set_price(conid, float(first["reference_price"]))
+    placed = IbkrPlaceOrderOperator(task_id="place_order", **first, approved_plan_hash=first["plan_hash"])
+    assert placed.execute(context)["order_id"]  # type: ignore[arg-type]
+    assert fresh_sandbox.stats()["orders_placed"] == 1
