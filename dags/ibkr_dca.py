@@ -10,6 +10,13 @@ of the total, the run is skipped with a clear log line: nothing is ordered, noth
 - `account_id` is required (a DAG that places orders never falls back to the connection's).
 - **A dry run by default** (IBKR what-if only); set `dry_run` to false to place orders. A live
   account also needs `allow_live`. Retries never place an order twice.
+- **approve**: with `dry_run` false a person approves the purchases (amount, IBKR's last price and
+  what-if each) on Airflow's "Required actions" page within `approval_timeout_minutes`, as one of
+  `approvers` when given; a paper account needs no approval with `auto_approve_paper`. Reject or
+  timeout: nothing is bought. A purchase whose price moved more than `max_price_drift` since the
+  approval is refused.
+- With `journal_conn_id` (default `ibkr_journal`; empty: none) the plan, the decision and every
+  order go to the trade journal, and the `ibkr_trade_journal` Asset gets an event per run.
 - A scheduled run starting more than `max_start_delay_minutes` late skips instead of trading.
 """
 
@@ -22,6 +29,8 @@ import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from ibkr_provider.failures import fail_fast
+from ibkr_provider.hooks.journal import TRADE_JOURNAL_ASSET
+from ibkr_provider.operators.approval import IbkrPlanApprovalOperator
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
 from ibkr_provider.timetables import TradingDayTimetable
 
@@ -45,6 +54,27 @@ with DAG(
             False, type="boolean", description="Needed (with dry_run false) for a live account."
         ),
         "allowed_message_ids": Param(None, type=["array", "null"], description="IBKR prompt ids to confirm."),
+        "auto_approve_paper": Param(
+            False, type="boolean", description="Buy on a paper account without asking a person."
+        ),
+        "approvers": Param(
+            [], type="array", description="Airflow user names who may approve; empty: anyone allowed."
+        ),
+        "approval_timeout_minutes": Param(
+            60, type="integer", minimum=1, description="Unanswered this long: rejected, nothing bought."
+        ),
+        "max_price_drift": Param(
+            0.01,
+            type="number",
+            minimum=0,
+            maximum=0.2,
+            description="Refuse to buy when a price moved more than this fraction since the approval.",
+        ),
+        "journal_conn_id": Param(
+            "ibkr_journal",
+            type="string",
+            description="Connection of the trade journal (plans, decisions, orders); empty: none.",
+        ),
     },
     tags=["ibkr", "orders"],
     doc_md=__doc__,
@@ -64,14 +94,41 @@ with DAG(
         account = account_for_this_run(context)
         with IbkrHook() as hook:
             plan = plan_for(hook.get_conn(), account, params["amounts"])
-        if (reason := plan.shortfall()) is not None:
-            raise AirflowSkipException(reason)
+            if (reason := plan.shortfall()) is not None:
+                raise AirflowSkipException(reason)
+            plan = plan.previewed(hook.get_conn())
+        context["ti"].xcom_push(key="plan", value=plan.as_json())
         return plan.order_kwargs(
             dry_run=params["dry_run"],
             allow_live=params["allow_live"],
             allowed_message_ids=params["allowed_message_ids"],
         )
 
-    IbkrPlaceOrderOperator.partial(task_id="buy", map_index_template="{{ task.label }}").expand_kwargs(
-        plan_purchases()
+    purchases = plan_purchases()
+    approve = IbkrPlanApprovalOperator(
+        task_id="approve",
+        plan_task_id="plan_purchases",
+        dry_run="{{ params.dry_run }}",
+        allow_live="{{ params.allow_live }}",
+        auto_approve_paper="{{ params.auto_approve_paper }}",
+        approvers="{{ params.approvers }}",
+        approval_timeout_minutes="{{ params.approval_timeout_minutes }}",
+        journal_conn_id="{{ params.journal_conn_id }}",
     )
+    bought = IbkrPlaceOrderOperator.partial(
+        task_id="buy",
+        map_index_template="{{ task.label }}",
+        approved_plan_hash="{{ ti.xcom_pull(task_ids='approve')['plan_hash'] }}",
+        max_price_drift="{{ params.max_price_drift }}",
+        journal_conn_id="{{ params.journal_conn_id }}",
+    ).expand_kwargs(purchases)
+    purchases >> approve >> bought
+
+    @task(trigger_rule="none_failed", outlets=[TRADE_JOURNAL_ASSET])
+    def journal_event() -> dict[str, Any]:
+        from ibkr_provider.hooks.journal import announce_journal_rows
+
+        context = get_current_context()
+        return announce_journal_rows(context, context["params"]["journal_conn_id"])
+
+    bought >> journal_event()

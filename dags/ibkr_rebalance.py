@@ -29,6 +29,11 @@ account's net liquidation.
 5. **summary**: the plan, IBKR's figures, who decided when, and what happened, also written as
    JSON to `output_dir`.
 
+With `journal_conn_id` (default `ibkr_journal`; empty: none) the plan, the decision, every order,
+the state it ended in and each fill (price, quantity, commission) go to the trade journal, each
+once however often a task retries, and the `ibkr_trade_journal` Asset gets an event per run with
+the rows written.
+
 A scheduled run that starts more than `max_start_delay_minutes` late (a DAG unpaused after its
 time runs the missed time at once) skips instead of trading.
 """
@@ -43,6 +48,7 @@ import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from ibkr_provider.failures import fail_fast
+from ibkr_provider.hooks.journal import TRADE_JOURNAL_ASSET
 from ibkr_provider.operators.approval import IbkrPlanApprovalOperator
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
 from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
@@ -105,6 +111,11 @@ with DAG(
         "approval_timeout_minutes": Param(
             60, type="integer", minimum=1, description="Unanswered this long: rejected, nothing placed."
         ),
+        "journal_conn_id": Param(
+            "ibkr_journal",
+            type="string",
+            description="Connection of the trade journal (plans, decisions, orders, fills); empty: none.",
+        ),
         "max_price_drift": Param(
             0.01,
             type="number",
@@ -159,12 +170,14 @@ with DAG(
         auto_approve_paper="{{ params.auto_approve_paper }}",
         approvers="{{ params.approvers }}",
         approval_timeout_minutes="{{ params.approval_timeout_minutes }}",
+        journal_conn_id="{{ params.journal_conn_id }}",
     )
     placed = IbkrPlaceOrderOperator.partial(
         task_id="place_order",
         map_index_template="{{ task.label }}",
         approved_plan_hash="{{ ti.xcom_pull(task_ids='approve')['plan_hash'] }}",
         max_price_drift="{{ params.max_price_drift }}",
+        journal_conn_id="{{ params.journal_conn_id }}",
     ).expand_kwargs(orders)
     orders >> approve >> placed
 
@@ -173,11 +186,16 @@ with DAG(
         return [str(r["order_id"]) for r in results[:] if r and r.get("order_id")]
 
     waits = IbkrOrderStatusSensor.partial(
-        task_id="wait_for_fill", deferrable=True, poke_interval=FILL_POLL_SECONDS, timeout=6 * 3600
+        task_id="wait_for_fill",
+        deferrable=True,
+        poke_interval=FILL_POLL_SECONDS,
+        timeout=6 * 3600,
+        journal_conn_id="{{ params.journal_conn_id }}",
     ).expand(order_id=placed_order_ids(placed.output))
 
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule="none_failed", outlets=[TRADE_JOURNAL_ASSET])
     def summary(results: Any) -> dict[str, Any]:
+        from ibkr_provider.hooks.journal import announce_journal_rows
         from ibkr_provider.workflows.reports import write_run_summary
 
         context = get_current_context()
@@ -185,6 +203,8 @@ with DAG(
         decision = context["ti"].xcom_pull(task_ids="approve") or {}
         folder = context["params"]["output_dir"] or DEFAULT_OUTPUT
         done = [dict(r) for r in results[:] if r]
-        return write_run_summary(folder, context["run_id"], planned, done, decision)
+        report = write_run_summary(folder, context["run_id"], planned, done, decision)
+        report["journal"] = announce_journal_rows(context, context["params"]["journal_conn_id"])
+        return report
 
     waits >> summary(placed.output)

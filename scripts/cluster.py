@@ -284,7 +284,10 @@ def main() -> int:
         ibkr = json.loads(sandbox.connection_json())
         ibkr["extra"]["session_cache"] = f"{redis}/1"
         flex = json.loads(sandbox.flex_connection_json(extra={"poll_interval": 1}))
-        import_connections(airflow, {"ibkr_default": ibkr, "ibkr_flex_default": flex}, work, controller)
+        # The trade journal: a table in the cluster's PostgreSQL (not touched by `airflow db clean`).
+        journal = {"conn_type": "generic", "extra": {"sqlalchemy_url": database}}
+        connections = {"ibkr_default": ibkr, "ibkr_flex_default": flex, "ibkr_journal": journal}
+        import_connections(airflow, connections, work, controller)
         for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
             cluster.start(component, [airflow, component], controller)
         for name in WORKERS:

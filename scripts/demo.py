@@ -133,6 +133,10 @@ def main() -> int:
     )
     print(f"Snapshot file: {snapshot_file.relative_to(ROOT)}")
     print("Airflow logs:  .airflow/demo_*.log")
+    print(
+        f"Trade journal: {(AIRFLOW_HOME / 'ibkr_journal.db').relative_to(ROOT)} (connection ibkr_journal; "
+        "a dry run journals nothing, approved orders and their fills go here)"
+    )
     print(f"Took {time.monotonic() - started:.0f} s.")
     return 0
 

@@ -7,6 +7,7 @@ something is ready. One module for ``scripts/`` (``make demo``, ``make up``, ``m
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -29,11 +30,18 @@ def free_port() -> int:
         return port
 
 
+def journal_connection(home: Path) -> str:
+    """The ``ibkr_journal`` connection (JSON) of a local Airflow: the trade journal in a SQLite
+    file beside Airflow's own database."""
+    return json.dumps({"conn_type": "sqlite", "host": str(home / "ibkr_journal.db")})
+
+
 def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
     """This process's environment without any Airflow setting or connection of the caller's,
     for an Airflow in ``home`` (SQLite there unless ``extra`` names another database) reading
     DAGs from ``dags_folder``, with this environment's ``airflow`` first on PATH (``airflow
-    standalone`` starts its components as ``airflow`` from PATH)."""
+    standalone`` starts its components as ``airflow`` from PATH), and the trade journal's
+    connection ``ibkr_journal`` in ``home`` (:func:`journal_connection`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
     env.update(
         {
@@ -43,6 +51,7 @@ def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "AIRFLOW_CONN_IBKR_JOURNAL": journal_connection(home),
             **extra,
         }
     )

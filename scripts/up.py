@@ -88,6 +88,7 @@ def main() -> int:
         print(
             "Connections ibkr_default and ibkr_flex_default point at the sandbox; Admin > Connections > Test."
         )
+        print(f"Trade journal: {AIRFLOW_HOME / 'ibkr_journal.db'} (connection ibkr_journal)")
         print(
             "Admin > Connect IBKR: consumer profile ibkr_consumer; log in at the sandbox as sandboxuser / "
             "sandbox-password."

@@ -70,6 +70,8 @@ class IbkrErrorCode(str, enum.Enum):
     #: The approved plan no longer holds: another plan, or the market moved beyond max_price_drift.
     PLAN_CHANGED = "plan_changed"
     PRICE_MOVED = "price_moved"
+    #: An order's fills are not all listed by /iserver/account/trades yet (transient).
+    FILLS_NOT_LISTED = "fills_not_listed"
     FLEX = "flex"
     FLEX_NOT_READY = "flex_not_ready"
 

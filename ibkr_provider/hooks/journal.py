@@ -10,19 +10,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook
+from airflow.sdk import Asset, BaseHook
 from airflow.sdk.log import mask_secret
 
 from ibkr_provider.client.errors import IbkrConfigError
 from ibkr_provider.hooks.connection import extra_of
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
     from sqlalchemy.engine import URL
 
     from ibkr_provider.journal.store import TradeJournal
 
 #: The journal connection the example DAGs use (``make demo`` and ``make up`` create it).
 DEFAULT_JOURNAL_CONN_ID = "ibkr_journal"
+
+#: Gets an event per run of a DAG that journals (declare it in the last task's ``outlets`` and
+#: call :func:`announce_journal_rows`), so a downstream DAG (tax lots, a dashboard) can be
+#: scheduled on it.
+TRADE_JOURNAL_ASSET = Asset(name="ibkr_trade_journal", uri="ibkr://journal/trades")
 
 
 def journal_url(conn: Any) -> URL:
@@ -102,3 +108,22 @@ class IbkrJournalHook(BaseHook):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def announce_journal_rows(context: Context, journal_conn_id: str | None) -> dict[str, Any]:
+    """Attach to this task's :data:`TRADE_JOURNAL_ASSET` event what the run wrote to the journal:
+    ``{"journal_conn_id", "dag_id", "run_id", "rows", "by_kind"}`` (rows 0 when no journal)."""
+    ti = context["ti"]
+    by_kind: dict[str, int] = {}
+    if journal_conn_id:
+        with IbkrJournalHook(journal_conn_id) as journal:
+            by_kind = journal.counts(dag_id=ti.dag_id, run_id=ti.run_id)
+    extra: dict[str, Any] = {
+        "journal_conn_id": journal_conn_id or None,
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "rows": sum(by_kind.values()),
+        "by_kind": by_kind,
+    }
+    context["outlet_events"][TRADE_JOURNAL_ASSET].extra = extra
+    return extra

@@ -126,6 +126,16 @@ class TradeJournal:
                 continue
         return written
 
+    def counts(self, *, dag_id: str, run_id: str) -> dict[str, int]:
+        """How many rows of each kind one DAG run wrote."""
+        query = (
+            sa.select(TABLE.c.kind, sa.func.count())
+            .where(TABLE.c.dag_id == dag_id, TABLE.c.run_id == run_id)
+            .group_by(TABLE.c.kind)
+        )
+        with self.engine.connect() as conn:
+            return {str(kind): int(n) for kind, n in conn.execute(query).all()}
+
     def rows(self, *, run_id: str | None = None, kind: str | None = None) -> list[JournalRow]:
         """The rows in the order they were written (of one run, of one kind)."""
         query = sa.select(TABLE).order_by(TABLE.c.id)

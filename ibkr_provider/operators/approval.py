@@ -73,7 +73,8 @@ class IbkrPlanApprovalOperator(ApprovalOperator):
         act on the DAG.
     :param approval_timeout_minutes: then the request times out as Reject (templated; enforced by
         the scheduler).
-    :param journal_conn_id: the trade journal's connection (the decision is appended once).
+    :param journal_conn_id: the trade journal's connection (templated; the plan and the decision
+        are appended once; empty: no journal).
     :return: ``{"approved", "plan_hash", "decision", "by", "at", "asked"}``.
     """
 
@@ -84,6 +85,7 @@ class IbkrPlanApprovalOperator(ApprovalOperator):
         "auto_approve_paper",
         "approvers",
         "approval_timeout_minutes",
+        "journal_conn_id",
     )
 
     def __init__(

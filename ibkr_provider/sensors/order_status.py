@@ -39,10 +39,14 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
     :param order_id: the IBKR order id (templated).
     :param expected_statuses: terminal states that count as success (default ``Filled``); any
         other terminal state fails the task with the order's status.
+    :param journal_conn_id: the trade journal's connection
+        (:class:`~ibkr_provider.hooks.journal.IbkrJournalHook`): the state the order ended in and
+        each of its fills (price, quantity, commission, time, from IBKR's trades) are appended
+        once, also when the order ended otherwise than expected.
     :return: ``{"order_id", "order_status", "filled"}``.
     """
 
-    template_fields: Sequence[str] = ("order_id", "ibkr_conn_id")
+    template_fields: Sequence[str] = ("order_id", "ibkr_conn_id", "journal_conn_id")
     ui_color = "#e6f0c7"
 
     def __init__(
@@ -52,6 +56,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
         ibkr_conn_id: str = DEFAULT_CONN_ID,
         expected_statuses: Sequence[str] = ("Filled",),
         deferrable: bool = False,
+        journal_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -65,6 +70,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
         self.ibkr_conn_id = ibkr_conn_id
         self.expected_statuses = tuple(expected_statuses)
         self.deferrable = deferrable
+        self.journal_conn_id = journal_conn_id
 
     @cached_property
     def hook(self) -> IbkrHook:
@@ -73,7 +79,10 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
 
         return IbkrHook(ibkr_conn_id=self.ibkr_conn_id)
 
-    def _outcome(self, outcome: dict[str, Any]) -> dict[str, Any]:
+    def _outcome(self, context: Context, outcome: dict[str, Any]) -> dict[str, Any]:
+        if self.journal_conn_id:
+            with fail_fast(f"IBKR trade journal ({self.task_id})"):
+                self._journal(context)
         if outcome["order_status"] not in self.expected_statuses:
             # Terminal: waiting again cannot change how the order ended.
             raise AirflowFailException(
@@ -82,12 +91,36 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
             )
         return outcome
 
+    def _journal(self, context: Context) -> None:
+        """Append the order's final state and its fills (the executions IBKR lists for its cOID;
+        a fill not listed yet is an error to retry, never a missing row)."""
+        from ibkr_provider.hooks.journal import IbkrJournalHook
+        from ibkr_provider.journal.entries import RunRef
+        from ibkr_provider.journal.events import fill_entries, status_entry
+
+        client = self.hook.get_conn()
+        status = client.orders.status(str(self.order_id))
+        executions = client.iserver.executions(days=7, account_id=status.account_id) if status.filled else []
+        ti = context["ti"]
+        run = RunRef(ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1)
+        entries = [status_entry(run, status), *fill_entries(run, status, executions)]
+        with IbkrJournalHook(str(self.journal_conn_id)) as journal:
+            written = journal.append(entries)
+        self.log.info(
+            "Trade journal %s: order %s %s, %d fill(s); %d new row(s)",
+            self.journal_conn_id,
+            status.order_id,
+            status.status_text,
+            len(entries) - 1,
+            written,
+        )
+
     def poke(self, context: Context) -> PokeReturnValue:
         with fail_fast(f"IBKR order status ({self.task_id})"):
             status: OrderStatus = self.hook.get_conn().orders.status(str(self.order_id))
         self.log.info("IBKR order %s is %s", self.order_id, status.status_text)
         if status.status.terminal:
-            return PokeReturnValue(is_done=True, xcom_value=self._outcome(status.summary()))
+            return PokeReturnValue(is_done=True, xcom_value=self._outcome(context, status.summary()))
         return PokeReturnValue(is_done=False)
 
     def execute(self, context: Context) -> Any:
@@ -119,7 +152,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("status") == "success":
-            return self._outcome({k: event.get(k) for k in ("order_id", "order_status", "filled")})
+            return self._outcome(context, {k: event.get(k) for k in ("order_id", "order_status", "filled")})
         if event.get("status") == "timeout":
             raise AirflowSensorTimeout(
                 f"IBKR order {self.order_id} was still {event.get('order_status')!r} at the sensor's deadline"

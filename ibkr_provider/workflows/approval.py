@@ -22,7 +22,16 @@ from ibkr_provider.client.errors import IbkrErrorCode, IbkrOrderRefusedError
 from ibkr_provider.client.models.numbers import to_decimal
 
 #: The fields of an order the hash covers.
-HASHED_ORDER_FIELDS = ("symbol", "conid", "side", "quantity", "order_type", "limit_price", "price")
+HASHED_ORDER_FIELDS = (
+    "symbol",
+    "conid",
+    "side",
+    "quantity",
+    "cash_quantity",
+    "order_type",
+    "limit_price",
+    "price",
+)
 
 
 def plan_hash(plan: Mapping[str, Any]) -> str:
@@ -57,24 +66,39 @@ def approval_body(plan: Mapping[str, Any], *, digest: str) -> str:
     """The plan as Markdown: account, every order, totals and IBKR's what-if per order."""
     cur = str(plan.get("currency") or "")
     kind = "paper (IBKR reports it as a paper account)" if plan.get("paper") else "**LIVE** (real money)"
+    leverage = (
+        f"; gross leverage {plan.get('gross_leverage_before')}x -> {plan.get('gross_leverage_after')}x"
+        if plan.get("gross_leverage_after") is not None
+        else ""
+    )
     lines = [
         f"**Account** {plan.get('account_id')}: {kind}",
         "",
         f"Net liquidation {_money(plan.get('net_liquidation'), cur)}, cash {_money(plan.get('cash'), cur)}; "
-        f"buys **{_money(plan.get('buys'), cur)}**, sells **{_money(plan.get('sells'), cur)}**; gross "
-        f"leverage {plan.get('gross_leverage_before')}x -> {plan.get('gross_leverage_after')}x; cash after "
-        f"{_money(plan.get('cash_after'), cur)}",
+        f"buys **{_money(plan.get('buys'), cur)}**, sells **{_money(plan.get('sells'), cur)}**{leverage}; "
+        f"cash after {_money(plan.get('cash_after'), cur)}",
         "",
-        "| Order | Type | Limit | Price | Est. value | Weight now | After | Target |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for order in plan.get("orders", []):
+    orders = list(plan.get("orders", []))
+    # A DCA plan buys amounts of cash, with no weights; a rebalance plan has both.
+    weights = any(order.get("weight_now") is not None for order in orders)
+    extra = " Weight now | After | Target |" if weights else ""
+    lines += [
+        f"| Order | Type | Limit | Price | Est. value |{extra}",
+        "|---|---|---|---|---|" + ("---|---|---|" if weights else ""),
+    ]
+    for order in orders:
         limit = _money(order.get("limit_price")) if order.get("limit_price") else "-"
-        lines.append(
+        row = (
             f"| {order.get('label')} | {order.get('order_type')} | {limit} | {_money(order.get('price'))} | "
-            f"{_money(order.get('value'), cur)} | {_percent(order.get('weight_now'))} | "
-            f"{_percent(order.get('weight_after'))} | {_percent(order.get('target_weight'))} |"
+            f"{_money(order.get('value'), cur)} |"
         )
+        if weights:
+            row += (
+                f" {_percent(order.get('weight_now'))} | {_percent(order.get('weight_after'))} | "
+                f"{_percent(order.get('target_weight'))} |"
+            )
+        lines.append(row)
     lines += [
         "",
         "IBKR's what-if per order:",

@@ -75,6 +75,9 @@ class SandboxSettings:
     #: Contract rules: conid (as text) -> the ``sizeIncrement`` ``/iserver/contract/rules`` answers
     #: (default 1: whole shares), e.g. {"12340038": 0.0001} for a fractional-share contract.
     size_increments: dict[str, float] = field(default_factory=dict)
+    #: ``/iserver/account/trades`` lists an order's executions only this many seconds after the
+    #: order was created (IBKR lists fills with a delay; its length is UNCONFIRMED).
+    trades_delay_seconds: float = 0.0
     #: Price model (``sandbox/prices.py``): seconds per market tick; 0 stops the clock, and prices
     #: then move only by ``POST /__sandbox__/market`` steps or set prices.
     price_tick_seconds: float = 5.0

@@ -255,6 +255,26 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
         ).fetchall()
     assert waits and {w[0] for w in waits} == {"success"} and len(waits) == len(report["orders"])
     assert fresh_sandbox.stats()["orders_placed"] == len(report["orders"]) == len(report["plan"]["orders"])
+    # The trade journal (ibkr_journal: SQLite in the Airflow home) holds the plan, the decision,
+    # every order, the state it ended in and its fills with IBKR's commission.
+    with sqlite3.connect(fresh_airflow_home / "ibkr_journal.db") as db:
+        rows = db.execute(
+            "SELECT kind, actor, coid, quantity, price, commission FROM ibkr_trade_journal"
+        ).fetchall()
+    kinds = [row[0] for row in rows]
+    orders = len(report["orders"])
+    assert kinds.count("plan") == 1 and kinds.count("decision") == 1
+    assert kinds.count("order") == kinds.count("status") == kinds.count("fill") == orders
+    assert {row[1] for row in rows if row[0] == "decision"} == {"auto_approve_paper"}
+    fills = [row for row in rows if row[0] == "fill"]
+    placed = {o["coid"] for o in report["orders"]}
+    assert {row[2] for row in fills} == placed and all(row[5] == "1.00" and row[4] for row in fills)
+    with sqlite3.connect(fresh_airflow_home / "airflow.db") as db:
+        (extra,) = db.execute(
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.name = 'ibkr_trade_journal'"
+        ).fetchone()
+    announced = json.loads(extra)  # the Asset event downstream DAGs are scheduled on
+    assert announced["rows"] == len(rows) and announced["by_kind"]["fill"] == orders
 
 
 def test_dca_dry_run_previews_cash_quantity_orders(
@@ -268,7 +288,8 @@ def test_dca_dry_run_previews_cash_quantity_orders(
     result = airflow_cli.run(["dags", "test", "ibkr_dca", "-c", json.dumps({"account_id": "DU2345678"})], env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     stats = fresh_sandbox.stats()
-    assert stats["whatif_requests"] == 2 and stats.get("orders_placed", 0) == 0
+    # each purchase previewed twice: in the plan (for the approver) and by its dry-run task
+    assert stats["whatif_requests"] == 4 and stats.get("orders_placed", 0) == 0
 
 
 def test_dca_is_skipped_with_a_clear_line_when_funds_are_short(

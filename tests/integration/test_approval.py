@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,6 +27,9 @@ def planned(monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox, tmp_
     monkeypatch.setenv("AIRFLOW_CONN_IBKR_DEFAULT", fresh_sandbox.connection_json())
     journal = {"conn_type": "sqlite", "host": str(tmp_path / "journal.db")}
     monkeypatch.setenv("AIRFLOW_CONN_IBKR_JOURNAL", json.dumps(journal))
+    # The test's client and the operators' are separate logins' worth of pacing: IBKR's 1 per 5 s
+    # on /portfolio/accounts sends the second into a (here shortened) penalty box.
+    fresh_sandbox.configure(penalty_seconds=1)
     with IbkrClient(IbkrClientConfig.from_mapping(fresh_sandbox.client_config_values())) as client:
         plan = plan_for(client, "DU2345678", FITTING, drift_band=0.02, min_trade=200)
     kwargs = order_kwargs(
@@ -128,3 +132,74 @@ def test_only_the_approved_plan_at_the_approved_price_is_placed(
     placed = IbkrPlaceOrderOperator(task_id="place_order", **first, approved_plan_hash=first["plan_hash"])
     assert placed.execute(context)["order_id"]  # type: ignore[arg-type]
     assert fresh_sandbox.stats()["orders_placed"] == 1
+
+
+def test_a_dca_plan_is_previewed_and_approved_like_a_rebalance(fresh_sandbox: RunningSandbox) -> None:
+    from ibkr_provider.workflows.approval import approval_body, plan_hash
+    from ibkr_provider.workflows.dca import plan_purchases
+
+    with IbkrClient(IbkrClientConfig.from_mapping(fresh_sandbox.client_config_values())) as client:
+        plan = plan_purchases(client, "DU2345678", {"VTI": 500, "BND": 250}).previewed(client)
+    as_json = plan.as_json()
+    assert as_json["paper"] is True and as_json["buys"] == "750"
+    assert [o["cash_quantity"] for o in as_json["orders"]] == ["500", "250"]
+    assert all(o["whatif"]["commission"] is not None and o["price"] for o in as_json["orders"])
+    body = approval_body(as_json, digest=plan_hash(as_json))
+    assert "| BUY 500 of VTI | MKT | - | 289.00 | 500.00 USD |" in body and "Weight now" not in body
+    kwargs = plan.order_kwargs(dry_run=False, allow_live=False, allowed_message_ids=None)
+    assert {k["plan_hash"] for k in kwargs} == {plan_hash(as_json)}
+    assert kwargs[0]["reference_price"] == "289.00"
+    # the cash amount is part of what is approved: another amount is another plan
+    more = dict(as_json, orders=[dict(as_json["orders"][0], cash_quantity="5000"), as_json["orders"][1]])
+    assert plan_hash(more) != plan_hash(as_json)
+    assert (
+        fresh_sandbox.stats()["whatif_requests"] == 2 and fresh_sandbox.stats().get("orders_placed", 0) == 0
+    )
+
+
+def test_the_fill_wait_journals_the_end_state_and_each_fill_once(
+    planned: dict[str, Any], fresh_sandbox: RunningSandbox
+) -> None:
+    from ibkr_provider.client import IbkrResponseError
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
+    from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
+
+    first = planned["orders"][0]
+    context = {
+        "ti": SimpleNamespace(
+            dag_id="ibkr_rebalance", task_id="place_order", run_id="manual__approval", map_index=0
+        )
+    }
+    placed = IbkrPlaceOrderOperator(
+        task_id="place_order", **first, approved_plan_hash=first["plan_hash"], journal_conn_id="ibkr_journal"
+    ).execute(context)  # type: ignore[arg-type]
+    wait_context = {
+        "ti": SimpleNamespace(
+            dag_id="ibkr_rebalance", task_id="wait_for_fill", run_id="manual__approval", map_index=0
+        )
+    }
+    sensor = IbkrOrderStatusSensor(
+        task_id="wait_for_fill", order_id=placed["order_id"], journal_conn_id="ibkr_journal"
+    )
+    # IBKR lists fills late: an order filled but not yet in /iserver/account/trades is an error
+    # to retry, never a journal without its fill.
+    fresh_sandbox.configure(trades_delay_seconds=3600)
+    with pytest.raises(IbkrResponseError, match="lists 0 in 0 execution") as raised:
+        sensor.execute(wait_context)  # type: ignore[arg-type]
+    assert not raised.value.permanent  # Airflow retries it
+    fresh_sandbox.configure(trades_delay_seconds=0)
+    for _ in range(2):  # the retry journals; a second retry adds nothing
+        outcome = IbkrOrderStatusSensor(
+            task_id="wait_for_fill", order_id=placed["order_id"], journal_conn_id="ibkr_journal"
+        ).execute(wait_context)  # type: ignore[arg-type]
+        assert outcome["order_status"] == "Filled"
+    rows = _journal_rows()
+    assert [r.kind for r in rows] == ["order", "status", "fill"]
+    order, status, fill = rows
+    assert order.coid == status.coid == fill.coid == placed["coid"]
+    assert (
+        Decimal(fill.quantity or "") == Decimal(first["quantity"])
+        and fill.commission == "1.00"
+        and fill.price
+    )
+    assert fill.payload["time"] and status.payload["status"] == "Filled"

@@ -60,6 +60,9 @@ def test_trades_and_pnl(fresh_sandbox: RunningSandbox, make_client: MakeClient) 
     (trade,) = client.iserver.trades(days=1, account_id="DU2345678")
     assert trade["order_ref"] == "t-1" and trade["size"] == 3 and trade["side"] == "B"
     assert placed.status == "Filled"
+    (fill,) = client.iserver.executions(days=1, account_id="DU2345678")
+    assert (fill.coid, fill.side, fill.size, fill.commission) == ("t-1", "BUY", 3, Decimal("1.00"))
+    assert fill.price == Decimal("289.0") and fill.time is not None
     pnl = client.pnl()
     assert set(pnl) == {"DU1234567", "DU2345678", "U3456789"} and (pnl["DU2345678"].daily_pnl or 0) > 0
     with pytest.raises(IbkrValidationError, match="days"):

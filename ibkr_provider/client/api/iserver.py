@@ -7,6 +7,7 @@ from typing import Any
 
 from ibkr_provider.client.api.base import IbkrApi, resolve_account
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
+from ibkr_provider.client.models.executions import Execution
 from ibkr_provider.client.models.portfolio import PnlRow
 from ibkr_provider.client.models.session import BrokerageAccounts, BrokerageSessionStatus, TickleResult
 
@@ -50,6 +51,11 @@ class IserverApi:
         if not isinstance(rows, list):
             raise IbkrResponseError("/iserver/account/trades did not answer with a list")
         return rows
+
+    def executions(self, days: int = 1, account_id: str | None = None) -> list[Execution]:
+        """:meth:`trades` typed: one :class:`Execution` per fill (a malformed row is an error,
+        never skipped)."""
+        return [Execution.from_json(row) for row in self.trades(days, account_id)]
 
     def pnl(self) -> dict[str, PnlRow]:
         """``GET /iserver/account/pnl/partitioned``: daily PnL per account (IBKR: 1 per 5 s)."""

@@ -105,11 +105,15 @@ def market_router(gate: Gate) -> APIRouter:
         """Executions (filled sandbox orders) of the last ``days`` days (IBKR: at most 7)."""
         record = gate.trading(request)
         accounts = set(state.credentials.get(record.credential, []))
-        since = time.time() - min(max(days, 1), 7) * 86_400
+        now = time.time()
+        since = now - min(max(days, 1), 7) * 86_400
+        listed_before = now - gate.settings.trades_delay_seconds
         rows = []
         with state.lock:
             for o in state.orders.orders.values():
                 if o.status != "Filled" or o.account not in accounts or o.created_at < since:
+                    continue
+                if o.created_at > listed_before:
                     continue
                 if accountId and o.account != accountId:
                     continue

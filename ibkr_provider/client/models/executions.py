@@ -1,0 +1,75 @@
+"""``GET /iserver/account/trades``: executions (fills), typed.
+
+IBKR lists the executions of the last 1 to 7 days; an execution names its order by
+``order_ref`` (the cOID the order was placed with), not by IBKR's order id, and carries the
+commission IBKR charged for it. One order may fill in several executions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from ibkr_provider.client.errors import IbkrResponseError
+from ibkr_provider.client.models.numbers import as_text, to_decimal
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One fill: ``size`` shares at ``price``, ``commission`` in the account's currency."""
+
+    execution_id: str
+    coid: str | None
+    account_id: str | None
+    conid: int | None
+    symbol: str | None
+    side: str
+    size: Decimal
+    price: Decimal
+    commission: Decimal | None
+    net_amount: Decimal | None
+    time: dt.datetime | None
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, row: Any) -> Execution:
+        if not isinstance(row, Mapping) or not row.get("execution_id"):
+            raise IbkrResponseError(f"a trades row without execution_id: {str(row)[:200]}")
+        size, price = to_decimal(row.get("size")), to_decimal(row.get("price"))
+        if size is None or price is None:
+            raise IbkrResponseError(f"trades row {row['execution_id']} has no size or price")
+        millis = row.get("trade_time_r")
+        return cls(
+            execution_id=str(row["execution_id"]),
+            coid=str(row["order_ref"]) if row.get("order_ref") else None,
+            account_id=row.get("account") or row.get("accountCode"),
+            conid=int(row["conid"]) if row.get("conid") not in (None, "") else None,
+            symbol=row.get("symbol"),
+            # IBKR: "B" bought, "S" sold.
+            side={"B": "BUY", "S": "SELL"}.get(str(row.get("side") or "").upper()[:1], str(row.get("side"))),
+            size=size,
+            price=price,
+            commission=to_decimal(row.get("commission")),
+            net_amount=to_decimal(row.get("net_amount")),
+            time=dt.datetime.fromtimestamp(int(millis) / 1000, dt.timezone.utc) if millis else None,
+            raw=row,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready (amounts as exact strings)."""
+        return {
+            "execution_id": self.execution_id,
+            "coid": self.coid,
+            "account_id": self.account_id,
+            "conid": self.conid,
+            "symbol": self.symbol,
+            "side": self.side,
+            "size": as_text(self.size),
+            "price": as_text(self.price),
+            "commission": as_text(self.commission),
+            "net_amount": as_text(self.net_amount),
+            "time": self.time.isoformat() if self.time else None,
+        }
