@@ -271,7 +271,8 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
     assert {row[2] for row in fills} == placed and all(row[5] == "1.00" and row[4] for row in fills)
     with sqlite3.connect(fresh_airflow_home / "airflow.db") as db:
         (extra,) = db.execute(
-            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.name = 'ibkr_trade_journal'"
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.name = 'ibkr_trade_journal'"
         ).fetchone()
     announced = json.loads(extra)  # the Asset event downstream DAGs are scheduled on
     assert announced["rows"] == len(rows) and announced["by_kind"]["fill"] == orders
