@@ -30,9 +30,14 @@ from airflow.sdk import DAG, Param, get_current_context, task
 
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.journal import TRADE_JOURNAL_ASSET
+from ibkr_provider.notifications import email_notifiers_from_env
 from ibkr_provider.operators.approval import IbkrPlanApprovalOperator
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
 from ibkr_provider.timetables import TradingDayTimetable
+
+#: With IBKR_NOTIFY_EMAIL set: the approval request, the decision, each order and each fill by
+#: email through the SMTP connection IBKR_NOTIFY_SMTP_CONN_ID (default smtp_default).
+NOTIFY = email_notifiers_from_env()
 
 with DAG(
     dag_id="ibkr_dca",
@@ -114,6 +119,7 @@ with DAG(
         approvers="{{ params.approvers }}",
         approval_timeout_minutes="{{ params.approval_timeout_minutes }}",
         journal_conn_id="{{ params.journal_conn_id }}",
+        notifiers=NOTIFY,
     )
     bought = IbkrPlaceOrderOperator.partial(
         task_id="buy",
@@ -121,6 +127,7 @@ with DAG(
         approved_plan_hash="{{ ti.xcom_pull(task_ids='approve')['plan_hash'] }}",
         max_price_drift="{{ params.max_price_drift }}",
         journal_conn_id="{{ params.journal_conn_id }}",
+        notifiers=NOTIFY,
     ).expand_kwargs(purchases)
     purchases >> approve >> bought
 

@@ -49,6 +49,7 @@ from airflow.sdk import DAG, Param, get_current_context, task
 
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.journal import TRADE_JOURNAL_ASSET
+from ibkr_provider.notifications import email_notifiers_from_env
 from ibkr_provider.operators.approval import IbkrPlanApprovalOperator
 from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
 from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
@@ -58,6 +59,10 @@ FILL_POLL_SECONDS = float(os.environ.get("IBKR_REBALANCE_FILL_POLL_SECONDS", "30
 DEFAULT_OUTPUT = os.path.join(
     os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "ibkr", "rebalance"
 )
+
+#: With IBKR_NOTIFY_EMAIL set: the approval request, the decision, each order and each fill by
+#: email through the SMTP connection IBKR_NOTIFY_SMTP_CONN_ID (default smtp_default).
+NOTIFY = email_notifiers_from_env()
 
 with DAG(
     dag_id="ibkr_rebalance",
@@ -171,6 +176,7 @@ with DAG(
         approvers="{{ params.approvers }}",
         approval_timeout_minutes="{{ params.approval_timeout_minutes }}",
         journal_conn_id="{{ params.journal_conn_id }}",
+        notifiers=NOTIFY,
     )
     placed = IbkrPlaceOrderOperator.partial(
         task_id="place_order",
@@ -178,6 +184,7 @@ with DAG(
         approved_plan_hash="{{ ti.xcom_pull(task_ids='approve')['plan_hash'] }}",
         max_price_drift="{{ params.max_price_drift }}",
         journal_conn_id="{{ params.journal_conn_id }}",
+        notifiers=NOTIFY,
     ).expand_kwargs(orders)
     orders >> approve >> placed
 
@@ -191,6 +198,7 @@ with DAG(
         poke_interval=FILL_POLL_SECONDS,
         timeout=6 * 3600,
         journal_conn_id="{{ params.journal_conn_id }}",
+        notifiers=NOTIFY,
     ).expand(order_id=placed_order_ids(placed.output))
 
     @task(trigger_rule="none_failed", outlets=[TRADE_JOURNAL_ASSET])

@@ -25,12 +25,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import Context
+from airflow.sdk import BaseNotifier, Context
 
 from ibkr_provider.client import fields
 from ibkr_provider.client.errors import IbkrErrorCode, IbkrOrderRefusedError
 from ibkr_provider.client.fields import flag
 from ibkr_provider.failures import fail_fast
+from ibkr_provider.notifications import IbkrEvent, notifier_list, notify, with_event
 from ibkr_provider.workflows.approval import approval_body, approval_subject, plan_hash
 from ibkr_provider.workflows.order_guard import refuse_unless_allowed
 
@@ -75,6 +76,9 @@ class IbkrPlanApprovalOperator(ApprovalOperator):
         the scheduler).
     :param journal_conn_id: the trade journal's connection (templated; the plan and the decision
         are appended once; empty: no journal).
+    :param notifiers: Airflow notifiers (e.g. ``SmtpNotifier``) told of the request (by Airflow,
+        which fails the task when one fails) and of the decision
+        (:mod:`ibkr_provider.notifications`: templates read ``{{ ibkr_event.subject }}``).
     :return: ``{"approved", "plan_hash", "decision", "by", "at", "asked"}``.
     """
 
@@ -99,9 +103,15 @@ class IbkrPlanApprovalOperator(ApprovalOperator):
         approvers: Sequence[str] | str = (),
         approval_timeout_minutes: int | str = 60,
         journal_conn_id: str | None = None,
+        notifiers: BaseNotifier | Sequence[BaseNotifier] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(subject="IBKR orders awaiting approval", defaults=[self.REJECT], **kwargs)
+        super().__init__(
+            subject="IBKR orders awaiting approval",
+            defaults=[self.REJECT],
+            notifiers=notifier_list(notifiers),
+            **kwargs,
+        )
         self.approvers = approvers
         self.approval_timeout_minutes = approval_timeout_minutes
         self.plan_task_id = plan_task_id
@@ -144,6 +154,9 @@ class IbkrPlanApprovalOperator(ApprovalOperator):
             self.assigned_users = [{"id": name, "name": name} for name in names_of(self.approvers)] or None
         self.subject = approval_subject(plan)
         self.body = approval_body(plan, digest=digest)
+        where = "Airflow's Required actions page (Browse > Required Actions)"
+        request = f"{self.body}\n\nApprove or Reject on {where} within {minutes or 60:g} minutes."
+        with_event(context, IbkrEvent("approval_requested", self.subject, request))
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
@@ -170,8 +183,12 @@ class IbkrPlanApprovalOperator(ApprovalOperator):
         self.log.info(
             "Plan %s for %s: %s by %s at %s", digest[:16], plan.get("account_id"), decision, by, when
         )
-        if self.journal_conn_id and decision != "dry run":
-            self._journal(context, plan, digest, decision, by, when)
+        if decision != "dry run":
+            if self.journal_conn_id:
+                self._journal(context, plan, digest, decision, by, when)
+            subject = f"{decision} by {by}: {approval_subject(plan).replace('Approve ', '', 1)}"
+            text = f"Plan {digest[:16]} for {plan.get('account_id')}: {decision} by {by} at {when}."
+            notify(self.notifiers, context, IbkrEvent("decided", subject, text), self.log)
         return {
             "approved": approved,
             "plan_hash": digest,

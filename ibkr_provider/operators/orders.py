@@ -1,4 +1,8 @@
-"""``IbkrPlaceOrderOperator``: place one order safely; a dry run unless told otherwise."""
+"""``IbkrPlaceOrderOperator``: place one order safely; a dry run unless told otherwise.
+
+(``IbkrCancelOrderOperator`` lives in :mod:`ibkr_provider.operators.cancel`; importing it from
+here keeps working.)
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import BaseNotifier, BaseOperator, Context
 
 from ibkr_provider.client import fields
 from ibkr_provider.client.fields import flag
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
+from ibkr_provider.notifications import IbkrEvent, describe, notifier_list, notify
+from ibkr_provider.operators.cancel import IbkrCancelOrderOperator
 from ibkr_provider.workflows.order_guard import (
     amount,
     check_notional,
@@ -21,6 +27,8 @@ from ibkr_provider.workflows.order_guard import (
     refuse_unless_allowed,
     ticket_of,
 )
+
+__all__ = ["IbkrCancelOrderOperator", "IbkrPlaceOrderOperator"]
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient
@@ -76,6 +84,8 @@ class IbkrPlaceOrderOperator(BaseOperator):
         price is within ``max_price_drift`` (a fraction, default 0.01) of it.
     :param journal_conn_id: a connection naming the trade journal's database
         (:class:`~ibkr_provider.hooks.journal.IbkrJournalHook`): each placed order is appended once.
+    :param notifiers: Airflow notifiers told of each placed order (``ibkr_event``, see
+        :mod:`ibkr_provider.notifications`); one that fails is a warning, the order stands.
     :return: ``{"dry_run", "account_id", "live_account", "order", "whatif"}`` plus, when placed,
         ``{"order_id", "status", "coid", "adopted"}``.
     """
@@ -121,6 +131,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
         approved_plan_hash: str | None = None,
         reference_price: float | str | None = None,
         max_price_drift: float | str = "0.01",
+        notifiers: BaseNotifier | Sequence[BaseNotifier] | None = None,
         ibkr_conn_id: str = IbkrHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -146,6 +157,7 @@ class IbkrPlaceOrderOperator(BaseOperator):
         self.approved_plan_hash = approved_plan_hash
         self.reference_price = reference_price
         self.max_price_drift = max_price_drift
+        self.notifiers = notifier_list(notifiers)
 
     @property
     def label(self) -> str:
@@ -205,6 +217,14 @@ class IbkrPlaceOrderOperator(BaseOperator):
         self.log.info("Order %s: %s (cOID %s)%s", placed.order_id, what, placed.coid, adopted)
         if self.journal_conn_id:
             self._journal(context, account_id, ticket, placed, result["whatif"])
+        text = describe(
+            order=f"{self.label} on {account_id}",
+            ibkr_order_id=placed.order_id,
+            status=placed.status.value,
+            coid=placed.coid,
+            what_if=result["whatif"],
+        )
+        notify(self.notifiers, context, IbkrEvent("order_placed", f"Placed: {what}", text), self.log)
         result.update(
             {
                 "order_id": placed.order_id,
@@ -250,42 +270,3 @@ class IbkrPlaceOrderOperator(BaseOperator):
             placed.order_id,
             "written" if written else "already there",
         )
-
-
-class IbkrCancelOrderOperator(BaseOperator):
-    """Cancel an IBKR order. IBKR acknowledges the request; pair it with
-    :class:`~ibkr_provider.sensors.order_status.IbkrOrderStatusSensor` with
-    ``expected_statuses=("Cancelled", "Filled")`` to wait for the outcome.
-
-    Example::
-
-        IbkrCancelOrderOperator(
-            task_id="cancel_stale_order",
-            account_id="DU1234567",
-            order_id="{{ ti.xcom_pull(task_ids='place_order')['order_id'] }}",
-        )
-
-    :return: IBKR's acknowledgement (``msg``, ``order_id``, ``conid``, ``account``).
-    """
-
-    template_fields: Sequence[str] = ("ibkr_conn_id", "account_id", "order_id")
-    ui_color = "#f2c4c4"
-
-    def __init__(
-        self, *, account_id: str, order_id: str, ibkr_conn_id: str = IbkrHook.default_conn_name, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.account_id = account_id
-        self.order_id = order_id
-        self.ibkr_conn_id = ibkr_conn_id
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        from ibkr_provider.client.api.orders import order_id_of
-
-        with fail_fast(f"IBKR cancel ({self.task_id})"):
-            order_id = order_id_of(self.order_id)
-            account_id = fields.account_id(self.account_id)
-            with IbkrHook(ibkr_conn_id=self.ibkr_conn_id) as hook:
-                answer = dict(hook.get_conn().orders.cancel(account_id, order_id))
-        self.log.info("Cancel of order %s requested: %s", order_id, answer.get("msg"))
-        return answer

@@ -8,15 +8,17 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk import BaseNotifier, BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.names import DEFAULT_CONN_ID
+from ibkr_provider.notifications import IbkrEvent, describe, notifier_list, notify
 
 if TYPE_CHECKING:
     from ibkr_provider.client.models.orders import OrderStatus
     from ibkr_provider.hooks.ibkr import IbkrHook
+    from ibkr_provider.journal.entries import JournalEntry
 
 
 class IbkrOrderStatusSensor(BaseSensorOperator):
@@ -39,6 +41,8 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
     :param order_id: the IBKR order id (templated).
     :param expected_statuses: terminal states that count as success (default ``Filled``); any
         other terminal state fails the task with the order's status.
+    :param notifiers: Airflow notifiers told how the order ended, with each fill (``ibkr_event``,
+        see :mod:`ibkr_provider.notifications`); one that fails is a warning.
     :param journal_conn_id: the trade journal's connection
         (:class:`~ibkr_provider.hooks.journal.IbkrJournalHook`): the state the order ended in and
         each of its fills (price, quantity, commission, time, from IBKR's trades) are appended
@@ -57,6 +61,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
         expected_statuses: Sequence[str] = ("Filled",),
         deferrable: bool = False,
         journal_conn_id: str | None = None,
+        notifiers: BaseNotifier | Sequence[BaseNotifier] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -71,6 +76,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
         self.expected_statuses = tuple(expected_statuses)
         self.deferrable = deferrable
         self.journal_conn_id = journal_conn_id
+        self.notifiers = notifier_list(notifiers)
 
     @cached_property
     def hook(self) -> IbkrHook:
@@ -80,9 +86,9 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
         return IbkrHook(ibkr_conn_id=self.ibkr_conn_id)
 
     def _outcome(self, context: Context, outcome: dict[str, Any]) -> dict[str, Any]:
-        if self.journal_conn_id:
-            with fail_fast(f"IBKR trade journal ({self.task_id})"):
-                self._journal(context)
+        if self.journal_conn_id or self.notifiers:
+            with fail_fast(f"IBKR order outcome ({self.task_id})"):
+                self._record(context)
         if outcome["order_status"] not in self.expected_statuses:
             # Terminal: waiting again cannot change how the order ended.
             raise AirflowFailException(
@@ -91,10 +97,10 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
             )
         return outcome
 
-    def _journal(self, context: Context) -> None:
-        """Append the order's final state and its fills (the executions IBKR lists for its cOID;
-        a fill not listed yet is an error to retry, never a missing row)."""
-        from ibkr_provider.hooks.journal import IbkrJournalHook
+    def _record(self, context: Context) -> None:
+        """Journal the order's final state and its fills (the executions IBKR lists for its cOID;
+        a fill not listed yet is an error to retry, never a missing row), then tell the
+        notifiers."""
         from ibkr_provider.journal.entries import RunRef
         from ibkr_provider.journal.events import fill_entries, status_entry
 
@@ -103,14 +109,39 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
         executions = client.iserver.executions(days=7, account_id=status.account_id) if status.filled else []
         ti = context["ti"]
         run = RunRef(ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1)
-        entries = [status_entry(run, status), *fill_entries(run, status, executions)]
+        fills = fill_entries(run, status, executions)
+        if self.journal_conn_id:
+            self._journal([status_entry(run, status), *fills])
+        subject = f"Order {status.order_id} {status.status_text}: {status.filled:g} filled"
+        text = "\n".join(
+            [
+                describe(
+                    account=status.account_id,
+                    ibkr_order_id=status.order_id,
+                    status=status.status_text,
+                    filled=f"{status.filled:g} of {status.size:g}" if status.size else status.filled,
+                    average_price=status.average_price,
+                    coid=status.coid,
+                ),
+                *(
+                    f"fill {f.subject}: {f.side} {f.quantity} {f.symbol} at {f.price}, "
+                    f"commission {f.commission}"
+                    for f in fills
+                ),
+            ]
+        )
+        notify(self.notifiers, context, IbkrEvent("order_ended", subject, text), self.log)
+
+    def _journal(self, entries: list[JournalEntry]) -> None:
+        from ibkr_provider.hooks.journal import IbkrJournalHook
+
         with IbkrJournalHook(str(self.journal_conn_id)) as journal:
             written = journal.append(entries)
         self.log.info(
             "Trade journal %s: order %s %s, %d fill(s); %d new row(s)",
             self.journal_conn_id,
-            status.order_id,
-            status.status_text,
+            entries[0].order_id,
+            entries[0].payload.get("status"),
             len(entries) - 1,
             written,
         )

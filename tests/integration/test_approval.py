@@ -203,3 +203,61 @@ def test_the_fill_wait_journals_the_end_state_and_each_fill_once(
         and fill.price
     )
     assert fill.payload["time"] and status.payload["status"] == "Filled"
+
+
+def test_the_decision_each_order_and_each_fill_reach_a_mailbox_through_airflows_smtp_notifier(
+    planned: dict[str, Any], fresh_sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow's own SmtpNotifier, a real SMTP conversation: the decision, the placement and the
+    fill (with IBKR's commission) arrive as mail; a mail server that is down is a warning, and
+    the order it would have announced stands."""
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
+    from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
+    from tests.support.smtp_server import smtp_server
+
+    def mail() -> SmtpNotifier:
+        return SmtpNotifier(
+            to="ops@example.com",
+            subject="[IBKR] {{ ibkr_event.subject }}",
+            html_content="{{ ibkr_event.html }}",
+        )
+
+    first = planned["orders"][0]
+    with smtp_server() as box:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", box.connection_json())
+        decided = _approval(auto_approve_paper=True, notifiers=[mail()]).execute(_context(planned["plan"]))
+        ti = SimpleNamespace(
+            dag_id="ibkr_rebalance", task_id="place_order", run_id="manual__mail", map_index=0
+        )
+        placed = IbkrPlaceOrderOperator(
+            task_id="place_order", **first, approved_plan_hash=decided["plan_hash"], notifiers=[mail()]
+        ).execute({"ti": ti})  # type: ignore[arg-type]
+        IbkrOrderStatusSensor(task_id="wait_for_fill", order_id=placed["order_id"], notifiers=mail()).execute(
+            {"ti": ti}  # type: ignore[arg-type]
+        )
+        assert box.subjects() == [
+            f"[IBKR] Approve by auto_approve_paper: {len(planned['plan']['orders'])} IBKR order(s) on DU2345678 (paper)",
+            f"[IBKR] Placed: {first['side']} {first['quantity']} {first['symbol']} (conid {first['conid']}) on "
+            "DU2345678 Filled",
+            f"[IBKR] Order {placed['order_id']} Filled: {float(first['quantity']):g} filled",
+        ]
+        assert (
+            f"Plan {decided['plan_hash'][:16]} for DU2345678: Approve by auto_approve_paper"
+            in box.text_of("Approve by")
+        )
+        fill = box.text_of("Filled:")
+        assert f"coid: {placed['coid']}" in fill and "commission 1.00" in fill and "fill 0000e0d5." in fill
+    # the mailbox is gone: the next order still goes, with a warning in the log
+    down = IbkrPlaceOrderOperator(
+        task_id="place_order",
+        **planned["orders"][1],
+        approved_plan_hash=decided["plan_hash"],
+        notifiers=[mail()],
+    )
+    second = SimpleNamespace(
+        dag_id="ibkr_rebalance", task_id="place_order", run_id="manual__mail", map_index=1
+    )
+    assert down.execute({"ti": second})["order_id"]  # type: ignore[arg-type]
+    assert fresh_sandbox.stats()["orders_placed"] == 2

@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, ...]] = [
         "ibkr_provider.get_provider_info",
         "ibkr_provider.timetables",
     ),
-    ("ibkr_provider.hooks", "ibkr_provider.failures", "ibkr_provider.tasks"),
+    ("ibkr_provider.hooks", "ibkr_provider.failures", "ibkr_provider.tasks", "ibkr_provider.notifications"),
     ("ibkr_provider.operators", "ibkr_provider.sensors", "ibkr_provider.triggers"),
     ("ibkr_provider.plugins", "ibkr_provider.cli"),
 ]
