@@ -237,7 +237,8 @@ def test_the_decision_each_order_and_each_fill_reach_a_mailbox_through_airflows_
         IbkrOrderStatusSensor(task_id="wait_for_fill", order_id=placed["order_id"], notifiers=mail()).execute(
             {"ti": ti}  # type: ignore[arg-type]
         )
-        count, label = len(planned["plan"]["orders"]), f"{first['side']} {first['quantity']} {first['symbol']}"
+        count = len(planned["plan"]["orders"])
+        label = f"{first['side']} {first['quantity']} {first['symbol']}"
         assert box.subjects() == [
             f"[IBKR] Approve by auto_approve_paper: {count} IBKR order(s) on DU2345678 (paper)",
             f"[IBKR] Placed: {label} (conid {first['conid']}) on DU2345678 Filled",
