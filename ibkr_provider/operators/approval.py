@@ -24,8 +24,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import BaseNotifier, Context
+from airflow.sdk.bases.xcom import BaseXCom
 
 from ibkr_provider.client import fields
 from ibkr_provider.client.errors import IbkrErrorCode, IbkrOrderRefusedError
@@ -160,12 +161,18 @@ class IbkrPlanApprovalOperator(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        answer = super().execute_complete(context=context, event=event)
+        """Record the decision, then let Airflow's ApprovalOperator act on it. Recorded first: on
+        Reject it skips the tasks after it by raising (Airflow 3), so nothing after that runs;
+        the decision is pushed as this task's XCom itself for the same reason."""
+        answer = HITLOperator.execute_complete(self, context=context, event=event)
         user = answer["responded_by_user"]
         chosen = answer["chosen_options"][0]
         by = user["name"] if user else f"timeout (default {chosen})"
         plan = self._plan(context)
-        return self._decided(context, plan, plan_hash(plan), chosen, by=by, at=answer["responded_at"])
+        decided = self._decided(context, plan, plan_hash(plan), chosen, by=by, at=answer["responded_at"])
+        context["ti"].xcom_push(key=BaseXCom.XCOM_RETURN_KEY, value=decided)
+        super().execute_complete(context=context, event=event)
+        return decided
 
     def _decided(
         self,

@@ -19,6 +19,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -28,8 +29,10 @@ from playwright.sync_api import Locator, Page, Route, expect
 
 from scripts.local_airflow import free_port
 from tests.support.airflow_api import Api
+from tests.support.approval_ui import answer_in_the_ui, journal_of, wait_for_task_state
 from tests.support.browser import browser_page, log_in
 from tests.support.scripts import running_script, user_env
+from tests.support.smtp_server import Mailbox, smtp_server
 
 
 def _random_key() -> str:
@@ -327,11 +330,20 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
     home = tmp_path / "airflow"
     shots = Path(os.environ.get("IBKR_UI_SCREENSHOTS") or tmp_path / "screens")
     shots.mkdir(parents=True, exist_ok=True)
-    env = user_env(IBKR_UP_PORT=str(port), IBKR_UP_HOME=str(home))
+    # the example DAGs mail their approval requests, decisions, orders and fills (issue 22)
+    env = user_env(
+        IBKR_UP_PORT=str(port),
+        IBKR_UP_HOME=str(home),
+        IBKR_NOTIFY_EMAIL="ops@example.com",
+        IBKR_NOTIFY_SMTP_CONN_ID="ibkr_notify_smtp",
+    )
     url = f"http://127.0.0.1:{port}"
     # airflow standalone boots five components; with the rest of the suite beside it on two cores
     # that has taken over 240 s
-    with running_script("up.py", env, tmp_path / "up.log", boot_seconds=480, stop_seconds=60):
+    with (
+        smtp_server() as mailbox,
+        running_script("up.py", env, tmp_path / "up.log", boot_seconds=480, stop_seconds=60),
+    ):
         printed = (tmp_path / "up.log").read_text()
         assert f"Airflow UI:    {url}" in printed
         password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
@@ -340,6 +352,8 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
         assert not (home.parent / ".sandbox").exists()
         conn = json.loads((sandbox_dir / "airflow_conn_ibkr_default.json").read_text())
 
+        api = Api(url, password)
+        timed_out = _prepare_approvals(api, sandbox_dir_url(sandbox_dir), mailbox, home / "rebalance-runs")
         with browser_page(shots / "FAILURE.png") as page:
             log_in(page, url, "admin", password)
             page.get_by_role("button", name="Admin").click()
@@ -372,7 +386,6 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
 
             out = tmp_path / "snapshot-from-the-ui"
             run_id = _trigger_snapshot_from_the_dialog(page, url, "DU2345678", out)
-            api = Api(url, password)
             assert api.finish("ibkr_portfolio_snapshot", run_id, seconds=240) == "success"
             page.goto(f"{url}/dags/ibkr_portfolio_snapshot/runs/{run_id}")
             expect(page.get_by_text("Success", exact=True).first).to_be_visible()
@@ -385,6 +398,7 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             assert takeovers.get("competing_takeovers", 0) == 0  # no Test took a session over
             page.get_by_role("link", name="Airflow connections").click()
             _takeover_is_reported_and_recovered(page, home, sandbox_dir, sandbox_url)
+            _approvals_in_the_ui(page, api, home, sandbox_url, shots, mailbox, timed_out)
         stats = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
         assert stats["request_tokens"] == 3 and stats["access_tokens"] == 1, stats
         assert stats["consents_accepted"] == 2 and stats["consents_denied"] == 1, stats
@@ -397,3 +411,123 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
         (snapshot_file,) = out.glob("portfolio_snapshot_*.json")
         snapshot = json.loads(snapshot_file.read_text())
         assert [a["account"]["accountId"] for a in snapshot["accounts"]] == ["DU2345678"]
+
+
+REBALANCE = "ibkr_rebalance"
+#: A paper account and targets its cash pays for (the other holdings stay): 2 orders.
+REBALANCE_CONF = {"account_id": "DU2345678", "targets": {"SPY": 0.1, "BND": 0.1}, "dry_run": False}
+
+
+def sandbox_dir_url(sandbox_dir: Path) -> str:
+    """The sandbox's URL, from the file `make up` writes beside its state."""
+    return str(json.loads((sandbox_dir / "sandbox.json").read_text())["base_url"])
+
+
+def _prepare_approvals(api: Api, sandbox_url: str, mailbox: Mailbox, output_dir: Path) -> str:
+    """Frozen sandbox prices (the test moves them itself), the mail connection the DAGs notify
+    through, the rebalance unpaused, and a first run left unanswered with a 1-minute timeout: it
+    times out while the rest of the test runs. Returns that run's id."""
+    requests.post(
+        f"{sandbox_url}/__sandbox__/config", json={"price_volatility": 0}, timeout=30
+    ).raise_for_status()
+    smtp = json.loads(mailbox.connection_json())
+    created = requests.post(
+        f"{api.url}/api/v2/connections",
+        headers=api.headers,
+        json={**smtp, "connection_id": "ibkr_notify_smtp", "extra": json.dumps(smtp["extra"])},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    unpaused = requests.patch(
+        f"{api.url}/api/v2/dags/{REBALANCE}", headers=api.headers, json={"is_paused": False}, timeout=30
+    )
+    assert unpaused.status_code == 200, unpaused.text
+    conf = {**REBALANCE_CONF, "approval_timeout_minutes": 1, "output_dir": str(output_dir)}
+    return api.trigger(REBALANCE, conf)
+
+
+def _orders_placed(sandbox_url: str) -> int:
+    return int(requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json().get("orders_placed", 0))
+
+
+def _approval_run(api: Api, output_dir: Path) -> tuple[str, list[dict[str, Any]]]:
+    """A rebalance run waiting for its approval, and the orders of its plan."""
+    run_id = api.trigger(REBALANCE, {**REBALANCE_CONF, "output_dir": str(output_dir)})
+    wait_for_task_state(api, REBALANCE, run_id, "approve", {"awaiting_input"}, seconds=240)
+    orders: list[dict[str, Any]] = api.xcom(REBALANCE, run_id, "plan")
+    assert len(orders) == 2, orders
+    return run_id, orders
+
+
+def _approvals_in_the_ui(
+    page: Page, api: Api, home: Path, sandbox_url: str, shots: Path, mailbox: Mailbox, timed_out: str
+) -> None:
+    """Issue 22's proof in the browser: a timeout, Reject, Approve after a 3 % move, Approve."""
+    out, journal = home / "rebalance-runs", home / "ibkr_journal.db"
+    # 1. nobody answered within the minute: the default (Reject) was taken, nothing placed
+    assert api.finish(REBALANCE, timed_out, seconds=240) == "success"
+    decision = api.xcom(REBALANCE, timed_out, "approve")
+    assert decision["decision"] == "Reject" and decision["by"] == "timeout (default Reject)", decision
+    assert {
+        t["state"] for t in api.task_instances(REBALANCE, timed_out) if t["task_id"] == "place_order"
+    } == {"skipped"}
+    assert _orders_placed(sandbox_url) == 0
+    assert [(r[0], r[1]) for r in journal_of(journal, timed_out)] == [
+        ("plan", None),
+        ("decision", "timeout (default Reject)"),
+    ]
+
+    # 2. Reject: nothing placed, the rejection journaled
+    rejected, _ = _approval_run(api, out)
+    answer_in_the_ui(page, rejected, "Reject")
+    assert api.finish(REBALANCE, rejected) == "success"
+    assert _orders_placed(sandbox_url) == 0
+    assert [(r[0], r[1]) for r in journal_of(journal, rejected)] == [("plan", None), ("decision", "admin")]
+    assert '"decision": "Reject"' in journal_of(journal, rejected)[1][7]
+
+    # 3. Approve, but the market moved 3 % since the plan: every placement fails closed
+    moved, orders = _approval_run(api, out)
+    for order in orders:
+        price = float(order["reference_price"]) * 1.03
+        requests.post(
+            f"{sandbox_url}/__sandbox__/prices", json={"conid": order["conid"], "price": price}, timeout=30
+        ).raise_for_status()
+    answer_in_the_ui(page, moved, "Approve")
+    assert api.finish(REBALANCE, moved) == "failed"
+    placing = [t for t in api.task_instances(REBALANCE, moved) if t["task_id"] == "place_order"]
+    assert {t["state"] for t in placing} == {"failed"} and len(placing) == 2, placing
+    assert all(t["try_number"] == 1 for t in placing)  # failed at once, no retries
+    assert _orders_placed(sandbox_url) == 0
+    for order in orders:  # the market comes back
+        requests.post(
+            f"{sandbox_url}/__sandbox__/prices",
+            json={"conid": order["conid"], "price": float(order["reference_price"])},
+            timeout=30,
+        ).raise_for_status()
+
+    # 4. Approve: exactly the approved orders are placed, fill, and are journaled with the fills
+    approved, orders = _approval_run(api, out)
+    request_mail = mailbox.wait_for("[IBKR] Approve 2 IBKR order(s) on DU2345678 (paper)")
+    assert "IBKR&#x27;s what-if per order" in request_mail and "Required actions page" in request_mail
+    answer_in_the_ui(page, approved, "Approve", shots / "approval-required.png")
+    expect(page.get_by_text("Response received at").first).to_contain_text("from admin")
+    page.screenshot(path=str(shots / "approval-received.png"), full_page=True)
+    assert api.finish(REBALANCE, approved) == "success"
+    assert _orders_placed(sandbox_url) == 2
+    rows = journal_of(journal, approved)
+    kinds = [r[0] for r in rows]
+    assert kinds.count("plan") == kinds.count("decision") == 1 and [
+        r[1] for r in rows if r[0] == "decision"
+    ] == ["admin"]
+    assert kinds.count("order") == kinds.count("status") == kinds.count("fill") == 2
+    fills = {r[3]: r for r in rows if r[0] == "fill"}
+    assert set(fills) == {o["symbol"] for o in orders} and all(r[6] == "1.00" for r in fills.values())
+    summary = api.xcom(REBALANCE, approved, "summary")
+    assert (
+        summary["decision"] == "Approve"
+        and summary["placed"] == 2
+        and summary["journal"]["rows"] == len(rows)
+    )
+    fill_mail = mailbox.wait_for("Filled: ")
+    assert "commission 1.00" in fill_mail
+    assert any(s.startswith("[IBKR] Approve by admin") for s in mailbox.subjects()), mailbox.subjects()

@@ -45,6 +45,7 @@ def _context(plan: Any, task_id: str = "approve") -> dict[str, Any]:
         task_id=task_id,
         map_index=-1,
         xcom_pull=lambda task_ids, key=None: plan,
+        xcom_push=lambda key, value: None,
     )
     return {"ti": ti, "task": None}
 
