@@ -5,8 +5,9 @@ Celery workers, each worker with its own AIRFLOW_HOME (so only Redis is shared).
 sixteen mapped tasks ran on both workers through one IBKR login (1 token, 1 SSO session, 1
 brokerage init, no 429, no competing login); a deferrable order wait was deferred (its worker
 slot freed) and finished in the triggerer; a worker SIGKILLed while IBKR held the answer to its
-order placement is replaced by a retry on the other worker that adopts the order (one order at
-the sandbox) without waiting longer than the lock's lease. SIGTERM then stops everything.
+order placement (after a person approved it) is replaced by a retry on the other worker that
+adopts the order (one order at the sandbox, one row in the PostgreSQL trade journal) without
+waiting longer than the lock's lease. SIGTERM then stops everything.
 """
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ def _worker_running(pid: int, workers: dict[str, int]) -> str:
                 return name
         process = process.parent()
     raise AssertionError(f"pid {pid} belongs to no worker")
+
+
+def _journal_rows(database: str, run_id: str) -> list[tuple[str, str | None, str | None]]:
+    """(kind, actor, cOID) of one run's trade journal rows, from the cluster's PostgreSQL."""
+    import psycopg2
+
+    url = database.replace("postgresql+psycopg2", "postgresql")
+    with contextlib.closing(psycopg2.connect(url)) as db, db.cursor() as cursor:
+        cursor.execute(
+            "SELECT kind, actor, coid FROM ibkr_trade_journal WHERE run_id = %s ORDER BY id", (run_id,)
+        )
+        return [tuple(row) for row in cursor.fetchall()]  # type: ignore[misc]
 
 
 def _kill_host(root: int) -> None:
@@ -138,8 +151,14 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, trigger_lines[-3000:]
             time.sleep(0.5)
 
-        # 3. a worker dies while IBKR holds the answer to its placement: the retry adopts
+        # 3. a person approves; a worker dies while IBKR holds the answer to the placement: the
+        # retry adopts the order, and the journal (PostgreSQL) holds it once
         placed_before = _sandbox_stats(sandbox_url).get("orders_placed", 0)
+        run_id = api.trigger("ibkr_place_retry")
+        deadline = time.monotonic() + 240
+        while api.task_instance("ibkr_place_retry", run_id, "approve")["state"] != "awaiting_input":
+            assert time.monotonic() < deadline, "no approval was asked for in 240 s"
+            time.sleep(0.5)
         requests.post(
             f"{sandbox_url}/__sandbox__/faults",
             json={
@@ -150,7 +169,13 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
             },
             timeout=30,
         ).raise_for_status()
-        run_id = api.trigger("ibkr_place_retry")
+        approved = requests.patch(
+            f"{info['url']}/api/v2/dags/ibkr_place_retry/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
+            headers=api.headers,
+            json={"chosen_options": ["Approve"], "params_input": {}},
+            timeout=30,
+        )
+        assert approved.status_code == 200, approved.text
         deadline = time.monotonic() + 240
         while _sandbox_stats(sandbox_url).get("orders_placed", 0) == placed_before:
             assert time.monotonic() < deadline, "the order was not placed in 240 s"
@@ -169,6 +194,13 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         assert result["lock_wait_seconds"] <= REDIS_LOCK_TTL_SECONDS + 2, result
         assert _sandbox_stats(sandbox_url)["orders_placed"] == placed_before + 1  # one order, not two
         assert _seconds(placed) < REDIS_LOCK_TTL_SECONDS + 15, placed  # not blocked past the lease
+        journaled = _journal_rows(info["database"], run_id)
+        assert [(kind, actor) for kind, actor, _ in journaled] == [
+            ("plan", None),
+            ("decision", "admin"),
+            ("order", None),
+        ], journaled
+        assert journaled[2][2] == result["coid"]  # the adopted order, once
         _one_login(_sandbox_stats(sandbox_url))
     leftovers = [path for path in info["removed_at_stop"] if Path(path).exists()]
     assert not leftovers, leftovers
