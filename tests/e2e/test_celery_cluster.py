@@ -27,6 +27,7 @@ from ibkr_provider.client.session.stores.redis_store import REDIS_LOCK_TTL_SECON
 from scripts.local_airflow import free_port
 from tests.support.airflow_api import Api
 from tests.support.airflow_cli import dag_folder
+from tests.support.approval_ui import wait_until_parked
 from tests.support.scripts import running_script, user_env
 
 pytestmark = pytest.mark.xdist_group("cluster")
@@ -105,7 +106,7 @@ def _secrets_are_required_and_private(work: Path, info: dict[str, Any]) -> None:
 @pytest.mark.timeout(1500)
 def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
     work = tmp_path / "cluster"
-    dags = dag_folder(tmp_path, "ibkr_cluster_fanout", "ibkr_order_and_wait", "ibkr_place_retry")
+    dags = dag_folder(tmp_path, "ibkr_cluster_fanout", "ibkr_order_and_wait", "ibkr_approved_place_retry")
     env = user_env(
         IBKR_CLUSTER_PORT=str(free_port()), IBKR_CLUSTER_DIR=str(work), IBKR_CLUSTER_DAGS=str(dags)
     )
@@ -154,11 +155,12 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         # 3. a person approves; a worker dies while IBKR holds the answer to the placement: the
         # retry adopts the order, and the journal (PostgreSQL) holds it once
         placed_before = _sandbox_stats(sandbox_url).get("orders_placed", 0)
-        run_id = api.trigger("ibkr_place_retry")
+        run_id = api.trigger("ibkr_approved_place_retry")
         deadline = time.monotonic() + 240
-        while api.task_instance("ibkr_place_retry", run_id, "approve")["state"] != "awaiting_input":
+        while api.task_instance("ibkr_approved_place_retry", run_id, "approve")["state"] != "awaiting_input":
             assert time.monotonic() < deadline, "no approval was asked for in 240 s"
             time.sleep(0.5)
+        wait_until_parked(work / "logs" / "scheduler.log", run_id)
         requests.post(
             f"{sandbox_url}/__sandbox__/faults",
             json={
@@ -170,7 +172,7 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
             timeout=30,
         ).raise_for_status()
         approved = requests.patch(
-            f"{info['url']}/api/v2/dags/ibkr_place_retry/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
+            f"{info['url']}/api/v2/dags/ibkr_approved_place_retry/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
             headers=api.headers,
             json={"chosen_options": ["Approve"], "params_input": {}},
             timeout=30,
@@ -180,13 +182,13 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         while _sandbox_stats(sandbox_url).get("orders_placed", 0) == placed_before:
             assert time.monotonic() < deadline, "the order was not placed in 240 s"
             time.sleep(0.2)
-        placing = api.task_instance("ibkr_place_retry", run_id, "place_order")
+        placing = api.task_instance("ibkr_approved_place_retry", run_id, "place_order")
         victim = _worker_running(int(placing["pid"]), workers)
         _kill_host(workers[victim])
-        assert api.finish("ibkr_place_retry", run_id, seconds=400) == "success"
-        placed = api.task_instance("ibkr_place_retry", run_id, "place_order")
+        assert api.finish("ibkr_approved_place_retry", run_id, seconds=400) == "success"
+        placed = api.task_instance("ibkr_approved_place_retry", run_id, "place_order")
         assert placed["try_number"] == 2, placed
-        result = api.xcom("ibkr_place_retry", run_id, "place_order")
+        result = api.xcom("ibkr_approved_place_retry", run_id, "place_order")
         assert result["adopted"] is True, result
         # the retry starts about 10 s after the heartbeat stopped, inside the dead worker's lease,
         # and waits out at most the rest of it (recorded: the README quotes it)

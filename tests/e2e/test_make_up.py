@@ -29,7 +29,7 @@ from playwright.sync_api import Locator, Page, Route, expect
 
 from scripts.local_airflow import free_port
 from tests.support.airflow_api import Api
-from tests.support.approval_ui import answer_in_the_ui, journal_of, wait_for_task_state
+from tests.support.approval_ui import answer_in_the_ui, journal_of, wait_for_task_state, wait_until_parked
 from tests.support.browser import browser_page, log_in
 from tests.support.scripts import running_script, user_env
 from tests.support.smtp_server import Mailbox, smtp_server
@@ -450,10 +450,11 @@ def _orders_placed(sandbox_url: str) -> int:
     return int(requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json().get("orders_placed", 0))
 
 
-def _approval_run(api: Api, output_dir: Path) -> tuple[str, list[dict[str, Any]]]:
+def _approval_run(api: Api, home: Path) -> tuple[str, list[dict[str, Any]]]:
     """A rebalance run waiting for its approval, and the orders of its plan."""
-    run_id = api.trigger(REBALANCE, {**REBALANCE_CONF, "output_dir": str(output_dir)})
+    run_id = api.trigger(REBALANCE, {**REBALANCE_CONF, "output_dir": str(home / "rebalance-runs")})
     wait_for_task_state(api, REBALANCE, run_id, "approve", {"awaiting_input"}, seconds=240)
+    wait_until_parked(home / "standalone.log", run_id)
     orders: list[dict[str, Any]] = api.xcom(REBALANCE, run_id, "plan")
     assert len(orders) == 2, orders
     return run_id, orders
@@ -463,7 +464,7 @@ def _approvals_in_the_ui(
     page: Page, api: Api, home: Path, sandbox_url: str, shots: Path, mailbox: Mailbox, timed_out: str
 ) -> None:
     """Issue 22's proof in the browser: a timeout, Reject, Approve after a 3 % move, Approve."""
-    out, journal = home / "rebalance-runs", home / "ibkr_journal.db"
+    journal = home / "ibkr_journal.db"
     # 1. nobody answered within the minute: the default (Reject) was taken, nothing placed
     assert api.finish(REBALANCE, timed_out, seconds=240) == "success"
     decision = api.xcom(REBALANCE, timed_out, "approve")
@@ -478,7 +479,7 @@ def _approvals_in_the_ui(
     ]
 
     # 2. Reject: nothing placed, the rejection journaled
-    rejected, _ = _approval_run(api, out)
+    rejected, _ = _approval_run(api, home)
     answer_in_the_ui(page, rejected, "Reject")
     assert api.finish(REBALANCE, rejected) == "success"
     assert _orders_placed(sandbox_url) == 0
@@ -486,7 +487,7 @@ def _approvals_in_the_ui(
     assert '"decision": "Reject"' in journal_of(journal, rejected)[1][7]
 
     # 3. Approve, but the market moved 3 % since the plan: every placement fails closed
-    moved, orders = _approval_run(api, out)
+    moved, orders = _approval_run(api, home)
     for order in orders:
         price = float(order["reference_price"]) * 1.03
         requests.post(
@@ -506,7 +507,7 @@ def _approvals_in_the_ui(
         ).raise_for_status()
 
     # 4. Approve: exactly the approved orders are placed, fill, and are journaled with the fills
-    approved, orders = _approval_run(api, out)
+    approved, orders = _approval_run(api, home)
     request_mail = mailbox.wait_for("[IBKR] Approve 2 IBKR order(s) on DU2345678 (paper)")
     assert "IBKR&#x27;s what-if per order" in request_mail and "Required actions page" in request_mail
     answer_in_the_ui(page, approved, "Approve", shots / "approval-required.png")

@@ -3,6 +3,7 @@ the checks that follow: what the sandbox placed and what the trade journal holds
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -23,6 +24,28 @@ def wait_for_task_state(
         if state in states:
             return state
         assert time.monotonic() < deadline, f"{dag_id} {run_id} {task_id} still {state} after {seconds} s"
+        time.sleep(0.5)
+
+
+def wait_until_parked(
+    scheduler_log: Path, run_id: str, task_id: str = "approve", seconds: float = 120
+) -> None:
+    """Wait until the scheduler has taken the executor's report of the paused task process.
+
+    Airflow 3.3 race (seen here at a response 1 s after the request appeared): an answer that
+    resumes the task before the scheduler has processed that report makes the scheduler read the
+    process's "success" against a task already queued again, and it puts the task up for retry,
+    which asks again. A person never answers that fast; a test waits for the scheduler's
+    ``TaskInstance Finished: ... state=awaiting_input`` line first."""
+    line = re.compile(
+        rf"TaskInstance Finished: dag_id=\S+, task_id={re.escape(task_id)}, run_id={re.escape(run_id)},"
+        r".*state=awaiting_input"
+    )
+    deadline = time.monotonic() + seconds
+    while not line.search(scheduler_log.read_text(errors="replace")):
+        assert time.monotonic() < deadline, (
+            f"the scheduler did not see {task_id} of {run_id} park in {seconds} s"
+        )
         time.sleep(0.5)
 
 
