@@ -275,6 +275,13 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
             "WHERE a.name = 'ibkr_trade_journal'"
         ).fetchone()
     announced = json.loads(extra)  # the Asset event downstream DAGs are scheduled on
+    # the README's "what did we trade this month, who approved it, what did it cost" query
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    query = readme.split("who approved it, what did it cost", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    with sqlite3.connect(fresh_airflow_home / "ibkr_journal.db") as db:
+        month = db.execute(query).fetchall()
+    assert len(month) == orders and {row[8] for row in month} == {"auto_approve_paper"}, month
+    assert all(row[6] == "1.00" and row[7] > 0 for row in month)
     assert announced["rows"] == len(rows) and announced["by_kind"]["fill"] == orders
 
 
