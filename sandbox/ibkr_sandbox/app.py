@@ -17,6 +17,7 @@ from ibkr_sandbox.routes.market import market_router
 from ibkr_sandbox.routes.orders import order_router
 from ibkr_sandbox.routes.portfolio import portfolio_router
 from ibkr_sandbox.routes.session import session_router
+from ibkr_sandbox.routes.stream import stream_router
 from ibkr_sandbox.state import SandboxState
 
 
@@ -32,7 +33,15 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
         return JSONResponse(exc.body, status_code=exc.status)
 
     gate = Gate(state)
-    routers = (login_router, session_router, order_router, market_router, portfolio_router, control_router)
+    routers = (
+        login_router,
+        session_router,
+        order_router,
+        market_router,
+        portfolio_router,
+        stream_router,
+        control_router,
+    )
     for router in routers:
         app.include_router(router(gate))
     return SandboxControl(app, state)

@@ -69,6 +69,9 @@ class SandboxControl:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # the raw connection, for the websocket's "drop" fault (routes/stream.py)
+            scope["sandbox.transport"] = getattr(getattr(send, "__self__", None), "transport", None)
         if scope["type"] != "http" or scope["path"].startswith("/__sandbox__"):
             await self.app(scope, receive, send)
             return

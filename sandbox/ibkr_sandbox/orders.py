@@ -94,6 +94,29 @@ class SandboxOrder:
             "lastExecutionTime_r": int(self.created_at * 1000),
         }
 
+    def as_execution(self, book: SeedBook) -> dict[str, Any]:
+        """The order's fill as one execution, the shape ``/iserver/account/trades`` and the
+        websocket's ``str`` topic send."""
+        inst = book.instruments[self.conid]
+        verb = "Bot" if self.side == "BUY" else "Sold"
+        return {
+            "execution_id": f"0000e0d5.{self.order_id:08x}.01.01",
+            "symbol": inst.symbol,
+            "side": self.side[0],
+            "order_description": f"{verb} {self.filled:g} @ {self.avg_price}",
+            "trade_time_r": int(self.created_at * 1000),
+            "size": self.filled,
+            "price": f"{self.avg_price}",
+            "order_ref": self.coid,
+            "commission": "1.00",
+            "net_amount": round(self.filled * (self.avg_price or 0), 2),
+            "account": self.account,
+            "conid": str(self.conid),
+            "sec_type": inst.asset_class,
+            "listing_exchange": inst.exchange,
+            "company_name": inst.name,
+        }
+
 
 @dataclass
 class PendingReply:

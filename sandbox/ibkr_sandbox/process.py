@@ -93,6 +93,12 @@ class RunningSandbox:
         """Make the next ``count`` requests to ``path`` fail (``POST /__sandbox__/faults``)."""
         self._control("POST", "faults", {"path": path, "kind": kind, "count": count, **options})
 
+    def ws_fault(self, fault: str, code: int = 1011, reason: str = "") -> int:
+        """Do ``fault`` (drop, silence, malformed, close) to every open websocket; returns how
+        many (``POST /__sandbox__/ws``)."""
+        answer: dict[str, int] = self._control("POST", "ws", {"fault": fault, "code": code, "reason": reason})
+        return answer["sockets"]
+
     def set_price(self, conid: int, price: float, after: float = 0.0) -> None:
         """Move an instrument's price, now or ``after`` seconds (resting limit orders fill when it
         crosses their limit)."""

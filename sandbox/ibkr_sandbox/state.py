@@ -23,6 +23,7 @@ from ibkr_sandbox.orders import OrderBook
 from ibkr_sandbox.pacing import GATEWAY_GLOBAL_PER_SECOND, OAUTH_GLOBAL_PER_SECOND, PacingLedger
 from ibkr_sandbox.prices import Anchor, Market, MarketClock, PricePath
 from ibkr_sandbox.seed import SANDBOX_CREDENTIAL, SeedBook, build_seed_book
+from ibkr_sandbox.stream import StreamRegistry
 
 
 @dataclass
@@ -78,6 +79,10 @@ class SandboxSettings:
     #: ``/iserver/account/trades`` lists an order's executions only this many seconds after the
     #: order was created (IBKR lists fills with a delay; its length is UNCONFIRMED).
     trades_delay_seconds: float = 0.0
+    #: Websocket: seconds between the ``system`` heartbeats (IBKR's interval is UNCONFIRMED).
+    ws_heartbeat_seconds: float = 10.0
+    #: Websocket: how often a socket's loop looks for changes to push (orders, fills, prices).
+    ws_push_interval: float = 0.1
     #: Price model (``sandbox/prices.py``): seconds per market tick; 0 stops the clock, and prices
     #: then move only by ``POST /__sandbox__/market`` steps or set prices.
     price_tick_seconds: float = 5.0
@@ -146,6 +151,8 @@ class SandboxState:
     #: Scheduled price moves: (epoch seconds, conid, price), applied when due.
     price_moves: list[tuple[float, int, float]] = field(default_factory=list)
     pacing: PacingLedger = field(default_factory=PacingLedger)
+    #: The open websockets (``/v1/api/ws``) and the faults asked of them.
+    streams: StreamRegistry = field(default_factory=StreamRegistry)
     lock: threading.RLock = field(default_factory=threading.RLock)
     #: OAuth 1.0a mode: the consumers and their live session tokens.
     oauth1: OAuth1Verifier | None = None
@@ -292,6 +299,7 @@ class SandboxState:
         out = self.counters.snapshot()
         with self.lock:
             out["active_sessions"] = len(self.sessions)
+        out["ws_open"] = self.streams.snapshot()["open"]
         return out
 
     # -------------------------------------------------------------- the market

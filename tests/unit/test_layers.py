@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("ibkr_provider.client.auth",),
     ("ibkr_provider.client.session",),
     ("ibkr_provider.client.api", "ibkr_provider.flex"),
-    ("ibkr_provider.client", "ibkr_provider.client.client"),
+    ("ibkr_provider.client", "ibkr_provider.client.client", "ibkr_provider.client.stream"),
     (
         "ibkr_provider.workflows",
         "ibkr_provider.journal",

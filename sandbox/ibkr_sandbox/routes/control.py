@@ -124,6 +124,23 @@ def control_router(gate: Gate) -> APIRouter:
             state.brokerage_holder.clear()
         return {"ok": True}
 
+    @router.post("/__sandbox__/ws")
+    async def ws_fault(request: Request) -> dict[str, Any]:
+        """Do something to every open websocket: ``{"fault": "drop" | "silence" | "malformed" |
+        "close", "code": 1011, "reason": "..."}``; ``GET`` counts them."""
+        body = await request.json()
+        try:
+            hit = state.streams.inject(
+                str(body.get("fault")), int(body.get("code", 1011)), str(body.get("reason", ""))
+            )
+        except ValueError as exc:
+            raise ibkr_error(400, str(exc)) from None
+        return {"sockets": hit}
+
+    @router.get("/__sandbox__/ws")
+    def ws_sockets() -> dict[str, int]:
+        return state.streams.snapshot()
+
     @router.get("/__sandbox__/config")
     def get_config() -> dict[str, Any]:
         return dataclasses.asdict(settings)

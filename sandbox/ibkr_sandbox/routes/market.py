@@ -117,27 +117,7 @@ def market_router(gate: Gate) -> APIRouter:
                     continue
                 if accountId and o.account != accountId:
                     continue
-                inst = state.book.instruments[o.conid]
-                verb = "Bot" if o.side == "BUY" else "Sold"
-                rows.append(
-                    {
-                        "execution_id": f"0000e0d5.{o.order_id:08x}.01.01",
-                        "symbol": inst.symbol,
-                        "side": o.side[0],
-                        "order_description": f"{verb} {o.filled:g} @ {o.avg_price}",
-                        "trade_time_r": int(o.created_at * 1000),
-                        "size": o.filled,
-                        "price": f"{o.avg_price}",
-                        "order_ref": o.coid,
-                        "commission": "1.00",
-                        "net_amount": round(o.filled * (o.avg_price or 0), 2),
-                        "account": o.account,
-                        "conid": str(o.conid),
-                        "sec_type": inst.asset_class,
-                        "listing_exchange": inst.exchange,
-                        "company_name": inst.name,
-                    }
-                )
+                rows.append(o.as_execution(state.book))
         return rows
 
     @router.get("/v1/api/iserver/account/pnl/partitioned")
