@@ -41,6 +41,8 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
     :param order_id: the IBKR order id (templated).
     :param expected_statuses: terminal states that count as success (default ``Filled``); any
         other terminal state fails the task with the order's status.
+    :param use_stream: deferred waits follow the order on IBKR's websocket, falling back to
+        polling every ``poke_interval`` when it is unavailable (``False``: always poll).
     :param notifiers: Airflow notifiers told how the order ended, with each fill (``ibkr_event``,
         see :mod:`ibkr_provider.notifications`); one that fails is a warning.
     :param journal_conn_id: the trade journal's connection
@@ -62,6 +64,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
         deferrable: bool = False,
         journal_conn_id: str | None = None,
         notifiers: BaseNotifier | Sequence[BaseNotifier] | None = None,
+        use_stream: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,6 +80,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.journal_conn_id = journal_conn_id
         self.notifiers = notifier_list(notifiers)
+        self.use_stream = use_stream
 
     @cached_property
     def hook(self) -> IbkrHook:
@@ -176,6 +180,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
                 ibkr_conn_id=self.ibkr_conn_id,
                 poll_interval=float(self.poke_interval),
                 deadline=time.time() + float(self.timeout) if self.timeout else None,
+                use_stream=self.use_stream,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=float(self.timeout)) if self.timeout else None,

@@ -81,6 +81,9 @@ class SandboxSettings:
     trades_delay_seconds: float = 0.0
     #: Websocket: seconds between the ``system`` heartbeats (IBKR's interval is UNCONFIRMED).
     ws_heartbeat_seconds: float = 10.0
+    #: Websocket: refuse every login (close 1008 "not authenticated"), as IBKR does a session it
+    #: does not accept on its socket.
+    ws_refuse: bool = False
     #: Websocket: how often a socket's loop looks for changes to push (orders, fills, prices).
     ws_push_interval: float = 0.1
     #: Price model (``sandbox/prices.py``): seconds per market tick; 0 stops the clock, and prices

@@ -127,14 +127,16 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         assert all(r["accounts"] == reports[0]["accounts"] and r["accounts"] for r in reports)
         _one_login(_sandbox_stats(sandbox_url))
 
-        # 2. a deferrable order wait frees its worker slot and finishes in the triggerer. The
-        # price crosses the limit only once the trigger has found the order resting (a fixed
-        # delay raced the triggerer's start on a loaded machine: its first check came after it).
+        # 2. a deferrable order wait frees its worker slot and finishes in the triggerer, which
+        # follows the order on IBKR's websocket. The price crosses the limit only once the
+        # trigger has found the order resting (a fixed delay raced the triggerer's start on a
+        # loaded machine: its first check came after it).
         run_id = api.trigger("ibkr_order_and_wait", {"fill_after": 3600})
         logs = work / "task-logs" / "dag_id=ibkr_order_and_wait"
         trigger_logs = "run_id=*/task_id=wait_for_fill/attempt=1.log.trigger.*.log"
         deadline = time.monotonic() + 240
-        while not any("is Submitted; checking again" in p.read_text() for p in logs.glob(trigger_logs)):
+        following = "is Submitted; following it on IBKR's websocket"
+        while not any(following in p.read_text() for p in logs.glob(trigger_logs)):
             assert time.monotonic() < deadline, "the trigger did not check the resting order in 240 s"
             time.sleep(0.5)
         sensor = api.task_instance("ibkr_order_and_wait", run_id, "wait_for_fill")

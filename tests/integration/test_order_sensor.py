@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,23 +81,30 @@ def test_deferrable_sensor_defers_and_the_trigger_completes_on_fill(
     _, kwargs = trigger.serialize()
     rebuilt = IbkrOrderStatusTrigger(**kwargs)  # what the triggerer does
 
-    async def run_until_filled() -> dict[str, Any]:
+    status_path = f"GET /v1/api/iserver/account/order/status/{resting_order}"
+    before = fresh_sandbox.stats()["paths"][status_path]  # the sensor's own first look
+
+    async def run_until_filled() -> tuple[dict[str, Any], float]:
         events = rebuilt.run()
         first = asyncio.ensure_future(events.__anext__())
         await asyncio.sleep(1.5)
-        assert not first.done()  # still resting: the trigger keeps polling
+        assert not first.done()  # still resting: the trigger follows it on the websocket
+        moved = time.monotonic()
         await asyncio.to_thread(fresh_sandbox.set_price, VTI, 279.0)
         event = await asyncio.wait_for(first, timeout=20)
-        return dict(event.payload)
+        return dict(event.payload), time.monotonic() - moved
 
-    payload = asyncio.run(run_until_filled())
+    payload, seen_after = asyncio.run(run_until_filled())
+    # one REST read when the socket connected, none while the order rested (poke_interval 0.5 s
+    # would have polled three times), and the fill seen as the sandbox pushed it
+    assert fresh_sandbox.stats()["paths"][status_path] - before == 1
+    assert fresh_sandbox.stats()["ws_connections"] == 1 and seen_after < 1.5, seen_after
     assert payload["status"] == "success" and payload["order_status"] == "Filled"
     assert sensor.execute_complete({}, payload) == {  # type: ignore[arg-type]
         "order_id": resting_order,
         "order_status": "Filled",
         "filled": 1.0,
     }
-    assert fresh_sandbox.stats()["paths"][f"GET /v1/api/iserver/account/order/status/{resting_order}"] >= 3
 
 
 def test_trigger_times_out_at_the_deadline(resting_order: str) -> None:
@@ -235,3 +243,56 @@ def test_nothing_outlives_an_operator_run_twenty_pokes_and_a_trigger_run(
 
     assert asyncio.run(until_filled())["status"] == "success"
     assert _still_open(fresh_sandbox) == ([], [])
+
+
+def test_the_trigger_polls_when_ibkr_refuses_the_websocket(
+    resting_order: str, fresh_sandbox: RunningSandbox, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """IBKR refuses the socket (close 1008): the trigger says so once and polls instead."""
+    from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
+
+    fresh_sandbox.configure(ws_refuse=True)
+    trigger = IbkrOrderStatusTrigger(order_id=resting_order, ibkr_conn_id="ibkr_default", poll_interval=0.2)
+
+    async def until_filled() -> dict[str, Any]:
+        events = trigger.run()
+        first = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(2.5)
+        await asyncio.to_thread(fresh_sandbox.set_price, VTI, 279.0)
+        return dict((await asyncio.wait_for(first, timeout=20)).payload)
+
+    assert asyncio.run(until_filled())["order_status"] == "Filled"
+    logged = capfd.readouterr().out
+    assert logged.count("websocket is unavailable") == 1 and "1008 not authenticated" in logged
+    assert f"polling order {resting_order} every 0.2 s instead" in logged
+    polls = fresh_sandbox.stats()["paths"][f"GET /v1/api/iserver/account/order/status/{resting_order}"]
+    assert polls >= 4  # polled every 0.2 s while it rested (after about 1 s of trying the socket)
+    assert fresh_sandbox.stats()["ws_refused"] == 1
+
+
+def test_a_fill_while_the_socket_was_silent_is_read_after_the_reconnect(
+    resting_order: str, fresh_sandbox: RunningSandbox
+) -> None:
+    """The socket goes quiet (no heartbeat, no order update) and the order fills meanwhile: the
+    trigger drops the silent socket, reconnects and reads the order once by REST."""
+    from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
+
+    trigger = IbkrOrderStatusTrigger(
+        order_id=resting_order, ibkr_conn_id="ibkr_default", poll_interval=30, stream_silence_seconds=1.0
+    )
+
+    async def until_filled() -> dict[str, Any]:
+        events = trigger.run()
+        first = asyncio.ensure_future(events.__anext__())
+        deadline = time.monotonic() + 10
+        while (await asyncio.to_thread(fresh_sandbox.stats)).get("ws_open", 0) < 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert await asyncio.to_thread(fresh_sandbox.ws_fault, "silence") == 1
+        await asyncio.to_thread(fresh_sandbox.set_price, VTI, 279.0)  # fills, and nobody is told
+        return dict((await asyncio.wait_for(first, timeout=20)).payload)
+
+    payload = asyncio.run(until_filled())
+    assert payload["order_status"] == "Filled" and payload["status"] == "success"
+    assert fresh_sandbox.stats()["ws_connections"] == 2  # the silent socket was replaced

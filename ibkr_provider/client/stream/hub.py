@@ -29,7 +29,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from ibkr_provider.client.errors import IbkrAuthError, IbkrResponseError
+from ibkr_provider.client.errors import IbkrAuthError, IbkrError, IbkrResponseError
 from ibkr_provider.client.http.transport import USER_AGENT
 from ibkr_provider.client.models.stream import Notice, StreamMessage, parse_message
 from ibkr_provider.client.stream.login import StreamLogin
@@ -141,8 +141,8 @@ class StreamHub:
                 reason = f"{exc} (after {self.options.max_reconnects} attempts)"
                 self._tell(StreamState("unavailable", reason=reason))
                 return
-            except IbkrAuthError as exc:
-                self._tell(StreamState("unavailable", reason=str(exc)))
+            except IbkrError as exc:  # refused login, or no session to log in with
+                self._tell(StreamState("unavailable", reason=f"{type(exc).__name__}: {exc}"))
                 return
             try:
                 async with socket:

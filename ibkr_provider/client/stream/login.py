@@ -49,6 +49,8 @@ class StreamLogin:
     url: str = field(repr=False)
     cookie: str | None = field(default=None, repr=False)
     session: str | None = field(default=None, repr=False)
+    #: What in it is secret (the bearer token, the session value), for the masker.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
 def ws_url(base_url: str) -> str:
@@ -69,10 +71,10 @@ def stream_login(client: IbkrClient, mode: StreamAuth = StreamAuth.AUTO) -> Stre
         bearer = client.session().bearer
         if not bearer:
             raise IbkrSessionError("the IBKR session has no bearer token for the websocket's sessionToken")
-        return StreamLogin(f"{url}?sessionToken={quote(bearer, safe='')}")
+        return StreamLogin(f"{url}?sessionToken={quote(bearer, safe='')}", secrets=(bearer,))
     session = client.tickle().session
     if not session:
         raise IbkrSessionError("IBKR's /tickle gave no session value for the websocket")
     if mode is StreamAuth.COOKIE:
-        return StreamLogin(url, cookie=f"api={session}", session=session)
-    return StreamLogin(url, session=session)
+        return StreamLogin(url, cookie=f"api={session}", session=session, secrets=(session,))
+    return StreamLogin(url, session=session, secrets=(session,))

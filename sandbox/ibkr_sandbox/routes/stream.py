@@ -117,8 +117,12 @@ def stream_router(gate: Gate) -> APIRouter:
 
     @router.websocket("/v1/api/ws")
     async def ws(socket: WebSocket) -> None:
-        record = await asyncio.to_thread(handshake_login, socket)
+        record = None if settings.ws_refuse else await asyncio.to_thread(handshake_login, socket)
         await socket.accept()
+        if settings.ws_refuse:
+            state.counters.add("ws_refused")
+            await socket.close(code=1008, reason="not authenticated")
+            return
         state.counters.add("ws_connections")
         if record is None:
             await socket.send_json({"message": "waiting for session"})
