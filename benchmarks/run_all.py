@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import client_build, import_time, request_overhead, session_sharing  # noqa: E402
+from benchmarks import client_build, fill_latency, import_time, request_overhead, session_sharing  # noqa: E402
 
 
 def main() -> int:
@@ -28,6 +28,7 @@ def main() -> int:
         import_time.markdown(import_time.measure()),
         request_overhead.markdown(request_overhead.measure()),
         client_build.markdown(client_build.measure()),
+        fill_latency.markdown(fill_latency.measure()),
     ]
     with tempfile.TemporaryDirectory(prefix="ibkr-bench-") as tmp:
         sections.append(session_sharing.run(Path(tmp)))

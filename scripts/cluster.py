@@ -77,8 +77,13 @@ class Cluster:
     logs: list[IO[bytes]] = field(default_factory=list)
     cleanups: list[Path] = field(default_factory=list)
     sandbox: RunningSandbox | None = None
+    #: How each process was started (for :meth:`crash_and_restart`).
+    commands: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict)
+    #: Set by SIGUSR1: the triggerer is to be killed and started again.
+    restart_requested: bool = False
 
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        self.commands[name] = (args, env)
         log = open(self.work / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.logs.append(log)
         process = subprocess.Popen(
@@ -86,6 +91,16 @@ class Cluster:
         )
         self.processes[name] = process
         return process
+
+    def crash_and_restart(self, name: str) -> subprocess.Popen[bytes]:
+        """SIGKILL ``name`` (and its process group), as when its host dies, then start it again
+        with the same command and environment."""
+        old = self.processes[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(old.pid, signal.SIGKILL)
+        old.wait(timeout=30)
+        args, env = self.commands[name]
+        return self.start(name, args, env)
 
     def log_of(self, name: str) -> str:
         return (self.work / "logs" / f"{name}.log").read_text(errors="replace")
@@ -339,9 +354,15 @@ def main() -> int:
         print("Ctrl-C stops the cluster.", flush=True)
         # A worker may die (a host lost: its tasks are retried on the other one); the cluster
         # stops when a process every task depends on exits.
-        essential = [process for name, process in cluster.processes.items() if name not in WORKERS]
-        while all(process.poll() is None for process in essential):
-            time.sleep(1)
+        # SIGUSR1 kills the triggerer and starts it again (event-driven DAGs across a triggerer
+        # restart); its new pid goes to cluster.json's "restarted" list.
+        signal.signal(signal.SIGUSR1, lambda *_: setattr(cluster, "restart_requested", True))
+        while all(p.poll() is None for name, p in cluster.processes.items() if name not in WORKERS):
+            if cluster.restart_requested:
+                cluster.restart_requested = False
+                restarted = cluster.crash_and_restart("triggerer")
+                print(f"triggerer killed and started again (pid {restarted.pid})", flush=True)
+            time.sleep(0.2)
         gone = [name for name, process in cluster.processes.items() if process.poll() is not None]
         print(f"stopping: {', '.join(gone)} exited", flush=True)
     except KeyboardInterrupt:

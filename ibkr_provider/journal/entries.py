@@ -53,12 +53,16 @@ class JournalEntry:
     price: str | None = None
     commission: str | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
+    #: What the event is unique within instead of the run: ``"execution"`` for a fill an event
+    #: trigger reported (the same execution delivered to two runs is one row).
+    scope: str | None = None
 
     @property
     def event_key(self) -> str:
-        """Stable across retries: the run, the kind and the subject (not the task, so the same
-        order journaled by the placing task and by a later fill watcher is one row per kind)."""
-        parts = (self.run.dag_id, self.run.run_id, self.kind.value, self.subject)
+        """Stable across retries: the run (or ``scope``), the kind and the subject (not the
+        task, so the same order journaled by the placing task and by a later fill watcher is one
+        row per kind)."""
+        parts = (self.run.dag_id, self.scope or self.run.run_id, self.kind.value, self.subject)
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
     def row(self) -> dict[str, Any]:

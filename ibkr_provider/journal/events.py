@@ -98,3 +98,22 @@ def fill_entries(run: RunRef, status: OrderStatus, executions: Iterable[Executio
         )
         for e in mine
     ]
+
+
+def execution_entry(run: RunRef, execution: Mapping[str, Any]) -> JournalEntry:
+    """A fill as an event trigger reported it (:meth:`Execution.summary` as JSON): one row per
+    execution id, however many runs it was delivered to (event triggers deliver at least once)."""
+    return JournalEntry(
+        EntryKind.FILL,
+        run,
+        subject=str(execution["execution_id"]),
+        account_id=str(execution.get("account_id") or ""),
+        coid=execution.get("coid"),
+        symbol=execution.get("symbol"),
+        side=execution.get("side"),
+        quantity=execution.get("size"),
+        price=execution.get("price"),
+        commission=execution.get("commission"),
+        payload=dict(execution),
+        scope="execution",
+    )

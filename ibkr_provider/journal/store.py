@@ -136,6 +136,15 @@ class TradeJournal:
         with self.engine.connect() as conn:
             return {str(kind): int(n) for kind, n in conn.execute(query).all()}
 
+    def known(self, event_keys: Iterable[str]) -> set[str]:
+        """Which of ``event_keys`` are journaled already."""
+        wanted = list(set(event_keys))
+        if not wanted:
+            return set()
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(TABLE.c.event_key).where(TABLE.c.event_key.in_(wanted))).scalars()
+            return {str(key) for key in found}
+
     def rows(self, *, run_id: str | None = None, kind: str | None = None) -> list[JournalRow]:
         """The rows in the order they were written (of one run, of one kind)."""
         query = sa.select(TABLE).order_by(TABLE.c.id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import time
 from datetime import datetime
 from pathlib import Path
@@ -74,6 +75,21 @@ def _journal_rows(database: str, run_id: str) -> list[tuple[str, str | None, str
         return [tuple(row) for row in cursor.fetchall()]  # type: ignore[misc]
 
 
+def _journal_fills(database: str) -> list[str]:
+    """The execution ids ibkr_on_fill journaled (one row per event it received)."""
+    import psycopg2
+
+    url = database.replace("postgresql+psycopg2", "postgresql")
+    with contextlib.closing(psycopg2.connect(url)) as db, db.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('ibkr_trade_journal')")
+        if cursor.fetchone()[0] is None:
+            return []
+        cursor.execute(
+            "SELECT coid, payload FROM ibkr_trade_journal WHERE dag_id = 'ibkr_on_fill' AND kind = 'fill'"
+        )
+        return [json.loads(payload)["execution_id"] for _, payload in cursor.fetchall()]
+
+
 def _kill_host(root: int) -> None:
     """SIGKILL a worker and everything under it, as when its machine dies."""
     tree = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
@@ -106,11 +122,20 @@ def _secrets_are_required_and_private(work: Path, info: dict[str, Any]) -> None:
 @pytest.mark.timeout(1500)
 def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
     work = tmp_path / "cluster"
-    dags = dag_folder(tmp_path, "ibkr_cluster_fanout", "ibkr_order_and_wait", "ibkr_approved_place_retry")
+    dags = dag_folder(
+        tmp_path,
+        "ibkr_cluster_fanout",
+        "ibkr_order_and_wait",
+        "ibkr_approved_place_retry",
+        "ibkr_on_fill",
+        "ibkr_fill_burst",
+    )
     env = user_env(
         IBKR_CLUSTER_PORT=str(free_port()), IBKR_CLUSTER_DIR=str(work), IBKR_CLUSTER_DAGS=str(dags)
     )
-    with running_script("cluster.py", env, tmp_path / "cluster.out", boot_seconds=720, stop_seconds=90):
+    with running_script(
+        "cluster.py", env, tmp_path / "cluster.out", boot_seconds=720, stop_seconds=90
+    ) as cluster_script:
         info: dict[str, Any] = json.loads((work / "cluster.json").read_text())
         _secrets_are_required_and_private(work, info)
         api = Api(info["url"], info["password"])
@@ -206,5 +231,27 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         ], journaled
         assert journaled[2][2] == result["coid"]  # the adopted order, once
         _one_login(_sandbox_stats(sandbox_url))
+
+        # 4. event-driven: ibkr_on_fill's watcher (IbkrFillEventTrigger in the triggerer) journals
+        # every fill exactly once, also across a triggerer killed and restarted mid-burst
+        run_id = api.trigger("ibkr_fill_burst", {"count": 6, "gap": 1.0})
+        filled_before = _sandbox_stats(sandbox_url).get("orders_placed", 0)
+        deadline = time.monotonic() + 240
+        while _sandbox_stats(sandbox_url).get("orders_placed", 0) < filled_before + 3:
+            assert time.monotonic() < deadline, "the burst did not start in 240 s"
+            time.sleep(0.2)
+        cluster_script.send_signal(signal.SIGUSR1)  # the triggerer dies and starts again
+        assert api.finish("ibkr_fill_burst", run_id) == "success"
+        placed_total = _sandbox_stats(sandbox_url)["orders_placed"]
+        deadline = time.monotonic() + 240
+        while len(on_fill := _journal_fills(info["database"])) < placed_total:
+            assert time.monotonic() < deadline, f"{len(on_fill)} of {placed_total} fills journaled"
+            time.sleep(1)
+        time.sleep(8)  # a repeat would come now (ids are stored 5 s after their event)
+        on_fill = _journal_fills(info["database"])
+        # one row per fill: none lost across the kill (a fill fired just before it fires again
+        # after the restart: at least once, and the journal keeps one row per execution id)
+        assert len(on_fill) == placed_total and len(set(on_fill)) == placed_total, on_fill
+        assert "triggerer killed and started again" in (tmp_path / "cluster.out").read_text()
     leftovers = [path for path in info["removed_at_stop"] if Path(path).exists()]
     assert not leftovers, leftovers

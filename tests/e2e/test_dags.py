@@ -37,6 +37,7 @@ def test_dags_import_without_errors_or_connection_lookups() -> None:
         "ibkr_dca",
         "ibkr_flex_report",
         "ibkr_risk_monitor",
+        "ibkr_on_fill",
     }
     for dag_id in bag.dag_ids:
         dag = bag.dags[dag_id]

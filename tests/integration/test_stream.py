@@ -154,3 +154,20 @@ def test_a_refused_login_is_unavailable_at_once(
     state = asyncio.run(scenario())
     assert state.kind == "unavailable" and "1008" in state.reason
     assert fresh_sandbox.stats()["ws_refused"] == 1
+
+
+def test_a_listener_joining_a_socket_already_up_is_told_it_is_connected(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    """An order wait starting while another trigger of the session holds the socket reads its
+    order once when it joins, as on a fresh connect (it waited forever before)."""
+    hub = _hub(make_client(fresh_sandbox))
+
+    async def scenario() -> None:
+        async with hub.listen("str+{}") as first:
+            await _until(first, _connected(False))
+            async with hub.listen("sor+{}") as second:
+                await _until(second, _connected(False), seconds=2)
+
+    asyncio.run(scenario())
+    assert hub.connections == 1

@@ -107,6 +107,8 @@ class StreamHub:
             self._topics[topic] = self._topics.get(topic, 0) + 1
             if self._topics[topic] == 1 and self._socket is not None:
                 await self._send(topic)
+        if self._socket is not None:  # joining a socket already up: this listener's "connected"
+            listener.queue.put_nowait(StreamState("connected"))
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
         try:

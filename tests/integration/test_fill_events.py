@@ -1,0 +1,158 @@
+"""``IbkrFillEventTrigger`` against the sandbox's websocket: one event per new fill, none for
+the fills IBKR replays on subscribe once their ids are in the asset state store, also across a
+restart (a new trigger instance with the same store), and polling when IBKR refuses the socket
+(issue 23)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from ibkr_sandbox.process import RunningSandbox
+
+from ibkr_provider.client import IbkrClient
+from ibkr_provider.client.models.orders import OrderTicket
+
+MakeClient = Callable[..., IbkrClient]
+VTI = 12340038
+
+
+class FakeStateStore:
+    """Airflow's asset state store accessor, in memory (the triggerer injects the real one)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    async def aset(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+
+@pytest.fixture
+def connection(
+    monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox, tmp_path: Any
+) -> RunningSandbox:
+    """``ibkr_default`` on the sandbox, sharing its session with the test's own client."""
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_DEFAULT", fresh_sandbox.connection_json())
+    monkeypatch.setenv("AIRFLOW__IBKR__SESSION_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "")
+    return fresh_sandbox
+
+
+def _client(sandbox: RunningSandbox, make_client: MakeClient, tmp_path: Any) -> IbkrClient:
+    return make_client(sandbox, session_cache=f"file://{tmp_path / 'cache'}")
+
+
+def _fill(client: IbkrClient, tag: str) -> str:
+    """A market order, filled at once; returns its cOID."""
+    coid = f"{tag}-{time.time_ns()}"
+    client.request(
+        "POST",
+        "/iserver/account/DU2345678/orders",
+        json={"orders": [OrderTicket(conid=VTI, side="BUY", quantity=1, coid=coid).to_json("DU2345678")]},
+    )
+    return coid
+
+
+async def _collect(events: AsyncIterator[Any], n: int, seconds: float = 15) -> list[dict[str, Any]]:
+    """The first ``n`` events, then the generator is asked for the next one for a moment, as the
+    triggerer does at once (the trigger stores the ids it fired ``confirm_seconds`` later)."""
+    got: list[dict[str, Any]] = []
+
+    async def take() -> None:
+        async for event in events:
+            got.append(dict(event.payload))
+            if len(got) == n:
+                return
+
+    await asyncio.wait_for(take(), timeout=seconds)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(events.__anext__(), timeout=0.5)
+    return got
+
+
+def test_one_event_per_new_fill_and_none_for_the_replay_after_a_restart(
+    connection: RunningSandbox, make_client: MakeClient, tmp_path: Any
+) -> None:
+    from ibkr_provider.triggers.fills import SEEN_KEY, IbkrFillEventTrigger
+
+    client = _client(connection, make_client, tmp_path)
+    store = FakeStateStore()
+
+    async def first_run() -> list[dict[str, Any]]:
+        trigger = IbkrFillEventTrigger(
+            ibkr_conn_id="ibkr_default", account_id="DU2345678", confirm_seconds=0.1
+        )
+        trigger.asset_state_store = store  # type: ignore[assignment]
+        events = trigger.run()
+        collecting = asyncio.ensure_future(_collect(events, 3))
+        await asyncio.sleep(1.0)  # subscribed
+        for i in range(3):  # a burst of fills
+            await asyncio.to_thread(_fill, client, f"burst{i}")
+        got = await collecting
+        await events.aclose()  # the triggerer stops (restart)
+        return got
+
+    burst = asyncio.run(first_run())
+    assert len({e["execution_id"] for e in burst}) == 3 and all(e["coid"].startswith("burst") for e in burst)
+    assert len(store.values[SEEN_KEY]) == 3
+
+    async def after_restart() -> list[dict[str, Any]]:
+        trigger = IbkrFillEventTrigger(ibkr_conn_id="ibkr_default", confirm_seconds=0.1)
+        trigger.asset_state_store = store  # type: ignore[assignment]
+        events = trigger.run()
+        collecting = asyncio.ensure_future(_collect(events, 1))
+        await asyncio.sleep(1.0)  # IBKR replayed the three: nothing fired for them
+        assert not collecting.done()
+        await asyncio.to_thread(_fill, client, "after")
+        got = await collecting
+        await events.aclose()
+        return got
+
+    (late,) = asyncio.run(after_restart())
+    assert late["coid"].startswith("after") and late["commission"] == "1.00" and late["side"] == "BUY"
+    assert len(store.values[SEEN_KEY]) == 4
+
+
+def test_a_refused_socket_polls_ibkrs_trades(
+    connection: RunningSandbox, make_client: MakeClient, tmp_path: Any
+) -> None:
+    from ibkr_provider.triggers.fills import IbkrFillEventTrigger
+
+    client = _client(connection, make_client, tmp_path)
+    connection.configure(ws_refuse=True, endpoint_limits=False)
+    trigger = IbkrFillEventTrigger(ibkr_conn_id="ibkr_default", poll_interval=0.5)
+
+    async def scenario() -> list[dict[str, Any]]:
+        events = trigger.run()
+        collecting = asyncio.ensure_future(_collect(events, 1))
+        await asyncio.to_thread(_fill, client, "polled")
+        got = await collecting
+        await events.aclose()
+        return got
+
+    (event,) = asyncio.run(scenario())
+    assert event["coid"].startswith("polled")
+    assert connection.stats()["paths"]["GET /v1/api/iserver/account/trades"] >= 1
+
+
+def test_the_trigger_serialises_without_secrets() -> None:
+    from ibkr_provider.triggers.fills import IbkrFillEventTrigger
+
+    path, kwargs = IbkrFillEventTrigger(ibkr_conn_id="ibkr_x", account_id="DU1").serialize()
+    assert path == "ibkr_provider.triggers.fills.IbkrFillEventTrigger"
+    assert kwargs == {
+        "ibkr_conn_id": "ibkr_x",
+        "account_id": "DU1",
+        "poll_interval": 30.0,
+        "stream_auth": "auto",
+        "keep": 5000,
+        "confirm_seconds": 5.0,
+    }
+    assert IbkrFillEventTrigger(**kwargs).serialize() == (path, kwargs)
