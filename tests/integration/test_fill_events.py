@@ -156,3 +156,56 @@ def test_the_trigger_serialises_without_secrets() -> None:
         "confirm_seconds": 5.0,
     }
     assert IbkrFillEventTrigger(**kwargs).serialize() == (path, kwargs)
+
+
+def test_a_price_crossing_fires_once_and_again_only_after_it_moved_back(
+    connection: RunningSandbox, make_client: MakeClient, tmp_path: Any
+) -> None:
+    """Above 300 for VTI (at 289): no event for the start, one when it crosses, none while it
+    stays above, none for moving back, one for the next crossing; a restart above the level
+    (armed state in the store) fires nothing."""
+    from ibkr_provider.triggers.prices import IbkrPriceCrossingEventTrigger
+
+    _client(connection, make_client, tmp_path).connect()  # the session the triggers share
+    store = FakeStateStore()
+
+    def trigger() -> IbkrPriceCrossingEventTrigger:
+        made = IbkrPriceCrossingEventTrigger(conid=VTI, level="300", direction="above")
+        made.asset_state_store = store  # type: ignore[assignment]
+        return made
+
+    async def scenario() -> list[dict[str, Any]]:
+        events = trigger().run()
+        got: list[dict[str, Any]] = []
+
+        async def take() -> None:
+            async for event in events:
+                got.append(dict(event.payload))
+
+        taking = asyncio.ensure_future(take())
+        for price in (289, 301, 305, 302, 295, 299, 300.5):  # crosses at 301 and again at 300.5
+            await asyncio.sleep(0.4)
+            await asyncio.to_thread(connection.set_price, VTI, price)
+        await asyncio.sleep(0.6)
+        taking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await taking
+        return got
+
+    crossings = asyncio.run(scenario())
+    assert [c["price"] for c in crossings] == ["301.00", "300.50"], crossings
+    assert store.values["armed:12340038:above:300"] is False
+
+    async def restarted_above() -> bool:
+        events = trigger().run()
+        first = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(connection.set_price, VTI, 310)  # still above: no new crossing
+        await asyncio.sleep(0.6)
+        fired = first.done()
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await first
+        return fired
+
+    assert asyncio.run(restarted_above()) is False

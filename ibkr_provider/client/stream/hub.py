@@ -125,6 +125,10 @@ class StreamHub:
                     await self._task
                 self._task = None
 
+    async def resend(self, topic: str) -> None:
+        """Send a subscription again (IBKR ends ``smd`` subscriptions after 10 minutes)."""
+        await self._send(topic)
+
     def _tell(self, event: StreamMessage | StreamState) -> None:
         for listener in list(self._listeners):
             listener.queue.put_nowait(event)

@@ -1,0 +1,164 @@
+"""``IbkrPriceCrossingEventTrigger``: an Asset event when a price crosses a level.
+
+For an ``AssetWatcher``: it follows IBKR's market data (``smd+CONID``, field 31: last) on the
+session's shared websocket and fires once per crossing, never on a state that stays true: after
+a crossing it is disarmed until the price is back on the other side of the level. A price
+already beyond the level when the watcher starts is not a crossing. The armed state is kept in
+Airflow 3.3's asset state store (``armed:<conid>:<direction>:<level>``), so a triggerer restart
+neither fires a crossing again nor forgets one that re-armed it.
+
+IBKR ends an ``smd`` subscription after 10 minutes (Web API changelog, 2026-04-14): it is sent
+again every ``resubscribe_seconds`` (540). When IBKR refuses the socket, the watcher says so once
+and polls a market-data snapshot every ``poll_interval`` seconds instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.log import amask_secret
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+from ibkr_provider.client.models.numbers import as_text, to_decimal
+
+if TYPE_CHECKING:
+    from ibkr_provider.client import IbkrClient
+
+
+class IbkrPriceCrossingEventTrigger(BaseEventTrigger):
+    """Fire when ``conid``'s last price goes ``above`` (at or over) or ``below`` (at or under)
+    ``level``. The event's payload: ``conid``, ``direction``, ``level``, ``price``, ``at``."""
+
+    def __init__(
+        self,
+        *,
+        conid: int,
+        level: str | float,
+        direction: str = "above",
+        ibkr_conn_id: str = "ibkr_default",
+        poll_interval: float = 30.0,
+        resubscribe_seconds: float = 540.0,
+        stream_auth: str = "auto",
+    ) -> None:
+        super().__init__()
+        if direction not in ("above", "below"):
+            raise ValueError(f"direction: {direction!r} is not 'above' or 'below'")
+        if to_decimal(level) is None:
+            raise ValueError(f"level: {level!r} is not a price")
+        self.conid = int(conid)
+        self.level = str(level)
+        self.direction = direction
+        self.ibkr_conn_id = ibkr_conn_id
+        self.poll_interval = poll_interval
+        self.resubscribe_seconds = resubscribe_seconds
+        self.stream_auth = stream_auth
+        self._armed: bool | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "conid": self.conid,
+                "level": self.level,
+                "direction": self.direction,
+                "ibkr_conn_id": self.ibkr_conn_id,
+                "poll_interval": self.poll_interval,
+                "resubscribe_seconds": self.resubscribe_seconds,
+                "stream_auth": self.stream_auth,
+            },
+        )
+
+    @property
+    def _state_key(self) -> str:
+        return f"armed:{self.conid}:{self.direction}:{self.level}"
+
+    def _crossed(self, price: Decimal) -> bool:
+        level = to_decimal(self.level) or Decimal(0)
+        return price >= level if self.direction == "above" else price <= level
+
+    async def _set_armed(self, armed: bool) -> None:
+        self._armed = armed
+        if self.asset_state_store is not None:
+            await self.asset_state_store.aset(self._state_key, armed)
+
+    async def _see(self, price: Decimal | None) -> TriggerEvent | None:
+        """The event for a new price, if it is a new crossing (the armed state updated)."""
+        if price is None:
+            return None
+        crossed = self._crossed(price)
+        if self._armed is None:  # the first price: beyond the level already is not a crossing
+            await self._set_armed(not crossed)
+            return None
+        if self._armed and crossed:
+            await self._set_armed(False)
+            self.log.info("IBKR price of %s crossed %s %s: %s", self.conid, self.direction, self.level, price)
+            return TriggerEvent(
+                {
+                    "conid": self.conid,
+                    "direction": self.direction,
+                    "level": self.level,
+                    "price": as_text(price),
+                    "at": time.time(),
+                }
+            )
+        if not self._armed and not crossed:
+            await self._set_armed(True)
+        return None
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from ibkr_provider.client.models.stream import MarketTick
+        from ibkr_provider.client.stream.hub import StreamState
+        from ibkr_provider.hooks.ibkr import IbkrHook
+        from ibkr_provider.triggers.streams import session_hub
+
+        if self.asset_state_store is not None:
+            stored = await self.asset_state_store.aget(self._state_key, None)
+            self._armed = stored if isinstance(stored, bool) else None
+        pending: list[str] = []
+        hook = await asyncio.to_thread(IbkrHook, ibkr_conn_id=self.ibkr_conn_id)
+        client = await hook.aget_client(pending.append)
+        topic = f'smd+{self.conid}+{{"fields":["31"]}}'
+        try:
+            for secret in pending:
+                await amask_secret(secret)
+            hub = session_hub(client, self.ibkr_conn_id, self.stream_auth)
+            async with hub.listen(topic) as listener:
+                resubscribe_at = time.monotonic() + self.resubscribe_seconds
+                while True:
+                    try:
+                        message = await asyncio.wait_for(
+                            listener.next(), timeout=max(resubscribe_at - time.monotonic(), 0.01)
+                        )
+                    except TimeoutError:
+                        await hub.resend(topic)  # IBKR ends smd subscriptions after 10 minutes
+                        resubscribe_at = time.monotonic() + self.resubscribe_seconds
+                        continue
+                    if isinstance(message, StreamState) and message.kind == "unavailable":
+                        self.log.warning(
+                            "IBKR's websocket is unavailable (%s): polling %s's price every %g s instead",
+                            message.reason,
+                            self.conid,
+                            self.poll_interval,
+                        )
+                        break
+                    if isinstance(message, MarketTick) and message.conid == self.conid:
+                        event = await self._see(message.last)
+                        if event is not None:
+                            yield event
+            async for event in self._poll(client):
+                yield event
+        finally:
+            await asyncio.to_thread(client.close)
+
+    async def _poll(self, client: IbkrClient) -> AsyncIterator[TriggerEvent]:
+        while True:
+            quotes = await asyncio.to_thread(client.market_data.snapshot, [self.conid])
+            quote = quotes.get(self.conid)
+            event = await self._see(quote.last if quote is not None else None)
+            if event is not None:
+                yield event
+            await asyncio.sleep(self.poll_interval)
