@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk.log import amask_secret
 
-from ibkr_provider.client.stream.hub import StreamHub, StreamOptions, hub_for
+from ibkr_provider.client.stream.hub import StreamHub, StreamOptions
 from ibkr_provider.client.stream.login import StreamAuth, StreamLogin, stream_login
+from ibkr_provider.client.stream.registry import hub_for
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient

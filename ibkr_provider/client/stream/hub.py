@@ -286,17 +286,3 @@ class StreamHub:
             receiving.cancel()
             with contextlib.suppress(BaseException):
                 await receiving
-
-
-_HUBS: dict[tuple[int, str], StreamHub] = {}
-
-
-def hub_for(
-    session_key: str, login: Callable[[], Awaitable[StreamLogin]], options: StreamOptions | None = None
-) -> StreamHub:
-    """The hub of ``session_key`` in the running event loop (created on first use)."""
-    key = (id(asyncio.get_running_loop()), session_key)
-    hub = _HUBS.get(key)
-    if hub is None:
-        hub = _HUBS[key] = StreamHub(login, options)
-    return hub
