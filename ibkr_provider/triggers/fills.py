@@ -30,7 +30,6 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.log import amask_secret
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 if TYPE_CHECKING:
@@ -117,16 +116,11 @@ class IbkrFillEventTrigger(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from ibkr_provider.client.models.stream import Trades
         from ibkr_provider.client.stream.hub import StreamState
-        from ibkr_provider.hooks.ibkr import IbkrHook
-        from ibkr_provider.triggers.streams import session_hub
+        from ibkr_provider.triggers.streams import session_hub, trigger_client
 
         await self._load_seen()
-        pending: list[str] = []
-        hook = await asyncio.to_thread(IbkrHook, ibkr_conn_id=self.ibkr_conn_id)
-        client = await hook.aget_client(pending.append)
+        client = await trigger_client(self.ibkr_conn_id)
         try:
-            for secret in pending:
-                await amask_secret(secret)
             hub = session_hub(client, self.ibkr_conn_id, self.stream_auth)
             async with hub.listen("str+{}") as listener:
                 while True:

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.log import amask_secret
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from ibkr_provider.client.models.numbers import as_text, to_decimal
@@ -112,19 +111,14 @@ class IbkrPriceCrossingEventTrigger(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from ibkr_provider.client.models.stream import MarketTick
         from ibkr_provider.client.stream.hub import StreamState
-        from ibkr_provider.hooks.ibkr import IbkrHook
-        from ibkr_provider.triggers.streams import session_hub
+        from ibkr_provider.triggers.streams import session_hub, trigger_client
 
         if self.asset_state_store is not None:
             stored = await self.asset_state_store.aget(self._state_key, None)
             self._armed = stored if isinstance(stored, bool) else None
-        pending: list[str] = []
-        hook = await asyncio.to_thread(IbkrHook, ibkr_conn_id=self.ibkr_conn_id)
-        client = await hook.aget_client(pending.append)
+        client = await trigger_client(self.ibkr_conn_id)
         topic = f'smd+{self.conid}+{{"fields":["31"]}}'
         try:
-            for secret in pending:
-                await amask_secret(secret)
             hub = session_hub(client, self.ibkr_conn_id, self.stream_auth)
             async with hub.listen(topic) as listener:
                 resubscribe_at = time.monotonic() + self.resubscribe_seconds

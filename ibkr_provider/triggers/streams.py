@@ -48,3 +48,16 @@ def session_hub(
 
     options = StreamOptions(verify=client.config.verify, silence_seconds=silence_seconds)
     return hub_for(client.session_key, login, options)
+
+
+async def trigger_client(ibkr_conn_id: str) -> IbkrClient:
+    """A client for a trigger, built off the event loop, its secrets given to the masker (the
+    caller closes it, in a thread)."""
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
+    pending: list[str] = []
+    hook = await asyncio.to_thread(IbkrHook, ibkr_conn_id=ibkr_conn_id)
+    client = await hook.aget_client(pending.append)
+    for secret in pending:
+        await amask_secret(secret)
+    return client
