@@ -89,10 +89,14 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
 
         return IbkrHook(ibkr_conn_id=self.ibkr_conn_id)
 
-    def _outcome(self, context: Context, outcome: dict[str, Any]) -> dict[str, Any]:
+    def _outcome(
+        self, context: Context, outcome: dict[str, Any], status: OrderStatus | None = None
+    ) -> dict[str, Any]:
+        """``status``: the final status when the caller just read it (a poke); a deferred wait's
+        event carries only a summary, so the status is read again."""
         if self.journal_conn_id or self.notifiers:
             with fail_fast(f"IBKR order outcome ({self.task_id})"):
-                self._record(context)
+                self._record(context, status)
         if outcome["order_status"] not in self.expected_statuses:
             # Terminal: waiting again cannot change how the order ended.
             raise AirflowFailException(
@@ -101,7 +105,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
             )
         return outcome
 
-    def _record(self, context: Context) -> None:
+    def _record(self, context: Context, status: OrderStatus | None) -> None:
         """Journal the order's final state and its fills (the executions IBKR lists for its cOID;
         a fill not listed yet is an error to retry, never a missing row), then tell the
         notifiers."""
@@ -109,7 +113,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
         from ibkr_provider.journal.events import fill_entries, status_entry
 
         client = self.hook.get_conn()
-        status = client.orders.status(str(self.order_id))
+        status = status or client.orders.status(str(self.order_id))
         executions = client.iserver.executions(days=7, account_id=status.account_id) if status.filled else []
         ti = context["ti"]
         run = RunRef(ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1)
@@ -155,7 +159,7 @@ class IbkrOrderStatusSensor(BaseSensorOperator):
             status: OrderStatus = self.hook.get_conn().orders.status(str(self.order_id))
         self.log.info("IBKR order %s is %s", self.order_id, status.status_text)
         if status.status.terminal:
-            return PokeReturnValue(is_done=True, xcom_value=self._outcome(context, status.summary()))
+            return PokeReturnValue(is_done=True, xcom_value=self._outcome(context, status.summary(), status))
         return PokeReturnValue(is_done=False)
 
     def execute(self, context: Context) -> Any:
