@@ -4,8 +4,8 @@ For an ``AssetWatcher``: it follows IBKR's market data (``smd+CONID``, field 31:
 session's shared websocket and fires once per crossing, never on a state that stays true: after
 a crossing it is disarmed until the price is back on the other side of the level. A price
 already beyond the level when the watcher starts is not a crossing. The armed state is kept in
-Airflow 3.3's asset state store (``armed:<conid>:<direction>:<level>``), so a triggerer restart
-neither fires a crossing again nor forgets one that re-armed it.
+Airflow 3.3's asset state store (``armed:<conid>:<direction>:<level>``; the rule:
+:mod:`ibkr_provider.triggers.crossing`).
 
 IBKR ends an ``smd`` subscription after 10 minutes (Web API changelog, 2026-04-14): it is sent
 again every ``resubscribe_seconds`` (540). When IBKR refuses the socket, the watcher says so once
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from ibkr_provider.client.models.numbers import as_text, to_decimal
+from ibkr_provider.client.models.numbers import as_text
+from ibkr_provider.triggers.crossing import LevelCrossing, checked_level
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient
@@ -44,18 +45,13 @@ class IbkrPriceCrossingEventTrigger(BaseEventTrigger):
         stream_auth: str = "auto",
     ) -> None:
         super().__init__()
-        if direction not in ("above", "below"):
-            raise ValueError(f"direction: {direction!r} is not 'above' or 'below'")
-        if to_decimal(level) is None:
-            raise ValueError(f"level: {level!r} is not a price")
+        self.level = checked_level(level, direction)
         self.conid = int(conid)
-        self.level = str(level)
         self.direction = direction
         self.ibkr_conn_id = ibkr_conn_id
         self.poll_interval = poll_interval
         self.resubscribe_seconds = resubscribe_seconds
         self.stream_auth = stream_auth
-        self._armed: bool | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -71,51 +67,33 @@ class IbkrPriceCrossingEventTrigger(BaseEventTrigger):
             },
         )
 
-    @property
-    def _state_key(self) -> str:
-        return f"armed:{self.conid}:{self.direction}:{self.level}"
-
-    def _crossed(self, price: Decimal) -> bool:
-        level = to_decimal(self.level) or Decimal(0)
-        return price >= level if self.direction == "above" else price <= level
-
-    async def _set_armed(self, armed: bool) -> None:
-        self._armed = armed
-        if self.asset_state_store is not None:
-            await self.asset_state_store.aset(self._state_key, armed)
-
-    async def _see(self, price: Decimal | None) -> TriggerEvent | None:
-        """The event for a new price, if it is a new crossing (the armed state updated)."""
-        if price is None:
+    async def _see(self, crossing: LevelCrossing, price: Decimal | None) -> TriggerEvent | None:
+        """The event for a new price, if it is a new crossing."""
+        if not await crossing.crossed(price):
             return None
-        crossed = self._crossed(price)
-        if self._armed is None:  # the first price: beyond the level already is not a crossing
-            await self._set_armed(not crossed)
-            return None
-        if self._armed and crossed:
-            await self._set_armed(False)
-            self.log.info("IBKR price of %s crossed %s %s: %s", self.conid, self.direction, self.level, price)
-            return TriggerEvent(
-                {
-                    "conid": self.conid,
-                    "direction": self.direction,
-                    "level": self.level,
-                    "price": as_text(price),
-                    "at": time.time(),
-                }
-            )
-        if not self._armed and not crossed:
-            await self._set_armed(True)
-        return None
+        self.log.info("IBKR price of %s crossed %s %s: %s", self.conid, self.direction, self.level, price)
+        return TriggerEvent(
+            {
+                "conid": self.conid,
+                "direction": self.direction,
+                "level": self.level,
+                "price": as_text(price),
+                "at": time.time(),
+            }
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from ibkr_provider.client.models.stream import MarketTick
         from ibkr_provider.client.stream.hub import StreamState
         from ibkr_provider.triggers.streams import session_hub, trigger_client
 
-        if self.asset_state_store is not None:
-            stored = await self.asset_state_store.aget(self._state_key, None)
-            self._armed = stored if isinstance(stored, bool) else None
+        crossing = LevelCrossing(
+            self.level,
+            self.direction,
+            f"armed:{self.conid}:{self.direction}:{self.level}",
+            self.asset_state_store,
+        )
+        await crossing.load()
         client = await trigger_client(self.ibkr_conn_id)
         topic = f'smd+{self.conid}+{{"fields":["31"]}}'
         try:
@@ -140,19 +118,19 @@ class IbkrPriceCrossingEventTrigger(BaseEventTrigger):
                         )
                         break
                     if isinstance(message, MarketTick) and message.conid == self.conid:
-                        event = await self._see(message.last)
+                        event = await self._see(crossing, message.last)
                         if event is not None:
                             yield event
-            async for event in self._poll(client):
+            async for event in self._poll(client, crossing):
                 yield event
         finally:
             await asyncio.to_thread(client.close)
 
-    async def _poll(self, client: IbkrClient) -> AsyncIterator[TriggerEvent]:
+    async def _poll(self, client: IbkrClient, crossing: LevelCrossing) -> AsyncIterator[TriggerEvent]:
         while True:
             quotes = await asyncio.to_thread(client.market_data.snapshot, [self.conid])
             quote = quotes.get(self.conid)
-            event = await self._see(quote.last if quote is not None else None)
+            event = await self._see(crossing, quote.last if quote is not None else None)
             if event is not None:
                 yield event
             await asyncio.sleep(self.poll_interval)

@@ -175,3 +175,23 @@ def ledger_json(book: SeedBook, account: SeedAccount) -> dict[str, Any]:
         "dividends": 0.0,
     }
     return {"USD": entry, "BASE": {**entry, "currency": "BASE", "secondkey": "BASE"}}
+
+
+def pnl_row(book: SeedBook, account: SeedAccount) -> dict[str, Any]:
+    """One ``<id>.Core`` row of ``/iserver/account/pnl/partitioned`` and of the ``spl`` topic:
+    daily PnL against each instrument's prior close, net liquidation, unrealised PnL, excess
+    liquidity (25% maintenance) and market value."""
+    gross, cash, upnl = _totals(book, account)
+    daily = sum(
+        (_price(book, p.conid) - book.instruments[p.conid].prior_close) * p.quantity
+        for p in account.positions
+    )
+    net = gross + cash
+    return {
+        "rowType": 1,
+        "dpl": round(daily, 2),
+        "nl": round(net, 2),
+        "upl": round(upnl, 2),
+        "el": round(net - gross * 0.25, 2),
+        "mv": round(gross, 2),
+    }

@@ -43,6 +43,13 @@ class Instrument:
     last_price: float
     currency: str = "USD"
     asset_class: str = "STK"
+    #: Yesterday's close, the base of the daily PnL (``pnl/partitioned``, the ``spl`` topic):
+    #: 1% under the seeded price, and it stays put while the price moves.
+    prior_close: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.prior_close:
+            object.__setattr__(self, "prior_close", round(self.last_price / 1.01, 2))
 
 
 @dataclass

@@ -209,3 +209,78 @@ def test_a_price_crossing_fires_once_and_again_only_after_it_moved_back(
         return fired
 
     assert asyncio.run(restarted_above()) is False
+
+
+def _account_value_trigger(store: FakeStateStore, **kwargs: Any) -> Any:
+    from ibkr_provider.triggers.account_values import IbkrAccountValueEventTrigger
+
+    made = IbkrAccountValueEventTrigger(
+        metric="daily_pnl", level="-3000", direction="below", account_id="DU2345678", **kwargs
+    )
+    made.asset_state_store = store  # type: ignore[assignment]
+    return made
+
+
+async def _events_while_prices_move(
+    trigger: Any, sandbox: RunningSandbox, prices: list[float], pause: float
+) -> list[dict[str, Any]]:
+    """The events ``trigger`` fires while VTI moves through ``prices``, ``pause`` s apart."""
+    events = trigger.run()
+    got: list[dict[str, Any]] = []
+
+    async def take() -> None:
+        async for event in events:
+            got.append(dict(event.payload))
+
+    taking = asyncio.ensure_future(take())
+    for price in prices:
+        await asyncio.sleep(pause)
+        await asyncio.to_thread(sandbox.set_price, VTI, price)
+    await asyncio.sleep(pause)
+    taking.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await taking
+    return got
+
+
+def test_a_daily_loss_beyond_the_level_fires_once_per_crossing_from_ibkrs_pnl_stream(
+    connection: RunningSandbox, make_client: MakeClient, tmp_path: Any
+) -> None:
+    """DU2345678 holds 358 VTI (prior close 286.14, daily PnL +2,145 at 289): at 270 the day's
+    loss passes 3,000 (one event), at 265 it stays beyond (none), back at 289 it re-arms, at 268
+    it crosses again (one event). The payload carries the account's figures."""
+    _client(connection, make_client, tmp_path).connect()
+    store = FakeStateStore()
+    crossings = asyncio.run(
+        _events_while_prices_move(_account_value_trigger(store), connection, [289, 270, 265, 289, 268], 0.4)
+    )
+    assert [c["value"] for c in crossings] == ["-4656.54", "-5372.54"], crossings
+    first = crossings[0]
+    assert first["account_id"] == "DU2345678" and first["metric"] == "daily_pnl"
+    assert first["daily_pnl"] == first["value"] and first["net_liquidation"] == "249914.6"
+    assert store.values["armed:DU2345678:daily_pnl:below:-3000"] is False
+    assert connection.stats()["paths"].get("GET /v1/api/iserver/account/pnl/partitioned", 0) == 0
+
+
+def test_a_refused_socket_polls_ibkrs_pnl_and_a_crossing_during_a_restart_fires_after_it(
+    connection: RunningSandbox, make_client: MakeClient, tmp_path: Any
+) -> None:
+    """Polling: the first read arms (stored); the triggerer stops; the loss passes the level
+    while it is down; the restarted watcher's first read fires it, as the stored state says the
+    level was not beyond before (without the store a first read beyond the level only arms)."""
+    _client(connection, make_client, tmp_path).connect()
+    connection.configure(ws_refuse=True, endpoint_limits=False)
+    store = FakeStateStore()
+    assert asyncio.run(_events_while_prices_move(_account_value_trigger(store), connection, [], 0.5)) == []
+    assert store.values["armed:DU2345678:daily_pnl:below:-3000"] is True
+    connection.set_price(VTI, 270)
+
+    async def restarted() -> dict[str, Any]:
+        events = _account_value_trigger(store).run()
+        try:  # IBKR's pace: the second PnL read of the session comes 5 s after the first
+            return dict((await asyncio.wait_for(events.__anext__(), timeout=15)).payload)
+        finally:
+            await events.aclose()
+
+    assert asyncio.run(restarted())["value"] == "-4656.54"
+    assert connection.stats()["paths"]["GET /v1/api/iserver/account/pnl/partitioned"] == 2

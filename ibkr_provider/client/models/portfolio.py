@@ -100,7 +100,12 @@ class PnlRow:
     @classmethod
     def from_json(cls, payload: Json) -> dict[str, PnlRow]:
         data = require_mapping(payload, "/iserver/account/pnl/partitioned")
-        rows = require_mapping(data.get("upnl") or {}, "upnl")
+        return cls.rows_of(require_mapping(data.get("upnl") or {}, "upnl"))
+
+    @classmethod
+    def rows_of(cls, rows: Mapping[str, Any]) -> dict[str, PnlRow]:
+        """Account id -> row, from rows keyed ``<accountId>.Core`` (the REST answer's ``upnl``,
+        the websocket's ``spl`` ``args``)."""
         out: dict[str, PnlRow] = {}
         for key, row in rows.items():
             if isinstance(row, Mapping):

@@ -3,7 +3,9 @@
 Server messages are JSON text frames with a ``topic``: ``sor`` (live orders: ``args`` is a list
 of rows shaped as ``GET /iserver/account/orders``), ``str`` (executions: ``args`` is a list of
 rows shaped as ``GET /iserver/account/trades``), ``smd+CONID`` (market data: the requested field
-ids as keys, 31 last, 84 bid, 86 ask), ``system`` (a heartbeat ``hb``, or ``success`` with the
+ids as keys, 31 last, 84 bid, 86 ask), ``spl`` (profit and loss: ``args`` keyed ``<account>.Core``,
+each row shaped as ``GET /iserver/account/pnl/partitioned``'s: ``dpl`` daily PnL, ``nl`` net
+liquidation, ``upl``, ``el``, ``mv``), ``system`` (a heartbeat ``hb``, or ``success`` with the
 user name once authenticated), ``sts`` (authentication status), and ``act``/``blt``/``ntf``/
 ``tic`` (accounts, bulletins, notifications, the answer to ``tic``). Before authentication the
 socket may say ``{"message": "waiting for session"}``. A frame that is not a JSON object is an
@@ -22,6 +24,7 @@ from ibkr_provider.client.errors import IbkrResponseError
 from ibkr_provider.client.models.executions import Execution
 from ibkr_provider.client.models.numbers import to_decimal
 from ibkr_provider.client.models.orders import LiveOrder
+from ibkr_provider.client.models.portfolio import PnlRow
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,13 @@ class MarketTick:
 
 
 @dataclass(frozen=True)
+class PnlUpdate:
+    """``spl``: the accounts whose profit and loss changed (all of them right after subscribing)."""
+
+    rows: Mapping[str, PnlRow]
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     """``system`` with ``hb``: the server's heartbeat (epoch milliseconds)."""
 
@@ -73,7 +83,7 @@ class Notice:
         return None
 
 
-StreamMessage = OrderUpdates | Trades | MarketTick | Heartbeat | Notice
+StreamMessage = OrderUpdates | Trades | MarketTick | PnlUpdate | Heartbeat | Notice
 
 
 def parse_message(text: str | bytes) -> StreamMessage:
@@ -101,6 +111,9 @@ def parse_message(text: str | bytes) -> StreamMessage:
             ask=to_decimal(payload.get("86")),
             updated_ms=int(updated) if updated is not None else None,
         )
+    if topic == "spl":
+        args = payload.get("args")
+        return PnlUpdate(PnlRow.rows_of(args if isinstance(args, Mapping) else {}))
     if topic == "system" and payload.get("hb") is not None:
         return Heartbeat(int(payload["hb"]))
     return Notice(topic or "message", payload)

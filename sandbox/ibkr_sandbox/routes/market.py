@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ibkr_sandbox.portfolio import pnl_row
 from ibkr_sandbox.routes.common import Gate, ibkr_error
 
 
@@ -122,24 +123,13 @@ def market_router(gate: Gate) -> APIRouter:
 
     @router.get("/v1/api/iserver/account/pnl/partitioned")
     def pnl(request: Request) -> dict[str, Any]:
-        """Daily PnL per account (``<id>.Core``): prices against a prior close 1% lower."""
+        """Daily PnL per account (``<id>.Core``), against each instrument's prior close."""
         record = gate.brokerage(request)
-        rows: dict[str, Any] = {}
         with state.lock:
-            for account_id in state.credentials.get(record.credential, []):
-                account = state.book.accounts[account_id]
-                values = [(state.book.instruments[p.conid].last_price, p) for p in account.positions]
-                market = sum(price * p.quantity for price, p in values)
-                daily = sum((price - round(price / 1.01, 2)) * p.quantity for price, p in values)
-                net = market + account.cash
-                rows[f"{account_id}.Core"] = {
-                    "rowType": 1,
-                    "dpl": round(daily, 2),
-                    "nl": round(net, 2),
-                    "upl": round(sum((price - p.avg_cost) * p.quantity for price, p in values), 2),
-                    "el": round(net - market * 0.25, 2),
-                    "mv": round(market, 2),
-                }
+            rows = {
+                f"{account_id}.Core": pnl_row(state.book, state.book.accounts[account_id])
+                for account_id in state.credentials.get(record.credential, [])
+            }
         return {"upnl": rows}
 
     return router

@@ -9,7 +9,9 @@ Authentication, as IBKR takes it: an OAuth 2.0 client sets the query parameter
 
 Topics: ``sor+{}`` (live orders: the current ones at once, then every change), ``str+{}``
 (executions: those of the last 7 days at once, IBKR's replay, then each new fill), ``smd+CONID+
-{"fields":[...]}`` (a tick whenever the price moves), the ``u..`` forms to stop, ``tic`` (keeps
+{"fields":[...]}`` (a tick whenever the price moves), ``spl+{}`` (profit and loss: ``args`` keyed
+by ``<account>.Core`` as ``/iserver/account/pnl/partitioned`` rows, the current ones at once, then
+each account whose figures changed), the ``u..`` forms to stop, ``tic`` (keeps
 the socket alive). A ``system`` heartbeat ``{"hb": <ms>}`` goes out every ``ws_heartbeat_seconds``.
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from ibkr_sandbox.portfolio import pnl_row
 from ibkr_sandbox.routes.common import Gate
 from ibkr_sandbox.state import SsoSessionRecord
 from ibkr_sandbox.stream import StreamConnection
@@ -33,10 +36,12 @@ class _Subscriptions:
     def __init__(self) -> None:
         self.orders = False
         self.trades = False
+        self.pnl = False
         self.market: dict[int, list[str]] = {}
         self.sent_orders: dict[int, tuple[str, float]] = {}
         self.sent_executions: set[str] = set()
         self.sent_prices: dict[int, float] = {}
+        self.sent_pnl: dict[str, dict[str, Any]] = {}
 
 
 def stream_router(gate: Gate) -> APIRouter:
@@ -92,6 +97,12 @@ def stream_router(gate: Gate) -> APIRouter:
                     {"topic": f"smd+{conid}", "conid": conid, "_updated": int(time.time() * 1000), **tick}
                 )
                 subs.sent_prices[conid] = price
+            if subs.pnl:
+                rows = {f"{a}.Core": pnl_row(state.book, state.book.accounts[a]) for a in sorted(accounts)}
+                changed_pnl = {key: row for key, row in rows.items() if subs.sent_pnl.get(key) != row}
+                if changed_pnl:
+                    out.append({"topic": "spl", "args": changed_pnl})
+                    subs.sent_pnl.update(changed_pnl)
         return out
 
     def handle(text: str, subs: _Subscriptions) -> dict[str, Any] | None:
@@ -104,6 +115,9 @@ def stream_router(gate: Gate) -> APIRouter:
             subs.sent_orders.clear()
         elif topic in ("str", "utr"):
             subs.trades = topic == "str"
+        elif topic in ("spl", "upl"):
+            subs.pnl = topic == "spl"
+            subs.sent_pnl.clear()
         elif topic in ("smd", "umd"):
             conid_text, _, args = rest.partition("+")
             conid = int(conid_text.split("@")[0])
