@@ -24,6 +24,11 @@ class FlexReport:
         """Rows of a section such as ``Trades``, ``OpenPositions`` or ``CashReport``."""
         return self.sections.get(section, [])
 
+    def statements(self) -> list[dict[str, str]]:
+        """Each ``FlexStatement``'s attributes: ``accountId``, ``fromDate``, ``toDate``,
+        ``period``, ``whenGenerated``."""
+        return [dict(statement.attrib) for statement in SafeET.fromstring(self.content).iter("FlexStatement")]
+
 
 def parse_flex_statement(content: bytes) -> dict[str, list[dict[str, str]]]:
     """Section name -> rows (the attributes of each child element) of a FlexQueryResponse, each

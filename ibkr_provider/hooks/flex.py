@@ -6,7 +6,8 @@ password (registered with the masker), the host defaulting to IBKR's Flex Web Se
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,8 @@ from ibkr_provider.hooks.connection import extra_of
 from ibkr_provider.hooks.names import DEFAULT_FLEX_CONN_ID
 
 if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
     from ibkr_provider.flex.client import FlexClient
 
 
@@ -61,27 +64,15 @@ class IbkrFlexHook(BaseHook):
 
     def get_conn(self) -> FlexClient:
         """The Flex client for this connection (close it, or use it as a context manager)."""
-        from ibkr_provider.client import fields
-        from ibkr_provider.flex.client import FlexClient
+        return _flex_client(self.get_connection(self.ibkr_flex_conn_id), mask_secret)
 
-        conn = self.get_connection(self.ibkr_flex_conn_id)
-        token = (conn.password or "").strip()
-        if not token:
-            raise IbkrConfigError(
-                "password",
-                "the ibkr_flex connection needs the Flex token in its password (Client Portal > "
-                "Settings > Flex Web Service)",
-            )
-        mask_secret(token)
-        extra = extra_of(conn)
-        return FlexClient(
-            token=token,
-            base_url=flex_base_url(conn.host, conn.port),
-            verify=fields.verify(extra.get("verify"), error=IbkrConfigError),
-            timeout=_number("timeout", extra, 30.0, 0.001, 600, "30"),
-            poll_interval=_number("poll_interval", extra, 5.0, 0.1, 600, "5"),
-            max_wait=_number("max_wait", extra, 600.0, 1, 86_400, "600"),
-        )
+    async def aget_conn(self, secret_sink: Callable[[str], object]) -> FlexClient:
+        """The Flex client, for a trigger: the connection read with ``aget_connection``, the
+        token handed to ``secret_sink`` for the caller to mask with ``amask_secret`` (the
+        blocking ``mask_secret`` is unsafe in the triggerer). The client is built in a worker
+        thread (the first import of requests must not block the loop)."""
+        conn = await self.aget_connection(self.ibkr_flex_conn_id)
+        return await asyncio.to_thread(_flex_client, conn, secret_sink)
 
     def default_query_id(self) -> str | None:
         """The connection's ``query_id`` extra: the query operators use when they name none."""
@@ -108,6 +99,29 @@ class IbkrFlexHook(BaseHook):
         except Exception as exc:
             return False, f"Unexpected {type(exc).__name__}: {exc}"
         return True, f"Flex Web Service at {where}: {answer}"
+
+
+def _flex_client(conn: Connection, secret_sink: Callable[[str], object]) -> FlexClient:
+    from ibkr_provider.client import fields
+    from ibkr_provider.flex.client import FlexClient
+
+    token = (conn.password or "").strip()
+    if not token:
+        raise IbkrConfigError(
+            "password",
+            "the ibkr_flex connection needs the Flex token in its password (Client Portal > "
+            "Settings > Flex Web Service)",
+        )
+    secret_sink(token)
+    extra = extra_of(conn)
+    return FlexClient(
+        token=token,
+        base_url=flex_base_url(conn.host, conn.port),
+        verify=fields.verify(extra.get("verify"), error=IbkrConfigError),
+        timeout=_number("timeout", extra, 30.0, 0.001, 600, "30"),
+        poll_interval=_number("poll_interval", extra, 5.0, 0.1, 600, "5"),
+        max_wait=_number("max_wait", extra, 600.0, 1, 86_400, "600"),
+    )
 
 
 def flex_base_url(host: str | None, port: int | None = None) -> str:

@@ -15,6 +15,7 @@ from ibkr_provider.client.models.numbers import as_text
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient
+    from ibkr_provider.client.models.portfolio import PnlRow, Position
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +66,77 @@ def account_risks(client: IbkrClient, accounts: Sequence[str] | None) -> list[Ac
     """The figures of ``accounts`` (every account of the login when none are named)."""
     named = [fields.account_id(a, "accounts") for a in accounts or []]
     pnl = client.pnl()
-    risks = []
-    for account in named or [a.account_id for a in client.list_accounts()]:
-        summary = client.account_summary(account)
-        risk = AccountRisk(
-            account,
-            summary.amount("cushion"),
-            summary.amount("excessliquidity"),
-            pnl[account].daily_pnl if account in pnl else None,
-        )
-        log.info(
-            "%s: cushion %s, excess liquidity %s, daily PnL %s",
-            account,
-            risk.cushion,
-            risk.excess_liquidity,
-            risk.daily_pnl,
-        )
-        risks.append(risk)
-    return risks
+    return [
+        _risk_of(client, account, pnl) for account in named or [a.account_id for a in client.list_accounts()]
+    ]
+
+
+def _risk_of(client: IbkrClient, account: str, pnl: Mapping[str, PnlRow]) -> AccountRisk:
+    summary = client.account_summary(account)
+    risk = AccountRisk(
+        account,
+        summary.amount("cushion"),
+        summary.amount("excessliquidity"),
+        pnl[account].daily_pnl if account in pnl else None,
+    )
+    log.info(
+        "%s: cushion %s, excess liquidity %s, daily PnL %s",
+        account,
+        risk.cushion,
+        risk.excess_liquidity,
+        risk.daily_pnl,
+    )
+    return risk
+
+
+@dataclass(frozen=True)
+class DrawdownReport:
+    """What a person wants to read when an account's day turns bad: its risk figures and the
+    positions that weigh most (``ibkr_drawdown_guard``)."""
+
+    risk: AccountRisk
+    net_liquidation: Decimal | None
+    largest: tuple[Position, ...]
+
+    def text(self) -> str:
+        risk = self.risk
+        lines = [
+            f"{risk.account_id}: daily PnL {_amount(risk.daily_pnl)}, net liquidation "
+            f"{_amount(self.net_liquidation)}",
+            f"margin cushion {'n/a' if risk.cushion is None else f'{risk.cushion:.1%}'}, "
+            f"excess liquidity {_amount(risk.excess_liquidity)}",
+            f"largest {len(self.largest)} position(s):",
+        ]
+        lines += [
+            f"  {p.symbol or p.conid}: {p.quantity:,g} at {_amount(p.market_price)} = "
+            f"{_amount(p.market_value)} {p.currency or ''} (unrealised {_amount(p.unrealized_pnl)})"
+            for p in self.largest
+        ]
+        return "\n".join(lines)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "account_id": self.risk.account_id,
+            **self.risk.as_json(),
+            "net_liquidation": as_text(self.net_liquidation),
+            "largest": [
+                {"symbol": p.symbol, "quantity": p.quantity, "market_value": as_text(p.market_value)}
+                for p in self.largest
+            ],
+        }
+
+
+def _amount(value: Decimal | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f}"
+
+
+def drawdown_report(client: IbkrClient, account_id: str, *, top: int = 5) -> DrawdownReport:
+    """``account_id``'s risk figures, net liquidation and ``top`` largest positions by value."""
+    account_id = fields.account_id(account_id, "account_id")
+    pnl = client.pnl()  # once: IBKR allows 1 PnL request per 5 s
+    risk = _risk_of(client, account_id, pnl)
+    positions = sorted(
+        client.all_positions(account_id), key=lambda p: abs(p.market_value or Decimal(0)), reverse=True
+    )
+    row = pnl.get(account_id)
+    return DrawdownReport(risk, row.net_liquidation if row else None, tuple(positions[:top]))

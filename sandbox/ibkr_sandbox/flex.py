@@ -144,7 +144,7 @@ def add_flex_routes(app: FastAPI, state: SandboxState, token: str) -> None:
             return _error("Fail", 1012, "Token has expired.")
         if q != SANDBOX_FLEX_QUERY_ID:
             return _error("Fail", 1014, "Query is invalid.")
-        today = datetime.now(timezone.utc).strftime("%Y%m%d")
+        today = state.settings.flex_report_date or datetime.now(timezone.utc).strftime("%Y%m%d")
         reference = str(secrets.randbelow(9_000_000_000) + 1_000_000_000)
         requests_by_ref[reference] = FlexRequest(
             q, fd or today, td or today, state.settings.flex_pending_polls

@@ -67,6 +67,9 @@ class SandboxSettings:
     flex_token_expired: bool = False
     #: Flex: a token polling again within this many seconds gets 1018 (IBKR's limit is UNCONFIRMED).
     flex_min_interval: float = 1.0
+    #: Flex: the day a report without explicit dates covers (``YYYYMMDD``; None: today, UTC), so a
+    #: test can make the next day's report appear.
+    flex_report_date: str | None = None
     #: What-if answers carry this ``warn`` text (IBKR's margin and price warnings), e.g.
     #: "21/The order would exceed the account's available funds"; None: no warning.
     whatif_warning: str | None = None

@@ -119,6 +119,22 @@ def _secrets_are_required_and_private(work: Path, info: dict[str, Any]) -> None:
         psycopg2.connect(host="127.0.0.1", port=database.port, user="airflow", dbname="airflow").close()
 
 
+def _drawdown_reports(api: Api, seconds: float = 240) -> dict[str, dict[str, Any]]:
+    """Account id -> the risk report of ibkr_drawdown_guard's successful runs, once there is one."""
+    deadline = time.monotonic() + seconds
+    while True:
+        runs = api.get("dags/ibkr_drawdown_guard/dagRuns", state="success")["dag_runs"]
+        reports = {
+            report["account_id"]: report
+            for run in runs
+            for report in api.xcom("ibkr_drawdown_guard", run["dag_run_id"], "risk_report")
+        }
+        if reports:
+            return reports
+        assert time.monotonic() < deadline, "ibkr_drawdown_guard did not run in time"
+        time.sleep(1)
+
+
 @pytest.mark.timeout(1500)
 def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
     work = tmp_path / "cluster"
@@ -129,9 +145,13 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         "ibkr_approved_place_retry",
         "ibkr_on_fill",
         "ibkr_fill_burst",
+        "ibkr_drawdown_guard",
     )
     env = user_env(
-        IBKR_CLUSTER_PORT=str(free_port()), IBKR_CLUSTER_DIR=str(work), IBKR_CLUSTER_DAGS=str(dags)
+        IBKR_CLUSTER_PORT=str(free_port()),
+        IBKR_CLUSTER_DIR=str(work),
+        IBKR_CLUSTER_DAGS=str(dags),
+        IBKR_DRAWDOWN_DAILY_LOSS="3000",
     )
     with running_script(
         "cluster.py", env, tmp_path / "cluster.out", boot_seconds=720, stop_seconds=90
@@ -253,5 +273,13 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         # after the restart: at least once, and the journal keeps one row per execution id)
         assert len(on_fill) == placed_total and len(set(on_fill)) == placed_total, on_fill
         assert "triggerer killed and started again" in (tmp_path / "cluster.out").read_text()
+
+        # 5. event-driven on IBKR's PnL: VTI falls and DU2345678's day passes the guard's loss
+        # (3,000 here): ibkr_drawdown_guard's watcher (spl, in the restarted triggerer) starts a
+        # run, which reports on the account
+        requests.post(
+            f"{sandbox_url}/__sandbox__/prices", json={"conid": VTI, "price": 262}, timeout=30
+        ).raise_for_status()
+        assert "DU2345678" in _drawdown_reports(api), "no drawdown report on DU2345678"
     leftovers = [path for path in info["removed_at_stop"] if Path(path).exists()]
     assert not leftovers, leftovers

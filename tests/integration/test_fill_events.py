@@ -16,22 +16,10 @@ from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient
 from ibkr_provider.client.models.orders import OrderTicket
+from tests.support.state_store import FakeStateStore
 
 MakeClient = Callable[..., IbkrClient]
 VTI = 12340038
-
-
-class FakeStateStore:
-    """Airflow's asset state store accessor, in memory (the triggerer injects the real one)."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    async def aget(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    async def aset(self, key: str, value: Any) -> None:
-        self.values[key] = value
 
 
 @pytest.fixture
@@ -156,6 +144,45 @@ def test_the_trigger_serialises_without_secrets() -> None:
         "confirm_seconds": 5.0,
     }
     assert IbkrFillEventTrigger(**kwargs).serialize() == (path, kwargs)
+
+
+@pytest.mark.parametrize(
+    ("path", "kwargs"),
+    [
+        (
+            "ibkr_provider.triggers.account_values.IbkrAccountValueEventTrigger",
+            {"level": "-5000", "metric": "net_liquidation", "direction": "below", "account_id": "DU1"},
+        ),
+        ("ibkr_provider.triggers.prices.IbkrPriceCrossingEventTrigger", {"conid": VTI, "level": "300"}),
+        ("ibkr_provider.triggers.flex.IbkrFlexReportEventTrigger", {"query_id": "100001"}),
+    ],
+)
+def test_every_event_trigger_round_trips_its_kwargs_and_names_a_connection_not_a_secret(
+    path: str, kwargs: dict[str, Any]
+) -> None:
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    serialised_path, serialised = cls(**kwargs).serialize()
+    assert serialised_path == path and serialised.items() >= kwargs.items()
+    assert cls(**serialised).serialize() == (path, serialised)
+    assert any(key.endswith("conn_id") for key in serialised)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"level": "-5000", "metric": "pnl"}, "metric: 'pnl' is not one of daily_pnl"),
+        ({"level": "five", "metric": "daily_pnl"}, "level: 'five' is not a number"),
+        ({"level": "-5000", "direction": "down"}, "direction: 'down' is not 'above' or 'below'"),
+    ],
+)
+def test_a_bad_account_value_watcher_names_the_field(kwargs: dict[str, Any], named: str) -> None:
+    from ibkr_provider.triggers.account_values import IbkrAccountValueEventTrigger
+
+    with pytest.raises(ValueError, match=named):
+        IbkrAccountValueEventTrigger(**kwargs)
 
 
 def test_a_price_crossing_fires_once_and_again_only_after_it_moved_back(

@@ -153,3 +153,55 @@ def test_an_expired_token_fails_at_once_naming_the_token(fresh_sandbox: RunningS
     # and the connection's Test (one SendRequest with the probe query id) says so too
     with pytest.raises(IbkrAuthError, match="Flex error 1012: Token has expired"):
         flex.check_token()
+
+
+def test_a_flex_watcher_fires_once_per_new_report_period_also_across_a_restart(
+    fresh_sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``IbkrFlexReportEventTrigger`` polling the sandbox's Flex service: the report of
+    2026-12-03 fires once however often it is asked again; the next day's report fires; a
+    restarted watcher (same asset state store) does not fire the day it already fired."""
+    import asyncio
+    import contextlib
+
+    from ibkr_provider.triggers.flex import IbkrFlexReportEventTrigger
+    from tests.support.state_store import FakeStateStore
+
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_FLEX_DEFAULT", fresh_sandbox.flex_connection_json())
+    fresh_sandbox.configure(flex_pending_polls=0, flex_min_interval=0.0, flex_report_date="20261203")
+    store = FakeStateStore()
+
+    def watcher() -> IbkrFlexReportEventTrigger:
+        made = IbkrFlexReportEventTrigger(query_id="100001", poll_interval=0.2, confirm_seconds=0.05)
+        made.asset_state_store = store  # type: ignore[assignment]
+        return made
+
+    async def events_while(days: list[str], pause: float) -> list[dict[str, object]]:
+        got: list[dict[str, object]] = []
+        events = watcher().run()
+
+        async def take() -> None:
+            async for event in events:
+                got.append(dict(event.payload))
+
+        taking = asyncio.ensure_future(take())
+        for day in days:
+            await asyncio.sleep(pause)
+            await asyncio.to_thread(fresh_sandbox.configure, flex_report_date=day)
+        await asyncio.sleep(pause)
+        taking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await taking
+        await events.aclose()
+        return got
+
+    fired = asyncio.run(events_while(["20261204"], 1.5))
+    assert [(e["from_date"], e["to_date"]) for e in fired] == [
+        ("20261203", "20261203"),
+        ("20261204", "20261204"),
+    ]
+    assert fired[0]["accounts"] == ["DU1234567", "DU2345678", "U3456789"]
+    assert fired[0]["rows"] == {"CashReport": 3, "OpenPositions": 282, "Trades": 0}
+    assert fresh_sandbox.stats()["flex_send_requests"] >= 4  # asked again, fired once per day
+    assert store.values["flex_period:100001"] == "20261204-20261204"
+    assert asyncio.run(events_while([], 1.0)) == []  # the restart: the same day fires nothing
