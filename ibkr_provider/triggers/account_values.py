@@ -4,13 +4,15 @@ liquidation crosses a level (a drawdown guard, a margin alarm).
 For an ``AssetWatcher``: it follows IBKR's profit-and-loss topic (``spl+{}``; each message's
 ``args`` are keyed ``<account>.Core`` with ``dpl`` daily PnL, ``nl`` net liquidation, ``upl``
 unrealised PnL, ``el`` excess liquidity and ``mv`` market value, the rows of
-``GET /iserver/account/pnl/partitioned``) on the session's shared websocket. ``spl`` carries both
+``GET /iserver/account/pnl/partitioned``) through a shared stream
+(:mod:`ibkr_provider.triggers.watching`: every account-value watcher of a connection, whatever its
+account, metric or level, shares one). ``spl`` carries both
 figures the issue asks for, so the account summary topic (``ssd``), whose message shape IBKR's
 documentation leaves open, is not needed. It fires once per crossing per account, never while the
 value stays beyond the level (:mod:`ibkr_provider.triggers.crossing`; armed state in Airflow 3.3's
 asset state store, key ``armed:<account>:<metric>:<direction>:<level>``).
 
-When IBKR refuses the socket it says so once and polls ``/iserver/account/pnl/partitioned``
+When IBKR refuses the socket the stream says so once and polls ``/iserver/account/pnl/partitioned``
 every ``poll_interval`` seconds instead (IBKR allows 1 request per 5 s there; the client's pacer
 keeps a shorter interval to that).
 """
@@ -22,20 +24,22 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
 from ibkr_provider.client.models.numbers import as_text
 from ibkr_provider.triggers.crossing import LevelCrossing, checked_level
+from ibkr_provider.triggers.watching import IbkrStreamWatcher
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient
     from ibkr_provider.client.models.portfolio import PnlRow
+    from ibkr_provider.client.models.stream import StreamMessage
 
 #: The figures a watcher can follow: ``PnlRow`` attributes (IBKR's ``dpl``, ``nl``, ``upl``, ``el``).
 METRICS = ("daily_pnl", "net_liquidation", "unrealized_pnl", "excess_liquidity")
 
 
-class IbkrAccountValueEventTrigger(BaseEventTrigger):
+class IbkrAccountValueEventTrigger(IbkrStreamWatcher):
     """Fire when ``metric`` of ``account_id`` (every account of the login when None) goes
     ``below`` (at or under) or ``above`` (at or over) ``level``.
 
@@ -121,35 +125,20 @@ class IbkrAccountValueEventTrigger(BaseEventTrigger):
             "at": time.time(),
         }
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    @classmethod
+    def topic(cls, kwargs: dict[str, Any]) -> str:
+        return "spl+{}"
+
+    @classmethod
+    async def poll_once(cls, client: IbkrClient, kwargs: dict[str, Any]) -> StreamMessage:
         from ibkr_provider.client.models.stream import PnlUpdate
-        from ibkr_provider.client.stream.hub import StreamState
-        from ibkr_provider.triggers.streams import session_hub, trigger_client
 
-        client = await trigger_client(self.ibkr_conn_id)
-        try:
-            hub = session_hub(client, self.ibkr_conn_id, self.stream_auth)
-            async with hub.listen("spl+{}") as listener:
-                while True:
-                    message = await listener.next()
-                    if isinstance(message, StreamState) and message.kind == "unavailable":
-                        self.log.warning(
-                            "IBKR's websocket is unavailable (%s): polling IBKR's PnL every %g s instead",
-                            message.reason,
-                            self.poll_interval,
-                        )
-                        break
-                    if isinstance(message, PnlUpdate):
-                        for event in await self._see(message.rows.values()):
-                            yield event
-            async for event in self._poll(client):
-                yield event
-        finally:
-            await asyncio.to_thread(client.close)
+        return PnlUpdate(await asyncio.to_thread(client.iserver.pnl))
 
-    async def _poll(self, client: IbkrClient) -> AsyncIterator[TriggerEvent]:
-        while True:
-            rows = await asyncio.to_thread(client.iserver.pnl)
-            for event in await self._see(rows.values()):
-                yield event
-            await asyncio.sleep(self.poll_interval)
+    async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
+        from ibkr_provider.client.models.stream import PnlUpdate
+
+        async for message in shared_stream:
+            if isinstance(message, PnlUpdate):
+                for event in await self._see(message.rows.values()):
+                    yield event

@@ -7,10 +7,13 @@ Use it in an ``AssetWatcher``; a DAG scheduled on the asset runs once per fill::
         watchers=[AssetWatcher(name="ibkr_fills", trigger=IbkrFillEventTrigger(ibkr_conn_id="ibkr_default"))],
     )
 
-It listens to IBKR's ``str`` topic on the session's shared websocket
-(:mod:`ibkr_provider.triggers.streams`: sibling watchers and order waits of one session share
-one socket). It fires once per new thing, never on a state that stays true: an execution id it
-has fired (IBKR replays the last 7 days on every subscribe) fires nothing. The ids fired are kept
+It listens to IBKR's ``str`` topic through a shared stream (:mod:`ibkr_provider.triggers.watching`:
+fill watchers of one connection, one per account say, share one stream, and every stream of a
+session is one socket). When it starts it reads IBKR's fills of the last 7 days once by REST:
+IBKR's replay on subscribe reaches only a stream's first watcher.
+
+It fires once per new thing, never on a state that stays true: an execution id it has fired
+(IBKR replays the last 7 days on every subscribe) fires nothing. The ids fired are kept
 in Airflow 3.3's asset state store (key ``seen_execution_ids``), so a triggerer restart does not
 fire the replayed fills again. An id is stored ``confirm_seconds`` after its event was handed to
 Airflow, which writes trigger events to its database asynchronously: a triggerer killed before
@@ -18,8 +21,9 @@ then fires that fill again after the restart instead of losing it (at least once
 cluster test: a kill a second after a fill lost its event when the id was stored at once). The
 trade journal keeps one row per execution id however many runs it reaches.
 
-When IBKR refuses the socket it says so once and polls ``/iserver/account/trades`` (7 days;
-IBKR paces it at 1 per 5 s) every ``poll_interval`` seconds instead. The kwargs carry no
+When IBKR refuses the socket the stream says so once and polls ``/iserver/account/trades`` (7
+days, every account; IBKR paces it at 1 per 5 s) every ``poll_interval`` seconds instead, one
+poll for all the watchers of the stream. The kwargs carry no
 secret: the connection id only.
 """
 
@@ -30,17 +34,21 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
+
+from ibkr_provider.client.errors import IbkrError
+from ibkr_provider.triggers.watching import IbkrStreamWatcher
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient
     from ibkr_provider.client.models.executions import Execution
+    from ibkr_provider.client.models.stream import StreamMessage
 
 #: The asset state store key of the execution ids already fired.
 SEEN_KEY = "seen_execution_ids"
 
 
-class IbkrFillEventTrigger(BaseEventTrigger):
+class IbkrFillEventTrigger(IbkrStreamWatcher):
     """One event per new execution of ``account_id`` (every account of the login when None).
 
     The event's payload is the execution: ``execution_id``, ``coid``, ``account_id``,
@@ -113,47 +121,43 @@ class IbkrFillEventTrigger(BaseEventTrigger):
             if e.execution_id not in seen and (self.account_id is None or e.account_id == self.account_id)
         ]
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    @classmethod
+    def topic(cls, kwargs: dict[str, Any]) -> str:
+        return "str+{}"
+
+    @classmethod
+    async def poll_once(cls, client: IbkrClient, kwargs: dict[str, Any]) -> StreamMessage:
         from ibkr_provider.client.models.stream import Trades
-        from ibkr_provider.client.stream.hub import StreamState
-        from ibkr_provider.triggers.streams import session_hub, trigger_client
+
+        return Trades(tuple(await asyncio.to_thread(client.iserver.executions, 7)))
+
+    async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
+        from ibkr_provider.client.models.stream import Trades
 
         await self._load_seen()
-        client = await trigger_client(self.ibkr_conn_id)
-        try:
-            hub = session_hub(client, self.ibkr_conn_id, self.stream_auth)
-            async with hub.listen("str+{}") as listener:
-                while True:
-                    try:
-                        message = await asyncio.wait_for(
-                            listener.next(), timeout=min(max(self.confirm_seconds, 0.05), 1.0)
-                        )
-                    except TimeoutError:
-                        await self._confirm()
-                        continue
-                    await self._confirm()
-                    if isinstance(message, StreamState) and message.kind == "unavailable":
-                        self.log.warning(
-                            "IBKR's websocket is unavailable (%s): polling IBKR's trades every %g s instead",
-                            message.reason,
-                            self.poll_interval,
-                        )
-                        break
-                    if isinstance(message, Trades):
-                        for execution in self._new(message.executions):
-                            yield self._fire(execution)
-            async for event in self._poll(client):
-                yield event
-        finally:
-            await asyncio.to_thread(client.close)
-
-    async def _poll(self, client: IbkrClient) -> AsyncIterator[TriggerEvent]:
-        while True:
+        for execution in self._new(await self._catch_up()):
+            yield self._fire(execution)
+        async for message in shared_stream:
             await self._confirm()
-            executions = await asyncio.to_thread(client.iserver.executions, 7, self.account_id)
-            for execution in self._new(executions):
-                yield self._fire(execution)
-            await asyncio.sleep(self.poll_interval)
+            if isinstance(message, Trades):
+                for execution in self._new(message.executions):
+                    yield self._fire(execution)
+
+    async def _catch_up(self) -> list[Execution]:
+        """IBKR's fills of the last 7 days, read once by REST when the watcher starts: the
+        replay IBKR sends on subscribe reaches only the stream's first watcher, so a sibling
+        joining later (or after a triggerer restart) reads it itself."""
+        from ibkr_provider.triggers.streams import trigger_client
+
+        try:
+            client = await trigger_client(self.ibkr_conn_id)
+            try:
+                return await asyncio.to_thread(client.iserver.executions, 7, self.account_id)
+            finally:
+                await asyncio.to_thread(client.close)
+        except IbkrError as exc:
+            self.log.warning("could not read IBKR's recent fills (the stream's replay stands in): %s", exc)
+            return []
 
     def _event(self, execution: Execution) -> TriggerEvent:
         self.log.info(

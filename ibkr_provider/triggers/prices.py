@@ -1,14 +1,14 @@
 """``IbkrPriceCrossingEventTrigger``: an Asset event when a price crosses a level.
 
-For an ``AssetWatcher``: it follows IBKR's market data (``smd+CONID``, field 31: last) on the
-session's shared websocket and fires once per crossing, never on a state that stays true: after
-a crossing it is disarmed until the price is back on the other side of the level. A price
-already beyond the level when the watcher starts is not a crossing. The armed state is kept in
-Airflow 3.3's asset state store (``armed:<conid>:<direction>:<level>``; the rule:
-:mod:`ibkr_provider.triggers.crossing`).
+For an ``AssetWatcher``: it follows IBKR's market data (``smd+CONID``, field 31: last) through a
+shared stream (:mod:`ibkr_provider.triggers.watching`) and fires once per crossing, never on a
+state that stays true: after a crossing it is disarmed until the price is back on the other side
+of the level. A price already beyond the level when the watcher starts is not a crossing. The
+armed state is kept in Airflow 3.3's asset state store (``armed:<conid>:<direction>:<level>``;
+the rule: :mod:`ibkr_provider.triggers.crossing`).
 
 IBKR ends an ``smd`` subscription after 10 minutes (Web API changelog, 2026-04-14): it is sent
-again every ``resubscribe_seconds`` (540). When IBKR refuses the socket, the watcher says so once
+again every ``resubscribe_seconds`` (540). When IBKR refuses the socket, the stream says so once
 and polls a market-data snapshot every ``poll_interval`` seconds instead.
 """
 
@@ -20,18 +20,23 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
 from ibkr_provider.client.models.numbers import as_text
 from ibkr_provider.triggers.crossing import LevelCrossing, checked_level
+from ibkr_provider.triggers.watching import IbkrStreamWatcher
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient
+    from ibkr_provider.client.models.stream import StreamMessage
 
 
-class IbkrPriceCrossingEventTrigger(BaseEventTrigger):
+class IbkrPriceCrossingEventTrigger(IbkrStreamWatcher):
     """Fire when ``conid``'s last price goes ``above`` (at or over) or ``below`` (at or under)
-    ``level``. The event's payload: ``conid``, ``direction``, ``level``, ``price``, ``at``."""
+    ``level``. The event's payload: ``conid``, ``direction``, ``level``, ``price``, ``at``.
+    Watchers of one conid (different levels) share one stream."""
+
+    stream_fields = ("ibkr_conn_id", "stream_auth", "poll_interval", "conid", "resubscribe_seconds")
 
     def __init__(
         self,
@@ -82,10 +87,26 @@ class IbkrPriceCrossingEventTrigger(BaseEventTrigger):
             }
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    @classmethod
+    def topic(cls, kwargs: dict[str, Any]) -> str:
+        return f'smd+{kwargs["conid"]}+{{"fields":["31"]}}'
+
+    @classmethod
+    def resubscribe_every(cls, kwargs: dict[str, Any]) -> float | None:
+        return float(kwargs["resubscribe_seconds"])  # IBKR ends smd subscriptions after 10 minutes
+
+    @classmethod
+    async def poll_once(cls, client: IbkrClient, kwargs: dict[str, Any]) -> StreamMessage:
         from ibkr_provider.client.models.stream import MarketTick
-        from ibkr_provider.client.stream.hub import StreamState
-        from ibkr_provider.triggers.streams import session_hub, trigger_client
+
+        conid = int(kwargs["conid"])
+        quote = (await asyncio.to_thread(client.market_data.snapshot, [conid])).get(conid)
+        return MarketTick(
+            conid=conid, last=quote.last if quote else None, bid=None, ask=None, updated_ms=None
+        )
+
+    async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
+        from ibkr_provider.client.models.stream import MarketTick
 
         crossing = LevelCrossing(
             self.level,
@@ -94,43 +115,8 @@ class IbkrPriceCrossingEventTrigger(BaseEventTrigger):
             self.asset_state_store,
         )
         await crossing.load()
-        client = await trigger_client(self.ibkr_conn_id)
-        topic = f'smd+{self.conid}+{{"fields":["31"]}}'
-        try:
-            hub = session_hub(client, self.ibkr_conn_id, self.stream_auth)
-            async with hub.listen(topic) as listener:
-                resubscribe_at = time.monotonic() + self.resubscribe_seconds
-                while True:
-                    try:
-                        message = await asyncio.wait_for(
-                            listener.next(), timeout=max(resubscribe_at - time.monotonic(), 0.01)
-                        )
-                    except TimeoutError:
-                        await hub.resend(topic)  # IBKR ends smd subscriptions after 10 minutes
-                        resubscribe_at = time.monotonic() + self.resubscribe_seconds
-                        continue
-                    if isinstance(message, StreamState) and message.kind == "unavailable":
-                        self.log.warning(
-                            "IBKR's websocket is unavailable (%s): polling %s's price every %g s instead",
-                            message.reason,
-                            self.conid,
-                            self.poll_interval,
-                        )
-                        break
-                    if isinstance(message, MarketTick) and message.conid == self.conid:
-                        event = await self._see(crossing, message.last)
-                        if event is not None:
-                            yield event
-            async for event in self._poll(client, crossing):
-                yield event
-        finally:
-            await asyncio.to_thread(client.close)
-
-    async def _poll(self, client: IbkrClient, crossing: LevelCrossing) -> AsyncIterator[TriggerEvent]:
-        while True:
-            quotes = await asyncio.to_thread(client.market_data.snapshot, [self.conid])
-            quote = quotes.get(self.conid)
-            event = await self._see(crossing, quote.last if quote is not None else None)
-            if event is not None:
-                yield event
-            await asyncio.sleep(self.poll_interval)
+        async for message in shared_stream:
+            if isinstance(message, MarketTick) and message.conid == self.conid:
+                event = await self._see(crossing, message.last)
+                if event is not None:
+                    yield event

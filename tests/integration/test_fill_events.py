@@ -37,13 +37,13 @@ def _client(sandbox: RunningSandbox, make_client: MakeClient, tmp_path: Any) -> 
     return make_client(sandbox, session_cache=f"file://{tmp_path / 'cache'}")
 
 
-def _fill(client: IbkrClient, tag: str) -> str:
+def _fill(client: IbkrClient, tag: str, account: str = "DU2345678") -> str:
     """A market order, filled at once; returns its cOID."""
     coid = f"{tag}-{time.time_ns()}"
     client.request(
         "POST",
-        "/iserver/account/DU2345678/orders",
-        json={"orders": [OrderTicket(conid=VTI, side="BUY", quantity=1, coid=coid).to_json("DU2345678")]},
+        f"/iserver/account/{account}/orders",
+        json={"orders": [OrderTicket(conid=VTI, side="BUY", quantity=1, coid=coid).to_json(account)]},
     )
     return coid
 
@@ -260,6 +260,10 @@ async def _events_while_prices_move(
             got.append(dict(event.payload))
 
     taking = asyncio.ensure_future(take())
+    for _ in range(150):  # the watcher's first figures armed it
+        if trigger.asset_state_store.values:
+            break
+        await asyncio.sleep(0.1)
     for price in prices:
         await asyncio.sleep(pause)
         await asyncio.to_thread(sandbox.set_price, VTI, price)
@@ -279,7 +283,7 @@ def test_a_daily_loss_beyond_the_level_fires_once_per_crossing_from_ibkrs_pnl_st
     _client(connection, make_client, tmp_path).connect()
     store = FakeStateStore()
     crossings = asyncio.run(
-        _events_while_prices_move(_account_value_trigger(store), connection, [289, 270, 265, 289, 268], 0.4)
+        _events_while_prices_move(_account_value_trigger(store), connection, [270, 265, 289, 268], 0.4)
     )
     assert [c["value"] for c in crossings] == ["-4656.54", "-5372.54"], crossings
     first = crossings[0]
@@ -298,8 +302,23 @@ def test_a_refused_socket_polls_ibkrs_pnl_and_a_crossing_during_a_restart_fires_
     _client(connection, make_client, tmp_path).connect()
     connection.configure(ws_refuse=True, endpoint_limits=False)
     store = FakeStateStore()
-    assert asyncio.run(_events_while_prices_move(_account_value_trigger(store), connection, [], 0.5)) == []
-    assert store.values["armed:DU2345678:daily_pnl:below:-3000"] is True
+    key = "armed:DU2345678:daily_pnl:below:-3000"
+
+    async def first_read() -> list[Any]:
+        events = _account_value_trigger(store).run()
+        first = asyncio.ensure_future(events.__anext__())
+        for _ in range(150):
+            if key in store.values or first.done():
+                break
+            await asyncio.sleep(0.1)
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await first
+        await events.aclose()
+        return [first.result()] if first.done() and not first.cancelled() else []
+
+    assert asyncio.run(first_read()) == []
+    assert store.values[key] is True
     connection.set_price(VTI, 270)
 
     async def restarted() -> dict[str, Any]:
@@ -311,3 +330,55 @@ def test_a_refused_socket_polls_ibkrs_pnl_and_a_crossing_during_a_restart_fires_
 
     assert asyncio.run(restarted())["value"] == "-4656.54"
     assert connection.stats()["paths"]["GET /v1/api/iserver/account/pnl/partitioned"] == 2
+
+
+def test_sibling_fill_watchers_share_one_stream_in_airflows_shared_stream_manager(
+    connection: RunningSandbox, make_client: MakeClient, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two fill watchers (one per account) subscribed as the triggerer does, through Airflow
+    3.3's ``SharedStreamManager``: one stream opened, one socket, and each watcher fires its own
+    account's fill only."""
+    from airflow.triggers.shared_stream import SharedStreamManager
+
+    from ibkr_provider.triggers.fills import IbkrFillEventTrigger
+
+    client = _client(connection, make_client, tmp_path)
+    opened: list[dict[str, Any]] = []
+    original = IbkrFillEventTrigger.open_shared_stream.__func__  # type: ignore[attr-defined]
+
+    async def counted(cls: type, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+        opened.append(kwargs)
+        async for message in original(cls, kwargs):
+            yield message
+
+    monkeypatch.setattr(IbkrFillEventTrigger, "open_shared_stream", classmethod(counted))
+    watchers = {
+        account: IbkrFillEventTrigger(account_id=account, confirm_seconds=0.1)
+        for account in ("DU2345678", "U3456789")
+    }
+
+    async def scenario() -> dict[str, list[dict[str, Any]]]:
+        manager = SharedStreamManager()
+        streams = {}
+        for trigger_id, (account, watcher) in enumerate(watchers.items()):
+            watcher.asset_state_store = FakeStateStore()  # type: ignore[assignment]
+            key = watcher.shared_stream_key()
+            streams[account] = watcher.filter_shared_stream(
+                manager.subscribe(trigger_id=trigger_id, trigger=watcher, key=key)
+            )
+        collecting = {
+            account: asyncio.ensure_future(_collect(events, 1)) for account, events in streams.items()
+        }
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(_fill, client, "first", "DU2345678")
+        await asyncio.to_thread(_fill, client, "second", "U3456789")
+        got = {account: await future for account, future in collecting.items()}
+        await manager.stop_all()
+        return got
+
+    got = asyncio.run(scenario())
+    assert [e["account_id"] for e in got["DU2345678"]] == ["DU2345678"]
+    assert got["DU2345678"][0]["coid"].startswith("first")
+    assert [e["coid"][:6] for e in got["U3456789"]] == ["second"]
+    assert len(opened) == 1, opened
+    assert connection.stats()["ws_connections"] == 1
