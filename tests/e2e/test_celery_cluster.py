@@ -76,7 +76,7 @@ def _journal_rows(database: str, run_id: str) -> list[tuple[str, str | None, str
 
 
 def _journal_fills(database: str) -> list[str]:
-    """The execution ids ibkr_on_fill journaled (one row per event it received)."""
+    """The execution ids ibkr_fill journaled (a row per run ibkr_on_fill started)."""
     import psycopg2
 
     url = database.replace("postgresql+psycopg2", "postgresql")
@@ -85,7 +85,7 @@ def _journal_fills(database: str) -> list[str]:
         if cursor.fetchone()[0] is None:
             return []
         cursor.execute(
-            "SELECT coid, payload FROM ibkr_trade_journal WHERE dag_id = 'ibkr_on_fill' AND kind = 'fill'"
+            "SELECT coid, payload FROM ibkr_trade_journal WHERE dag_id = 'ibkr_fill' AND kind = 'fill'"
         )
         return [json.loads(payload)["execution_id"] for _, payload in cursor.fetchall()]
 
@@ -252,8 +252,9 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         assert journaled[2][2] == result["coid"]  # the adopted order, once
         _one_login(_sandbox_stats(sandbox_url))
 
-        # 4. event-driven: ibkr_on_fill's watcher (IbkrFillEventTrigger in the triggerer) journals
-        # every fill exactly once, also across a triggerer killed and restarted mid-burst
+        # 4. event-driven: ibkr_on_fill's watcher (IbkrFillEventTrigger in the triggerer) starts
+        # one ibkr_fill run per fill, which journals it, also across a triggerer killed and
+        # restarted mid-burst
         run_id = api.trigger("ibkr_fill_burst", {"count": 6, "gap": 1.0})
         filled_before = _sandbox_stats(sandbox_url).get("orders_placed", 0)
         deadline = time.monotonic() + 240
@@ -267,12 +268,6 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         while len(on_fill := _journal_fills(info["database"])) < placed_total:
             assert time.monotonic() < deadline, f"{len(on_fill)} of {placed_total} fills journaled"
             time.sleep(1)
-        time.sleep(8)  # a repeat would come now (ids are stored 5 s after their event)
-        on_fill = _journal_fills(info["database"])
-        # one row per fill: none lost across the kill (a fill fired just before it fires again
-        # after the restart: at least once, and the journal keeps one row per execution id)
-        assert len(on_fill) == placed_total and len(set(on_fill)) == placed_total, on_fill
-        assert "triggerer killed and started again" in (tmp_path / "cluster.out").read_text()
 
         # 5. event-driven on IBKR's PnL: VTI falls and DU2345678's day passes the guard's loss
         # (3,000 here): ibkr_drawdown_guard's watcher (spl, in the restarted triggerer) starts a
@@ -280,6 +275,15 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         requests.post(
             f"{sandbox_url}/__sandbox__/prices", json={"conid": VTI, "price": 262}, timeout=30
         ).raise_for_status()
+
+        time.sleep(8)  # a repeated fill event would come now (ids are stored 5 s after their event)
+        on_fill = _journal_fills(info["database"])
+        # one run and one row per fill: none lost across the kill, none twice (a fill fired just
+        # before the kill fires again after the restart, and its run id is taken)
+        assert len(on_fill) == placed_total and len(set(on_fill)) == placed_total, on_fill
+        fill_runs = [r["dag_run_id"] for r in api.get("dags/ibkr_fill/dagRuns", limit=100)["dag_runs"]]
+        assert sorted(fill_runs) == sorted(f"fill__{execution_id}" for execution_id in on_fill), fill_runs
+        assert "triggerer killed and started again" in (tmp_path / "cluster.out").read_text()
         assert "DU2345678" in _drawdown_reports(api), "no drawdown report on DU2345678"
     leftovers = [path for path in info["removed_at_stop"] if Path(path).exists()]
     assert not leftovers, leftovers

@@ -38,6 +38,7 @@ def test_dags_import_without_errors_or_connection_lookups() -> None:
         "ibkr_flex_report",
         "ibkr_risk_monitor",
         "ibkr_on_fill",
+        "ibkr_fill",
         "ibkr_drawdown_guard",
     }
     for dag_id in bag.dag_ids:
