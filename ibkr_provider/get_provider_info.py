@@ -18,7 +18,9 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-ibkr",
         "name": "Interactive Brokers",
-        "description": "Interactive Brokers (IBKR) Web API: OAuth 2.0 client, hooks and a local sandbox.",
+        "description": "Interactive Brokers (IBKR) Web API: portfolio snapshots, approved rebalances and "
+        "DCA, Flex reports, risk checks, a trade journal and DAGs that run on IBKR's streamed fills, "
+        "prices and PnL; OAuth 2.0, OAuth 1.0a and Gateway connections; a portfolio page in the UI.",
         "versions": [__version__],
         "connection-types": [
             {

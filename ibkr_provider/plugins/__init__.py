@@ -49,7 +49,8 @@ class ConnectApp:
 
 class IbkrPlugin(AirflowPlugin):
     """Fixes the UI's Test button for IBKR connections (see ``connection_test``), adds the
-    "Connect IBKR" pages (see ``connect_app``) with a link in the Admin menu, and registers the
+    "Connect IBKR" pages (see ``connect_app``) with a link in the Admin menu, the IBKR portfolio
+    page (``portfolio_page``) in Browse and as a tab of every DAG run, and registers the
     trading-day timetable (Airflow serializes a custom timetable only when a plugin lists it).
     The link opens the page itself, not an iframe: IBKR's login page must never be framed."""
 
@@ -62,7 +63,20 @@ class IbkrPlugin(AirflowPlugin):
             "href": "/ibkr/connect",
             "destination": "nav",
             "category": "admin",
-        }
+        },
+        {
+            "name": "IBKR portfolio",
+            "href": "/ibkr/portfolio",
+            "url_route": "ibkr_portfolio",
+            "destination": "nav",
+            "category": "browse",
+        },
+        {
+            "name": "IBKR portfolio",
+            "href": "/ibkr/portfolio?dag_id={DAG_ID}&run_id={RUN_ID}",
+            "url_route": "ibkr_portfolio_run",
+            "destination": "dag_run",
+        },
     ]
     fastapi_root_middlewares = [
         {

@@ -48,6 +48,7 @@ from ibkr_provider.plugins.consent import (
     unseal,
 )
 from ibkr_provider.plugins.pages import Paths, Refused, checked_form, csrf_token, current_user, mask, page
+from ibkr_provider.plugins.portfolio_page import add_portfolio_routes
 
 STATE_COOKIE = "ibkr_connect_state"
 
@@ -222,6 +223,7 @@ Its DAGs stop working until you connect again. The consumer's keys stay.</p>
             Paths.of(request), user, f"Disconnected {conn_id}: its access token is removed; {ended}."
         )
 
+    add_portfolio_routes(app)
     return app
 
 

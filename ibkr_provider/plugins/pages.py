@@ -84,19 +84,25 @@ label{{display:block;margin:.5rem 0}}</style></head>
     )
 
 
-async def current_user(request: Request, method: Literal["GET", "PUT"]) -> Any:
-    """The logged-in Airflow user, allowed by the auth manager to ``method`` connections."""
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
+async def logged_in_user(request: Request) -> Any:
+    """The logged-in Airflow user (the UI's ``_token`` cookie, or a bearer token)."""
     from airflow.api_fastapi.core_api.security import resolve_user_from_token
     from fastapi import HTTPException
 
     header = request.headers.get("authorization", "")
     token = header[7:] if header.lower().startswith("bearer ") else request.cookies.get("_token")
     try:
-        user = await resolve_user_from_token(token)
+        return await resolve_user_from_token(token)
     except HTTPException:
         raise Refused(401, "Log in to Airflow first, then open this page again.") from None
+
+
+async def current_user(request: Request, method: Literal["GET", "PUT"]) -> Any:
+    """The logged-in Airflow user, allowed by the auth manager to ``method`` connections."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
+
+    user = await logged_in_user(request)
     if not get_auth_manager().is_authorized_connection(method=method, user=user, details=ConnectionDetails()):
         raise Refused(403, "Your Airflow role may not edit connections; ask an admin.")
     return user

@@ -134,6 +134,33 @@ def _trigger_snapshot_from_the_dialog(page: Page, url: str, account: str, output
     return str(answer.value.json()["dag_run_id"])
 
 
+def _portfolio_page(page: Page, url: str, out: Path, shots: Path, run_id: str) -> None:
+    """Browse > IBKR portfolio: DU2345678's two snapshots are two dots on the chart, and the
+    positions table holds the latest snapshot's positions and their total; sorting by symbol
+    reorders it; the run's own tab shows the portfolio as of that run."""
+    from decimal import Decimal
+
+    page.goto(url)
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_role("menuitem", name="IBKR portfolio").click()
+    section = page.frame_locator("iframe").locator("section#DU2345678")
+    expect(section.locator("svg.chart circle")).to_have_count(2)
+    latest = max(out.glob("portfolio_snapshot_*.json"), key=lambda f: f.stat().st_mtime)
+    positions = json.loads(latest.read_text())["accounts"][0]["positions"]
+    total = sum(Decimal(str(p["mktValue"])) for p in positions)
+    expect(section.locator("table.positions tr")).to_have_count(len(positions) + 1)
+    expect(section).to_contain_text(f"positions {len(positions)} worth USD {total:,.2f}")
+    _shot(page, shots, "portfolio-page")
+    section.get_by_role("link", name="Symbol").click()
+    symbols = sorted(str(p.get("contractDesc") or p["conid"]) for p in positions)
+    section = page.frame_locator("iframe").locator("section#DU2345678")
+    expect(section.locator("table.positions tr td:first-child").first).to_have_text(symbols[-1])
+    page.goto(f"{url}/dags/ibkr_portfolio_snapshot/runs/{run_id}")
+    page.get_by_role("tab", name="IBKR portfolio").click()
+    expect(page.frame_locator("iframe").locator("h1")).to_have_text(f"IBKR portfolio as of run {run_id}")
+    _shot(page, shots, "portfolio-tab-of-a-snapshot-run")
+
+
 def _open_connect_page(page: Page, url: str) -> None:
     """Through the nav of the page the UI is on, as a person finds it: Admin, then Connect IBKR."""
     page.get_by_role("button", name="Admin").click()
@@ -395,6 +422,15 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             page.goto(f"{url}/dags/ibkr_portfolio_snapshot/runs/{run_id}")
             expect(page.get_by_text("Success", exact=True).first).to_be_visible()
             _shot(page, shots, "snapshot-run-triggered-from-the-ui")
+            # a second snapshot after VTI moved, then the portfolio page in Airflow's frame
+            requests.post(
+                f"{sandbox_url}/__sandbox__/prices", json={"conid": 12340038, "price": 300}, timeout=30
+            ).raise_for_status()
+            second = api.trigger(
+                "ibkr_portfolio_snapshot", {"accounts": ["DU2345678"], "output_dir": str(out)}
+            )
+            assert api.finish("ibkr_portfolio_snapshot", second, seconds=240) == "success"
+            _portfolio_page(page, url, out, shots, second)
 
             unmasked = _unauthenticated_callbacks_cost_nothing(url)
             _connect_pages_refuse_crafted_input(url, api.headers)
