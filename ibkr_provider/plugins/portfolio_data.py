@@ -83,6 +83,24 @@ def snapshot_events(
     return [e for e in reversed(found) if e.dag_id is None or may_read(e.dag_id)]
 
 
+def newest_items(events: list[SnapshotEvent]) -> dict[str, tuple[dt.datetime, Any]]:
+    """Account id -> (time, its item) of the newest snapshot file holding it (each file read
+    once; a run may have snapshotted some accounts only)."""
+    from ibkr_provider.workflows.portfolio_view import snapshot_items
+
+    found: dict[str, tuple[dt.datetime, Any]] = {}
+    wanted = {str(a) for e in events for a in (e.extra.get("accounts") or {})}
+    for event in reversed(events):
+        if wanted <= set(found):
+            break
+        if not wanted & set(event.extra.get("accounts") or {}) - set(found):
+            continue
+        snapshot = read_snapshot(event)
+        for account_id, item in snapshot_items(snapshot or {}).items():
+            found.setdefault(account_id, (event.at, item))
+    return found
+
+
 def read_snapshot(event: SnapshotEvent) -> dict[str, Any] | None:
     """The JSON file the event names (None when it names none or it is gone)."""
     from airflow.sdk import ObjectStoragePath

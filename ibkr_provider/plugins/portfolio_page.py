@@ -53,15 +53,14 @@ def add_portfolio_routes(app: FastAPI) -> None:
     async def portfolio(
         request: Request, sort: str = "market_value", order: str = "desc", dag_id: str = "", run_id: str = ""
     ) -> HTMLResponse:
-        from ibkr_provider.plugins.portfolio_data import last_rebalances, read_snapshot, snapshot_events
+        from ibkr_provider.plugins.portfolio_data import last_rebalances, newest_items, snapshot_events
         from ibkr_provider.workflows.portfolio_view import account_views
 
         may_read = _reader(await logged_in_user(request))
 
         def gather() -> tuple[list[AccountView], dict[str, Any], str]:
             events = snapshot_events(may_read, dag_id=dag_id or None, run_id=run_id or None)
-            latest = read_snapshot(events[-1]) if events else None
-            views = account_views([(e.at, e.extra) for e in events], latest)
+            views = account_views([(e.at, e.extra) for e in events], newest_items(events))
             when = f"{events[-1].at:%Y-%m-%d %H:%M} UTC" if events else ""
             return views, last_rebalances(may_read, JOURNAL_CONN_ID), when
 
@@ -123,9 +122,14 @@ def _account(view: AccountView, plan: Any, sort: str, descending: bool, query: d
         f"{len(view.positions):,} worth {html.escape(money(view.market_value, cur))}</p>"
         f"<h3>Net liquidation over time</h3>{svg_line_chart(view.history, cur)}"
         f"<h3>Cash by currency</h3><table><tr><th>Currency</th><th>Cash</th></tr>{cash}</table>"
-        f"<h3>Positions</h3>{_positions(view, sort, descending, query)}"
+        f"<h3>Positions{_as_of(view)}</h3>{_positions(view, sort, descending, query)}"
         f"<h3>Last rebalance</h3>{_plan(plan)}</section>"
     )
+
+
+def _as_of(view: AccountView) -> str:
+    at = view.positions_as_of
+    return f' <span class="muted">(snapshot of {at:%Y-%m-%d %H:%M} UTC)</span>' if at else ""
 
 
 def _positions(view: AccountView, sort: str, descending: bool, query: dict[str, str]) -> str:

@@ -1,8 +1,8 @@
 """What the portfolio page shows, from what the snapshot DAG already wrote (no Airflow, no IBKR).
 
 Net liquidation over time comes from the snapshot Asset's events (each event's extra carries every
-account's headline figures); today's positions and cash from the latest snapshot's JSON file
-(IBKR's own payloads, read back with the client's models). Figures stay ``Decimal`` and are
+account's headline figures); an account's positions and cash from the newest snapshot's JSON file
+that holds it (IBKR's own payloads, read back with the client's models). Figures stay ``Decimal`` and are
 formatted with their currency and thousands separators; the chart is SVG drawn here, so the page
 needs no script and no network.
 """
@@ -44,6 +44,7 @@ class AccountView:
     history: tuple[tuple[dt.datetime, Decimal], ...]
     positions: tuple[PositionRow, ...]
     cash: tuple[tuple[str, Decimal], ...]
+    positions_as_of: dt.datetime | None = None
 
     @property
     def net_liquidation(self) -> Decimal | None:
@@ -75,28 +76,25 @@ def quantity(value: Decimal) -> str:
 
 
 def account_views(
-    events: Sequence[tuple[dt.datetime, Mapping[str, Any]]], snapshot: Mapping[str, Any] | None
+    events: Sequence[tuple[dt.datetime, Mapping[str, Any]]],
+    latest: Mapping[str, tuple[dt.datetime, Mapping[str, Any]]],
 ) -> list[AccountView]:
-    """The accounts of ``snapshot`` (the latest JSON file) with their net liquidation at each of
-    ``events`` (time, extra), oldest first; an account only in the events shows its history."""
+    """Each account with its net liquidation at each of ``events`` (time, extra), oldest first,
+    and the positions and cash of ``latest[account]`` (the time and the account's item of the
+    newest snapshot file holding it: a run can snapshot some accounts only)."""
     history: dict[str, list[tuple[dt.datetime, Decimal]]] = {}
     for at, extra in sorted(events, key=lambda e: e[0]):
         for account_id, figures in (extra.get("accounts") or {}).items():
             value = to_decimal((figures or {}).get("net_liquidation"))
             if value is not None:
                 history.setdefault(str(account_id), []).append((at, value))
-    latest = {
-        str(item["account"].get("accountId") or item["account"].get("id")): item
-        for item in (snapshot or {}).get("accounts", [])
-        if isinstance(item, Mapping) and isinstance(item.get("account"), Mapping)
-    }
     views = []
     for account_id in sorted({*history, *latest}):
-        item = latest.get(account_id)
-        account = Account.from_json(item["account"]) if item else None
+        as_of, item = latest.get(account_id, (None, {}))
+        account = Account.from_json(item["account"]) if item.get("account") else None
         currency = (account.currency if account else None) or "USD"
-        positions = [Position.from_json(row) for row in (item or {}).get("positions", [])]
-        ledger = Ledger.from_json(account_id, item.get("ledger") or {}) if item else None
+        positions = [Position.from_json(row) for row in item.get("positions", [])]
+        ledger = Ledger.from_json(account_id, item.get("ledger") or {})
         views.append(
             AccountView(
                 account_id=account_id,
@@ -105,12 +103,22 @@ def account_views(
                 positions=_rows(positions, currency),
                 cash=tuple(
                     (name, entry.cash_balance)
-                    for name, entry in sorted((ledger.entries if ledger else {}).items())
+                    for name, entry in sorted(ledger.entries.items())
                     if entry.cash_balance is not None
                 ),
+                positions_as_of=as_of,
             )
         )
     return views
+
+
+def snapshot_items(snapshot: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Account id -> its item in a snapshot file (``{"accounts": [{"account": ..., ...}]}``)."""
+    return {
+        str(item["account"].get("accountId") or item["account"].get("id")): item
+        for item in snapshot.get("accounts", [])
+        if isinstance(item, Mapping) and isinstance(item.get("account"), Mapping)
+    }
 
 
 def _rows(positions: Sequence[Position], currency: str) -> tuple[PositionRow, ...]:

@@ -134,22 +134,27 @@ def _trigger_snapshot_from_the_dialog(page: Page, url: str, account: str, output
     return str(answer.value.json()["dag_run_id"])
 
 
-def _portfolio_page(page: Page, url: str, out: Path, shots: Path, run_id: str) -> None:
-    """Browse > IBKR portfolio: DU2345678's two snapshots are two dots on the chart, and the
-    positions table holds the latest snapshot's positions and their total; sorting by symbol
-    reorders it; the run's own tab shows the portfolio as of that run."""
+def _portfolio_page(page: Page, api: Api, url: str, out: Path, shots: Path, run_id: str) -> None:
+    """Browse > IBKR portfolio: each snapshot of DU2345678 is a dot on the chart, the
+    positions table holds the latest snapshot's positions and their total, and the last
+    rebalance shows its decision; sorting by symbol reorders the table; the run's own tab shows
+    the portfolio as of that run."""
     from decimal import Decimal
 
     page.goto(url)
     page.get_by_role("button", name="Browse").click()
     page.get_by_role("menuitem", name="IBKR portfolio").click()
     section = page.frame_locator("iframe").locator("section#DU2345678")
-    expect(section.locator("svg.chart circle")).to_have_count(2)
+    snapshots = api.get("dags/ibkr_portfolio_snapshot/dagRuns", state="success")["total_entries"]
+    assert snapshots >= 2  # make up's own, then the two above (each holds DU2345678)
+    expect(section.locator("svg.chart circle")).to_have_count(snapshots)
     latest = max(out.glob("portfolio_snapshot_*.json"), key=lambda f: f.stat().st_mtime)
     positions = json.loads(latest.read_text())["accounts"][0]["positions"]
     total = sum(Decimal(str(p["mktValue"])) for p in positions)
     expect(section.locator("table.positions tr")).to_have_count(len(positions) + 1)
     expect(section).to_contain_text(f"positions {len(positions)} worth USD {total:,.2f}")
+    # the approved rebalance of DU2345678 (the approvals above), from the trade journal
+    expect(section).to_contain_text("Decision: Approve by admin")
     _shot(page, shots, "portfolio-page")
     section.get_by_role("link", name="Symbol").click()
     symbols = sorted(str(p.get("contractDesc") or p["conid"]) for p in positions)
@@ -422,15 +427,13 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             page.goto(f"{url}/dags/ibkr_portfolio_snapshot/runs/{run_id}")
             expect(page.get_by_text("Success", exact=True).first).to_be_visible()
             _shot(page, shots, "snapshot-run-triggered-from-the-ui")
-            # a second snapshot after VTI moved, then the portfolio page in Airflow's frame
+            # a second snapshot after VTI moved, while the rest goes on (its page is checked last)
             requests.post(
                 f"{sandbox_url}/__sandbox__/prices", json={"conid": 12340038, "price": 300}, timeout=30
             ).raise_for_status()
             second = api.trigger(
                 "ibkr_portfolio_snapshot", {"accounts": ["DU2345678"], "output_dir": str(out)}
             )
-            assert api.finish("ibkr_portfolio_snapshot", second, seconds=240) == "success"
-            _portfolio_page(page, url, out, shots, second)
 
             unmasked = _unauthenticated_callbacks_cost_nothing(url)
             _connect_pages_refuse_crafted_input(url, api.headers)
@@ -440,6 +443,8 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             page.get_by_role("link", name="Airflow connections").click()
             _takeover_is_reported_and_recovered(page, home, sandbox_dir, sandbox_url)
             _approvals_in_the_ui(page, api, home, sandbox_url, shots, mailbox, timed_out)
+            assert api.finish("ibkr_portfolio_snapshot", second, seconds=240) == "success"
+            _portfolio_page(page, api, url, out, shots, second)
         stats = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
         assert stats["request_tokens"] == 3 and stats["access_tokens"] == 1, stats
         assert stats["consents_accepted"] == 2 and stats["consents_denied"] == 1, stats

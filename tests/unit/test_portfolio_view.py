@@ -5,7 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from ibkr_provider.workflows.portfolio_view import account_views, money, quantity, svg_line_chart
+from ibkr_provider.workflows.portfolio_view import (
+    account_views,
+    money,
+    quantity,
+    snapshot_items,
+    svg_line_chart,
+)
 
 T0 = dt.datetime(2026, 12, 1, 21, 30, tzinfo=dt.timezone.utc)
 SNAPSHOT = {
@@ -48,7 +54,8 @@ def test_history_positions_weights_and_cash_of_each_account() -> None:
         (T0 + dt.timedelta(days=1), {"accounts": {"DU1": {"net_liquidation": 1700.5}}}),
         (T0, {"accounts": {"DU1": {"net_liquidation": 1650}, "DU2": {"net_liquidation": 10}}}),
     ]
-    du1, du2 = account_views(events, SNAPSHOT)
+    latest = {account: (T0, item) for account, item in snapshot_items(SNAPSHOT).items()}
+    du1, du2 = account_views(events, latest)
     assert du1.account_id == "DU1" and du1.currency == "EUR"
     assert du1.history == ((T0, Decimal("1650")), (T0 + dt.timedelta(days=1), Decimal("1700.5")))
     assert du1.net_liquidation == Decimal("1700.5") and du1.market_value == Decimal("200")
@@ -58,7 +65,9 @@ def test_history_positions_weights_and_cash_of_each_account() -> None:
         Decimal("0.75"),
     ]
     assert du1.cash == (("BASE", Decimal("1500.5")), ("EUR", Decimal("400.25")), ("USD", Decimal("1200")))
+    assert du1.positions_as_of == T0
     assert du2.history == ((T0, Decimal("10")),) and du2.positions == ()  # in the events only
+    assert du2.positions_as_of is None
 
 
 def test_figures_carry_currency_and_separators() -> None:
