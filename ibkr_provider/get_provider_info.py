@@ -85,6 +85,8 @@ def get_provider_info() -> dict[str, Any]:
                     "ibkr_provider.operators.orders",
                     "ibkr_provider.operators.flex",
                     "ibkr_provider.operators.market",
+                    "ibkr_provider.operators.approval",
+                    "ibkr_provider.operators.cancel",
                 ],
             }
         ],
@@ -97,7 +99,13 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Interactive Brokers",
-                "python-modules": ["ibkr_provider.triggers.order_status"],
+                "python-modules": [
+                    "ibkr_provider.triggers.order_status",
+                    "ibkr_provider.triggers.fills",
+                    "ibkr_provider.triggers.prices",
+                    "ibkr_provider.triggers.account_values",
+                    "ibkr_provider.triggers.flex",
+                ],
             }
         ],
     }

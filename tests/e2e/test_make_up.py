@@ -155,13 +155,13 @@ def _portfolio_page(page: Page, api: Api, url: str, out: Path, shots: Path, run_
     expect(section).to_contain_text(f"positions {len(positions)} worth USD {total:,.2f}")
     # the approved rebalance of DU2345678 (the approvals above), from the trade journal
     expect(section).to_contain_text("Decision: Approve by admin")
-    _shot(page, shots, "portfolio-page")
+    section.screenshot(path=str(shots / "portfolio-page.png"))
     section.get_by_role("link", name="Symbol").click()
     symbols = sorted(str(p.get("contractDesc") or p["conid"]) for p in positions)
     section = page.frame_locator("iframe").locator("section#DU2345678")
     expect(section.locator("table.positions tr td:first-child").first).to_have_text(symbols[-1])
     page.goto(f"{url}/dags/ibkr_portfolio_snapshot/runs/{run_id}")
-    page.get_by_role("tab", name="IBKR portfolio").click()
+    page.get_by_text("IBKR portfolio", exact=True).click()  # the run page's plugin tab
     expect(page.frame_locator("iframe").locator("h1")).to_have_text(f"IBKR portfolio as of run {run_id}")
     _shot(page, shots, "portfolio-tab-of-a-snapshot-run")
 
