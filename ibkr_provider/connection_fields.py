@@ -113,20 +113,16 @@ def _oauth1a_fields() -> dict[str, Any]:
     }
 
 
-def ibkr_conn_fields() -> dict[str, Any]:
+#: The connection types of one auth type each (their form shows only that auth type's fields);
+#: ``ibkr`` with the ``auth_type`` extra keeps working for every auth type.
+AUTH_CONN_TYPES = {"ibkr_oauth2": "oauth2", "ibkr_oauth1a": "oauth1a", "ibkr_gateway": "gateway"}
+#: Every connection type the IBKR hook reads.
+IBKR_CONN_TYPES = ("ibkr", *AUTH_CONN_TYPES)
+
+
+def _oauth2_fields() -> dict[str, Any]:
+    """OAuth 2.0 ``private_key_jwt``: what IBKR registered for the client."""
     return {
-        "auth_type": {
-            "label": "Auth type",
-            "description": "oauth2: IBKR OAuth 2.0 private_key_jwt (advisor and institutional accounts; "
-            "default). oauth1a: IBKR's self-service OAuth 1.0a (individual accounts: consumer key, access "
-            "token and secret from IBKR's self-service OAuth page). gateway: a Client Portal Gateway you "
-            "run and log in to yourself.",
-            "schema": {
-                "type": ["string", "null"],
-                "enum": ["oauth2", "oauth1a", "gateway", None],
-                "default": "oauth2",
-            },
-        },
         "client_key_id": {
             "label": "Client key id (kid)",
             "description": "Key id IBKR registered for your public key; sent as the JWT 'kid' header.",
@@ -148,19 +144,27 @@ def ibkr_conn_fields() -> dict[str, Any]:
             "description": "Path to the PEM file on every worker, instead of pasting the key.",
             "schema": _OPTIONAL_STRING,
         },
-        "account_id": {
-            "label": "Default account id",
-            "description": "Account used when a task names none, e.g. U1234567 or DU1234567.",
-            "schema": _OPTIONAL_STRING,
-        },
         "ip": {
             "label": "Public IP",
             "description": "Public IP address your requests leave from, placed in the SSO session JWT "
             "(oauth2 only). Never looked up from a third-party service.",
             "schema": _OPTIONAL_STRING,
         },
-        **_oauth1a_fields(),
-        **_TRANSPORT_FIELDS,
+    }
+
+
+_ACCOUNT_FIELD: dict[str, Any] = {
+    "account_id": {
+        "label": "Default account id",
+        "description": "Account used when a task names none, e.g. U1234567 or DU1234567.",
+        "schema": _OPTIONAL_STRING,
+    },
+}
+
+
+def _session_fields() -> dict[str, Any]:
+    """How the one shared session is kept, paced and retried (every auth type)."""
+    return {
         "session_cache": {
             "label": "Session cache",
             "description": "Where the one IBKR session all tasks share lives: file (default, one per host; "
@@ -206,6 +210,49 @@ def ibkr_conn_fields() -> dict[str, Any]:
             "description": "Total time a request may spend retrying, waits included (default 60).",
             "schema": {"type": ["number", "null"], "default": 60},
         },
+    }
+
+
+def auth_conn_fields(auth_type: str) -> dict[str, Any]:
+    """The fields of the connection type of one auth type (``ibkr_oauth2``, ...), the
+    ``(oauth1a)`` and ``(oauth2 only)`` marks of the shared form dropped: only they are shown."""
+    own = {"oauth2": _oauth2_fields(), "oauth1a": _oauth1a_fields(), "gateway": {}}[auth_type]
+    fields = {**own, **_ACCOUNT_FIELD, **_TRANSPORT_FIELDS, **_session_fields()}
+    if auth_type == "gateway":  # the gateway's own login holds the session: nothing to renew
+        fields.pop("session_refresh_lead")
+    return {
+        name: {
+            **field,
+            "label": field["label"]
+            .replace(" (oauth1a)", "")
+            .replace(" (oauth1a, Connect IBKR)", " (Connect IBKR)"),
+            "description": field["description"].replace(" (oauth2 only)", ""),
+        }
+        for name, field in fields.items()
+    }
+
+
+def ibkr_conn_fields() -> dict[str, Any]:
+    """The ``ibkr`` connection's extras: every auth type's, chosen by ``auth_type``."""
+    return {
+        "auth_type": {
+            "label": "Auth type",
+            "description": "oauth2: IBKR OAuth 2.0 private_key_jwt (advisor and institutional accounts; "
+            "default). oauth1a: IBKR's self-service OAuth 1.0a (individual accounts: consumer key, access "
+            "token and secret from IBKR's self-service OAuth page). gateway: a Client Portal Gateway you "
+            "run and log in to yourself. The connection types Interactive Brokers (OAuth 2.0), (OAuth "
+            "1.0a) and (Client Portal Gateway) show only their own fields.",
+            "schema": {
+                "type": ["string", "null"],
+                "enum": ["oauth2", "oauth1a", "gateway", None],
+                "default": "oauth2",
+            },
+        },
+        **_oauth2_fields(),
+        **_ACCOUNT_FIELD,
+        **_oauth1a_fields(),
+        **_TRANSPORT_FIELDS,
+        **_session_fields(),
     }
 
 

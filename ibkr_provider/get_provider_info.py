@@ -10,7 +10,62 @@ from __future__ import annotations
 from typing import Any
 
 from ibkr_provider import __version__
-from ibkr_provider.connection_fields import flex_conn_fields, ibkr_conn_fields
+from ibkr_provider.connection_fields import auth_conn_fields, flex_conn_fields, ibkr_conn_fields
+
+#: Per auth type: the hook, its name in the type list, and how host, login and password show.
+_AUTH_TYPES: dict[str, dict[str, Any]] = {
+    "oauth2": {
+        "hook": "IbkrOAuth2Hook",
+        "name": "Interactive Brokers (OAuth 2.0)",
+        "behaviour": {
+            "hidden-fields": ["schema", "port", "password"],
+            "relabeling": {"host": "API base URL", "login": "Client id"},
+            "placeholders": {
+                "host": "https://api.ibkr.com",
+                "login": "the OAuth 2.0 client id IBKR registered for your app",
+            },
+        },
+    },
+    "oauth1a": {
+        "hook": "IbkrOAuth1aHook",
+        "name": "Interactive Brokers (OAuth 1.0a self-service)",
+        "behaviour": {
+            "hidden-fields": ["schema", "port"],
+            "relabeling": {
+                "host": "API base URL",
+                "login": "Consumer key",
+                "password": "Access token secret",
+            },
+            "placeholders": {
+                "host": "https://api.ibkr.com",
+                "login": "the 9-character consumer key you chose on IBKR's self-service OAuth page",
+                "password": "the access token secret IBKR's page showed (base64)",
+            },
+        },
+    },
+    "gateway": {
+        "hook": "IbkrGatewayHook",
+        "name": "Interactive Brokers (Client Portal Gateway)",
+        "behaviour": {
+            "hidden-fields": ["schema", "port", "login", "password"],
+            "relabeling": {"host": "Gateway URL"},
+            "placeholders": {"host": "https://localhost:5000 (the gateway you run and log in to)"},
+        },
+    },
+}
+
+
+def _auth_connection_types() -> list[dict[str, Any]]:
+    return [
+        {
+            "connection-type": f"ibkr_{auth}",
+            "hook-class-name": f"ibkr_provider.hooks.ibkr.{spec['hook']}",
+            "hook-name": spec["name"],
+            "ui-field-behaviour": spec["behaviour"],
+            "conn-fields": auth_conn_fields(auth),
+        }
+        for auth, spec in _AUTH_TYPES.items()
+    ]
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -42,6 +97,7 @@ def get_provider_info() -> dict[str, Any]:
                 },
                 "conn-fields": ibkr_conn_fields(),
             },
+            *_auth_connection_types(),
             {
                 "connection-type": "ibkr_flex",
                 "hook-class-name": "ibkr_provider.hooks.flex.IbkrFlexHook",

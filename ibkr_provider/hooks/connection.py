@@ -150,11 +150,32 @@ def profile_conn_id(extra: Mapping[str, Any]) -> str | None:
     return named or None
 
 
-def check_profile(conn_id: str, conn_type: str | None, extra: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The profile connection's extra, refused when it is not an ``ibkr`` oauth1a connection."""
+def auth_type_of(conn_type: str | None, extra: Mapping[str, Any]) -> str:
+    """The auth type of a connection: its connection type's (``ibkr_oauth1a``, ...), or for
+    ``ibkr`` the ``auth_type`` extra (default ``oauth2``). A type-specific connection whose extra
+    names another auth type is an error naming the field."""
     from ibkr_provider.client.errors import IbkrConfigError
+    from ibkr_provider.connection_fields import AUTH_CONN_TYPES
 
-    if conn_type != "ibkr" or extra.get("auth_type") != "oauth1a":
+    named = str(extra.get("auth_type") or "").strip().lower()
+    fixed = AUTH_CONN_TYPES.get(conn_type or "")
+    if fixed is None:
+        return named or "oauth2"
+    if named and named != fixed:
+        raise IbkrConfigError(
+            "auth_type",
+            f"a {conn_type} connection is {fixed}; remove auth_type {named!r} from its extra, or use the "
+            "connection type of that auth type",
+        )
+    return fixed
+
+
+def check_profile(conn_id: str, conn_type: str | None, extra: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The profile connection's extra, refused when it is not an oauth1a connection."""
+    from ibkr_provider.client.errors import IbkrConfigError
+    from ibkr_provider.connection_fields import IBKR_CONN_TYPES
+
+    if conn_type not in IBKR_CONN_TYPES or auth_type_of(conn_type, extra) != "oauth1a":
         raise IbkrConfigError(
             "consumer_profile",
             f"{conn_id!r} is not a consumer profile (an ibkr connection of auth_type oauth1a)",
@@ -185,11 +206,16 @@ def extra_of(conn: Any) -> dict[str, Any]:
 def client_values(conn: Any, profile_extra: Mapping[str, Any] | None, sink: SecretSink) -> dict[str, Any]:
     """The connection's values for :meth:`IbkrClientConfig.from_mapping`, its keys and tokens
     handed to ``sink`` (the masker) first."""
+    from ibkr_provider.connection_fields import AUTH_CONN_TYPES
+
+    extra = extra_of(conn)
+    if conn.conn_type in AUTH_CONN_TYPES:  # the connection type says the auth type
+        extra = {**extra, "auth_type": auth_type_of(conn.conn_type, extra)}
     values = connection_values(
         conn.host,
         conn.login,
         conn.password,
-        extra_of(conn),
+        extra,
         port=conn.port,
         session_cache_dir=default_session_cache_dir(),
         profile_extra=profile_extra,

@@ -1,9 +1,13 @@
 """``IbkrHook``: builds an :class:`~ibkr_provider.client.IbkrClient` from an Airflow connection.
 
-Connection type ``ibkr`` (default id ``ibkr_default``). The connection is looked up lazily in
-:meth:`IbkrHook.get_conn`, never at construction, so DAG parsing never touches it. Every
-runtime secret the client creates (signed assertions, access token, SSO bearer) and the
-private key itself are registered with Airflow's masker before they could reach a log.
+Connection type ``ibkr`` (default id ``ibkr_default``), or one of the types of one auth type each
+(``ibkr_oauth2``, ``ibkr_oauth1a``, ``ibkr_gateway``: the same hook; their forms show only their
+own fields). Any of them serves any operator: the hook reads the connection by id.
+
+The connection is looked up lazily in :meth:`IbkrHook.get_conn`, never at construction, so DAG
+parsing never touches it. Every runtime secret the client creates (signed assertions, access
+token, SSO bearer) and the private key itself are registered with Airflow's masker before they
+could reach a log.
 
 Every task process that builds a hook for the same connection shares one IBKR session through
 the session cache (``session_cache``; by default files in ``[ibkr] session_cache_dir``,
@@ -150,3 +154,25 @@ class IbkrHook(BaseHook):
             return True, f"Credentials accepted by {where}, proven by {result.proof}; {result.note}{note}"
         ids = ", ".join(f"{account} ({kind})" for account, kind in kinds) or "none"
         return True, f"Connected to {where}, proven by {result.proof}; accounts: {ids}{note}"
+
+
+class IbkrOAuth2Hook(IbkrHook):
+    """:class:`IbkrHook` for connection type ``ibkr_oauth2``: its form shows the OAuth 2.0 fields
+    only, and the auth type is the connection type's."""
+
+    conn_type = "ibkr_oauth2"
+    hook_name = "Interactive Brokers (OAuth 2.0)"
+
+
+class IbkrOAuth1aHook(IbkrHook):
+    """:class:`IbkrHook` for connection type ``ibkr_oauth1a`` (self-service OAuth 1.0a)."""
+
+    conn_type = "ibkr_oauth1a"
+    hook_name = "Interactive Brokers (OAuth 1.0a self-service)"
+
+
+class IbkrGatewayHook(IbkrHook):
+    """:class:`IbkrHook` for connection type ``ibkr_gateway`` (a Client Portal Gateway)."""
+
+    conn_type = "ibkr_gateway"
+    hook_name = "Interactive Brokers (Client Portal Gateway)"

@@ -29,6 +29,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ibkr_provider.client.errors import IbkrConfigError
+from ibkr_provider.hooks.connection import auth_type_of
 from ibkr_provider.plugins.connections import (
     complete_consent,
     consent_transport,
@@ -57,7 +59,10 @@ def _list_page(paths: Paths, user: Any, message: str = "") -> HTMLResponse:
     rows, profiles = [], []
     for conn in ibkr_connections():
         extra = conn.extra_dejson
-        auth = extra.get("auth_type", "oauth2")
+        try:
+            auth = auth_type_of(conn.conn_type, extra)
+        except IbkrConfigError as exc:
+            auth = f"invalid: {exc}"
         action = ""
         if auth == "oauth1a" and not extra.get("access_token"):
             profiles.append(conn.conn_id)

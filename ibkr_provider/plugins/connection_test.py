@@ -7,10 +7,10 @@ compares the posted host and port with the stored ones.) IBKR connections carry 
 host URL and store none, so every connection added through the form hit this.
 
 This ASGI middleware, added to the API server by the provider's plugin, drops a posted port of 0
-from test requests for ``ibkr`` and ``ibkr_flex`` connections, so the stored (empty) port is used;
-nothing else is touched. It also tells the hook which connection the request tests
-(``TESTED_CONN_ID``: Airflow hands the hook a random transient id), so a session a Test opens
-names its real connection. Connections the provider writes itself (the sandbox's, ``make up``'s)
+from test requests for IBKR connections (``ibkr``, ``ibkr_oauth2``, ... and ``ibkr_flex``), so the
+stored (empty) port is used; nothing else is touched. It also tells the hook which connection the
+request tests (``TESTED_CONN_ID``: Airflow hands the hook a random transient id), so a session a
+Test opens names its real connection. Connections the provider writes itself (the sandbox's, ``make up``'s)
 also store the port of their host URL, so they test fine even without the plugin.
 """
 
@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ibkr_provider.connection_fields import IBKR_CONN_TYPES
 from ibkr_provider.hooks.names import TESTED_CONN_ID
 from ibkr_provider.plugins.asgi import ASGIApp, Message, Receive, Scope, Send
 
-IBKR_CONNECTION_TYPES = frozenset({"ibkr", "ibkr_flex"})
+IBKR_CONNECTION_TYPES = frozenset({*IBKR_CONN_TYPES, "ibkr_flex"})
 TEST_PATH = "/api/v2/connections/test"
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from fastapi.responses import HTMLResponse
 
+from ibkr_provider.connection_fields import IBKR_CONN_TYPES
+from ibkr_provider.hooks.connection import auth_type_of
 from ibkr_provider.plugins.consent import PendingConsent, user_connection_fields
 from ibkr_provider.plugins.pages import Refused, mask, page
 
@@ -25,7 +27,7 @@ def ibkr_connections() -> list[Any]:
     from sqlalchemy import select
 
     with create_session() as session:
-        found = session.scalars(select(Connection).where(Connection.conn_type == "ibkr")).all()
+        found = session.scalars(select(Connection).where(Connection.conn_type.in_(IBKR_CONN_TYPES))).all()
         for conn in found:
             session.expunge(conn)
     return sorted(found, key=lambda c: c.conn_id)
@@ -46,7 +48,11 @@ def consumer_profile(conn_id: str) -> tuple[Any, Any]:
     except Exception:
         raise Refused(400, f"There is no connection {conn_id!r} to use as consumer profile.") from None
     extra = conn.extra_dejson
-    if conn.conn_type != "ibkr" or extra.get("auth_type") != "oauth1a" or not conn.login:
+    if (
+        conn.conn_type not in IBKR_CONN_TYPES
+        or auth_type_of(conn.conn_type, extra) != "oauth1a"
+        or not conn.login
+    ):
         raise Refused(
             400, f"{conn_id!r} is not a consumer profile (an ibkr oauth1a connection with a consumer key)."
         )

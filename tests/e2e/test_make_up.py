@@ -86,13 +86,26 @@ def _open_add_connection(page: Page, conn_id: str, type_label: str) -> Locator:
     return dialog
 
 
-def _add_connection_through_the_form(page: Page, conn_id: str, conn: dict[str, object]) -> None:
+def _add_connection_through_the_form(
+    page: Page,
+    conn_id: str,
+    conn: dict[str, object],
+    type_label: str = "Interactive Brokers",
+    shot: Path | None = None,
+) -> None:
     extra = conn["extra"]
     assert isinstance(extra, dict)
-    dialog = _open_add_connection(page, conn_id, "Interactive Brokers")
+    dialog = _open_add_connection(page, conn_id, type_label)
     dialog.locator("[name=host]").fill(str(conn["host"]))
     dialog.locator("[name=login]").fill(str(conn["login"]))
     dialog.get_by_text("Extra Fields", exact=True).click()
+    if type_label != "Interactive Brokers":  # the OAuth 2.0 type: its fields only
+        expect(dialog.locator("#element_private_key")).to_be_visible()
+        expect(dialog.locator("#element_consumer_key")).to_have_count(0)
+        expect(dialog.locator("#element_auth_type")).to_have_count(0)
+        expect(dialog.locator("[name=password]")).to_have_count(0)
+        if shot is not None:
+            dialog.screenshot(path=str(shot))
     for name in ("client_key_id", "credential", "account_id", "ip"):
         dialog.locator(f"#element_{name}").fill(str(extra[name]))
     # A single-line password input: the browser drops the PEM's line breaks, as on a real paste.
@@ -100,6 +113,27 @@ def _add_connection_through_the_form(page: Page, conn_id: str, conn: dict[str, o
     assert "\n" not in dialog.locator("#element_private_key").input_value()
     dialog.get_by_role("button", name="Save").click()
     expect(page.locator("tr", has=page.get_by_text(conn_id, exact=True)).first).to_be_visible()
+
+
+def _form_of_one_auth_type(page: Page, type_label: str, shots: Path) -> None:
+    """The Add Connection form of the OAuth 1.0a or the gateway type shows that auth type's
+    fields only (a screenshot each); closed without saving."""
+    dialog = _open_add_connection(page, "ibkr_form_preview", type_label)
+    dialog.get_by_text("Extra Fields", exact=True).click()
+    expect(dialog.locator("#element_account_id")).to_be_visible()
+    expect(dialog.locator("#element_private_key")).to_have_count(0)
+    expect(dialog.locator("#element_auth_type")).to_have_count(0)
+    if "OAuth 1.0a" in type_label:
+        expect(dialog.locator("#element_consumer_key")).to_be_visible()
+        expect(dialog.get_by_text("Access token secret")).to_be_visible()  # the relabelled password
+        name = "connection-form-oauth1a.png"
+    else:
+        expect(dialog.locator("#element_consumer_key")).to_have_count(0)
+        expect(dialog.locator("[name=login]")).to_have_count(0)
+        name = "connection-form-gateway.png"
+    dialog.screenshot(path=str(shots / name))
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0)
 
 
 def _add_flex_connection_through_the_form(page: Page, conn_id: str, host: str, token: str) -> None:
@@ -400,10 +434,20 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             _shot(page, shots, "connection-test-ibkr-default")
             _test_connection_row(page, "ibkr_flex_default", "Flex")
 
-            _add_connection_through_the_form(page, "ibkr_from_the_form", conn)
+            # the form of one auth type: OAuth 2.0's fields only, no auth_type to choose
+            oauth2 = {**conn, "extra": {k: v for k, v in conn["extra"].items() if k != "auth_type"}}
+            _add_connection_through_the_form(
+                page,
+                "ibkr_from_the_form",
+                oauth2,
+                "Interactive Brokers (OAuth 2.0)",
+                shots / "connection-form-oauth2.png",
+            )
             result = _test_connection_row(page, "ibkr_from_the_form", "U3456789 (live)")
             assert re.search(r"\(oauth2\)", str(result["message"]))
             _shot(page, shots, "connection-added-through-the-form-tested")
+            _form_of_one_auth_type(page, "Interactive Brokers (OAuth 1.0a self-service)", shots)
+            _form_of_one_auth_type(page, "Interactive Brokers (Client Portal Gateway)", shots)
 
             # Flex: the service URL typed without its path gets IBKR's; a wrong token goes red
             sandbox_url = json.loads((sandbox_dir / "sandbox.json").read_text())["base_url"]

@@ -62,7 +62,7 @@ def test_connection_form_declares_every_field_the_hook_reads() -> None:
     from ibkr_provider.hooks.connection import EXTRA_FIELDS
 
     types = {c["connection-type"]: c for c in get_provider_info()["connection-types"]}
-    assert set(types) == {"ibkr", "ibkr_flex"}
+    assert set(types) == {"ibkr", "ibkr_oauth2", "ibkr_oauth1a", "ibkr_gateway", "ibkr_flex"}
     flex = types["ibkr_flex"]
     assert flex["hook-class-name"] == "ibkr_provider.hooks.flex.IbkrFlexHook"
     assert flex["ui-field-behaviour"]["relabeling"]["password"] == "Flex token"
@@ -76,6 +76,16 @@ def test_connection_form_declares_every_field_the_hook_reads() -> None:
     assert fields["private_key"]["schema"]["format"] == "password"
     behaviour = conn_type["ui-field-behaviour"]
     assert behaviour["relabeling"]["login"] and "port" in behaviour["hidden-fields"]
+    # one connection type per auth type: only its own fields, every one read by the hook
+    oauth2, oauth1a, gateway = (types[f"ibkr_{a}"]["conn-fields"] for a in ("oauth2", "oauth1a", "gateway"))
+    assert {"private_key", "client_key_id", "credential"} <= set(oauth2) and "consumer_key" not in oauth2
+    assert {"consumer_key", "dh_params", "access_token"} <= set(oauth1a) and "private_key" not in oauth1a
+    assert "private_key" not in gateway and "consumer_key" not in gateway and "account_id" in gateway
+    assert not any("auth_type" in f for f in (oauth2, oauth1a, gateway))
+    assert set(oauth2) | set(oauth1a) | set(gateway) | {"auth_type"} == set(EXTRA_FIELDS)
+    assert "(oauth1a)" not in str(oauth1a) and "(oauth2 only)" not in str(oauth2)
+    assert "password" in types["ibkr_gateway"]["ui-field-behaviour"]["hidden-fields"]
+    assert types["ibkr_oauth1a"]["hook-class-name"] == "ibkr_provider.hooks.ibkr.IbkrOAuth1aHook"
 
 
 def test_airflow_lists_the_provider_and_its_connection_form(tmp_path: Path, airflow_cli: AirflowCli) -> None:

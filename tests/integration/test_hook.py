@@ -159,3 +159,22 @@ def test_a_malformed_fernet_key_names_the_option(tmp_path: Path, fresh_sandbox: 
     ok, message = _test_in_fresh_home(tmp_path, fresh_sandbox, AIRFLOW__CORE__FERNET_KEY="not-a-key")
     assert not ok and "IbkrConfigError: [core] fernet_key: is not a valid Fernet key" in message
     assert fresh_sandbox.stats()["requests_total"] == 0
+
+
+def test_a_connection_of_the_oauth2_type_needs_no_auth_type_and_refuses_another(
+    monkeypatch: pytest.MonkeyPatch, fresh_sandbox: RunningSandbox
+) -> None:
+    """Connection type ``ibkr_oauth2`` (the form of one auth type) is OAuth 2.0 without the
+    ``auth_type`` extra; one naming another auth type fails naming the field, before any request."""
+    from ibkr_provider.hooks.ibkr import IbkrOAuth2Hook
+
+    conn = json.loads(fresh_sandbox.connection_json(auth_type=None))
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_TYPED", json.dumps({**conn, "conn_type": "ibkr_oauth2"}))
+    ok, message = IbkrOAuth2Hook(ibkr_conn_id="ibkr_typed").test_connection()
+    assert ok and "(oauth2)" in message and "DU1234567" in message, message
+    requests_before = sum(fresh_sandbox.stats()["paths"].values())
+    conflicting = {**conn, "conn_type": "ibkr_oauth2", "extra": {**conn["extra"], "auth_type": "gateway"}}
+    monkeypatch.setenv("AIRFLOW_CONN_IBKR_TYPED", json.dumps(conflicting))
+    ok, message = IbkrOAuth2Hook(ibkr_conn_id="ibkr_typed").test_connection()
+    assert not ok and "auth_type" in message and "ibkr_oauth2 connection is oauth2" in message, message
+    assert sum(fresh_sandbox.stats()["paths"].values()) == requests_before
