@@ -220,6 +220,9 @@ def auth_conn_fields(auth_type: str) -> dict[str, Any]:
     fields = {**own, **_ACCOUNT_FIELD, **_TRANSPORT_FIELDS, **_session_fields()}
     if auth_type == "gateway":  # the gateway's own login holds the session: nothing to renew
         fields.pop("session_refresh_lead")
+    if auth_type == "oauth1a":  # the form's login and password are relabelled to hold these
+        fields.pop("consumer_key")
+        fields.pop("access_token_secret")
     return {
         name: {
             **field,

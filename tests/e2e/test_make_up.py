@@ -124,11 +124,14 @@ def _form_of_one_auth_type(page: Page, type_label: str, shots: Path) -> None:
     expect(dialog.locator("#element_private_key")).to_have_count(0)
     expect(dialog.locator("#element_auth_type")).to_have_count(0)
     if "OAuth 1.0a" in type_label:
-        expect(dialog.locator("#element_consumer_key")).to_be_visible()
-        expect(dialog.get_by_text("Access token secret")).to_be_visible()  # the relabelled password
+        expect(dialog.locator("#element_signature_private_key")).to_be_visible()
+        # the consumer key and the access token secret are the relabelled login and password
+        expect(dialog.get_by_text("Consumer key", exact=True)).to_have_count(1)
+        expect(dialog.get_by_text("Access token secret", exact=True)).to_have_count(1)
+        expect(dialog.locator("[name=password]")).to_be_visible()
         name = "connection-form-oauth1a.png"
     else:
-        expect(dialog.locator("#element_consumer_key")).to_have_count(0)
+        expect(dialog.locator("#element_signature_private_key")).to_have_count(0)
         expect(dialog.locator("[name=login]")).to_have_count(0)
         name = "connection-form-gateway.png"
     dialog.screenshot(path=str(shots / name))

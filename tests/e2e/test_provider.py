@@ -79,10 +79,12 @@ def test_connection_form_declares_every_field_the_hook_reads() -> None:
     # one connection type per auth type: only its own fields, every one read by the hook
     oauth2, oauth1a, gateway = (types[f"ibkr_{a}"]["conn-fields"] for a in ("oauth2", "oauth1a", "gateway"))
     assert {"private_key", "client_key_id", "credential"} <= set(oauth2) and "consumer_key" not in oauth2
-    assert {"consumer_key", "dh_params", "access_token"} <= set(oauth1a) and "private_key" not in oauth1a
+    assert {"dh_params", "access_token"} <= set(oauth1a) and "private_key" not in oauth1a
+    assert "consumer_key" not in oauth1a and "access_token_secret" not in oauth1a  # login, password
     assert "private_key" not in gateway and "consumer_key" not in gateway and "account_id" in gateway
     assert not any("auth_type" in f for f in (oauth2, oauth1a, gateway))
-    assert set(oauth2) | set(oauth1a) | set(gateway) | {"auth_type"} == set(EXTRA_FIELDS)
+    typed = set(oauth2) | set(oauth1a) | set(gateway)
+    assert typed | {"auth_type", "consumer_key", "access_token_secret"} == set(EXTRA_FIELDS)
     assert "(oauth1a)" not in str(oauth1a) and "(oauth2 only)" not in str(oauth2)
     assert "password" in types["ibkr_gateway"]["ui-field-behaviour"]["hidden-fields"]
     assert types["ibkr_oauth1a"]["hook-class-name"] == "ibkr_provider.hooks.ibkr.IbkrOAuth1aHook"
