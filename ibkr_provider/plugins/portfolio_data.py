@@ -144,7 +144,7 @@ def last_rebalances(may_read: Callable[[str], bool], journal_conn_id: str) -> di
                 if row.kind == "decision" and row.account_id == account_id:
                     last = _with(last, decision=str(row.payload.get("decision")), decided_by=row.actor)
                 elif row.kind == "fill" and row.account_id == account_id:
-                    last.fills.append(f"{row.side} {row.quantity} {row.symbol} at {row.price}")
+                    last.fills.append(_fill_text(row.side, row.quantity, row.symbol, row.price))
             found[account_id] = last
     except sa.exc.SQLAlchemyError as exc:
         log.warning("IBKR portfolio page: cannot read the trade journal %s: %s", journal_conn_id, exc)
@@ -152,6 +152,16 @@ def last_rebalances(may_read: Callable[[str], bool], journal_conn_id: str) -> di
     finally:
         journal.close()
     return found
+
+
+def _fill_text(side: str | None, size: str | None, symbol: str | None, price: str | None) -> str:
+    """``BUY 225 BND at 72.50``: the journal's exact strings, formatted for people."""
+    from ibkr_provider.client.models.numbers import to_decimal
+    from ibkr_provider.workflows.portfolio_view import money, quantity
+
+    amount, at = to_decimal(size), to_decimal(price)
+    shown = quantity(amount) if amount is not None else "?"
+    return f"{side} {shown} {symbol} at {money(at)}"
 
 
 def _with(last: LastRebalance, **changes: Any) -> LastRebalance:
