@@ -69,6 +69,7 @@ class IbkrPortfolioSnapshotOperator(BaseOperator):
         return [str(a) for a in self.account_ids]
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from ibkr_provider.workflows.portfolio_view import money
         from ibkr_provider.workflows.snapshot import positions_csv, take_snapshot
 
         with (
@@ -77,12 +78,12 @@ class IbkrPortfolioSnapshotOperator(BaseOperator):
         ):
             snapshots = take_snapshot(hook.get_conn(), self._wanted())
         figures = {s.account.account_id: s.figures() for s in snapshots}
-        for account_id, numbers in figures.items():
+        for snap in snapshots:
             self.log.info(
                 "%s: net liquidation %s, %d positions",
-                account_id,
-                numbers["net_liquidation"],
-                numbers["positions"],
+                snap.account.account_id,
+                money(snap.summary.net_liquidation, snap.account.currency or ""),
+                len(snap.positions),
             )
         files: list[str] = []
         if self.output_path:
