@@ -13,6 +13,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 from ibkr_provider.plugins.asgi import Receive, Scope, Send
 from ibkr_provider.plugins.connection_test import ConnectionTestPortFix
+from ibkr_provider.plugins.routes import CONNECT_ROUTE, PORTFOLIO_ROUTE, PORTFOLIO_RUN_ROUTE
 from ibkr_provider.timetables import TradingDayTimetable
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ class IbkrPlugin(AirflowPlugin):
     "Connect IBKR" pages (see ``connect_app``) with a link in the Admin menu, the IBKR portfolio
     page (``portfolio_page``) in Browse and as a tab of every DAG run, and registers the
     trading-day timetable (Airflow serializes a custom timetable only when a plugin lists it).
-    The link opens the page itself, not an iframe: IBKR's login page must never be framed."""
+    Connect IBKR shows in Airflow's frame; its consent leaves the frame for IBKR's login page,
+    which must never be framed."""
 
     name = "ibkr"
     timetables = [TradingDayTimetable]
@@ -61,20 +63,21 @@ class IbkrPlugin(AirflowPlugin):
         {
             "name": "Connect IBKR",
             "href": "/ibkr/connect",
+            "url_route": CONNECT_ROUTE,
             "destination": "nav",
             "category": "admin",
         },
         {
             "name": "IBKR portfolio",
             "href": "/ibkr/portfolio",
-            "url_route": "ibkr_portfolio",
+            "url_route": PORTFOLIO_ROUTE,
             "destination": "nav",
             "category": "browse",
         },
         {
             "name": "IBKR portfolio",
             "href": "/ibkr/portfolio?dag_id={DAG_ID}&run_id={RUN_ID}",
-            "url_route": "ibkr_portfolio_run",
+            "url_route": PORTFOLIO_RUN_ROUTE,
             "destination": "dag_run",
         },
     ]

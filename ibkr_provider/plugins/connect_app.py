@@ -31,6 +31,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ibkr_provider.client.errors import IbkrConfigError
 from ibkr_provider.hooks.connection import auth_type_of
+from ibkr_provider.plugins.connection_states import connection_states
 from ibkr_provider.plugins.connections import (
     complete_consent,
     consent_transport,
@@ -55,31 +56,42 @@ from ibkr_provider.plugins.portfolio_page import add_portfolio_routes
 STATE_COOKIE = "ibkr_connect_state"
 
 
-def _list_page(paths: Paths, user: Any, message: str = "") -> HTMLResponse:
+WHO_IT_IS_FOR = (
+    "<p>Connect IBKR is for apps IBKR registered as <b>third-party consumers</b> (OAuth 1.0a, "
+    "three-legged): each person logs in at IBKR and approves the app, and the connection is saved "
+    "for them. An individual account does not need it: generate a consumer key and tokens on IBKR's "
+    "self-service OAuth page and add an <b>Interactive Brokers (OAuth 1.0a self-service)</b> "
+    "connection.</p>"
+)
+
+
+async def _list_page(paths: Paths, user: Any, message: str = "") -> HTMLResponse:
+    conns = await asyncio.to_thread(ibkr_connections)
+    states = await connection_states(conns)
     rows, profiles = [], []
-    for conn in ibkr_connections():
+    for conn in conns:
         extra = conn.extra_dejson
+        state = states[conn.conn_id]
         try:
             auth = auth_type_of(conn.conn_type, extra)
-        except IbkrConfigError as exc:
-            auth = f"invalid: {exc}"
+        except IbkrConfigError:
+            auth = "?"
         action = ""
-        if auth == "oauth1a" and not extra.get("access_token"):
+        if state.kind == "profile":
             profiles.append(conn.conn_id)
-            state = "consumer profile"
-        elif extra.get("connected_by"):
-            state = f"connected by {extra['connected_by']}"
+        if extra.get("connected_by"):
             query = urllib.parse.urlencode({"conn_id": conn.conn_id})
             action = f'<a href="{html.escape(paths.disconnect)}?{html.escape(query)}">Disconnect</a>'
-        else:
-            state = "configured"
+        who = (
+            f" (connected by {html.escape(str(extra['connected_by']))})" if extra.get("connected_by") else ""
+        )
         rows.append(
             f"<tr><td>{html.escape(conn.conn_id)}</td><td>{html.escape(auth)}</td>"
-            f"<td>{html.escape(state)}</td><td>{action}</td></tr>"
+            f'<td class="{state.css}">{html.escape(state.text)}{who}</td><td>{action}</td></tr>'
         )
     options = "".join(f'<option value="{html.escape(p)}">{html.escape(p)}</option>' for p in profiles)
     start = (
-        f"""<form method="post" action="{html.escape(paths.start)}">
+        f"""<form method="post" action="{html.escape(paths.start)}" target="_top">
 <input type="hidden" name="csrf" value="{csrf_token(user)}">
 <label>Consumer profile <select name="profile">{options}</select></label>
 <label>Save the connection as
@@ -96,7 +108,7 @@ def _list_page(paths: Paths, user: Any, message: str = "") -> HTMLResponse:
         + "".join(rows)
         + "</table>"
     )
-    return page("Connect IBKR", note + table + start, home=None)
+    return page("Connect IBKR", WHO_IT_IS_FOR + note + table + start, home=None)
 
 
 def create_connect_app() -> FastAPI:
@@ -111,7 +123,7 @@ def create_connect_app() -> FastAPI:
     @app.get("/connect", name="ibkr_connect")
     async def connect_page(request: Request) -> HTMLResponse:
         user = await current_user(request, "GET")
-        return _list_page(Paths.of(request), user)
+        return await _list_page(Paths.of(request), user)
 
     @app.post("/connect/start", name="ibkr_connect_start")
     async def start(request: Request) -> Response:
@@ -224,7 +236,7 @@ Its DAGs stop working until you connect again. The consumer's keys stay.</p>
             # Airflow's password setter ignores None (FernetFieldsMixin.set_password): clear the column
             conn._password = None
             conn.is_encrypted = False
-        return _list_page(
+        return await _list_page(
             Paths.of(request), user, f"Disconnected {conn_id}: its access token is removed; {ended}."
         )
 

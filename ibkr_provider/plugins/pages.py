@@ -5,7 +5,8 @@ side and the API server use.
 Security: every page needs an Airflow login (the UI's ``_token`` cookie, read by Airflow's own
 ``get_user``) and Airflow's auth manager must allow the user to edit connections; forms carry a
 CSRF token (HMAC of the user id with ``[api] secret_key``). Every page is never cached, never
-sends a referrer (IBKR's redirect carries tokens) and is never framed.
+sends a referrer (IBKR's redirect carries tokens) and is framed by Airflow's own UI only; what
+leads to IBKR's login leaves the frame (``target="_top"``): IBKR's page is never framed.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from ibkr_provider.plugins.consent import same_secret
+from ibkr_provider.plugins.routes import CONNECT_ROUTE
 
-#: Every page: never cached, never sends a referrer (IBKR's redirect carries tokens), never
-#: framed (a framed page's buttons could be clicked through an overlay: clickjacking).
+#: Every page: never cached, never sends a referrer (IBKR's redirect carries tokens), framed by
+#: Airflow's own UI (same origin: the Admin menu shows it in Airflow's frame) and by no other site
+#: (a page framed elsewhere could have its buttons clicked through an overlay: clickjacking).
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'self'",
+    "X-Frame-Options": "SAMEORIGIN",
 }
 
 
@@ -57,7 +60,7 @@ class Paths:
     depths (``/ibkr/connect``, ``/ibkr/connect/callback``, ``/ibkr/connect/disconnect``), where
     one relative link cannot be right for all of them."""
 
-    home: str
+    home: str  # Airflow's page that frames Connect IBKR (``/plugin/ibkr_connect``)
     start: str
     disconnect: str
     callback: str  # also the path of the consent's state cookie, set at the start, deleted at the end
@@ -65,20 +68,22 @@ class Paths:
     @classmethod
     def of(cls, request: Request) -> Paths:
         names = ("ibkr_connect", "ibkr_connect_start", "ibkr_disconnect", "ibkr_connect_callback")
-        return cls(*(request.url_for(name).path for name in names))
+        connect, *others = (request.url_for(name).path for name in names)
+        root = connect.removesuffix("/ibkr/connect")
+        return cls(f"{root}/plugin/{CONNECT_ROUTE}", *others)
 
 
 def page(title: str, body: str, home: str | None, status: int = 200) -> HTMLResponse:
     """A page of its own (not Airflow's React UI), with links back to Connect IBKR (``home``;
     None on the Connect IBKR page itself) and to Airflow's connections."""
-    back = f'<a href="{html.escape(home)}">Connect IBKR</a> &middot; ' if home else ""
+    back = f'<a href="{html.escape(home)}" target="_top">Connect IBKR</a> &middot; ' if home else ""
     return HTMLResponse(
         f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2rem;max-width:60rem}}table{{border-collapse:collapse}}
 td,th{{border-bottom:1px solid #ddd;padding:.4rem .8rem;text-align:left}}.ok{{color:#060}}.bad{{color:#a00}}
 label{{display:block;margin:.5rem 0}}</style></head>
 <body><h1>{html.escape(title)}</h1>{body}
-<p>{back}<a href="/connections">Airflow connections</a></p></body></html>""",
+<p>{back}<a href="/connections" target="_top">Airflow connections</a></p></body></html>""",
         status_code=status,
         headers=PAGE_HEADERS,
     )

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from ibkr_sandbox.files import AUTHORIZE_PASSWORD
-from playwright.sync_api import Locator, Page, Route, expect
+from playwright.sync_api import FrameLocator, Locator, Page, Route, expect
 
 from scripts.local_airflow import free_port
 from tests.support.airflow_api import Api
@@ -203,23 +203,28 @@ def _portfolio_page(page: Page, api: Api, url: str, out: Path, shots: Path, run_
     _shot(page, shots, "portfolio-tab-of-a-snapshot-run")
 
 
-def _open_connect_page(page: Page, url: str) -> None:
-    """Through the nav of the page the UI is on, as a person finds it: Admin, then Connect IBKR."""
+def _connect_frame(page: Page) -> FrameLocator:
+    """The Connect IBKR page inside Airflow's frame (``/plugin/ibkr_connect``)."""
+    frame = page.frame_locator("iframe")
+    expect(frame.get_by_role("heading", name="Connect IBKR")).to_be_visible()
+    assert urlsplit(page.url).path == "/plugin/ibkr_connect"
+    return frame
+
+
+def _open_connect_page(page: Page, url: str) -> FrameLocator:
+    """Through the nav of the page the UI is on, as a person finds it: Admin, then Connect IBKR,
+    shown in Airflow's frame, saying whom it is for and each connection's tested state."""
     page.get_by_role("button", name="Admin").click()
-    link = page.get_by_role("menuitem", name="Connect IBKR")
-    expect(link).to_be_visible()
-    href = link.get_attribute("href") or link.locator("a").first.get_attribute("href")
-    assert href and href.endswith("/ibkr/connect")
-    page.goto(href if href.startswith("http") else f"{url}{href}")
-    expect(page.get_by_role("heading", name="Connect IBKR")).to_be_visible()
+    page.get_by_role("menuitem", name="Connect IBKR").click()
+    frame = _connect_frame(page)
+    expect(frame.get_by_text("third-party consumers")).to_be_visible()
+    return frame
 
 
-def _back_to_connect_page(page: Page) -> None:
-    """The Connect IBKR link every other page of it carries (pages served below
-    /ibkr/connect/..., where a relative link would miss)."""
+def _back_to_connect_page(page: Page) -> FrameLocator:
+    """The Connect IBKR link every other page of it carries: back to Airflow's frame."""
     page.get_by_role("link", name="Connect IBKR").click()
-    expect(page.get_by_role("heading", name="Connect IBKR")).to_be_visible()
-    assert urlsplit(page.url).path == "/ibkr/connect"
+    return _connect_frame(page)
 
 
 def _unauthenticated_callbacks_cost_nothing(url: str, count: int = 500) -> list[str]:
@@ -252,11 +257,12 @@ def _unauthenticated_callbacks_cost_nothing(url: str, count: int = 500) -> list[
 
 
 def _connect_pages_refuse_crafted_input(url: str, auth: dict[str, str]) -> None:
-    """Non-ASCII CSRF tokens and states are refused (403/400), not a 500; pages are never framed."""
+    """Non-ASCII CSRF tokens and states are refused (403/400), not a 500; pages are framed by
+    Airflow's own UI only."""
     home = requests.get(f"{url}/ibkr/connect", headers=auth, timeout=30)
     assert home.status_code == 200
-    assert home.headers["content-security-policy"] == "frame-ancestors 'none'"
-    assert home.headers["x-frame-options"] == "DENY"
+    assert home.headers["content-security-policy"] == "frame-ancestors 'self'"
+    assert home.headers["x-frame-options"] == "SAMEORIGIN"
     forged = requests.post(f"{url}/ibkr/connect/start", data={"csrf": "é" * 64}, headers=auth, timeout=30)
     assert forged.status_code == 403, forged.text
     for cookie in ({"ibkr_connect_state": "ü"}, {}):
@@ -294,10 +300,11 @@ def _takeover_is_reported_and_recovered(page: Page, home: Path, sandbox_dir: Pat
     _test_connection_row(page, "ibkr_default", "accounts: DU1234567 (paper)")
 
 
-def _start(page: Page, conn_id: str) -> None:
-    """From the Connect IBKR page: name the connection and go to IBKR's login."""
-    page.get_by_label("Save the connection as").fill(conn_id)
-    page.get_by_role("button", name="Connect IBKR").click()
+def _start(page: Page, frame: FrameLocator, conn_id: str) -> None:
+    """From the Connect IBKR page in Airflow's frame: name the connection and go to IBKR's login,
+    which opens in the whole window (IBKR's login page is never framed)."""
+    frame.get_by_label("Save the connection as").fill(conn_id)
+    frame.get_by_role("button", name="Connect IBKR").click()
     expect(page.get_by_role("heading", name="IBKR sandbox login")).to_be_visible()
 
 
@@ -312,8 +319,14 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     form without CSRF, no login, and Disconnect; between attempts a person follows the Connect
     IBKR link of the page they landed on. Returns the request token and verifier of the accepted
     consent (for the log scan)."""
-    _open_connect_page(page, url)
-    _start(page, "ibkr_connected")
+    frame = _open_connect_page(page, url)
+    # ibkr_wrong_key's real state, not "configured": its test fails, naming why
+    wrong = frame.locator("tr", has=frame.get_by_text("ibkr_wrong_key", exact=True))
+    expect(wrong).to_contain_text("test failing: IbkrAuthError")
+    default = frame.locator("tr", has=frame.get_by_text("ibkr_default", exact=True))
+    expect(default).to_contain_text("connected and tested")
+    _shot(page, shots, "connect-ibkr-in-airflow")
+    _start(page, frame, "ibkr_connected")
     _shot(page, shots, "connect-ibkr-sandbox-login")
     _sign_in(page)
     with page.expect_response(lambda r: "/ibkr/connect/callback" in r.url) as landed:
@@ -345,13 +358,13 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     _test_connection_row(page, "ibkr_connected", "held by connection ibkr_default")
     _test_connection_row(page, "ibkr_default", "accounts: DU1234567 (paper)")
 
-    _open_connect_page(page, url)
-    _start(page, "ibkr_denied")
+    frame = _open_connect_page(page, url)
+    _start(page, frame, "ibkr_denied")
     page.get_by_role("button", name="Deny").click()
     expect(page.get_by_role("alert")).to_contain_text("You declined at IBKR")
 
-    _back_to_connect_page(page)
-    _start(page, "ibkr_tampered")
+    frame = _back_to_connect_page(page)
+    _start(page, frame, "ibkr_tampered")
     _sign_in(page)
 
     def tamper(route: Route) -> None:
@@ -372,15 +385,22 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     assert forged.status_code == 403 and "did not come from this page" in forged.text
     assert requests.get(f"{url}/ibkr/connect", timeout=30).status_code == 401
 
-    _back_to_connect_page(page)
-    expect(page.get_by_role("cell", name="connected by admin")).to_be_visible()
-    page.get_by_role("link", name="Disconnect").click()
-    page.get_by_role("button", name="Disconnect").click()
-    expect(page.get_by_text("Disconnected ibkr_connected")).to_be_visible()
-    expect(page.get_by_text("its IBKR session is logged out and its cached record deleted")).to_be_visible()
+    frame = _back_to_connect_page(page)
+    connected = frame.locator("tr", has=frame.get_by_text("ibkr_connected", exact=True))
+    expect(connected).to_contain_text("connected and tested")
+    expect(connected).to_contain_text("(connected by admin)")
+    frame.get_by_role("link", name="Disconnect").click()
+    frame.get_by_role("button", name="Disconnect").click()
+    expect(frame.get_by_text("Disconnected ibkr_connected")).to_be_visible()
+    expect(frame.get_by_text("its IBKR session is logged out and its cached record deleted")).to_be_visible()
+    # disconnected: its state says the token is missing (it is no consumer profile)
+    expect(connected).to_contain_text("token missing")
     # the list shown after the POST (at /ibkr/connect/disconnect) starts a consent where it should
-    start_form = page.locator("form", has=page.get_by_role("button", name="Connect IBKR"))
+    start_form = frame.locator("form", has=frame.get_by_role("button", name="Connect IBKR"))
     assert start_form.get_attribute("action") == "/ibkr/connect/start"
+    assert start_form.get_attribute("target") == "_top"
+    offered = frame.get_by_label("Consumer profile").locator("option", has_text="ibkr_connected")
+    expect(offered).to_have_count(0)  # the disconnected connection is not offered as a profile
 
     for conn_id, exists in (("ibkr_connected", True), ("ibkr_denied", False), ("ibkr_tampered", False)):
         got = requests.get(f"{url}/api/v2/connections/{conn_id}", headers=auth, timeout=30)
