@@ -1,0 +1,32 @@
+"""What Connect IBKR says of a connection before it asks IBKR (the tested states run over HTTP
+in tests/e2e/test_make_up.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from ibkr_provider.plugins.connection_states import static_state
+
+
+def _conn(conn_type: str = "ibkr", **extra: Any) -> SimpleNamespace:
+    return SimpleNamespace(conn_id="c", conn_type=conn_type, extra_dejson=extra)
+
+
+@pytest.mark.parametrize(
+    ("conn", "kind"),
+    [
+        (_conn(auth_type="oauth1a"), "profile"),
+        (_conn("ibkr_oauth1a"), "profile"),
+        (_conn(auth_type="oauth1a", consumer_profile="ibkr_consumer"), "missing"),  # disconnected
+        (_conn("ibkr_gateway", auth_type="oauth2"), "invalid"),
+        (_conn(auth_type="oauth1a", access_token="t"), None),  # tested
+        (_conn(), None),
+        (_conn("ibkr_oauth2"), None),
+    ],
+)
+def test_the_state_a_connection_shows_without_asking_ibkr(conn: SimpleNamespace, kind: str | None) -> None:
+    state = static_state(conn)
+    assert (state.kind if state else None) == kind
