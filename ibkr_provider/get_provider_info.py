@@ -123,7 +123,15 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "/var/cache/airflow/ibkr",
                         "default": "",
-                    }
+                    },
+                    "connect_state_cache": {
+                        "description": "Where Connect IBKR keeps pending consents (10 minutes each): file "
+                        "(one API server host) or redis://host:6379/0 (several API server hosts).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "redis://redis:6379/0",
+                        "default": "file",
+                    },
                 },
             }
         },

@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from ibkr_provider.plugins.connection_states import static_state
-
 
 def _conn(conn_type: str = "ibkr", **extra: Any) -> SimpleNamespace:
     return SimpleNamespace(conn_id="c", conn_type=conn_type, extra_dejson=extra)
@@ -28,5 +26,7 @@ def _conn(conn_type: str = "ibkr", **extra: Any) -> SimpleNamespace:
     ],
 )
 def test_the_state_a_connection_shows_without_asking_ibkr(conn: SimpleNamespace, kind: str | None) -> None:
+    from ibkr_provider.plugins.connection_states import static_state  # the plugin imports Airflow
+
     state = static_state(conn)
     assert (state.kind if state else None) == kind
