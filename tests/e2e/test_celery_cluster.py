@@ -34,6 +34,7 @@ from tests.support.scripts import running_script, user_env
 pytestmark = pytest.mark.xdist_group("cluster")
 
 VTI = 12340038  # the instrument ibkr_order_and_wait buys with a limit of 280
+MSFT = 272093  # DU2345678 holds 129: a fall to 380 is a day's loss of about 4,400 there
 
 
 def _sandbox_stats(sandbox_url: str) -> dict[str, Any]:
@@ -119,6 +120,17 @@ def _secrets_are_required_and_private(work: Path, info: dict[str, Any]) -> None:
         psycopg2.connect(host="127.0.0.1", port=database.port, user="airflow", dbname="airflow").close()
 
 
+def _armed(database: str, key: str) -> bool:
+    """Whether a watcher stored ``key`` as true in Airflow's asset state store."""
+    import psycopg2
+
+    url = database.replace("postgresql+psycopg2", "postgresql")
+    with contextlib.closing(psycopg2.connect(url)) as db, db.cursor() as cursor:
+        cursor.execute("SELECT value FROM asset_state_store WHERE key = %s", (key,))
+        row = cursor.fetchone()
+    return row is not None and str(row[0]).strip().lower() == "true"
+
+
 def _drawdown_reports(api: Api, seconds: float = 240) -> dict[str, dict[str, Any]]:
     """Account id -> the risk report of ibkr_drawdown_guard's successful runs, once there is one."""
     deadline = time.monotonic() + seconds
@@ -171,6 +183,17 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         assert len({r["pid"] for r in reports}) > 2  # tasks in processes of their own
         assert all(r["accounts"] == reports[0]["accounts"] and r["accounts"] for r in reports)
         _one_login(_sandbox_stats(sandbox_url))
+
+        # 5 (checked at the end). event-driven on IBKR's PnL: once ibkr_drawdown_guard's watcher
+        # (spl, in the triggerer) has armed, MSFT falls and DU2345678's day passes the guard's
+        # loss (3,000 here): a run reports on the account
+        deadline = time.monotonic() + 240
+        while not _armed(info["database"], "armed:DU2345678:daily_pnl:below:-3000"):
+            assert time.monotonic() < deadline, "the drawdown watcher did not arm in 240 s"
+            time.sleep(1)
+        requests.post(
+            f"{sandbox_url}/__sandbox__/prices", json={"conid": MSFT, "price": 380}, timeout=30
+        ).raise_for_status()
 
         # 2. a deferrable order wait frees its worker slot and finishes in the triggerer, which
         # follows the order on IBKR's websocket. The price crosses the limit only once the
@@ -269,13 +292,6 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, f"{len(on_fill)} of {placed_total} fills journaled"
             time.sleep(1)
 
-        # 5. event-driven on IBKR's PnL: VTI falls and DU2345678's day passes the guard's loss
-        # (3,000 here): ibkr_drawdown_guard's watcher (spl, in the restarted triggerer) starts a
-        # run, which reports on the account
-        requests.post(
-            f"{sandbox_url}/__sandbox__/prices", json={"conid": VTI, "price": 262}, timeout=30
-        ).raise_for_status()
-
         time.sleep(8)  # a repeated fill event would come now (ids are stored 5 s after their event)
         on_fill = _journal_fills(info["database"])
         # one run and one row per fill: none lost across the kill, none twice (a fill fired just
@@ -284,6 +300,7 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         fill_runs = [r["dag_run_id"] for r in api.get("dags/ibkr_fill/dagRuns", limit=100)["dag_runs"]]
         assert sorted(fill_runs) == sorted(f"fill__{execution_id}" for execution_id in on_fill), fill_runs
         assert "triggerer killed and started again" in (tmp_path / "cluster.out").read_text()
+        # 5. the drawdown guard's run (MSFT fell after step 1)
         assert "DU2345678" in _drawdown_reports(api), "no drawdown report on DU2345678"
     leftovers = [path for path in info["removed_at_stop"] if Path(path).exists()]
     assert not leftovers, leftovers
