@@ -73,6 +73,41 @@ class Paths:
         return cls(f"{root}/plugin/{CONNECT_ROUTE}", *others)
 
 
+#: Airflow frames plugin views in a sandboxed iframe (scripts, same origin and forms allowed; no
+#: top navigation), and IBKR's login page must not be framed. So a form or link marked
+#: ``target="_top"`` is re-made in the top window's document (same origin) and submitted or
+#: followed from there: the navigation is the Airflow page's own, not the framed page's. Opened
+#: by itself, the page submits and follows as usual.
+LEAVE_THE_FRAME = """<script>
+(function () {
+  if (window.top === window) return;
+  function copy(element) {
+    var host = window.top.document, made = host.createElement(element.tagName);
+    made.style.display = "none";
+    if (element.tagName === "FORM") {
+      made.method = element.method; made.action = element.action;
+      new FormData(element).forEach(function (value, name) {
+        var field = host.createElement("input");
+        field.type = "hidden"; field.name = name; field.value = value; made.appendChild(field);
+      });
+    } else { made.href = element.href; }
+    made.target = "_self";
+    host.body.appendChild(made);
+    return made;
+  }
+  document.addEventListener("submit", function (event) {
+    if (event.target.target !== "_top") return;
+    event.preventDefault(); copy(event.target).submit();
+  });
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest("a[target=_top]");
+    if (!link) return;
+    event.preventDefault(); copy(link).click();
+  });
+})();
+</script>"""
+
+
 def page(title: str, body: str, home: str | None, status: int = 200) -> HTMLResponse:
     """A page of its own (not Airflow's React UI), with links back to Connect IBKR (``home``;
     None on the Connect IBKR page itself) and to Airflow's connections."""
@@ -83,7 +118,7 @@ def page(title: str, body: str, home: str | None, status: int = 200) -> HTMLResp
 td,th{{border-bottom:1px solid #ddd;padding:.4rem .8rem;text-align:left}}.ok{{color:#060}}.bad{{color:#a00}}
 label{{display:block;margin:.5rem 0}}</style></head>
 <body><h1>{html.escape(title)}</h1>{body}
-<p>{back}<a href="/connections" target="_top">Airflow connections</a></p></body></html>""",
+<p>{back}<a href="/connections" target="_top">Airflow connections</a></p>{LEAVE_THE_FRAME}</body></html>""",
         status_code=status,
         headers=PAGE_HEADERS,
     )
