@@ -507,7 +507,9 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             request_token, verifier = _connect_ibkr(page, url, api.headers, shots)
             takeovers = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
             assert takeovers.get("competing_takeovers", 0) == 0  # no Test took a session over
-            page.get_by_role("link", name="Airflow connections").click()
+            # from Connect IBKR's frame to Airflow's connections: the link leaves the frame
+            page.frame_locator("iframe").get_by_role("link", name="Airflow connections").click()
+            expect(page.get_by_role("button", name="Add Connection")).to_be_visible()
             _takeover_is_reported_and_recovered(page, home, sandbox_dir, sandbox_url)
             _approvals_in_the_ui(page, api, home, sandbox_url, shots, mailbox, timed_out)
             assert api.finish("ibkr_portfolio_snapshot", second, seconds=240) == "success"
