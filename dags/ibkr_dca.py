@@ -6,6 +6,9 @@ holiday: an exchange calendar, not cron), invests a fixed cash amount in each of
 with cash-quantity market orders. When the account's cash (and IBKR's available funds) are short
 of the total, the run is skipped with a clear log line: nothing is ordered, nothing is borrowed.
 
+*Times in the UI*: Airflow shows them in the time zone picked at the bottom left of the UI
+(UTC unless you change it), not in New York's: 10:00 New York is 15:00 UTC in winter and 14:00 UTC in summer.
+
 - `amounts`: symbol -> cash amount per run, e.g. `{"VTI": 500, "VXUS": 250}`.
 - `account_id` is required (a DAG that places orders never falls back to the connection's).
 - **A dry run by default** (IBKR what-if only); set `dry_run` to false to place orders. A live

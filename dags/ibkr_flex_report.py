@@ -5,6 +5,9 @@ Every weekday at 06:00 New York time, runs a Flex query for the run's data inter
 the raw report plus CSVs of its Trades, OpenPositions and CashReport sections. Emits an event on
 the `ibkr_flex_report` Asset with the file paths.
 
+*Times in the UI*: Airflow shows them in the time zone picked at the bottom left of the UI
+(UTC unless you change it), not in New York's: 06:00 New York is 11:00 UTC in winter and 10:00 UTC in summer.
+
 - Connection: `ibkr_flex_default` (type *Interactive Brokers Flex*; the Flex token is the password).
 - Params: `query_id` (your Activity Flex query id) and `output_dir` (local directory or
   object-storage URL; empty means `$AIRFLOW_HOME/ibkr/flex`).

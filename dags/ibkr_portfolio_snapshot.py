@@ -6,6 +6,9 @@ connection can see, or the ones in the `accounts` param: account summary, ledger
 position page. Writes a JSON file (IBKR's payloads, unchanged) and a CSV of positions, and
 emits an event on the `ibkr_portfolio_snapshot` Asset so downstream DAGs can run on fresh data.
 
+*Times in the UI*: Airflow shows them in the time zone picked at the bottom left of the UI
+(UTC unless you change it), not in New York's: 16:30 New York is 21:30 UTC in winter and 20:30 UTC in summer.
+
 - Connection: `ibkr_default`.
 - Output: `output_dir` param (a local directory or any object-storage URL such as
   `s3://bucket/prefix`); empty means `$AIRFLOW_HOME/ibkr/snapshots`.

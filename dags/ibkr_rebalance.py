@@ -5,6 +5,9 @@ On the **first New York trading day of each month** at 10:00 (exchange holidays 
 exchange calendar, not cron), brings the symbols in `targets` back to their target weights of the
 account's net liquidation.
 
+*Times in the UI*: Airflow shows them in the time zone picked at the bottom left of the UI
+(UTC unless you change it), not in New York's: 10:00 New York is 15:00 UTC in winter and 14:00 UTC in summer.
+
 1. **plan**: net liquidation, cash, every position and prices from market-data snapshots; a
    symbol trades when its weight drifts more than `drift_band` from target and the trade is worth
    at least `min_trade`. Holdings not in `targets` are left alone (list them with weight 0 to

@@ -11,6 +11,10 @@ failure alerts (email, Slack callbacks) tell you what is wrong:
 - daily PnL below `-max_daily_loss`.
 
 A breach is not retried (it is a finding, not a glitch); IBKR errors are.
+
+*Times in the UI*: Airflow shows them in the time zone picked at the bottom left of the UI (UTC
+unless you change it), not in New York's: 10:15 New York is 15:15 UTC in winter and 14:15 UTC in
+summer.
 """
 
 from __future__ import annotations
