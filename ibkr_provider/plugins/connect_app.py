@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 import time
 import urllib.parse
 from typing import Any
@@ -37,7 +36,10 @@ from ibkr_provider.plugins.connections import (
     consent_transport,
     consumer_profile,
     end_session,
+    forget_token,
     ibkr_connections,
+    made_by_connect,
+    may_replace,
     state_store,
 )
 from ibkr_provider.plugins.consent import (
@@ -135,17 +137,23 @@ def create_connect_app() -> FastAPI:
         target = form.get("conn_id", "").strip()
         if not target or not all(c.isalnum() or c in "_.-" for c in target):
             raise Refused(400, "Name the connection with letters, digits, '_', '.' or '-'.")
-        conn, profile = consumer_profile(form.get("profile", ""))
+        await asyncio.to_thread(may_replace, target, user)
+        conn, profile = await asyncio.to_thread(consumer_profile, form.get("profile", ""))
         state = new_state()
         extra = conn.extra_dejson
         callback = extra.get("callback_url") or str(request.url_for("ibkr_connect_callback"))
         callback += ("&" if "?" in callback else "?") + urllib.parse.urlencode({"state": state})
-        with consent_transport(profile) as http:
-            try:
-                token = request_token(profile, callback, http)
-            except IbkrError as exc:
-                check = exc.hint or "the consumer profile's host and that IBKR is reachable"
-                raise Refused(502, f"IBKR refused to start the consent: {exc}. Check {check}.") from None
+
+        def ask_ibkr() -> str:
+            with consent_transport(profile) as http:
+                answer: str = request_token(profile, callback, http)
+                return answer
+
+        try:  # a worker thread: while IBKR answers, the API server serves everyone else
+            token = await asyncio.to_thread(ask_ibkr)
+        except IbkrError as exc:
+            check = exc.hint or "the consumer profile's host and that IBKR is reachable"
+            raise Refused(502, f"IBKR refused to start the consent: {exc}. Check {check}.") from None
         mask(token)
         pending = PendingConsent(
             user_id=str(user.get_id()),
@@ -154,7 +162,7 @@ def create_connect_app() -> FastAPI:
             request_token=token,
             expires_at=time.time() + STATE_LIFETIME_SECONDS,
         )
-        state_store().stash(state_key(state), seal(pending), STATE_LIFETIME_SECONDS)
+        await asyncio.to_thread(state_store().stash, state_key(state), seal(pending), STATE_LIFETIME_SECONDS)
         response = RedirectResponse(authorize_url(profile, token), status_code=303)
         response.set_cookie(
             STATE_COOKIE,
@@ -180,7 +188,8 @@ def create_connect_app() -> FastAPI:
         if not state or cookie is None or not same_secret(cookie, state):
             raise Refused(400, "This consent was not started in this browser. Start again with Connect IBKR.")
         try:
-            pending = unseal(state_store().take(state_key(state)), str(user.get_id()), token)
+            taken = await asyncio.to_thread(state_store().take, state_key(state))
+            pending = unseal(taken, str(user.get_id()), token)
         except ConsentRefused as exc:
             raise Refused(400, str(exc)) from None
         mask(token, verifier)  # they belong to this user's pending consent
@@ -195,8 +204,10 @@ def create_connect_app() -> FastAPI:
                 ),
                 paths,
             )
-        conn, profile = consumer_profile(pending.profile_conn_id)
-        return _finished(complete_consent(conn, profile, pending, verifier, user, paths.home), paths)
+        conn, profile = await asyncio.to_thread(consumer_profile, pending.profile_conn_id)
+        # the token exchange, the saved connection and its test block: a worker thread
+        done = await asyncio.to_thread(complete_consent, conn, profile, pending, verifier, user, paths.home)
+        return _finished(done, paths)
 
     @app.get("/connect/disconnect", name="ibkr_disconnect")
     async def disconnect_page(request: Request, conn_id: str = "") -> HTMLResponse:
@@ -215,27 +226,14 @@ Its DAGs stop working until you connect again. The consumer's keys stay.</p>
 
     @app.post("/connect/disconnect")
     async def disconnect(request: Request) -> HTMLResponse:
-        from airflow.models.connection import Connection
-        from airflow.utils.session import create_session
-        from sqlalchemy import select
-
         user = await current_user(request, "PUT")
         form = await checked_form(request, user)
         conn_id = form.get("conn_id", "")
-        with create_session() as session:
-            conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
-            if conn is None or not conn.extra_dejson.get("connected_by"):
-                raise Refused(404, f"{conn_id!r} is not a connection Connect IBKR made.")
+        if not await asyncio.to_thread(made_by_connect, conn_id):
+            raise Refused(404, f"{conn_id!r} is not a connection Connect IBKR made.")
         ended = await asyncio.to_thread(end_session, conn_id)
-        with create_session() as session:
-            conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
-            if conn is None:
-                raise Refused(404, f"{conn_id!r} is gone.")
-            extra = {k: v for k, v in conn.extra_dejson.items() if k not in ("access_token", "connected_by")}
-            conn.set_extra(json.dumps(extra))
-            # Airflow's password setter ignores None (FernetFieldsMixin.set_password): clear the column
-            conn._password = None
-            conn.is_encrypted = False
+        if not await asyncio.to_thread(forget_token, conn_id):
+            raise Refused(404, f"{conn_id!r} is gone.")
         return await _list_page(
             Paths.of(request), user, f"Disconnected {conn_id}: its access token is removed; {ended}."
         )

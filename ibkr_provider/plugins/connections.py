@@ -109,6 +109,63 @@ def end_session(conn_id: str) -> str:
     return "its IBKR session is logged out and its cached record deleted"
 
 
+def may_replace(conn_id: str, user: Any) -> None:
+    """Refused unless ``conn_id`` is new or names a connection Connect IBKR made for ``user``
+    (kept after a Disconnect, so they can connect it again): a consent never overwrites another
+    user's connection, a connection made by hand, or a connection of another type."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
+        if conn is None:
+            return
+        extra = conn.extra_dejson
+        owner = extra.get("connected_by_id")
+        mine = (
+            conn.conn_type in IBKR_CONN_TYPES
+            and extra.get("consumer_profile")
+            and (owner == str(user.get_id()) if owner else extra.get("connected_by") == str(user.get_name()))
+        )
+    if not mine:
+        raise Refused(
+            409,
+            f"{conn_id!r} exists and is not a connection Connect IBKR made for you; nothing was changed. "
+            "Name a new connection.",
+        )
+
+
+def made_by_connect(conn_id: str) -> bool:
+    """Whether ``conn_id`` is a connection Connect IBKR made and that holds a token."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
+        return conn is not None and bool(conn.extra_dejson.get("connected_by"))
+
+
+def forget_token(conn_id: str) -> bool:
+    """Remove the access token and secret of a connection Connect IBKR made (its owner stays, so
+    they can connect it again); False when it is gone."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
+        if conn is None:
+            return False
+        extra = {k: v for k, v in conn.extra_dejson.items() if k not in ("access_token", "connected_by")}
+        conn.set_extra(json.dumps(extra))
+        # Airflow's password setter ignores None (FernetFieldsMixin.set_password): clear the column
+        conn._password = None
+        conn.is_encrypted = False
+    return True
+
+
 def consent_transport(profile: Any) -> Any:
     """The provider's transport with the consumer profile's TLS and timeout settings."""
     from ibkr_provider.client.http.retries import RetryPolicy
@@ -140,6 +197,8 @@ def complete_consent(
     mask(grant.access_token, grant.access_token_secret)
     extra = user_connection_fields(conn.conn_id, conn.extra_dejson, grant.access_token)
     extra["connected_by"] = str(user.get_name())
+    extra["connected_by_id"] = str(user.get_id())
+    may_replace(pending.target_conn_id, user)  # again: it may have been made meanwhile
     with create_session() as session:
         target = session.scalar(select(Connection).where(Connection.conn_id == pending.target_conn_id))
         if target is None:

@@ -15,9 +15,12 @@ SIGTERM then stops everything. Screenshots of each step land in the test's tmp d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -274,6 +277,18 @@ def _connect_pages_refuse_crafted_input(url: str, auth: dict[str, str]) -> None:
             timeout=30,
         )
         assert crafted.status_code == 400 and "not started in this browser" in crafted.text
+    # the form as the page sends it, naming a connection Connect IBKR did not make: refused
+    # before IBKR is asked (issue 24); the request-token count is checked at the end
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', home.text)
+    assert csrf is not None
+    for target in ("ibkr_default", "ibkr_flex_default"):
+        refused = requests.post(
+            f"{url}/ibkr/connect/start",
+            data={"csrf": csrf.group(1), "profile": "ibkr_consumer", "conn_id": target},
+            headers=auth,
+            timeout=30,
+        )
+        assert refused.status_code == 409 and "not a connection Connect IBKR made for you" in refused.text
 
 
 def _takeover_is_reported_and_recovered(page: Page, home: Path, sandbox_dir: Path, sandbox_url: str) -> None:
@@ -313,6 +328,36 @@ def _sign_in(page: Page, password: str = AUTHORIZE_PASSWORD) -> None:
     page.get_by_label("Password").fill(password)
 
 
+def _sandbox_of(page: Page) -> str:
+    """The origin of the page the browser is on (the sandbox's authorize page, here)."""
+    parts = urlsplit(page.url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@contextlib.contextmanager
+def _api_latency(url: str, auth: dict[str, str]) -> Iterator[list[float]]:
+    """Seconds each ``GET /api/v2/version`` took, asked every 0.2 s while the block runs."""
+    import threading
+
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def ask() -> None:
+        while not done.is_set():
+            started = time.monotonic()
+            requests.get(f"{url}/api/v2/version", headers=auth, timeout=30).raise_for_status()
+            latencies.append(time.monotonic() - started)
+            done.wait(0.2)
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    try:
+        yield latencies
+    finally:
+        done.set()
+        asking.join(timeout=30)
+
+
 def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tuple[str, str]:
     """Connect IBKR from the preset consumer profile, reached through the nav of the page the UI
     is on: accept (result page, a replay refused, the new row's Test), deny, a tampered state, a
@@ -329,8 +374,20 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     _start(page, frame, "ibkr_connected")
     _shot(page, shots, "connect-ibkr-sandbox-login")
     _sign_in(page)
-    with page.expect_response(lambda r: "/ibkr/connect/callback" in r.url) as landed:
-        page.get_by_role("button", name="Allow").click()
+    # IBKR answers the token exchange 5 s late: meanwhile the API server answers everyone else
+    # at once (the callback's blocking work runs in worker threads, not on its event loop)
+    requests.post(
+        f"{_sandbox_of(page)}/__sandbox__/faults",
+        json={"path": "/v1/api/oauth/access_token", "kind": "delay", "delay": 5},
+        timeout=30,
+    ).raise_for_status()
+    with _api_latency(url, auth) as latencies:
+        started = time.monotonic()
+        with page.expect_response(lambda r: "/ibkr/connect/callback" in r.url) as landed:
+            page.get_by_role("button", name="Allow").click()
+        waited = time.monotonic() - started
+    assert waited >= 5, waited
+    assert len(latencies) >= 5 and max(latencies) < 1.0, latencies
     callback_url = landed.value.url
     expect(page.get_by_role("heading", name="IBKR connected")).to_be_visible()
     status = page.get_by_role("status")
