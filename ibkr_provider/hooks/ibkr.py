@@ -68,6 +68,20 @@ class IbkrHook(BaseHook):
         self.ibkr_conn_id = ibkr_conn_id
         self.session_owner = session_owner or TESTED_CONN_ID.get() or ibkr_conn_id
         self._client: IbkrClient | None = None
+        self._given: Any = None
+
+    @classmethod
+    def of_connection(cls, conn: Any, *, session_owner: str | None = None) -> IbkrHook:
+        """A hook for a connection object in hand rather than one looked up by id: the API
+        server's Connect IBKR page tests a connection it just saved or listed with it (no
+        process-wide environment variable, no second lookup). A consumer profile it refers to is
+        still looked up by id."""
+        hook = cls(ibkr_conn_id=conn.conn_id, session_owner=session_owner)
+        hook._given = conn
+        return hook
+
+    def _connection(self) -> Any:
+        return self._given if self._given is not None else self.get_connection(self.ibkr_conn_id)
 
     def _profile_extra(self, extra: Mapping[str, Any]) -> Mapping[str, Any] | None:
         profile_id = profile_conn_id(extra)
@@ -81,7 +95,7 @@ class IbkrHook(BaseHook):
         the key and its lines go to ``secret_sink`` (Airflow's masker by default)."""
         from ibkr_provider.client.config import IbkrClientConfig
 
-        conn = self.get_connection(self.ibkr_conn_id)
+        conn = self._connection()
         values = client_values(conn, self._profile_extra(extra_of(conn)), secret_sink or mask_secret)
         return IbkrClientConfig.from_mapping(values)
 
@@ -103,7 +117,7 @@ class IbkrHook(BaseHook):
     def get_conn(self) -> IbkrClient:
         """The client for this connection, built on first use and reused by the hook."""
         if self._client is None:
-            conn = self.get_connection(self.ibkr_conn_id)
+            conn = self._connection()
             profile_extra = self._profile_extra(extra_of(conn))
             self._client = build_client(conn, profile_extra, mask_secret, self.session_owner)
         return self._client

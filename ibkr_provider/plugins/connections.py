@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import secrets
 from typing import Any
 
 from fastapi.responses import HTMLResponse
@@ -222,14 +220,12 @@ def complete_consent(
 
 
 def test_saved(exported: str, conn_id: str) -> tuple[bool, str]:
-    """The hook's own test (what the Test button runs), with the saved connection exported the
-    way Airflow's test endpoint does it; the shared session names ``conn_id`` as its opener."""
+    """The hook's own test (what the Test button runs) of a connection as Airflow exports it
+    (``Connection.as_json``), built from that text: no environment variable, no lookup; the
+    shared session names ``conn_id`` as its opener."""
+    from airflow.models.connection import Connection
+
     from ibkr_provider.hooks.ibkr import IbkrHook
 
-    transient = f"ibkr_connect_{secrets.token_hex(4)}"
-    variable = f"AIRFLOW_CONN_{transient.upper()}"
-    os.environ[variable] = exported
-    try:
-        return IbkrHook(ibkr_conn_id=transient, session_owner=conn_id).test_connection()
-    finally:
-        os.environ.pop(variable, None)
+    conn = Connection.from_json(exported, conn_id=conn_id)
+    return IbkrHook.of_connection(conn, session_owner=conn_id).test_connection()

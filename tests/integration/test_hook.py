@@ -178,3 +178,22 @@ def test_a_connection_of_the_oauth2_type_needs_no_auth_type_and_refuses_another(
     ok, message = IbkrOAuth2Hook(ibkr_conn_id="ibkr_typed").test_connection()
     assert not ok and "auth_type" in message and "ibkr_oauth2 connection is oauth2" in message, message
     assert sum(fresh_sandbox.stats()["paths"].values()) == requests_before
+
+
+def test_a_connection_in_hand_is_tested_without_an_environment_variable(
+    fresh_sandbox: RunningSandbox,
+) -> None:
+    """Connect IBKR tests a connection it just saved from the object itself: nothing is put in
+    the process's environment, nothing is looked up by id."""
+    import os
+
+    from airflow.models.connection import Connection
+
+    from ibkr_provider.hooks.ibkr import IbkrHook
+
+    conn = Connection.from_json(fresh_sandbox.connection_json(), conn_id="ibkr_in_hand")
+    environment = dict(os.environ)
+    with mock.patch("airflow.sdk.BaseHook.get_connection", side_effect=AssertionError("looked up")):
+        ok, message = IbkrHook.of_connection(conn, session_owner="ibkr_in_hand").test_connection()
+    assert ok and "DU1234567" in message, message
+    assert dict(os.environ) == environment
