@@ -40,6 +40,7 @@ from ibkr_provider.plugins.connections import (
     ibkr_connections,
     made_by_connect,
     may_replace,
+    shown_to,
     state_store,
 )
 from ibkr_provider.plugins.consent import (
@@ -68,7 +69,7 @@ WHO_IT_IS_FOR = (
 
 
 async def _list_page(paths: Paths, user: Any, message: str = "") -> HTMLResponse:
-    conns = await asyncio.to_thread(ibkr_connections)
+    conns = [c for c in await asyncio.to_thread(ibkr_connections) if shown_to(c, user)]
     states = await connection_states(conns)
     rows, profiles = [], []
     for conn in conns:

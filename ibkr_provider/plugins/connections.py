@@ -134,6 +134,14 @@ def may_replace(conn_id: str, user: Any) -> None:
         )
 
 
+def shown_to(conn: Any, user: Any) -> bool:
+    """Whether Connect IBKR lists ``conn`` to ``user``: every connection but the ones Connect
+    IBKR made for another Airflow user (each user sees their own, the profiles and the shared
+    connections an admin made)."""
+    owner = conn.extra_dejson.get("connected_by_id")
+    return owner is None or str(owner) == str(user.get_id())
+
+
 def made_by_connect(conn_id: str) -> bool:
     """Whether ``conn_id`` is a connection Connect IBKR made and that holds a token."""
     from airflow.models.connection import Connection
