@@ -65,9 +65,10 @@ docker-compose:
 # Worker counts and their figures: docs/development.md, Workers.
 PYTEST := $(VENV)/bin/pytest -n 3 --dist loadgroup --no-loadscope-reorder --durations=25
 
-# The edit loop (about 50 s): unit and integration tiers, no Airflow CLI runs.
+# The edit loop (under a minute): unit and integration tiers, no Airflow CLI runs, without the
+# tests marked slow (they wait out IBKR's pacing; `make test` runs them).
 test-fast: setup
-	$(VENV)/bin/pytest -n 5 --dist loadgroup --no-loadscope-reorder --durations=10 tests/unit tests/integration
+	$(VENV)/bin/pytest -n 5 --dist loadgroup --no-loadscope-reorder --durations=10 -m "not slow" tests/unit tests/integration
 
 # Every tier (what CI runs via `make test`).
 pytest: setup redis-server chromium postgresql docker-compose

@@ -158,6 +158,7 @@ def test_a_dca_plan_is_previewed_and_approved_like_a_rebalance(fresh_sandbox: Ru
     )
 
 
+@pytest.mark.slow
 def test_the_fill_wait_journals_the_end_state_and_each_fill_once(
     planned: dict[str, Any], fresh_sandbox: RunningSandbox
 ) -> None:
@@ -206,6 +207,7 @@ def test_the_fill_wait_journals_the_end_state_and_each_fill_once(
     assert fill.payload["time"] and status.payload["status"] == "Filled"
 
 
+@pytest.mark.slow
 def test_the_decision_each_order_and_each_fill_reach_a_mailbox_through_airflows_smtp_notifier(
     planned: dict[str, Any], fresh_sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

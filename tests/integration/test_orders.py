@@ -130,6 +130,7 @@ def test_same_coid_twice_places_once(fresh_sandbox: RunningSandbox, make_client:
     assert fresh_sandbox.stats()["orders_placed"] == 1
 
 
+@pytest.mark.slow
 def test_a_stale_order_list_falls_back_to_the_duplicate_coid_answer(
     fresh_sandbox: RunningSandbox, make_client: MakeClient
 ) -> None:
@@ -303,6 +304,7 @@ def test_operator_refuses_when_the_whatif_states_no_amount(
     assert uncapped.execute(_context())["status"] == "Filled"  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_a_retried_task_places_exactly_one_order_and_journals_it_once(
     conn_env: None, fresh_sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

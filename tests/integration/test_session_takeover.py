@@ -66,6 +66,7 @@ def test_a_second_connections_task_says_it_would_displace_the_first_and_does_not
         assert _takeovers(fresh_sandbox) == 0 and first.get_conn().connect().healthy
 
 
+@pytest.mark.slow
 def test_reconnect_moves_the_session_and_the_loser_names_the_taker(
     two_connections: None, fresh_sandbox: RunningSandbox
 ) -> None:
