@@ -57,6 +57,8 @@ def main() -> int:
             AIRFLOW__API__HOST="127.0.0.1",
             AIRFLOW__API__PORT=str(PORT),
             AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{PORT}",
+            # a second person, to see that Connect IBKR keeps each user's connections apart
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,trader2:admin",
         )
         airflow(["db", "migrate"], env)
         preset_connections(sandbox, env)
@@ -84,7 +86,8 @@ def main() -> int:
         print(f"IBKR sandbox:  {sandbox.base_url}")
         print(f"Airflow UI:    {url}  (user admin)")
         if passwords.exists():
-            print(f"Password:      {json.loads(passwords.read_text()).get('admin')}  (from {passwords})")
+            generated = json.loads(passwords.read_text())
+            print(f"Password:      {generated.get('admin')}  (from {passwords}; user trader2 too)")
         print(
             "Connections ibkr_default and ibkr_flex_default point at the sandbox; Admin > Connections > Test."
         )

@@ -328,6 +328,28 @@ def _sign_in(page: Page, password: str = AUTHORIZE_PASSWORD) -> None:
     page.get_by_label("Password").fill(password)
 
 
+def _another_user_neither_sees_nor_takes_it(url: str, home: Path) -> None:
+    """A second Airflow user (trader2, also allowed to edit connections) is not shown admin's
+    Connect IBKR connection, and a consent naming it is refused before IBKR is asked (issue 24;
+    the request-token count is checked at the end)."""
+    password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["trader2"]
+    token = requests.post(f"{url}/auth/token", json={"username": "trader2", "password": password}, timeout=30)
+    token.raise_for_status()
+    auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    listing = requests.get(f"{url}/ibkr/connect", headers=auth, timeout=60)
+    assert listing.status_code == 200 and "ibkr_default" in listing.text
+    assert "ibkr_connected" not in listing.text.split("<form")[0]  # admin's, not listed to trader2
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', listing.text)
+    assert csrf is not None
+    taken = requests.post(
+        f"{url}/ibkr/connect/start",
+        data={"csrf": csrf.group(1), "profile": "ibkr_consumer", "conn_id": "ibkr_connected"},
+        headers=auth,
+        timeout=30,
+    )
+    assert taken.status_code == 409 and "not a connection Connect IBKR made for you" in taken.text
+
+
 def _sandbox_of(page: Page) -> str:
     """The origin of the page the browser is on (the sandbox's authorize page, here)."""
     parts = urlsplit(page.url)
@@ -562,6 +584,7 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             unmasked = _unauthenticated_callbacks_cost_nothing(url)
             _connect_pages_refuse_crafted_input(url, api.headers)
             request_token, verifier = _connect_ibkr(page, url, api.headers, shots)
+            _another_user_neither_sees_nor_takes_it(url, home)
             takeovers = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
             assert takeovers.get("competing_takeovers", 0) == 0  # no Test took a session over
             # from Connect IBKR's frame to Airflow's connections: the link leaves the frame
