@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,10 @@ class LastRebalance:
     dag_id: str
     run_id: str
     planned_at: dt.datetime
-    orders: list[str]
+    orders: tuple[str, ...]
     decision: str | None = None
     decided_by: str | None = None
-    fills: list[str] = field(default_factory=list)
+    fills: tuple[str, ...] = ()
 
 
 def snapshot_events(
@@ -133,19 +133,22 @@ def last_rebalances(may_read: Callable[[str], bool], journal_conn_id: str) -> di
         plans = {row.account_id: row for row in journal.rows(kind="plan") if may_read(row.dag_id)}
         found = {}
         for account_id, plan in plans.items():
-            last = LastRebalance(
+            rows = [row for row in journal.rows(run_id=plan.run_id) if row.account_id == account_id]
+            decision = next((row for row in rows if row.kind == "decision"), None)
+            found[account_id] = LastRebalance(
                 account_id,
                 plan.dag_id,
                 plan.run_id,
                 plan.recorded_at,
-                [str(o.get("label", "")) for o in plan.payload.get("orders", [])],
+                tuple(str(o.get("label", "")) for o in plan.payload.get("orders", [])),
+                decision=str(decision.payload.get("decision")) if decision else None,
+                decided_by=decision.actor if decision else None,
+                fills=tuple(
+                    _fill_text(row.side, row.quantity, row.symbol, row.price)
+                    for row in rows
+                    if row.kind == "fill"
+                ),
             )
-            for row in journal.rows(run_id=plan.run_id):
-                if row.kind == "decision" and row.account_id == account_id:
-                    last = _with(last, decision=str(row.payload.get("decision")), decided_by=row.actor)
-                elif row.kind == "fill" and row.account_id == account_id:
-                    last.fills.append(_fill_text(row.side, row.quantity, row.symbol, row.price))
-            found[account_id] = last
     except sa.exc.SQLAlchemyError as exc:
         log.warning("IBKR portfolio page: cannot read the trade journal %s: %s", journal_conn_id, exc)
         return {}
@@ -162,9 +165,3 @@ def _fill_text(side: str | None, size: str | None, symbol: str | None, price: st
     amount, at = to_decimal(size), to_decimal(price)
     shown = quantity(amount) if amount is not None else "?"
     return f"{side} {shown} {symbol} at {money(at)}"
-
-
-def _with(last: LastRebalance, **changes: Any) -> LastRebalance:
-    import dataclasses
-
-    return dataclasses.replace(last, **changes)
