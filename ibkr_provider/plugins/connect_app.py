@@ -28,9 +28,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ibkr_provider.client.errors import IbkrConfigError
-from ibkr_provider.hooks.connection import auth_type_of
-from ibkr_provider.plugins.connection_states import connection_states
+from ibkr_provider.plugins.connection_states import auth_label, connection_states
 from ibkr_provider.plugins.connections import (
     complete_consent,
     consent_transport,
@@ -75,10 +73,7 @@ async def _list_page(paths: Paths, user: Any, message: str = "") -> HTMLResponse
     for conn in conns:
         extra = conn.extra_dejson
         state = states[conn.conn_id]
-        try:
-            auth = auth_type_of(conn.conn_type, extra)
-        except IbkrConfigError:
-            auth = "?"
+        auth = auth_label(conn)
         action = ""
         if state.kind == "profile":
             profiles.append(conn.conn_id)

@@ -42,6 +42,18 @@ class ConnState:
         )
 
 
+def auth_label(conn: Any) -> str:
+    """The connection's auth type as the page shows it (``?`` for one whose fields disagree:
+    its state names why)."""
+    from ibkr_provider.client.errors import IbkrConfigError
+    from ibkr_provider.hooks.connection import auth_type_of
+
+    try:
+        return auth_type_of(conn.conn_type, conn.extra_dejson)
+    except IbkrConfigError:
+        return "?"
+
+
 def static_state(conn: Any) -> ConnState | None:
     """The state the connection's fields tell without asking IBKR (None: test it)."""
     from ibkr_provider.client.errors import IbkrConfigError
@@ -60,14 +72,14 @@ def static_state(conn: Any) -> ConnState | None:
 
 
 def _tested(conn: Any) -> ConnState:
-    from ibkr_provider.plugins.connections import test_saved
+    from ibkr_provider.hooks.ibkr import IbkrHook
 
-    exported = conn.as_json()
+    exported = conn.as_json()  # the connection's version: an edited one is tested again
     key = (conn.conn_id, hashlib.sha256(exported.encode()).hexdigest())
     kept = _KEPT.get(key)
     if kept is not None and time.monotonic() - kept[0] < KEEP_SECONDS:
         return kept[1]
-    ok, message = test_saved(exported, conn.conn_id)
+    ok, message = IbkrHook.of_connection(conn).test_connection()
     state = (
         ConnState("ok", f"connected and tested: {message}")
         if ok

@@ -119,12 +119,10 @@ def may_replace(conn_id: str, user: Any) -> None:
         conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
         if conn is None:
             return
-        extra = conn.extra_dejson
-        owner = extra.get("connected_by_id")
         mine = (
             conn.conn_type in IBKR_CONN_TYPES
-            and extra.get("consumer_profile")
-            and (owner == str(user.get_id()) if owner else extra.get("connected_by") == str(user.get_name()))
+            and bool(conn.extra_dejson.get("consumer_profile"))
+            and made_for(conn.extra_dejson, user) is True
         )
     if not mine:
         raise Refused(
@@ -134,12 +132,21 @@ def may_replace(conn_id: str, user: Any) -> None:
         )
 
 
+def made_for(extra: Any, user: Any) -> bool | None:
+    """Whether Connect IBKR made the connection of ``extra`` for ``user`` (its owner id, or for
+    a connection saved before ids were kept, its owner's name); None when it names no owner."""
+    owner = extra.get("connected_by_id")
+    if owner is not None:
+        return str(owner) == str(user.get_id())
+    name = extra.get("connected_by")
+    return None if name is None else str(name) == str(user.get_name())
+
+
 def shown_to(conn: Any, user: Any) -> bool:
     """Whether Connect IBKR lists ``conn`` to ``user``: every connection but the ones Connect
     IBKR made for another Airflow user (each user sees their own, the profiles and the shared
     connections an admin made)."""
-    owner = conn.extra_dejson.get("connected_by_id")
-    return owner is None or str(owner) == str(user.get_id())
+    return made_for(conn.extra_dejson, user) is not False
 
 
 def made_by_connect(conn_id: str) -> bool:
