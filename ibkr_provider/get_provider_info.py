@@ -55,17 +55,17 @@ _AUTH_TYPES: dict[str, dict[str, Any]] = {
 }
 
 
-def _auth_connection_types() -> list[dict[str, Any]]:
-    return [
-        {
-            "connection-type": f"ibkr_{auth}",
-            "hook-class-name": f"ibkr_provider.hooks.ibkr.{spec['hook']}",
-            "hook-name": spec["name"],
-            "ui-field-behaviour": spec["behaviour"],
-            "conn-fields": auth_conn_fields(auth),
-        }
-        for auth, spec in _AUTH_TYPES.items()
-    ]
+def _connection_type(
+    conn_type: str, hook: str, name: str, behaviour: dict[str, Any], fields: dict[str, Any]
+) -> dict[str, Any]:
+    """One entry of ``connection-types``: what the form shows for ``conn_type``."""
+    return {
+        "connection-type": conn_type,
+        "hook-class-name": f"ibkr_provider.hooks.{hook}",
+        "hook-name": name,
+        "ui-field-behaviour": behaviour,
+        "conn-fields": fields,
+    }
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -78,11 +78,11 @@ def get_provider_info() -> dict[str, Any]:
         "prices and PnL; OAuth 2.0, OAuth 1.0a and Gateway connections; a portfolio page in the UI.",
         "versions": [__version__],
         "connection-types": [
-            {
-                "connection-type": "ibkr",
-                "hook-class-name": "ibkr_provider.hooks.ibkr.IbkrHook",
-                "hook-name": "Interactive Brokers",
-                "ui-field-behaviour": {
+            _connection_type(
+                "ibkr",
+                "ibkr.IbkrHook",
+                "Interactive Brokers",
+                {
                     "hidden-fields": ["schema", "port"],
                     "relabeling": {
                         "host": "API base URL",
@@ -95,22 +95,31 @@ def get_provider_info() -> dict[str, Any]:
                         "password": "oauth1a only: the access token secret IBKR showed you",
                     },
                 },
-                "conn-fields": ibkr_conn_fields(),
-            },
-            *_auth_connection_types(),
-            {
-                "connection-type": "ibkr_flex",
-                "hook-class-name": "ibkr_provider.hooks.flex.IbkrFlexHook",
-                "hook-name": "Interactive Brokers Flex",
-                "ui-field-behaviour": {
+                ibkr_conn_fields(),
+            ),
+            *(
+                _connection_type(
+                    f"ibkr_{auth}",
+                    f"ibkr.{spec['hook']}",
+                    spec["name"],
+                    spec["behaviour"],
+                    auth_conn_fields(auth),
+                )
+                for auth, spec in _AUTH_TYPES.items()
+            ),
+            _connection_type(
+                "ibkr_flex",
+                "flex.IbkrFlexHook",
+                "Interactive Brokers Flex",
+                {
                     "hidden-fields": ["schema", "port", "login"],
                     "relabeling": {"host": "Flex Web Service URL", "password": "Flex token"},
                     "placeholders": {
                         "host": "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService"
                     },
                 },
-                "conn-fields": flex_conn_fields(),
-            },
+                flex_conn_fields(),
+            ),
         ],
         "config": {
             "ibkr": {
