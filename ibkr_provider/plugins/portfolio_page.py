@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 
 from ibkr_provider.plugins.pages import logged_in_user
-from ibkr_provider.workflows.portfolio_view import SORT_KEYS, AccountView, money, quantity, svg_line_chart
+from ibkr_provider.workflows.portfolio_view import COLUMNS, AccountView, money, quantity, svg_line_chart
 
 #: Framed by Airflow's UI (same origin) and nothing else; never cached.
 FRAMED_HEADERS = {
@@ -33,15 +33,6 @@ FRAMED_HEADERS = {
     "X-Frame-Options": "SAMEORIGIN",
 }
 JOURNAL_CONN_ID = "ibkr_journal"
-COLUMNS = {
-    "symbol": "Symbol",
-    "quantity": "Quantity",
-    "price": "Price",
-    "market_value": "Market value",
-    "weight": "Weight",
-    "unrealized_pnl": "Unrealised PnL",
-    "currency": "Currency",
-}
 STYLE = """body{font-family:sans-serif;margin:1rem 2rem;color:#1a1a1a}table{border-collapse:collapse}
 td,th{border-bottom:1px solid #ddd;padding:.3rem .7rem;text-align:right}
 td:first-child,th:first-child{text-align:left}th a{color:inherit}.muted{color:#666}
@@ -147,7 +138,7 @@ def _positions(view: AccountView, sort: str, descending: bool, query: dict[str, 
         f"<td>{html.escape(money(p.price))}</td><td>{html.escape(money(p.market_value))}</td>"
         f"<td>{'n/a' if p.weight is None else f'{p.weight:.2%}'}</td>"
         f"<td>{html.escape(money(p.unrealized_pnl))}</td><td>{html.escape(p.currency)}</td></tr>"
-        for p in view.sorted_positions(sort if sort in SORT_KEYS else "market_value", descending)
+        for p in view.sorted_positions(sort, descending)
     )
     return f'<table class="positions"><tr>{head}</tr>{rows}</table>'
 

@@ -19,8 +19,17 @@ from typing import Any
 from ibkr_provider.client.models.numbers import to_decimal
 from ibkr_provider.client.models.portfolio import Account, Ledger, Position
 
-#: The columns a person can sort the positions by.
-SORT_KEYS = ("symbol", "quantity", "price", "market_value", "weight", "unrealized_pnl", "currency")
+#: The positions table's columns (``PositionRow`` fields) and their headings; each sorts it.
+COLUMNS = {
+    "symbol": "Symbol",
+    "quantity": "Quantity",
+    "price": "Price",
+    "market_value": "Market value",
+    "weight": "Weight",
+    "unrealized_pnl": "Unrealised PnL",
+    "currency": "Currency",
+}
+SORT_KEYS = tuple(COLUMNS)
 
 
 @dataclass(frozen=True)
