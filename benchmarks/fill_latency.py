@@ -74,17 +74,24 @@ async def _wait_event(trigger: Any) -> float:
     return time.monotonic()
 
 
+async def _resting_orders(sandbox: Any, client: Any, n: int, tag: str) -> tuple[list[float], list[str]]:
+    """``n`` resting BUY orders at limits 50 cents apart below the price (reset to ``PRICE``):
+    their limits and order ids."""
+    sandbox.set_price(VTI, PRICE)
+    limits = [round(PRICE - 1 - i * 0.5, 2) for i in range(n)]
+    ids = [
+        await asyncio.to_thread(_rest_order, client, limit, f"{tag}-{i}-{time.time_ns()}")
+        for i, limit in enumerate(limits)
+    ]
+    return limits, ids
+
+
 async def _stream_latencies(sandbox: Any, client: Any, n: int) -> list[float]:
     """``n`` resting orders at limits 50 cents apart, filled one at a time by a price step, each
     awaited before the next."""
     from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
 
-    sandbox.set_price(VTI, PRICE)
-    limits = [round(PRICE - 1 - i * 0.5, 2) for i in range(n)]
-    ids = [
-        await asyncio.to_thread(_rest_order, client, limit, f"lat-s-{i}-{time.time_ns()}")
-        for i, limit in enumerate(limits)
-    ]
+    limits, ids = await _resting_orders(sandbox, client, n, "lat-s")
     waits = [
         asyncio.ensure_future(_wait_event(IbkrOrderStatusTrigger(order_id=o, ibkr_conn_id="ibkr_default")))
         for o in ids
@@ -102,12 +109,7 @@ async def _poll_latencies(sandbox: Any, client: Any, n: int, poll: float) -> lis
     """Polling: ``n`` orders, filled at spread moments within one polling interval."""
     from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
 
-    sandbox.set_price(VTI, PRICE)
-    limits = [round(PRICE - 1 - i * 0.5, 2) for i in range(n)]
-    ids = [
-        await asyncio.to_thread(_rest_order, client, limit, f"lat-p-{i}-{time.time_ns()}")
-        for i, limit in enumerate(limits)
-    ]
+    limits, ids = await _resting_orders(sandbox, client, n, "lat-p")
     triggers = [
         IbkrOrderStatusTrigger(order_id=o, ibkr_conn_id="ibkr_default", poll_interval=poll, use_stream=False)
         for o in ids
