@@ -35,8 +35,11 @@ def test_the_state_a_connection_shows_without_asking_ibkr(conn: SimpleNamespace,
 def test_connect_ibkr_lists_a_users_own_connections_the_profiles_and_the_shared_ones() -> None:
     from ibkr_provider.plugins.connections import shown_to  # the plugin imports Airflow
 
-    alice, bob = SimpleNamespace(get_id=lambda: "1"), SimpleNamespace(get_id=lambda: "2")
+    alice = SimpleNamespace(get_id=lambda: "1", get_name=lambda: "alice")
+    bob = SimpleNamespace(get_id=lambda: "2", get_name=lambda: "bob")
     alices = _conn(auth_type="oauth1a", consumer_profile="p", connected_by_id="1")
     assert shown_to(alices, alice) and not shown_to(alices, bob)
     assert shown_to(_conn(auth_type="oauth1a"), bob)  # a profile
     assert shown_to(_conn(), bob)  # a connection an admin made
+    saved_before_ids = _conn(auth_type="oauth1a", consumer_profile="p", connected_by="alice")
+    assert shown_to(saved_before_ids, alice) and not shown_to(saved_before_ids, bob)
