@@ -299,6 +299,7 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         assert len(on_fill) == placed_total and len(set(on_fill)) == placed_total, on_fill
         fill_runs = [r["dag_run_id"] for r in api.get("dags/ibkr_fill/dagRuns", limit=100)["dag_runs"]]
         assert sorted(fill_runs) == sorted(f"fill__{execution_id}" for execution_id in on_fill), fill_runs
+        print(f"fills placed: {placed_total}, ibkr_fill runs: {len(fill_runs)}, journal rows: {len(on_fill)}")
         assert "triggerer killed and started again" in (tmp_path / "cluster.out").read_text()
         # 5. the drawdown guard's run (MSFT fell after step 1)
         assert "DU2345678" in _drawdown_reports(api), "no drawdown report on DU2345678"

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -237,8 +238,6 @@ def _unauthenticated_callbacks_cost_nothing(url: str, count: int = 500) -> list[
     1.2 GB). Returns a few of the verifiers sent, which the access log must show unmasked (their
     parameter name is not one Airflow hides; ``oauth_token`` it hides by name, registered or not)."""
     import secrets
-    import statistics
-    import time
 
     seconds: list[float] = []
     sent: list[str] = []
@@ -396,8 +395,11 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     _start(page, frame, "ibkr_connected")
     _shot(page, shots, "connect-ibkr-sandbox-login")
     _sign_in(page)
-    # IBKR answers the token exchange 5 s late: meanwhile the API server answers everyone else
-    # at once (the callback's blocking work runs in worker threads, not on its event loop)
+    # IBKR answers the token exchange 5 s late: meanwhile the API server keeps answering everyone
+    # else (the callback's blocking work runs in worker threads, not on its event loop). On the
+    # callback's event loop the API answered twice in 9 s (one answer took 9.2 s); alone every
+    # answer took under 1 s, and under the full suite on 2 cores one of 36 took 1.6 s (CPU, not
+    # the loop): the bound is half the injected delay, which a blocked loop stalls for whole.
     requests.post(
         f"{_sandbox_of(page)}/__sandbox__/faults",
         json={"path": "/v1/api/oauth/access_token", "kind": "delay", "delay": 5},
@@ -409,7 +411,7 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
             page.get_by_role("button", name="Allow").click()
         waited = time.monotonic() - started
     assert waited >= 5, waited
-    assert len(latencies) >= 5 and max(latencies) < 1.0, latencies
+    assert len(latencies) >= 10 and statistics.median(latencies) < 0.2 and max(latencies) < 2.5, latencies
     callback_url = landed.value.url
     expect(page.get_by_role("heading", name="IBKR connected")).to_be_visible()
     status = page.get_by_role("status")
