@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ibkr_provider.consent_fields import oauth2_consent_fields
+
 #: One JSON type plus null per field: the 3.3 form renders a single-line input (a number input,
 #: a switch for booleans) for those, and a JSON text box for fields that allow several types.
 _OPTIONAL_STRING: dict[str, Any] = {"type": ["string", "null"]}
@@ -150,6 +152,7 @@ def _oauth2_fields() -> dict[str, Any]:
             "(oauth2 only). Never looked up from a third-party service.",
             "schema": _OPTIONAL_STRING,
         },
+        **oauth2_consent_fields(),
     }
 
 

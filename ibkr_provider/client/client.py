@@ -38,6 +38,7 @@ from ibkr_provider.client.session.record import Cipher, SessionRecord, session_k
 from ibkr_provider.client.session.sender import SessionSender
 from ibkr_provider.client.session.stores.base import SessionStore
 from ibkr_provider.client.session.stores.factory import build_session_store
+from ibkr_provider.client.session.token_keeper import StoreTokenKeeper
 
 
 def _ignore_secret(_: str) -> None:
@@ -80,7 +81,7 @@ class IbkrClient:
         key = session_key(config.base_url, *config.identity)
         sender = SessionSender(
             api_url=config.api_url,
-            auth=build_auth(config, secret_sink=sink),
+            auth=build_auth(config, secret_sink=sink, keeper=StoreTokenKeeper(store, key)),
             transport=self._transport,
             pacer=Pacer(store, key, global_limit=config.effective_rate_limit, clock=clock),
             store=store,

@@ -9,7 +9,7 @@ and the fix (see :class:`~ibkr_provider.client.errors.IbkrConfigError`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from ibkr_provider.client.http.retries import RetryPolicy
 from ibkr_provider.client.settings.base import AuthSettings, AuthType, text_of
 from ibkr_provider.client.settings.gateway import GatewaySettings
 from ibkr_provider.client.settings.oauth1a import OAuth1aSettings
-from ibkr_provider.client.settings.oauth2 import OAuth2Settings
+from ibkr_provider.client.settings.oauth2_user import parse_oauth2
 
 __all__ = ["AuthType", "IbkrClientConfig"]
 
@@ -34,10 +34,10 @@ DEFAULT_REFRESH_LEAD_SECONDS = 60.0
 DEFAULT_SESSION_CACHE_DIR = Path("~/.cache/airflow-provider-ibkr/sessions")
 
 #: Each auth type's settings parser (a new auth type is one more row).
-SETTINGS: dict[AuthType, Any] = {
-    AuthType.OAUTH2: OAuth2Settings,
-    AuthType.OAUTH1A: OAuth1aSettings,
-    AuthType.GATEWAY: GatewaySettings,
+SETTINGS: dict[AuthType, Callable[[Mapping[str, Any]], AuthSettings]] = {
+    AuthType.OAUTH2: parse_oauth2,
+    AuthType.OAUTH1A: OAuth1aSettings.parse,
+    AuthType.GATEWAY: GatewaySettings.parse,
 }
 
 
@@ -122,7 +122,7 @@ class IbkrClientConfig:
         )
         account = text_of(values, "account_id")
         return cls(
-            auth=SETTINGS[auth_type].parse(values),
+            auth=SETTINGS[auth_type](values),
             base_url=fields.base_url(text_of(values, "base_url"), values.get("port"), error=IbkrConfigError),
             account_id=fields.account_id(account, error=IbkrConfigError) if account else None,
             verify=fields.verify(values.get("verify"), error=IbkrConfigError),

@@ -36,6 +36,9 @@ from __future__ import annotations
 
 import enum
 
+#: What a user does when their OAuth 2.0 grant is refused (code ``consent_required``).
+CONSENT_AGAIN = "connect it again on Admin -> Connect IBKR"
+
 #: 4xx statuses that a later identical request may pass: timeout, conflict, too early, 429.
 _RETRYABLE_CLIENT_STATUSES = frozenset({408, 409, 425, 429})
 
@@ -46,6 +49,8 @@ class IbkrErrorCode(str, enum.Enum):
     CONFIG = "config"
     VALIDATION = "validation"
     AUTH = "auth"
+    #: a user's OAuth 2.0 grant was refused (revoked, reused, expired): only a new consent fixes it
+    CONSENT_REQUIRED = "consent_required"
     TIMEOUT = "timeout"
     TLS = "tls"
     CONNECTION = "connection"

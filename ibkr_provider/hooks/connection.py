@@ -29,9 +29,11 @@ log = logging.getLogger(__name__)
 EXTRA_FIELDS = tuple(ibkr_conn_fields())
 
 #: What a connection made by Connect IBKR takes from its consumer profile (extra
-#: ``consumer_profile``: the profile's connection id) instead of keeping copies: the consumer's
-#: keys, DH parameters and realm.
+#: ``consumer_profile``: the profile's connection id) instead of keeping copies: the app's
+#: private key (OAuth 2.0), the consumer's keys, DH parameters and realm (OAuth 1.0a).
 PROFILE_FIELDS = (
+    "private_key",
+    "private_key_path",
     "signature_private_key",
     "signature_private_key_path",
     "encryption_private_key",
@@ -102,7 +104,7 @@ def key_secrets(values: Mapping[str, Any]) -> list[str]:
         if pem:
             lines = (line for line in pem.splitlines() if not line.startswith("-----"))
             secrets += [pem, *(line for line in lines if len(line) >= MIN_MASKED_LENGTH)]
-    for name in ("access_token", "access_token_secret", "password"):
+    for name in ("access_token", "access_token_secret", "password", "refresh_token"):
         if values.get(name):
             secrets.append(str(values[name]))
     return secrets
@@ -170,15 +172,19 @@ def auth_type_of(conn_type: str | None, extra: Mapping[str, Any]) -> str:
     return fixed
 
 
-def check_profile(conn_id: str, conn_type: str | None, extra: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The profile connection's extra, refused when it is not an oauth1a connection."""
+def check_profile(
+    conn_id: str, conn_type: str | None, extra: Mapping[str, Any], user_extra: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """The profile connection's extra, refused unless it is an IBKR connection of the user's
+    connection's auth type (an OAuth 1.0a consumer, or an OAuth 2.0 app)."""
     from ibkr_provider.client.errors import IbkrConfigError
     from ibkr_provider.connection_fields import IBKR_CONN_TYPES
 
-    if conn_type not in IBKR_CONN_TYPES or auth_type_of(conn_type, extra) != "oauth1a":
+    wanted = str(user_extra.get("auth_type") or "oauth1a")
+    if conn_type not in IBKR_CONN_TYPES or auth_type_of(conn_type, extra) != wanted:
         raise IbkrConfigError(
             "consumer_profile",
-            f"{conn_id!r} is not a consumer profile (an ibkr connection of auth_type oauth1a)",
+            f"{conn_id!r} is not a consumer profile (an ibkr connection of auth_type {wanted})",
         )
     return extra
 

@@ -88,7 +88,7 @@ class IbkrHook(BaseHook):
         if profile_id is None:
             return None
         profile = self.get_connection(profile_id)
-        return check_profile(profile_id, profile.conn_type, extra_of(profile))
+        return check_profile(profile_id, profile.conn_type, extra_of(profile), extra)
 
     def get_client_config(self, secret_sink: SecretSink | None = None) -> IbkrClientConfig:
         """Read and validate the connection (raises :class:`IbkrConfigError` naming the field);
@@ -111,7 +111,7 @@ class IbkrHook(BaseHook):
         profile_extra = None
         if (profile_id := profile_conn_id(extra)) is not None:
             profile = await self.aget_connection(profile_id)
-            profile_extra = check_profile(profile_id, profile.conn_type, extra_of(profile))
+            profile_extra = check_profile(profile_id, profile.conn_type, extra_of(profile), extra)
         return await asyncio.to_thread(build_client, conn, profile_extra, secret_sink, self.session_owner)
 
     def get_conn(self) -> IbkrClient:

@@ -1,11 +1,13 @@
 """The "Connect IBKR" pages, mounted by the provider's plugin under ``/ibkr`` on the API server.
 
 ``GET /ibkr/connect`` lists the IBKR connections and starts a consent from a consumer profile
-(see :mod:`ibkr_provider.plugins.consent`); IBKR's three-legged OAuth 1.0a does the rest
-(:mod:`ibkr_provider.client.auth.oauth1a.consent`): the browser goes to IBKR's authorize page and comes
-back to ``/ibkr/connect/callback``, which exchanges the verifier, saves the user's connection,
+(see :mod:`ibkr_provider.plugins.consent`). Two protocols do the rest: IBKR's three-legged OAuth
+1.0a (:mod:`ibkr_provider.client.auth.oauth1a.consent`, a request token and a verifier) or OAuth
+2.0 authorization code with PKCE (:mod:`ibkr_provider.client.auth.oauth2_code`, for apps IBKR
+approved for it): the browser goes to the authorize page and comes back to
+``/ibkr/connect/callback``, which exchanges the verifier or code, saves the user's connection,
 tests it and shows the accounts. ``/ibkr/connect/disconnect`` removes a user's token after a
-confirmation.
+confirmation (and revokes an OAuth 2.0 grant where the server offers revocation).
 
 Security: every page needs an Airflow login (the UI's ``_token`` cookie, read by Airflow's own
 ``get_user``) and Airflow's auth manager must allow the user to edit connections; forms carry a
@@ -30,8 +32,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ibkr_provider.plugins.connection_states import auth_label, connection_states
 from ibkr_provider.plugins.connections import (
-    complete_consent,
-    consent_transport,
     consumer_profile,
     end_session,
     forget_token,
@@ -51,6 +51,13 @@ from ibkr_provider.plugins.consent import (
     state_key,
     unseal,
 )
+from ibkr_provider.plugins.consent_flows import (
+    begin_oauth1a,
+    begin_oauth2,
+    complete_consent,
+    complete_oauth2_consent,
+    declined,
+)
 from ibkr_provider.plugins.pages import Paths, Refused, checked_form, csrf_token, current_user, mask, page
 from ibkr_provider.plugins.portfolio_page import add_portfolio_routes
 
@@ -59,10 +66,10 @@ STATE_COOKIE = "ibkr_connect_state"
 
 WHO_IT_IS_FOR = (
     "<p>Connect IBKR is for apps IBKR registered as <b>third-party consumers</b> (OAuth 1.0a, "
-    "three-legged): each person logs in at IBKR and approves the app, and the connection is saved "
-    "for them. An individual account does not need it: generate a consumer key and tokens on IBKR's "
-    "self-service OAuth page and add an <b>Interactive Brokers (OAuth 1.0a self-service)</b> "
-    "connection.</p>"
+    "three-legged) or approved for <b>OAuth 2.0 authorization code</b>: each person logs in at IBKR "
+    "and approves the app, and the connection is saved for them. An individual account does not need "
+    "it: generate a consumer key and tokens on IBKR's self-service OAuth page and add an "
+    "<b>Interactive Brokers (OAuth 1.0a self-service)</b> connection.</p>"
 )
 
 
@@ -98,7 +105,8 @@ async def _list_page(paths: Paths, user: Any, message: str = "") -> HTMLResponse
         if profiles
         else "<p>Add a consumer profile first: an <code>ibkr</code> connection with auth type "
         "<code>oauth1a</code>, your app's consumer key as login, its signature and encryption keys and DH "
-        "parameters, and no access token (see the README, Connect IBKR).</p>"
+        "parameters, and no access token; or with auth type <code>oauth2</code>, your app's client id, key "
+        "id and private key and the <code>issuer</code> (see the README, Connect IBKR).</p>"
     )
     note = f"<p>{html.escape(message)}</p>" if message else ""
     table = (
@@ -125,8 +133,8 @@ def create_connect_app() -> FastAPI:
 
     @app.post("/connect/start", name="ibkr_connect_start")
     async def start(request: Request) -> Response:
-        from ibkr_provider.client.auth.oauth1a.consent import authorize_url, request_token
         from ibkr_provider.client.errors import IbkrError
+        from ibkr_provider.client.settings.oauth2_user import OAuth2AppProfile
 
         user = await current_user(request, "PUT")
         form = await checked_form(request, user)
@@ -136,30 +144,22 @@ def create_connect_app() -> FastAPI:
         await asyncio.to_thread(may_replace, target, user)
         conn, profile = await asyncio.to_thread(consumer_profile, form.get("profile", ""))
         state = new_state()
-        extra = conn.extra_dejson
-        callback = extra.get("callback_url") or str(request.url_for("ibkr_connect_callback"))
-        callback += ("&" if "?" in callback else "?") + urllib.parse.urlencode({"state": state})
-
-        def ask_ibkr() -> str:
-            with consent_transport(profile) as http:
-                answer: str = request_token(profile, callback, http)
-                return answer
-
-        try:  # a worker thread: while IBKR answers, the API server serves everyone else
-            token = await asyncio.to_thread(ask_ibkr)
-        except IbkrError as exc:
-            check = exc.hint or "the consumer profile's host and that IBKR is reachable"
-            raise Refused(502, f"IBKR refused to start the consent: {exc}. Check {check}.") from None
-        mask(token)
+        callback = conn.extra_dejson.get("callback_url") or str(request.url_for("ibkr_connect_callback"))
         pending = PendingConsent(
             user_id=str(user.get_id()),
             profile_conn_id=conn.conn_id,
             target_conn_id=target,
-            request_token=token,
+            request_token="",
             expires_at=time.time() + STATE_LIFETIME_SECONDS,
         )
+        begin = begin_oauth2 if isinstance(profile, OAuth2AppProfile) else begin_oauth1a
+        try:  # a worker thread: while IBKR answers, the API server serves everyone else
+            pending, authorize = await asyncio.to_thread(begin, profile, pending, callback, state)
+        except IbkrError as exc:
+            check = exc.hint or "the consumer profile's host and that IBKR is reachable"
+            raise Refused(502, f"IBKR refused to start the consent: {exc}. Check {check}.") from None
         await asyncio.to_thread(state_store().stash, state_key(state), seal(pending), STATE_LIFETIME_SECONDS)
-        response = RedirectResponse(authorize_url(profile, token), status_code=303)
+        response = RedirectResponse(authorize, status_code=303)
         response.set_cookie(
             STATE_COOKIE,
             state,
@@ -175,6 +175,7 @@ def create_connect_app() -> FastAPI:
     async def callback(request: Request) -> Response:
         query = request.query_params
         token, verifier = query.get("oauth_token", ""), query.get("oauth_verifier", "")
+        code = query.get("code", "")
         # The login and the pending consent are checked before anything is masked: each masked
         # value adds a pattern to one regular expression Airflow rebuilds, so masking what
         # anyone sends let unauthenticated requests slow down and grow the API server.
@@ -188,8 +189,16 @@ def create_connect_app() -> FastAPI:
             pending = unseal(taken, str(user.get_id()), token)
         except ConsentRefused as exc:
             raise Refused(400, str(exc)) from None
-        mask(token, verifier)  # they belong to this user's pending consent
+        mask(*(value for value in (token, verifier, code) if value))  # this user's pending consent
         paths = Paths.of(request)
+        if pending.protocol == "oauth2":
+            if query.get("error") or not code:
+                return _finished(declined(query.get("error", ""), paths), paths)
+            conn, profile = await asyncio.to_thread(consumer_profile, pending.profile_conn_id)
+            done = await asyncio.to_thread(
+                complete_oauth2_consent, conn, profile, pending, code, user, paths.home
+            )
+            return _finished(done, paths)
         if query.get("denied") or not verifier:
             return _finished(
                 page(

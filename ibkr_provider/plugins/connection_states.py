@@ -1,8 +1,10 @@
 """What the Connect IBKR page says of each IBKR connection: its real state, not "configured".
 
-- a consumer profile (oauth1a, no access token, refers to no profile): it starts consents;
+- a consumer profile (oauth1a, no access token, refers to no profile; or an oauth2 app profile,
+  an issuer and no refresh token): it starts consents;
 - token missing (a connection Connect IBKR made, disconnected since: it refers to a profile but
-  holds no access token): connect it again;
+  holds no access or refresh token): connect it again;
+- needs consent again (an OAuth 2.0 grant the authorization server refused: revoked, reused);
 - otherwise the hook's own Test (what the UI's Test button runs: it proves the credentials and
   takes no one's session), "connected and tested" with the accounts, or "test failing" with the
   reason.
@@ -19,6 +21,8 @@ import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from ibkr_provider.client.errors import CONSENT_AGAIN
 
 #: How long the page waits for the tests in total.
 TEST_SECONDS = 30.0
@@ -58,6 +62,7 @@ def static_state(conn: Any) -> ConnState | None:
     """The state the connection's fields tell without asking IBKR (None: test it)."""
     from ibkr_provider.client.errors import IbkrConfigError
     from ibkr_provider.hooks.connection import auth_type_of
+    from ibkr_provider.plugins.connections import is_oauth2_profile
 
     extra = conn.extra_dejson
     try:
@@ -68,6 +73,10 @@ def static_state(conn: Any) -> ConnState | None:
         if extra.get("consumer_profile"):
             return ConnState("missing", "token missing: connect it again with Connect IBKR below")
         return ConnState("profile", "consumer profile: starts the consents below")
+    if auth == "oauth2" and extra.get("consumer_profile") and not extra.get("refresh_token"):
+        return ConnState("missing", "token missing: connect it again with Connect IBKR below")
+    if is_oauth2_profile(conn.conn_type, extra):
+        return ConnState("profile", "OAuth 2.0 app profile: starts the consents below")
     return None
 
 
@@ -80,11 +89,12 @@ def _tested(conn: Any) -> ConnState:
     if kept is not None and time.monotonic() - kept[0] < KEEP_SECONDS:
         return kept[1]
     ok, message = IbkrHook.of_connection(conn).test_connection()
-    state = (
-        ConnState("ok", f"connected and tested: {message}")
-        if ok
-        else ConnState("failing", f"test failing: {message}")
-    )
+    if ok:
+        state = ConnState("ok", f"connected and tested: {message}")
+    elif CONSENT_AGAIN in message:
+        state = ConnState("failing", f"needs consent again: {message}")
+    else:
+        state = ConnState("failing", f"test failing: {message}")
     _KEPT[key] = (time.monotonic(), state)
     return state
 

@@ -7,16 +7,12 @@ Everything Airflow-internal is imported when a request comes, not when the plugi
 
 from __future__ import annotations
 
-import html
 import json
 from typing import Any
 
-from fastapi.responses import HTMLResponse
-
 from ibkr_provider.connection_fields import IBKR_CONN_TYPES
 from ibkr_provider.hooks.connection import auth_type_of
-from ibkr_provider.plugins.consent import PendingConsent, user_connection_fields
-from ibkr_provider.plugins.pages import Refused, mask, page
+from ibkr_provider.plugins.pages import Refused
 
 
 def ibkr_connections() -> list[Any]:
@@ -31,14 +27,27 @@ def ibkr_connections() -> list[Any]:
     return sorted(found, key=lambda c: c.conn_id)
 
 
+def is_oauth2_profile(conn_type: str, extra: Any) -> bool:
+    """An OAuth 2.0 app profile: an ``oauth2`` connection naming an authorization server
+    (``issuer``, or ``authorize_url``) that holds no user's grant and refers to no profile."""
+    return (
+        auth_type_of(conn_type, extra) == "oauth2"
+        and bool(extra.get("issuer") or extra.get("authorize_url"))
+        and not extra.get("refresh_token")
+        and not extra.get("consumer_profile")
+    )
+
+
 def consumer_profile(conn_id: str) -> tuple[Any, Any]:
-    """The consumer profile connection and the client-side view of it."""
+    """The consumer profile connection and the client-side view of it: an OAuth 1.0a
+    :class:`ConsumerProfile` or an OAuth 2.0 :class:`OAuth2AppProfile`."""
     from airflow.models.connection import Connection
 
     from ibkr_provider.client import fields
     from ibkr_provider.client.auth.oauth1a.consent import DEFAULT_AUTHORIZE_URL, ConsumerProfile
     from ibkr_provider.client.errors import IbkrConfigError
     from ibkr_provider.client.settings.oauth1a import consumer_realm, required_rsa_key
+    from ibkr_provider.client.settings.oauth2_user import OAuth2AppProfile
     from ibkr_provider.hooks.connection import connection_values
 
     try:
@@ -46,15 +55,22 @@ def consumer_profile(conn_id: str) -> tuple[Any, Any]:
     except Exception:
         raise Refused(400, f"There is no connection {conn_id!r} to use as consumer profile.") from None
     extra = conn.extra_dejson
+    values = connection_values(conn.host, conn.login, conn.password, extra, port=conn.port)
+    if conn.conn_type in IBKR_CONN_TYPES and is_oauth2_profile(conn.conn_type, extra):
+        try:
+            return conn, OAuth2AppProfile.parse(values)
+        except IbkrConfigError as exc:
+            raise Refused(400, f"The app profile {conn_id!r} is incomplete: {exc}") from None
     if (
         conn.conn_type not in IBKR_CONN_TYPES
         or auth_type_of(conn.conn_type, extra) != "oauth1a"
         or not conn.login
     ):
         raise Refused(
-            400, f"{conn_id!r} is not a consumer profile (an ibkr oauth1a connection with a consumer key)."
+            400,
+            f"{conn_id!r} is not a consumer profile (an ibkr oauth1a connection with a consumer key, or an "
+            "oauth2 connection with an issuer).",
         )
-    values = connection_values(conn.host, conn.login, conn.password, extra, port=conn.port)
     try:
         profile = ConsumerProfile(
             base_url=base_url(conn.host, conn.port),
@@ -92,19 +108,32 @@ def state_store() -> Any:
 
 
 def end_session(conn_id: str) -> str:
-    """Log the connection's IBKR session out and delete its shared record before its token goes
-    (a blocking client call: the route runs it in a thread). Returns what happened, for the page."""
+    """Log the connection's IBKR session out and delete its shared record before its token goes,
+    and revoke an OAuth 2.0 grant where the authorization server offers revocation (RFC 7009)
+    (blocking client calls: the route runs this in a thread). Returns what happened, for the page."""
     from ibkr_provider.client import IbkrError
+    from ibkr_provider.client.auth.oauth2_user import OAuth2UserGrantAuth
     from ibkr_provider.hooks.ibkr import IbkrHook
 
-    try:
-        with IbkrHook(ibkr_conn_id=conn_id) as hook:
-            hook.get_conn().logout()
-    except IbkrError as exc:
-        return (
-            f"its IBKR session could not be logged out ({type(exc).__name__}); IBKR ends it when it times out"
-        )
-    return "its IBKR session is logged out and its cached record deleted"
+    said = []
+    with IbkrHook(ibkr_conn_id=conn_id) as hook:
+        client = hook.get_conn()
+        try:
+            client.logout()
+            said.append("its IBKR session is logged out and its cached record deleted")
+        except IbkrError as exc:
+            said.append(
+                f"its IBKR session could not be logged out ({type(exc).__name__}); IBKR ends it when it "
+                "times out"
+            )
+        auth = client.sessions.sender.auth
+        if isinstance(auth, OAuth2UserGrantAuth):
+            try:
+                revoked = auth.revoke(client.sessions.sender.transport)
+                said.append("its grant is revoked at IBKR" if revoked else "IBKR offers no revocation")
+            except IbkrError as exc:
+                said.append(f"revoking its grant failed ({type(exc).__name__}: {exc.message})")
+    return "; ".join(said)
 
 
 def may_replace(conn_id: str, user: Any) -> None:
@@ -171,76 +200,10 @@ def forget_token(conn_id: str) -> bool:
         conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
         if conn is None:
             return False
-        extra = {k: v for k, v in conn.extra_dejson.items() if k not in ("access_token", "connected_by")}
+        gone = ("access_token", "refresh_token", "connected_by")
+        extra = {k: v for k, v in conn.extra_dejson.items() if k not in gone}
         conn.set_extra(json.dumps(extra))
         # Airflow's password setter ignores None (FernetFieldsMixin.set_password): clear the column
         conn._password = None
         conn.is_encrypted = False
     return True
-
-
-def consent_transport(profile: Any) -> Any:
-    """The provider's transport with the consumer profile's TLS and timeout settings."""
-    from ibkr_provider.client.http.retries import RetryPolicy
-    from ibkr_provider.client.http.transport import HttpTransport
-
-    # A person waits on the page: a few quick retries, not the tasks' minute.
-    policy = RetryPolicy(max_attempts=3, max_seconds=10.0)
-    return HttpTransport(verify=profile.verify, timeout=profile.timeout, retry_policy=policy)
-
-
-def complete_consent(
-    conn: Any, profile: Any, pending: PendingConsent, verifier: str, user: Any, home: str
-) -> HTMLResponse:
-    """Exchange the verifier, save the user's connection, test it and show its accounts."""
-    from airflow.models.connection import Connection
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    from ibkr_provider.client.auth.oauth1a.consent import access_token
-    from ibkr_provider.client.errors import IbkrError
-
-    with consent_transport(profile) as http:
-        try:
-            grant = access_token(profile, pending.request_token, verifier, http)
-        except IbkrError as exc:
-            raise Refused(
-                502, f"IBKR refused the token exchange: {exc}. Start again with Connect IBKR."
-            ) from None
-    mask(grant.access_token, grant.access_token_secret)
-    extra = user_connection_fields(conn.conn_id, conn.extra_dejson, grant.access_token)
-    extra["connected_by"] = str(user.get_name())
-    extra["connected_by_id"] = str(user.get_id())
-    may_replace(pending.target_conn_id, user)  # again: it may have been made meanwhile
-    with create_session() as session:
-        target = session.scalar(select(Connection).where(Connection.conn_id == pending.target_conn_id))
-        if target is None:
-            target = Connection(conn_id=pending.target_conn_id, conn_type="ibkr")
-            session.add(target)
-        target.conn_type = "ibkr"
-        target.host, target.port, target.login = conn.host, conn.port, conn.login
-        target.password = grant.access_token_secret
-        target.set_extra(json.dumps(extra))
-        target.description = f"Connected through Connect IBKR by {user.get_name()}"
-        exported = target.as_json()
-    ok, message = test_saved(exported, pending.target_conn_id)
-    kind = "IBKR marks this login as paper" if grant.is_paper else "IBKR's is_paper: false"
-    outcome = "ok" if ok else "bad"
-    body = (
-        f"<p>Saved the connection <b>{html.escape(pending.target_conn_id)}</b> ({html.escape(kind)}).</p>"
-        f'<p class="{outcome}" role="status">{"Test succeeded" if ok else "Test failed"}: '
-        f"{html.escape(message)}</p>"
-    )
-    return page("IBKR connected" if ok else "IBKR connection saved, but its test failed", body, home=home)
-
-
-def test_saved(exported: str, conn_id: str) -> tuple[bool, str]:
-    """The hook's own test (what the Test button runs) of a connection as Airflow exports it
-    (``Connection.as_json``), built from that text: no environment variable, no lookup; the
-    shared session names ``conn_id`` as its opener."""
-    from airflow.models.connection import Connection
-
-    from ibkr_provider.hooks.ibkr import IbkrHook
-
-    conn = Connection.from_json(exported, conn_id=conn_id)
-    return IbkrHook.of_connection(conn, session_owner=conn_id).test_connection()

@@ -32,8 +32,16 @@ class PendingConsent:
     user_id: str
     profile_conn_id: str
     target_conn_id: str
+    #: OAuth 1.0a: the request token the user approves ("" for OAuth 2.0).
     request_token: str
     expires_at: float
+    #: ``oauth1a`` (three-legged) or ``oauth2`` (authorization code with PKCE).
+    protocol: str = "oauth1a"
+    #: OAuth 2.0: the PKCE verifier, the exact redirect URI and the endpoints the consent used.
+    code_verifier: str = ""
+    redirect_uri: str = ""
+    token_url: str = ""
+    revocation_url: str = ""
 
 
 class ConsentRefused(Exception):
@@ -82,19 +90,21 @@ def unseal(data: bytes | None, user_id: str, request_token: str) -> PendingConse
 
 
 def user_connection_fields(
-    profile_conn_id: str, profile_extra: dict[str, Any], access_token: str
+    profile_conn_id: str, profile_extra: dict[str, Any], grant: dict[str, Any]
 ) -> dict[str, Any]:
     """The user's connection extra: the consumer profile's settings (cache, transport, account)
-    without its key material, a reference to the profile (``consumer_profile``: the hook reads
-    the keys, DH parameters and realm from there), and this user's access token. Keys are never
+    without its key material or its authorization-server settings, a reference to the profile
+    (``consumer_profile``: the hook reads the keys from there), and this user's ``grant`` (the
+    OAuth 1.0a access token, or the OAuth 2.0 refresh token and token endpoint). Keys are never
     copied into users' connections: rotating them is one edit, and no user's connection exposes
     them."""
     from ibkr_provider.client.fields import RENAMED_FIELDS
     from ibkr_provider.hooks.connection import PROFILE_FIELDS
 
-    dropped = {"authorize_url", "callback_url", *PROFILE_FIELDS, *RENAMED_FIELDS}
+    profile_only = {"authorize_url", "callback_url", "issuer", "scope", "credential", "revocation_url"}
+    grants = {"access_token", "refresh_token", "token_url"}
+    dropped = {*profile_only, *grants, *PROFILE_FIELDS, *RENAMED_FIELDS}
     extra = {k: v for k, v in profile_extra.items() if k not in dropped}
-    extra["auth_type"] = "oauth1a"
     extra["consumer_profile"] = profile_conn_id
-    extra["access_token"] = access_token
+    extra.update(grant)
     return extra

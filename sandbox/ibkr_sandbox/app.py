@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from ibkr_sandbox.control import ASGIApp, SandboxControl
 from ibkr_sandbox.flex import add_flex_routes
+from ibkr_sandbox.routes.authorize import authorize_router
 from ibkr_sandbox.routes.common import Gate, SandboxHttpError
 from ibkr_sandbox.routes.control import control_router
 from ibkr_sandbox.routes.login import login_router
@@ -35,6 +36,7 @@ def create_app(state: SandboxState, flex_token: str = "") -> ASGIApp:
     gate = Gate(state)
     routers = (
         login_router,
+        authorize_router,
         session_router,
         order_router,
         market_router,

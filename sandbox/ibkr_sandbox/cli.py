@@ -93,6 +93,7 @@ def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from ibkr_sandbox.app import create_app
+    from ibkr_sandbox.authcode import AuthorizationServer
     from ibkr_sandbox.consent import ConsentBroker, ThirdPartyConsumer
     from ibkr_sandbox.files import (
         AUTHORIZE_PASSWORD,
@@ -149,6 +150,7 @@ def serve(args: argparse.Namespace) -> None:
             },
             users={record["credential"]: AUTHORIZE_PASSWORD},
         )
+        state.authcode = AuthorizationServer(client_keys, users=state.consent.users)
     certfile: str | None = None
     keyfile: str | None = None
     if args.gateway:

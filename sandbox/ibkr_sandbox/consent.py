@@ -154,8 +154,9 @@ class ConsentBroker:
         return {"is_paper": False, "oauth_token": access, "oauth_token_secret": secret}
 
 
-def consent_page(token: str | None, message: str | None) -> str:
-    """IBKR's authorize step as the sandbox shows it: log in, then Allow or Deny."""
+def consent_page(token: str | None, message: str | None, *, field: str = "oauth_token") -> str:
+    """IBKR's authorize step as the sandbox shows it: log in, then Allow or Deny. ``field``
+    names the pending request (the OAuth 1.0a request token, the OAuth 2.0 request id)."""
     note = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
     if token is None:
         body = note
@@ -163,7 +164,7 @@ def consent_page(token: str | None, message: str | None) -> str:
         body = f"""{note}
 <p>An application asks to access your accounts and trade on your behalf.</p>
 <form method="post" action="authorize">
-  <input type="hidden" name="oauth_token" value="{html.escape(token)}">
+  <input type="hidden" name="{field}" value="{html.escape(token)}">
   <label>Username <input name="username" autocomplete="username"></label>
   <label>Password <input name="password" type="password" autocomplete="current-password"></label>
   <button type="submit" name="decision" value="accept">Allow</button>

@@ -40,6 +40,8 @@ FLEX_CONN_FILE = "airflow_conn_ibkr_flex_default.json"
 FLEX_TOKEN_FILE = "flex_token.txt"
 READY_FILE = "sandbox.json"
 CONSUMER_PROFILE_FILE = "airflow_conn_ibkr_consumer.json"
+#: The OAuth 2.0 app profile Connect IBKR starts an authorization-code consent from.
+OAUTH2_PROFILE_FILE = "airflow_conn_ibkr_oauth2_app.json"
 #: The third-party consumer IBKR "registered" in the sandbox, for the Connect IBKR flow.
 THIRD_PARTY_CONSUMER_KEY = "AIRFLOWTP"
 #: Who may log in on the sandbox's authorize page (the sandbox's username, this password).
@@ -283,6 +285,25 @@ def consumer_profile_json(state_dir: Path, base_url: str) -> dict[str, Any]:
     }
 
 
+def oauth2_profile_json(state_dir: Path, base_url: str) -> dict[str, Any]:
+    """The OAuth 2.0 app profile Connect IBKR starts from: the demo client's id, key id and
+    private key, the sandbox as issuer (RFC 8414 discovery), and no user token."""
+    return {
+        "conn_type": "ibkr",
+        "host": base_url,
+        "port": _port_of(base_url),
+        "login": SANDBOX_CLIENT_ID,
+        "extra": {
+            "auth_type": "oauth2",
+            "client_key_id": SANDBOX_KEY_ID,
+            "private_key": (state_dir / PRIVATE_KEY_FILE).read_text(),
+            "ip": "127.0.0.1",
+            "issuer": base_url,
+            "account_id": "DU1234567",
+        },
+    }
+
+
 def write_ready_files(state_dir: Path, *, base_url: str, port: int, mode: str) -> None:
     """Write the connection JSON (0600: it holds the private key) and, last, ``sandbox.json``."""
     gateway = mode == "gateway"
@@ -299,6 +320,8 @@ def write_ready_files(state_dir: Path, *, base_url: str, port: int, mode: str) -
     if not gateway:
         profile = consumer_profile_json(state_dir, base_url)
         _write_private(state_dir / CONSUMER_PROFILE_FILE, json.dumps(profile, indent=2).encode())
+        app = oauth2_profile_json(state_dir, base_url)
+        _write_private(state_dir / OAUTH2_PROFILE_FILE, json.dumps(app, indent=2).encode())
     ready = {
         "base_url": base_url,
         "port": port,

@@ -50,7 +50,7 @@ def _public_key(client_keys: dict[str, dict[str, str]], client_id: str, kid: Any
 
 
 def _decode(
-    token: str, key: str, *, audience: str | None, issuer: str, leeway: float, required: list[str]
+    token: str, key: str, *, audience: str | list[str] | None, issuer: str, leeway: float, required: list[str]
 ) -> dict[str, Any]:
     try:
         decoded: dict[str, Any] = jwt.decode(
@@ -72,7 +72,8 @@ def _decode(
     except jwt.ImmatureSignatureError:
         raise JwtRejected("JWT is not valid yet (iat/nbf in the future)") from None
     except jwt.InvalidAudienceError:
-        raise JwtRejected(f"JWT audience must be '{audience}'") from None
+        expected = "' or '".join(audience) if isinstance(audience, list) else audience
+        raise JwtRejected(f"JWT audience must be '{expected}'") from None
     except jwt.InvalidIssuerError:
         raise JwtRejected("JWT issuer does not match the client") from None
     except jwt.MissingRequiredClaimError as exc:
@@ -89,14 +90,16 @@ def verify_client_assertion(
     *,
     leeway: float,
     max_lifetime: float,
-) -> str:
-    """Check a ``private_key_jwt`` client assertion and return the client id it authenticates."""
+    audiences: tuple[str, ...] = (TOKEN_AUDIENCE,),
+) -> dict[str, Any]:
+    """Check a ``private_key_jwt`` client assertion and return its claims (``iss`` is the client
+    id it authenticates); ``aud`` must be one of ``audiences``."""
     header, client_id = _header_and_issuer(assertion)
     key = _public_key(client_keys, client_id, header.get("kid"))
     claims = _decode(
         assertion,
         key,
-        audience=TOKEN_AUDIENCE,
+        audience=list(audiences),
         issuer=client_id,
         leeway=leeway,
         required=["iss", "sub", "aud", "exp", "iat"],
@@ -110,18 +113,31 @@ def verify_client_assertion(
         )
     if float(claims["iat"]) > time.time() + leeway:
         raise JwtRejected("JWT is not valid yet (iat in the future)")
-    return client_id
+    return claims
 
 
 def verify_sso_jwt(
-    token: str, client_keys: dict[str, dict[str, str]], *, client_id: str, leeway: float
+    token: str,
+    client_keys: dict[str, dict[str, str]],
+    *,
+    client_id: str,
+    leeway: float,
+    user: str | None = None,
 ) -> dict[str, Any]:
-    """Check the SSO-session JWT (signed by the same client) and return its claims."""
+    """Check the SSO-session JWT (signed by the same client) and return its claims. With a
+    user's own access token (``user``), ``credential`` may be left out and must name that user
+    when present."""
     header, issuer = _header_and_issuer(token)
     if issuer != client_id:
         raise JwtRejected("SSO JWT 'iss' must be the client id the access token was issued to")
     key = _public_key(client_keys, client_id, header.get("kid"))
     claims = _decode(token, key, audience=None, issuer=client_id, leeway=leeway, required=["iss", "exp"])
+    if user is not None:
+        if claims.get("credential") not in (None, user):
+            raise JwtRejected(
+                "SSO JWT 'credential' is not the user the access token acts for", "access_denied"
+            )
+        claims["credential"] = user
     for claim in ("credential", "ip"):
         if not isinstance(claims.get(claim), str) or not claims[claim]:
             raise JwtRejected(f"SSO JWT lacks the required claim '{claim}'", "invalid_request")

@@ -26,7 +26,14 @@ from typing import Any
 
 import requests
 
-from ibkr_sandbox.files import CA_FILE, CONN_FILE, CONSUMER_PROFILE_FILE, FLEX_CONN_FILE, READY_FILE
+from ibkr_sandbox.files import (
+    CA_FILE,
+    CONN_FILE,
+    CONSUMER_PROFILE_FILE,
+    FLEX_CONN_FILE,
+    OAUTH2_PROFILE_FILE,
+    READY_FILE,
+)
 
 
 @dataclass
@@ -60,6 +67,11 @@ class RunningSandbox:
     def consumer_profile_json(self) -> str:
         """The third-party consumer profile (JSON form) Connect IBKR starts from (not in gateway mode)."""
         return (self.state_dir / CONSUMER_PROFILE_FILE).read_text()
+
+    def oauth2_profile_json(self) -> str:
+        """The OAuth 2.0 app profile (JSON form) Connect IBKR's authorization-code consent starts
+        from (not in gateway mode)."""
+        return (self.state_dir / OAUTH2_PROFILE_FILE).read_text()
 
     def client_config_values(self, **overrides: Any) -> dict[str, Any]:
         """Settings for :meth:`IbkrClientConfig.from_mapping` pointing at this sandbox."""

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ibkr_sandbox.authcode import AuthorizationServer
 from ibkr_sandbox.consent import ConsentBroker
 from ibkr_sandbox.ledger import Counters, FaultQueue
 from ibkr_sandbox.oauth1 import OAuth1Verifier
@@ -61,6 +62,11 @@ class SandboxSettings:
     #: A new order replaces the session's open confirmation question, whose reply id then
     #: answers "reply id not found" (UNCONFIRMED model of the race in ibind issues #35, #103).
     one_question_per_session: bool = True
+    #: OAuth 2.0 authorization code: the redirect URIs clients may use (empty: any http(s) URI,
+    #: and the token request must repeat the authorize request's exactly).
+    registered_redirect_uris: list[str] = field(default_factory=list)
+    #: OAuth 2.0 authorization code: how long a code is good for (seconds).
+    code_lifetime: float = 60.0
     #: Flex: GetStatement answers 1019 this many times per reference code before the report.
     flex_pending_polls: int = 2
     #: Flex: the valid token has expired (SendRequest answers 1012 "Token has expired.").
@@ -117,6 +123,10 @@ class SandboxSettings:
 class AccessTokenRecord:
     client_id: str
     expires_at: float
+    #: The user a token from the authorization-code flow acts for (None: the app's own token).
+    username: str | None = None
+    #: The consent (token family) it descends from; revoking the family ends it.
+    family: str | None = None
 
 
 @dataclass
@@ -164,6 +174,8 @@ class SandboxState:
     oauth1: OAuth1Verifier | None = None
     #: OAuth 1.0a mode: the three-legged consents of the third-party consumer.
     consent: ConsentBroker | None = None
+    #: OAuth 2.0 authorization code: consents, codes and token families (not in gateway mode).
+    authcode: AuthorizationServer | None = None
     started_at: float = field(default_factory=time.time)
     #: IBKR's user id of the sandbox user (tickle's ``userId``): one per sandbox process.
     user_id: int = field(default_factory=lambda: 10_000_000 + secrets.randbelow(89_999_999))
@@ -211,15 +223,19 @@ class SandboxState:
             if self.consent is not None:
                 self.consent.pending.clear()
                 self.consent.nonces.clear()
+            if self.authcode is not None:
+                self.authcode.reset()
             if self.settings.gateway:
                 self._open_gateway_session()
 
     # -------------------------------------------------------------- tokens and sessions
-    def issue_access_token(self, client_id: str) -> tuple[str, float]:
+    def issue_access_token(
+        self, client_id: str, username: str | None = None, family: str | None = None
+    ) -> tuple[str, float]:
         with self.lock:
             token = secrets.token_urlsafe(32)
             self.access_tokens[token] = AccessTokenRecord(
-                client_id, time.time() + self.settings.access_token_lifetime
+                client_id, time.time() + self.settings.access_token_lifetime, username, family
             )
             self.counters.add("tokens_issued")
             return token, self.settings.access_token_lifetime
@@ -229,6 +245,10 @@ class SandboxState:
             record = self.access_tokens.get(token)
             if record is None or record.expires_at <= time.time():
                 return None
+            if record.family is not None and self.authcode is not None:
+                family = self.authcode.families.get(record.family)
+                if family is None or family.revoked:
+                    return None
             return record
 
     def open_sso_session(self, token: AccessTokenRecord, credential: str, ip: str) -> SsoSessionRecord:

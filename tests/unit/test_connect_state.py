@@ -82,12 +82,41 @@ def test_the_user_connection_refers_to_the_consumer_and_adds_the_token() -> None
         "callback_url": "c",
         "session_cache": "redis://r/1",
     }
-    extra = user_connection_fields("ibkr_consumer", profile, "access-1")
+    extra = user_connection_fields(
+        "ibkr_consumer", profile, {"auth_type": "oauth1a", "access_token": "access-1"}
+    )
     assert extra == {
         "auth_type": "oauth1a",
         "session_cache": "redis://r/1",
         "consumer_profile": "ibkr_consumer",
         "access_token": "access-1",
+    }
+
+
+def test_an_oauth2_grant_refers_to_the_app_profile_and_keeps_only_its_own_token() -> None:
+    """The app's key, its authorization-server settings and any username the profile holds stay
+    in the profile; the user's connection gets the refresh token and the token endpoint."""
+    from ibkr_provider.plugins.consent import user_connection_fields
+
+    profile = {
+        "auth_type": "oauth2",
+        "private_key": "pem",
+        "client_key_id": "main",
+        "credential": "the-apps-own-user",
+        "ip": "203.0.113.5",
+        "issuer": "https://auth.example",
+        "scope": "sso-sessions.write",
+        "account_id": "DU1234567",
+    }
+    grant = {"auth_type": "oauth2", "refresh_token": "rt-1", "token_url": "https://auth.example/token"}
+    assert user_connection_fields("ibkr_oauth2_app", profile, grant) == {
+        "auth_type": "oauth2",
+        "client_key_id": "main",
+        "ip": "203.0.113.5",
+        "account_id": "DU1234567",
+        "consumer_profile": "ibkr_oauth2_app",
+        "refresh_token": "rt-1",
+        "token_url": "https://auth.example/token",
     }
 
 

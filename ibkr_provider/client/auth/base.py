@@ -6,6 +6,7 @@ live in the session manager."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,3 +45,18 @@ class AuthStrategy(Protocol):
     ) -> Mapping[str, str]:
         """Headers for one attempt of a ``/v1/api`` request on the session whose token is
         ``bearer``; ``url`` has no query string, ``query`` holds its parameters."""
+
+
+class TokenKeeper(Protocol):
+    """A small shared, encrypted place for one session's long-lived secret (a user's rotated
+    OAuth 2.0 refresh token), with a lock every process and host honours: a refresh token is
+    good once, so exactly one process may use it at a time and everyone reads its successor."""
+
+    def locked(self) -> AbstractContextManager[object]:
+        """Hold the keeper's lock (re-entrant within a thread)."""
+
+    def read(self) -> str | None:
+        """The kept text, or None."""
+
+    def write(self, value: str) -> None:
+        """Replace the kept text."""

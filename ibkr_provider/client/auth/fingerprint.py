@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from ibkr_provider.client.keys import load_rsa_private_key
 from ibkr_provider.client.settings.oauth1a import OAuth1aSettings
 from ibkr_provider.client.settings.oauth2 import OAuth2Settings
+from ibkr_provider.client.settings.oauth2_user import OAuth2UserSettings
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -45,6 +46,16 @@ def credential_fingerprint(config: IbkrClientConfig) -> str:
         key = load_rsa_private_key(settings.private_key_pem, "private_key")
         texts = (settings.client_id, settings.client_key_id, settings.credential, settings.ip)
         parts += [*(t.encode() for t in texts), _public_der(key)]
+    elif isinstance(settings, OAuth2UserSettings):
+        key = load_rsa_private_key(settings.private_key_pem, "private_key")
+        grant = (
+            settings.client_id,
+            settings.client_key_id,
+            settings.grant_id,
+            settings.ip,
+            settings.token_url,
+        )
+        parts += [*(t.encode() for t in grant), _public_der(key)]
     elif isinstance(settings, OAuth1aSettings):
         creds = settings
         parts += [

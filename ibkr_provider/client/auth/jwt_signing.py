@@ -7,6 +7,7 @@ of the client's registered public keys IBKR verifies the signature with.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,30 +46,34 @@ class AssertionSigner:
     def _sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self._key_id, "typ": "JWT"})
 
-    def client_assertion(self) -> str:
-        """The ``client_assertion`` for ``POST /oauth2/api/v1/token``: iss = sub = client id,
-        aud ``/token``, iat slightly in the past, short expiry."""
+    def client_assertion(self, audience: str = TOKEN_AUDIENCE) -> str:
+        """The ``client_assertion`` for IBKR's token endpoint: iss = sub = client id, ``aud``
+        (IBKR's ``/token`` for client credentials; the token endpoint's URL by RFC 7523 for the
+        authorization-code grants), iat slightly in the past, short expiry, and a random ``jti``
+        (RFC 7523 3: the server may refuse a replayed assertion)."""
         now = int(self._clock())
         return self._sign(
             {
                 "iss": self._client_id,
                 "sub": self._client_id,
-                "aud": TOKEN_AUDIENCE,
+                "aud": audience,
                 "iat": now - CLOCK_SKEW_SECONDS,
                 "exp": now + ASSERTION_LIFETIME_SECONDS,
+                "jti": secrets.token_urlsafe(16),
             }
         )
 
-    def sso_session_jwt(self, *, credential: str, ip: str) -> str:
+    def sso_session_jwt(self, *, credential: str | None, ip: str) -> str:
         """The body of ``POST /gw/api/v1/sso-sessions``: the username the session is for and the
-        public IP it is bound to."""
+        public IP it is bound to. A user's own access token (Connect IBKR, OAuth 2.0) names its
+        user itself: ``credential`` is then left out when the username is unknown."""
         now = int(self._clock())
-        return self._sign(
-            {
-                "credential": credential,
-                "ip": ip,
-                "iss": self._client_id,
-                "iat": now,
-                "exp": now + SSO_JWT_LIFETIME_SECONDS,
-            }
-        )
+        claims: dict[str, Any] = {
+            "ip": ip,
+            "iss": self._client_id,
+            "iat": now,
+            "exp": now + SSO_JWT_LIFETIME_SECONDS,
+        }
+        if credential:
+            claims["credential"] = credential
+        return self._sign(claims)

@@ -90,36 +90,14 @@ class OAuth2PrivateKeyJwtAuth:
 
     def create_sso_session(self, transport: HttpTransport, access_token: AccessToken) -> SsoSession:
         """Step 2: open an SSO session for the configured username; returns the API bearer."""
-        signed = self._signer.sso_session_jwt(credential=self._settings.credential, ip=self._settings.ip)
-        self._sink(signed)
-        body = transport.send(
-            "POST",
-            self._sso_sessions_url,
-            headers={
-                "Authorization": f"Bearer {access_token.token}",
-                "Content-Type": "application/jwt",
-                "Accept": "application/json",
-            },
-            data=signed,
-            auth_hint=SSO_SESSION_HINT,
-        )
-        if not isinstance(body, Mapping) or not isinstance(body.get("access_token"), str):
-            raise IbkrResponseError(
-                "the SSO session endpoint answered without an access_token",
-                endpoint="/gw/api/v1/sso-sessions",
-            )
-        bearer = str(body["access_token"])
-        self._sink(bearer)
-        if body.get("active") is False:
-            raise IbkrAuthError(
-                f"IBKR created an inactive SSO session for credential {self._settings.credential!r}",
-                endpoint="/gw/api/v1/sso-sessions",
-                code=IbkrErrorCode.AUTH,
-                hint=SSO_SESSION_HINT,
-            )
-        log.info("IBKR SSO session opened for credential %s", self._settings.credential)
-        return SsoSession(
-            bearer=bearer, active=True, raw={k: v for k, v in body.items() if k != "access_token"}
+        return open_sso_session(
+            transport,
+            self._signer,
+            access_token.token,
+            credential=self._settings.credential,
+            ip=self._settings.ip,
+            url=self._sso_sessions_url,
+            secret_sink=self._sink,
         )
 
     def open(self, transport: HttpTransport, stamp: Stamp) -> SessionTokens:
@@ -131,3 +109,46 @@ class OAuth2PrivateKeyJwtAuth:
         self, bearer: str | None, *, method: str, url: str, query: Mapping[str, str], timestamp: int
     ) -> Mapping[str, str]:
         return {"Authorization": f"Bearer {bearer}"} if bearer else {}
+
+
+def open_sso_session(
+    transport: HttpTransport,
+    signer: AssertionSigner,
+    access_token: str,
+    *,
+    credential: str | None,
+    ip: str,
+    url: str,
+    secret_sink: SecretSink,
+) -> SsoSession:
+    """``POST /gw/api/v1/sso-sessions``: an access token (the app's, or a user's own) and a signed
+    JWT naming the username and public IP; returns the bearer of every ``/v1/api`` call."""
+    signed = signer.sso_session_jwt(credential=credential, ip=ip)
+    secret_sink(signed)
+    body = transport.send(
+        "POST",
+        url,
+        headers={
+            "Authorization": f"Bearer {access_token}",
+            "Content-Type": "application/jwt",
+            "Accept": "application/json",
+        },
+        data=signed,
+        auth_hint=SSO_SESSION_HINT,
+    )
+    if not isinstance(body, Mapping) or not isinstance(body.get("access_token"), str):
+        raise IbkrResponseError(
+            "the SSO session endpoint answered without an access_token", endpoint="/gw/api/v1/sso-sessions"
+        )
+    bearer = str(body["access_token"])
+    secret_sink(bearer)
+    who = credential or "the user's grant"
+    if body.get("active") is False:
+        raise IbkrAuthError(
+            f"IBKR created an inactive SSO session for {who!r}",
+            endpoint="/gw/api/v1/sso-sessions",
+            code=IbkrErrorCode.AUTH,
+            hint=SSO_SESSION_HINT,
+        )
+    log.info("IBKR SSO session opened for %s", who)
+    return SsoSession(bearer=bearer, active=True, raw={k: v for k, v in body.items() if k != "access_token"})

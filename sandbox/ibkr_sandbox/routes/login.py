@@ -12,8 +12,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ibkr_sandbox.consent import ConsentBroker, consent_page
-from ibkr_sandbox.oauth import JwtRejected, verify_client_assertion, verify_sso_jwt
+from ibkr_sandbox.oauth import TOKEN_AUDIENCE, JwtRejected, verify_client_assertion, verify_sso_jwt
 from ibkr_sandbox.oauth1 import OAuth1Rejected
+from ibkr_sandbox.routes.authorize import assertion_audiences, user_tokens
 from ibkr_sandbox.routes.common import Gate, bearer, ibkr_error, oauth_error, signed_url
 
 T = TypeVar("T")
@@ -31,28 +32,39 @@ def login_router(gate: Gate) -> APIRouter:
         if settings.gateway:
             raise ibkr_error(404, "Not Found")
         form = await request.form()
-        if form.get("grant_type") != "client_credentials":
-            raise oauth_error(400, "unsupported_grant_type", "grant_type must be client_credentials")
+        grant = form.get("grant_type")
+        if grant not in ("client_credentials", "authorization_code", "refresh_token"):
+            raise oauth_error(
+                400,
+                "unsupported_grant_type",
+                "grant_type must be client_credentials, authorization_code or refresh_token",
+            )
         if form.get("client_assertion_type") != JWT_BEARER:
             raise oauth_error(400, "invalid_request", f"client_assertion_type must be {JWT_BEARER}")
         scope = str(form.get("scope") or "")
-        if "sso-sessions.write" not in scope.split():
+        if grant == "client_credentials" and "sso-sessions.write" not in scope.split():
             raise oauth_error(400, "invalid_scope", "scope must include sso-sessions.write")
         assertion = form.get("client_assertion")
         if not isinstance(assertion, str) or not assertion:
             raise oauth_error(400, "invalid_request", "client_assertion is required")
         try:
-            client_id = verify_client_assertion(
+            claims = verify_client_assertion(
                 assertion,
                 state.client_keys,
                 leeway=settings.clock_skew,
                 max_lifetime=settings.max_assertion_lifetime,
+                audiences=assertion_audiences(request)
+                if grant != "client_credentials"
+                else (TOKEN_AUDIENCE,),
             )
         except JwtRejected as exc:
             raise oauth_error(exc.status, exc.error, exc.description) from None
+        client_id = str(claims["iss"])
         form_client = form.get("client_id")
         if form_client and form_client != client_id:
             raise oauth_error(401, "invalid_client", "client_id does not match the assertion issuer")
+        if grant != "client_credentials":
+            return user_tokens(state, form, claims)
         access, lifetime = state.issue_access_token(client_id)
         return {
             "access_token": access,
@@ -73,7 +85,11 @@ def login_router(gate: Gate) -> APIRouter:
         body = (await request.body()).decode(errors="replace").strip()
         try:
             claims = verify_sso_jwt(
-                body, state.client_keys, client_id=token_record.client_id, leeway=settings.clock_skew
+                body,
+                state.client_keys,
+                client_id=token_record.client_id,
+                leeway=settings.clock_skew,
+                user=token_record.username,
             )
         except JwtRejected as exc:
             raise oauth_error(exc.status, exc.error, exc.description) from None

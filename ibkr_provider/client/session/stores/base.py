@@ -139,6 +139,24 @@ class SessionStore(ABC):
             _say_unreadable("pending consent", exc)
             return None
 
+    def read_secret(self, key: str) -> str | None:
+        """A small secret kept under ``key`` by :meth:`write_secret` (decrypted), or None."""
+        sealed = self.read_marker(f"{key}-secret")
+        if sealed is None:
+            return None
+        try:
+            return (self._cipher.decrypt(sealed.encode()) if self._cipher else sealed.encode()).decode()
+        except Exception as exc:  # kept by a host with another Fernet key
+            self.unreadable += 1
+            _say_unreadable("kept secret", exc)
+            return None
+
+    def write_secret(self, key: str, value: str) -> None:
+        """Keep a small secret (a user's rotated refresh token) with no expiry, encrypted when
+        there is a cipher (Fernet tokens are text)."""
+        data = value.encode()
+        self.write_marker(f"{key}-secret", (self._cipher.encrypt(data) if self._cipher else data).decode())
+
     @abstractmethod
     def _put(self, key: str, data: bytes, ttl_seconds: float) -> None: ...
 
