@@ -45,6 +45,11 @@ with DAG(
             type=["string", "null"],
             description=f"Directory or object-storage URL; empty: {DEFAULT_OUTPUT}",
         ),
+        "ibkr_conn_id": Param(
+            "ibkr_default",
+            type="string",
+            description="The IBKR connection to snapshot, e.g. one Connect IBKR made for you.",
+        ),
     },
     render_template_as_native_obj=True,
     tags=["ibkr", "portfolio"],
@@ -52,6 +57,7 @@ with DAG(
 ):
     IbkrPortfolioSnapshotOperator(
         task_id="snapshot_portfolio",
+        ibkr_conn_id="{{ params.ibkr_conn_id }}",
         account_ids="{{ params.accounts }}",
         output_path="{{ params.output_dir or '" + DEFAULT_OUTPUT + "' }}",
         outlets=[SNAPSHOT_ASSET],

@@ -1,11 +1,12 @@
 """`make up`: the IBKR sandbox and `airflow standalone`, for browsing and triggering the DAGs.
 
-Airflow runs from `.airflow/` (SQLite, LocalExecutor, parallelism 4 for small machines,
-`[core] test_connection = Enabled`). The `ibkr_default` and `ibkr_flex_default` connections are
-stored in Airflow's database (so the UI lists them and its Test button works), pointing at the
-sandbox; so is ``ibkr_consumer``, the sandbox's third-party consumer profile for Admin > Connect
-IBKR. Ctrl-C stops Airflow and the sandbox. `IBKR_UP_PORT` (default 8080) and `IBKR_UP_HOME` (default
-`.airflow`) move the UI port and the Airflow home.
+Airflow runs from `.airflow/` (SQLite, LocalExecutor, parallelism 4 for small machines, `[core]
+test_connection = Enabled`). The `ibkr_default` and `ibkr_flex_default` connections are stored in
+Airflow's database (so the UI lists them and its Test button works), pointing at the sandbox; so
+are ``ibkr_consumer`` and ``ibkr_oauth2_app``, the sandbox's third-party consumer (OAuth 1.0a) and
+app (OAuth 2.0 authorization code) profiles for Admin > Connect IBKR. Ctrl-C stops Airflow and the
+sandbox. `IBKR_UP_PORT` (default 8080) and `IBKR_UP_HOME` (default `.airflow`) move the UI port
+and the Airflow home.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def preset_connections(sandbox: RunningSandbox, env: dict[str, str]) -> None:
         "ibkr_default": json.loads(sandbox.connection_json()),
         "ibkr_flex_default": json.loads(sandbox.flex_connection_json(extra={"poll_interval": 1})),
         "ibkr_consumer": json.loads(sandbox.consumer_profile_json()),
+        "ibkr_oauth2_app": json.loads(sandbox.oauth2_profile_json()),
     }
     import_connections(AIRFLOW, conns, AIRFLOW_HOME, env)
 
@@ -93,8 +95,8 @@ def main() -> int:
         )
         print(f"Trade journal: {AIRFLOW_HOME / 'ibkr_journal.db'} (connection ibkr_journal)")
         print(
-            "Admin > Connect IBKR: consumer profile ibkr_consumer; log in at the sandbox as sandboxuser / "
-            "sandbox-password."
+            "Admin > Connect IBKR: profiles ibkr_consumer (OAuth 1.0a) and ibkr_oauth2_app (OAuth 2.0); "
+            "log in at the sandbox as sandboxuser or sandboxuser2 / sandbox-password."
         )
         print("Ctrl-C stops Airflow and the sandbox.", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

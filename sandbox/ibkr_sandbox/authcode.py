@@ -6,8 +6,8 @@ not published its own (reference: IBKR Web API notes, section 12).
 - authorize (RFC 6749 4.1, RFC 7636): ``response_type=code``, a registered client, an http(s)
   ``redirect_uri`` (or one of ``registered_redirect_uris`` when set), a S256 challenge always;
   a login + consent page with Allow and Deny; Deny redirects with ``error=access_denied``;
-- codes: good once, for 60 s (setting ``code_lifetime``), only with the same ``redirect_uri`` and the PKCE verifier; a
-  second use revokes what the first one issued (RFC 6749 4.1.2);
+- codes: good once, for 60 s (setting ``code_lifetime``), only with the same ``redirect_uri``
+  and the PKCE verifier; a second use revokes what the first one issued (RFC 6749 4.1.2);
 - client authentication (RFC 7523): the assertion's signature, ``iss`` = ``sub`` = client,
   ``aud`` the token endpoint's URL, the issuer or IBKR's ``/token``, its time window, and a
   ``jti`` never seen before;

@@ -105,6 +105,7 @@ def serve(args: argparse.Namespace) -> None:
         write_ready_files,
     )
     from ibkr_sandbox.oauth1 import Consumer, OAuth1Verifier
+    from ibkr_sandbox.seed import SECOND_CREDENTIAL
     from ibkr_sandbox.state import SandboxSettings, SandboxState
 
     state_dir: Path = args.state_dir
@@ -148,7 +149,7 @@ def serve(args: argparse.Namespace) -> None:
                     dh_prime=int(third["dh_prime"], 16),
                 )
             },
-            users={record["credential"]: AUTHORIZE_PASSWORD},
+            users={record["credential"]: AUTHORIZE_PASSWORD, SECOND_CREDENTIAL: AUTHORIZE_PASSWORD},
         )
         state.authcode = AuthorizationServer(client_keys, users=state.consent.users)
     certfile: str | None = None

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 SANDBOX_CLIENT_ID = "sandbox-client"
 SANDBOX_KEY_ID = "sandbox-key-1"
 SANDBOX_CREDENTIAL = "sandboxuser"
+#: A second IBKR login (it sees only DU2345678): a second person connecting through Connect IBKR.
+SECOND_CREDENTIAL = "sandboxuser2"
+SECOND_CREDENTIAL_ACCOUNTS = ("DU2345678",)
 #: The sandbox user's IBKR user id is drawn per sandbox process (``SandboxState.user_id``): each
 #: sandbox is an IBKR of its own, and clients that tell users apart by id must not take two
 #: sandboxes' users for one.

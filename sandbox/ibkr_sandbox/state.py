@@ -23,7 +23,13 @@ from ibkr_sandbox.oauth1 import OAuth1Verifier
 from ibkr_sandbox.orders import OrderBook
 from ibkr_sandbox.pacing import GATEWAY_GLOBAL_PER_SECOND, OAUTH_GLOBAL_PER_SECOND, PacingLedger
 from ibkr_sandbox.prices import Anchor, Market, MarketClock, PricePath
-from ibkr_sandbox.seed import SANDBOX_CREDENTIAL, SeedBook, build_seed_book
+from ibkr_sandbox.seed import (
+    SANDBOX_CREDENTIAL,
+    SECOND_CREDENTIAL,
+    SECOND_CREDENTIAL_ACCOUNTS,
+    SeedBook,
+    build_seed_book,
+)
 from ibkr_sandbox.stream import StreamRegistry
 
 
@@ -67,6 +73,8 @@ class SandboxSettings:
     registered_redirect_uris: list[str] = field(default_factory=list)
     #: OAuth 2.0 authorization code: how long a code is good for (seconds).
     code_lifetime: float = 60.0
+    #: OAuth 2.0 authorization code: access-token lifetime of user grants (None: as the app's).
+    user_token_lifetime: float | None = None
     #: Flex: GetStatement answers 1019 this many times per reference code before the report.
     flex_pending_polls: int = 2
     #: Flex: the valid token has expired (SendRequest answers 1012 "Token has expired.").
@@ -181,13 +189,20 @@ class SandboxState:
     user_id: int = field(default_factory=lambda: 10_000_000 + secrets.randbelow(89_999_999))
     market: Market = field(init=False)
 
+    def user_id_of(self, credential: str) -> int:
+        """IBKR's user id of a login (each login its own; the first one's is :attr:`user_id`)."""
+        return self.user_id + sorted(self.credentials).index(credential)
+
     def __post_init__(self) -> None:
         self.faults = FaultQueue(self.counters)
         self._pristine_book = copy.deepcopy(self.book)
         self.market = self._opening_market()
         self._pristine_settings = dataclasses.replace(self.settings)
         if not self.credentials:
-            self.credentials = {SANDBOX_CREDENTIAL: list(self.book.accounts)}
+            self.credentials = {
+                SANDBOX_CREDENTIAL: list(self.book.accounts),
+                SECOND_CREDENTIAL: list(SECOND_CREDENTIAL_ACCOUNTS),
+            }
         if self.settings.gateway:
             self._open_gateway_session()
 
@@ -234,11 +249,12 @@ class SandboxState:
     ) -> tuple[str, float]:
         with self.lock:
             token = secrets.token_urlsafe(32)
-            self.access_tokens[token] = AccessTokenRecord(
-                client_id, time.time() + self.settings.access_token_lifetime, username, family
-            )
+            lifetime = self.settings.access_token_lifetime
+            if username is not None and self.settings.user_token_lifetime is not None:
+                lifetime = self.settings.user_token_lifetime
+            self.access_tokens[token] = AccessTokenRecord(client_id, time.time() + lifetime, username, family)
             self.counters.add("tokens_issued")
-            return token, self.settings.access_token_lifetime
+            return token, lifetime
 
     def access_token(self, token: str) -> AccessTokenRecord | None:
         with self.lock:

@@ -28,13 +28,26 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from ibkr_sandbox.files import AUTHORIZE_PASSWORD
-from playwright.sync_api import FrameLocator, Locator, Page, Route, expect
+from playwright.sync_api import Locator, Page, expect
 
 from scripts.local_airflow import free_port
 from tests.support.airflow_api import Api
 from tests.support.approval_ui import answer_in_the_ui, journal_of, wait_for_task_state, wait_until_parked
 from tests.support.browser import browser_page, log_in
+from tests.support.connect_oauth2_ui import (
+    asks_for_consent_again,
+    connect_as_admin,
+    connect_as_trader2,
+    replay_the_first_refresh_token,
+)
+from tests.support.connect_ui import (
+    back_to_connect_page,
+    forge_state,
+    open_connect_page,
+    shot,
+    sign_in,
+    start,
+)
 from tests.support.scripts import running_script, user_env
 from tests.support.smtp_server import Mailbox, smtp_server
 
@@ -47,10 +60,6 @@ def _random_key() -> str:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-
-
-def _shot(page: Page, folder: Path, name: str) -> None:
-    page.screenshot(path=str(folder / f"{name}.png"))
 
 
 def _test_connection_row(page: Page, conn_id: str, expected: str, works: bool = True) -> dict[str, object]:
@@ -204,31 +213,7 @@ def _portfolio_page(page: Page, api: Api, url: str, out: Path, shots: Path, run_
     page.goto(f"{url}/dags/ibkr_portfolio_snapshot/runs/{run_id}")
     page.get_by_text("IBKR portfolio", exact=True).click()  # the run page's plugin tab
     expect(page.frame_locator("iframe").locator("h1")).to_have_text(f"IBKR portfolio as of run {run_id}")
-    _shot(page, shots, "portfolio-tab-of-a-snapshot-run")
-
-
-def _connect_frame(page: Page) -> FrameLocator:
-    """The Connect IBKR page inside Airflow's frame (``/plugin/ibkr_connect``)."""
-    frame = page.frame_locator("iframe")
-    expect(frame.get_by_role("heading", name="Connect IBKR")).to_be_visible()
-    assert urlsplit(page.url).path.startswith("/plugin/ibkr_connect")
-    return frame
-
-
-def _open_connect_page(page: Page, url: str) -> FrameLocator:
-    """Through the nav of the page the UI is on, as a person finds it: Admin, then Connect IBKR,
-    shown in Airflow's frame, saying whom it is for and each connection's tested state."""
-    page.get_by_role("button", name="Admin").click()
-    page.get_by_role("menuitem", name="Connect IBKR").click()
-    frame = _connect_frame(page)
-    expect(frame.get_by_text("third-party consumers")).to_be_visible()
-    return frame
-
-
-def _back_to_connect_page(page: Page) -> FrameLocator:
-    """The Connect IBKR link every other page of it carries: back to Airflow's frame."""
-    page.get_by_role("link", name="Connect IBKR").click()
-    return _connect_frame(page)
+    shot(page, shots, "portfolio-tab-of-a-snapshot-run")
 
 
 def _unauthenticated_callbacks_cost_nothing(url: str, count: int = 500) -> list[str]:
@@ -314,19 +299,6 @@ def _takeover_is_reported_and_recovered(page: Page, home: Path, sandbox_dir: Pat
     _test_connection_row(page, "ibkr_default", "accounts: DU1234567 (paper)")
 
 
-def _start(page: Page, frame: FrameLocator, conn_id: str) -> None:
-    """From the Connect IBKR page in Airflow's frame: name the connection and go to IBKR's login,
-    which opens in the whole window (IBKR's login page is never framed)."""
-    frame.get_by_label("Save the connection as").fill(conn_id)
-    frame.get_by_role("button", name="Connect IBKR").click()
-    expect(page.get_by_role("heading", name="IBKR sandbox login")).to_be_visible()
-
-
-def _sign_in(page: Page, password: str = AUTHORIZE_PASSWORD) -> None:
-    page.get_by_label("Username").fill("sandboxuser")
-    page.get_by_label("Password").fill(password)
-
-
 def _another_user_neither_sees_nor_takes_it(url: str, home: Path) -> None:
     """A second Airflow user (trader2, also allowed to edit connections) is not shown admin's
     Connect IBKR connection, and a consent naming it is refused before IBKR is asked (issue 24;
@@ -385,16 +357,16 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     form without CSRF, no login, and Disconnect; between attempts a person follows the Connect
     IBKR link of the page they landed on. Returns the request token and verifier of the accepted
     consent (for the log scan)."""
-    frame = _open_connect_page(page, url)
+    frame = open_connect_page(page, url)
     # ibkr_wrong_key's real state, not "configured": its test fails, naming why
     wrong = frame.locator("tr", has=frame.get_by_text("ibkr_wrong_key", exact=True))
     expect(wrong).to_contain_text("test failing: IbkrAuthError")
     default = frame.locator("tr", has=frame.get_by_text("ibkr_default", exact=True))
     expect(default).to_contain_text("connected and tested")
-    _shot(page, shots, "connect-ibkr-in-airflow")
-    _start(page, frame, "ibkr_connected")
-    _shot(page, shots, "connect-ibkr-sandbox-login")
-    _sign_in(page)
+    shot(page, shots, "connect-ibkr-in-airflow")
+    start(page, frame, "ibkr_connected")
+    shot(page, shots, "connect-ibkr-sandbox-login")
+    sign_in(page)
     # IBKR answers the token exchange 5 s late: meanwhile the API server keeps answering everyone
     # else (the callback's blocking work runs in worker threads, not on its event loop). On the
     # callback's event loop the API answered twice in 9 s (one answer took 9.2 s); alone every
@@ -420,7 +392,7 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     expect(status).to_contain_text("proven by a fresh live session token (oauth1a)")
     expect(status).to_contain_text("held by connection ibkr_default")
     expect(status).to_contain_text("this Test did not take it over")
-    _shot(page, shots, "connect-ibkr-result")
+    shot(page, shots, "connect-ibkr-result")
     # the consent is over: its state cookie is gone from the browser
     assert [c for c in page.context.cookies() if c["name"] == "ibkr_connect_state"] == []
     query = parse_qs(urlsplit(callback_url).query)
@@ -439,23 +411,16 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     _test_connection_row(page, "ibkr_connected", "held by connection ibkr_default")
     _test_connection_row(page, "ibkr_default", "accounts: DU1234567 (paper)")
 
-    frame = _open_connect_page(page, url)
-    _start(page, frame, "ibkr_denied")
+    frame = open_connect_page(page, url)
+    start(page, frame, "ibkr_denied")
     page.get_by_role("button", name="Deny").click()
     expect(page.get_by_role("alert")).to_contain_text("You declined at IBKR")
 
-    frame = _back_to_connect_page(page)
-    _start(page, frame, "ibkr_tampered")
-    _sign_in(page)
+    frame = back_to_connect_page(page)
+    start(page, frame, "ibkr_tampered")
+    sign_in(page)
 
-    def tamper(route: Route) -> None:
-        """IBKR's redirect back, with the state changed on the way (a forged link)."""
-        answer = route.fetch(max_redirects=0)
-        target = urlsplit(answer.headers["location"])
-        forged = target._replace(query=target.query.replace("state=", "state=x", 1)).geturl()
-        route.fulfill(status=303, headers={"Location": forged})
-
-    page.route("**/authorize", tamper)
+    page.route("**/authorize", forge_state)
     page.get_by_role("button", name="Allow").click()
     expect(page.get_by_role("alert")).to_contain_text("not started in this browser")
     page.unroute("**/authorize")
@@ -466,7 +431,7 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     assert forged.status_code == 403 and "did not come from this page" in forged.text
     assert requests.get(f"{url}/ibkr/connect", timeout=30).status_code == 401
 
-    frame = _back_to_connect_page(page)
+    frame = back_to_connect_page(page)
     connected = frame.locator("tr", has=frame.get_by_text("ibkr_connected", exact=True))
     expect(connected).to_contain_text("connected and tested")
     expect(connected).to_contain_text("(connected by admin)")
@@ -535,7 +500,7 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             page.get_by_role("menuitem", name="Connections").click()
             expect(page.get_by_text("ibkr_flex_default", exact=True)).to_be_visible()
             _test_connection_row(page, "ibkr_default", "DU1234567 (paper)")
-            _shot(page, shots, "connection-test-ibkr-default")
+            shot(page, shots, "connection-test-ibkr-default")
             _test_connection_row(page, "ibkr_flex_default", "Flex")
 
             # the form of one auth type: OAuth 2.0's fields only, no auth_type to choose
@@ -549,7 +514,7 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             )
             result = _test_connection_row(page, "ibkr_from_the_form", "U3456789 (live)")
             assert re.search(r"\(oauth2\)", str(result["message"]))
-            _shot(page, shots, "connection-added-through-the-form-tested")
+            shot(page, shots, "connection-added-through-the-form-tested")
             _form_of_one_auth_type(page, "Interactive Brokers (OAuth 1.0a self-service)", shots)
             _form_of_one_auth_type(page, "Interactive Brokers (Client Portal Gateway)", shots)
 
@@ -559,7 +524,7 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             _add_flex_connection_through_the_form(page, "flex_from_the_form", sandbox_url, token)
             flex_service = f"Flex Web Service at {sandbox_url}/AccountManagement/FlexWebService"
             _test_connection_row(page, "flex_from_the_form", flex_service)
-            _shot(page, shots, "flex-connection-added-through-the-form-tested")
+            shot(page, shots, "flex-connection-added-through-the-form-tested")
             _add_flex_connection_through_the_form(page, "flex_wrong_token", sandbox_url, "1" * len(token))
             _test_connection_row(page, "flex_wrong_token", "token", works=False)
             # the same client and user with a key that is not the registered one: red, although a
@@ -567,14 +532,14 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             wrong = {**conn, "extra": {**conn["extra"], "private_key": _random_key()}}
             _add_connection_through_the_form(page, "ibkr_wrong_key", wrong)
             _test_connection_row(page, "ibkr_wrong_key", "IbkrAuthError", works=False)
-            _shot(page, shots, "connection-with-a-wrong-key-tested")
+            shot(page, shots, "connection-with-a-wrong-key-tested")
 
             out = tmp_path / "snapshot-from-the-ui"
             run_id = _trigger_snapshot_from_the_dialog(page, url, "DU2345678", out)
             assert api.finish("ibkr_portfolio_snapshot", run_id, seconds=240) == "success"
             page.goto(f"{url}/dags/ibkr_portfolio_snapshot/runs/{run_id}")
             expect(page.get_by_text("Success", exact=True).first).to_be_visible()
-            _shot(page, shots, "snapshot-run-triggered-from-the-ui")
+            shot(page, shots, "snapshot-run-triggered-from-the-ui")
             # a second snapshot after VTI moved, while the rest goes on (its page is checked last)
             requests.post(
                 f"{sandbox_url}/__sandbox__/prices", json={"conid": 12340038, "price": 300}, timeout=30
@@ -587,6 +552,8 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             _connect_pages_refuse_crafted_input(url, api.headers)
             request_token, verifier = _connect_ibkr(page, url, api.headers, shots)
             _another_user_neither_sees_nor_takes_it(url, home)
+            oauth2_code = connect_as_admin(page, url, api.headers, shots, sandbox_url)
+            trader2 = connect_as_trader2(page, url, home, shots, sandbox_url)
             takeovers = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
             assert takeovers.get("competing_takeovers", 0) == 0  # no Test took a session over
             # from Connect IBKR's frame to Airflow's connections: the link leaves the frame
@@ -595,13 +562,20 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             _takeover_is_reported_and_recovered(page, home, sandbox_dir, sandbox_url)
             _approvals_in_the_ui(page, api, home, sandbox_url, shots, mailbox, timed_out)
             assert api.finish("ibkr_portfolio_snapshot", second, seconds=240) == "success"
+            _a_snapshot_on_a_users_grant(api, sandbox_url, tmp_path / "snapshot-of-trader2")
+            replay_the_first_refresh_token(home, sandbox_dir, sandbox_url)
+            asks_for_consent_again(trader2)
+            trader2.close()
             _portfolio_page(page, api, url, out, shots, second)
         stats = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
         assert stats["request_tokens"] == 3 and stats["access_tokens"] == 1, stats
         assert stats["consents_accepted"] == 2 and stats["consents_denied"] == 1, stats
+        # OAuth 2.0: admin, the forged state, the expired code, the swapped challenge, trader2
+        assert stats["code_consents_accepted"] == 5 and stats["code_consents_denied"] == 1, stats
+        assert stats["codes_exchanged"] == 2, stats
         server_log = (home / "standalone.log").read_text()
         assert "/ibkr/connect/callback" in server_log  # the access log saw the callbacks...
-        for secret in (request_token, verifier):
+        for secret in (request_token, verifier, oauth2_code):
             assert secret not in server_log  # ...with the token and the verifier masked
         for junk in unmasked:  # what nobody's callbacks sent was never registered with the masker
             assert junk in server_log
@@ -610,6 +584,22 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
         for snapshot_file in snapshot_files:
             snapshot = json.loads(snapshot_file.read_text())
             assert [a["account"]["accountId"] for a in snapshot["accounts"]] == ["DU2345678"]
+
+
+def _a_snapshot_on_a_users_grant(api: Api, sandbox_url: str, out: Path) -> None:
+    """The snapshot DAG on trader2's connection made by the OAuth 2.0 flow: its access token (a
+    minute's life) expired since the consent, so the run renews the grant once and opens one SSO
+    session for the user."""
+    before = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
+    conf = {"accounts": ["DU2345678"], "output_dir": str(out), "ibkr_conn_id": "ibkr_oauth2_trader2"}
+    run_id = api.trigger("ibkr_portfolio_snapshot", conf)
+    assert api.finish("ibkr_portfolio_snapshot", run_id, seconds=240) == "success"
+    after = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
+    assert after["refreshes"] - before["refreshes"] == 1, (before, after)
+    assert after["user_sso_sessions"] - before["user_sso_sessions"] == 1, (before, after)
+    (written,) = out.glob("portfolio_snapshot_*.json")
+    snapshot = json.loads(written.read_text())
+    assert [a["account"]["accountId"] for a in snapshot["accounts"]] == ["DU2345678"]
 
 
 REBALANCE = "ibkr_rebalance"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+from ibkr_sandbox.process import RunningSandbox
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
 from ibkr_provider.client.auth.oauth2_code import (
@@ -29,7 +30,6 @@ from ibkr_provider.client.errors import IbkrAuthError, IbkrConfigError, IbkrErro
 from ibkr_provider.client.http.transport import HttpTransport
 from ibkr_provider.client.session.stores.memory import MemorySessionStore
 from ibkr_provider.client.settings.oauth2_user import OAuth2AppProfile
-from ibkr_sandbox.process import RunningSandbox
 
 REDIRECT = "http://127.0.0.1:9/ibkr/connect/callback"
 SECRETS: list[str] = []
@@ -45,11 +45,11 @@ def app_profile(sandbox: RunningSandbox, **extra: Any) -> OAuth2AppProfile:
     return OAuth2AppProfile.parse(values)
 
 
-def endpoint(sandbox: RunningSandbox) -> tuple[OAuth2AppProfile, TokenEndpoint, HttpTransport]:
+def endpoint(sandbox: RunningSandbox) -> tuple[TokenEndpoint, HttpTransport]:
+    """The sandbox app's token endpoint, found by discovery from its profile's issuer."""
     http = HttpTransport(verify=True, timeout=10)
     profile = app_profile(sandbox)
-    server = endpoints_of(profile, http)
-    return profile, token_endpoint_of(profile, server, secret_sink=keep), http
+    return token_endpoint_of(profile, endpoints_of(profile, http), secret_sink=keep), http
 
 
 def consent(
@@ -99,7 +99,7 @@ def test_a_profile_without_an_authorization_server_is_refused_by_field() -> None
 
 
 def test_consent_code_exchange_and_rotation(fresh_sandbox: RunningSandbox) -> None:
-    profile, tokens, http = endpoint(fresh_sandbox)
+    tokens, http = endpoint(fresh_sandbox)
     pkce = Pkce.new()
     query = consent(fresh_sandbox, tokens.server, pkce)
     assert query["state"] == "st-1" and query["code"]
@@ -122,7 +122,7 @@ def test_consent_code_exchange_and_rotation(fresh_sandbox: RunningSandbox) -> No
 
 
 def test_a_code_is_good_once_and_a_replay_revokes_its_grant(fresh_sandbox: RunningSandbox) -> None:
-    _, tokens, http = endpoint(fresh_sandbox)
+    tokens, http = endpoint(fresh_sandbox)
     pkce = Pkce.new()
     code = consent(fresh_sandbox, tokens.server, pkce)["code"]
     grant = tokens.exchange_code(code, redirect_uri=REDIRECT, pkce=pkce, http=http)
@@ -136,7 +136,7 @@ def test_a_code_is_good_once_and_a_replay_revokes_its_grant(fresh_sandbox: Runni
 def test_a_code_needs_its_verifier_its_redirect_uri_and_its_minute(
     fresh_sandbox: RunningSandbox, broken: str
 ) -> None:
-    _, tokens, http = endpoint(fresh_sandbox)
+    tokens, http = endpoint(fresh_sandbox)
     pkce = Pkce.new()
     if broken == "expired":
         fresh_sandbox.configure(code_lifetime=0.3)
@@ -154,7 +154,7 @@ def test_a_code_needs_its_verifier_its_redirect_uri_and_its_minute(
 
 
 def test_deny_and_a_request_without_pkce_go_back_with_an_error(fresh_sandbox: RunningSandbox) -> None:
-    _, tokens, _ = endpoint(fresh_sandbox)
+    tokens, _ = endpoint(fresh_sandbox)
     denied = consent(fresh_sandbox, tokens.server, Pkce.new(), accept=False)
     assert denied["error"] == "access_denied" and denied["state"] == "st-1" and "code" not in denied
     no_pkce = requests.get(
@@ -172,7 +172,7 @@ def test_deny_and_a_request_without_pkce_go_back_with_an_error(fresh_sandbox: Ru
 
 
 def test_a_replayed_client_assertion_is_refused(fresh_sandbox: RunningSandbox) -> None:
-    profile, tokens, http = endpoint(fresh_sandbox)
+    tokens, http = endpoint(fresh_sandbox)
     pkce = Pkce.new()
     grant = tokens.exchange_code(
         consent(fresh_sandbox, tokens.server, pkce)["code"], redirect_uri=REDIRECT, pkce=pkce, http=http
@@ -187,7 +187,7 @@ def test_a_replayed_client_assertion_is_refused(fresh_sandbox: RunningSandbox) -
 
 
 def test_revocation_ends_the_grant(fresh_sandbox: RunningSandbox) -> None:
-    _, tokens, http = endpoint(fresh_sandbox)
+    tokens, http = endpoint(fresh_sandbox)
     pkce = Pkce.new()
     grant = tokens.exchange_code(
         consent(fresh_sandbox, tokens.server, pkce)["code"], redirect_uri=REDIRECT, pkce=pkce, http=http
@@ -215,7 +215,7 @@ def test_a_users_grant_opens_a_brokerage_session_and_renews_single_flight(
     fresh_sandbox: RunningSandbox,
 ) -> None:
     MemorySessionStore.clear()
-    _, tokens, http = endpoint(fresh_sandbox)
+    tokens, http = endpoint(fresh_sandbox)
     pkce = Pkce.new()
     grant = tokens.exchange_code(
         consent(fresh_sandbox, tokens.server, pkce)["code"], redirect_uri=REDIRECT, pkce=pkce, http=http
@@ -234,7 +234,7 @@ def test_a_users_grant_opens_a_brokerage_session_and_renews_single_flight(
 
 def test_a_refused_grant_asks_for_consent_once_and_then_fails_at_once(fresh_sandbox: RunningSandbox) -> None:
     MemorySessionStore.clear()
-    _, tokens, http = endpoint(fresh_sandbox)
+    tokens, http = endpoint(fresh_sandbox)
     pkce = Pkce.new()
     grant = tokens.exchange_code(
         consent(fresh_sandbox, tokens.server, pkce)["code"], redirect_uri=REDIRECT, pkce=pkce, http=http

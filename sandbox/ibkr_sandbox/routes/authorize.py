@@ -104,7 +104,7 @@ def authorize_router(gate: Gate) -> APIRouter:
             except ValueError as exc:
                 pending = request_id if server.is_pending(request_id) else None
                 return HTMLResponse(consent_page(pending, str(exc), field="request_id"), 400)
-            state.counters.add("consents_accepted" if accept else "consents_denied")
+            state.counters.add("code_consents_accepted" if accept else "code_consents_denied")
         return RedirectResponse(target, status_code=303)
 
     @router.post("/oauth2/api/v1/revoke")

@@ -96,6 +96,8 @@ def login_router(gate: Gate) -> APIRouter:
         if claims["credential"] not in state.credentials:
             raise oauth_error(403, "access_denied", "credential is not a username this client may act for")
         record = state.open_sso_session(token_record, claims["credential"], claims["ip"])
+        if token_record.username is not None:
+            state.counters.add("user_sso_sessions")
         return {"active": True, "access_token": record.session_id, "token_type": "Bearer"}
 
     # ------------------------------------------------------------------ OAuth 1.0a

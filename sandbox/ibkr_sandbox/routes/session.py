@@ -20,7 +20,7 @@ def session_router(gate: Gate) -> APIRouter:
         record = gate.session(request)
         remaining = settings.sso_idle_timeout - (time.time() - record.last_active)
         return {
-            "USER_ID": state.user_id,
+            "USER_ID": state.user_id_of(record.credential),
             "USER_NAME": record.credential,
             "RESULT": True,
             "AUTH_TIME": int(record.created_at * 1000),
@@ -62,7 +62,7 @@ def session_router(gate: Gate) -> APIRouter:
             "session": record.public_id,
             "ssoExpires": int(settings.sso_idle_timeout * 1000),
             "collission": False,
-            "userId": state.user_id,
+            "userId": state.user_id_of(record.credential),
             "hmds": {"error": "no bridge"},
             "iserver": {"authStatus": auth_status(record)},
         }
