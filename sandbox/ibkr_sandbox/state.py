@@ -156,6 +156,8 @@ class SsoSessionRecord:
     subscribed: set[int] = field(default_factory=set)
     #: The id IBKR shows for the session (tickle's ``session``, ``sessionId``): not its token.
     public_id: str = field(default_factory=lambda: secrets.token_hex(16))
+    #: The user grant (token family) whose access token opened it: revoking the grant ends it.
+    family: str | None = None
 
 
 @dataclass
@@ -261,10 +263,8 @@ class SandboxState:
             record = self.access_tokens.get(token)
             if record is None or record.expires_at <= time.time():
                 return None
-            if record.family is not None and self.authcode is not None:
-                family = self.authcode.families.get(record.family)
-                if family is None or family.revoked:
-                    return None
+            if self.family_revoked(record.family):
+                return None
             return record
 
     def open_sso_session(self, token: AccessTokenRecord, credential: str, ip: str) -> SsoSessionRecord:
@@ -278,6 +278,7 @@ class SandboxState:
                 now,
                 now,
                 expires_at=token.expires_at,
+                family=token.family,
             )
             self.sessions[record.session_id] = record
             self.counters.add("sso_sessions")
@@ -304,11 +305,20 @@ class SandboxState:
             if record is None:
                 return None
             now = time.time()
-            if now - record.last_active > self.settings.sso_idle_timeout or now >= record.expires_at:
+            idle = now - record.last_active > self.settings.sso_idle_timeout
+            if idle or now >= record.expires_at or self.family_revoked(record.family):
                 self.end_session(record.session_id)
                 return None
             record.last_active = now
             return record
+
+    def family_revoked(self, family_id: str | None) -> bool:
+        """Whether a user grant was revoked (a reused refresh token, RFC 7009, a replayed code):
+        the tokens and sessions it gave end with it."""
+        if family_id is None or self.authcode is None:
+            return False
+        family = self.authcode.families.get(family_id)
+        return family is None or family.revoked
 
     def end_session(self, session_id: str) -> None:
         with self.lock:

@@ -28,6 +28,7 @@ from ibkr_provider.client.auth.oauth2_code import (
 )
 from ibkr_provider.client.errors import IbkrAuthError, IbkrConfigError, IbkrErrorCode
 from ibkr_provider.client.http.transport import HttpTransport
+from ibkr_provider.client.session.probe import probe
 from ibkr_provider.client.session.stores.memory import MemorySessionStore
 from ibkr_provider.client.settings.oauth2_user import OAuth2AppProfile
 
@@ -246,3 +247,23 @@ def test_a_refused_grant_asks_for_consent_once_and_then_fails_at_once(fresh_sand
             client.list_accounts()
         assert refused.value.code is IbkrErrorCode.CONSENT_REQUIRED and refused.value.permanent
     assert fresh_sandbox.stats()["grants_refused"] == 1  # the second try never asked the server
+
+
+def test_a_revoked_grant_ends_its_open_session(fresh_sandbox: RunningSandbox) -> None:
+    """A third party replays the spent refresh token: the server revokes the grant, the session
+    the grant opened stops working, and the connection asks for a new consent."""
+    MemorySessionStore.clear()
+    tokens, http = endpoint(fresh_sandbox)
+    pkce = Pkce.new()
+    code = consent(fresh_sandbox, tokens.server, pkce)["code"]
+    grant = tokens.exchange_code(code, redirect_uri=REDIRECT, pkce=pkce, http=http)
+    with user_client(fresh_sandbox, grant.refresh_token, tokens.server.token_url)() as client:
+        assert client.account_summary("DU1234567")
+        with pytest.raises(IbkrAuthError):  # spent when the client opened its session
+            tokens.refresh(grant.refresh_token, http)
+        # the Test: the shared session IBKR ended is nobody's; proving the grant afresh fails
+        with pytest.raises(IbkrAuthError) as tested:
+            probe(client.sessions)
+        with pytest.raises(IbkrAuthError) as refused:
+            client.account_summary("DU1234567")
+    assert tested.value.code is refused.value.code is IbkrErrorCode.CONSENT_REQUIRED

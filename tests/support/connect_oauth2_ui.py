@@ -47,10 +47,14 @@ def _refused_exchange(page: Page, text: str) -> None:
 
 
 def _swap_challenge(route: Route) -> None:
-    """Someone on the way replaces the PKCE challenge of the authorize request with theirs."""
-    url = urlsplit(route.request.url)
-    query = url.query.replace("code_challenge=", "code_challenge=" + "A" * 43 + "x", 1)
-    route.continue_(url=url._replace(query=query).geturl())
+    """Someone on the way replaces the PKCE challenge in Connect IBKR's redirect to the
+    authorize page with theirs (a route sees only the first request of a redirect chain)."""
+    answer = route.fetch(max_redirects=0)
+    target = urlsplit(answer.headers["location"])
+    query = target.query.replace("code_challenge=", "code_challenge=" + "A" * 43 + "x", 1)
+    route.fulfill(
+        response=answer, headers={**answer.headers, "location": target._replace(query=query).geturl()}
+    )
 
 
 def connect_as_admin(page: Page, url: str, auth: dict[str, str], shots: Path, sandbox_url: str) -> str:
@@ -99,9 +103,9 @@ def connect_as_admin(page: Page, url: str, auth: dict[str, str], shots: Path, sa
     _configure(sandbox_url, code_lifetime=60)
 
     frame = back_to_connect_page(page)
-    page.route(lambda u: "/oauth2/authorize?" in u, _swap_challenge)
+    page.route("**/ibkr/connect/start", _swap_challenge)
     start(page, frame, "ibkr_oauth2_pkce", APP)
-    page.unroute(lambda u: "/oauth2/authorize?" in u)
+    page.unroute("**/ibkr/connect/start")
     sign_in(page)
     _refused_exchange(page, "PKCE")
 
@@ -143,7 +147,7 @@ def connect_as_trader2(page: Page, url: str, home: Path, shots: Path, sandbox_ur
     shot(other, shots, "connect-ibkr-oauth2-second-user")
 
     # admin: trader2's connection is neither listed nor theirs to name
-    frame = open_connect_page(page, url)
+    frame = back_to_connect_page(page)
     expect(frame.get_by_text(ADMINS, exact=True)).to_have_count(1)
     expect(frame.get_by_text(TRADERS, exact=True)).to_have_count(0)
     frame.get_by_label("Consumer profile").select_option(APP)

@@ -8,7 +8,8 @@ account, not the key. :func:`probe` instead:
 
 1. reuses the shared session when it was opened with these very credentials (the record's
    fingerprint) and asks IBKR whether it is still authenticated (``/iserver/auth/status``): a
-   session IBKR no longer considers authenticated is a failed Test, naming who took it;
+   session IBKR no longer considers authenticated is a failed Test, naming who took it; one IBKR
+   ended (401) is gone for everyone, and the Test goes on as if there were none;
 2. otherwise proves the credentials with the login steps themselves (a fresh client assertion,
    access token and SSO session; a fresh live session token), then sets up a brokerage session
    only when nobody holds one: never with ``compete: true``, never over another connection of
@@ -21,10 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ibkr_provider.client.config import AuthType
-from ibkr_provider.client.errors import IbkrCompetingSessionError
+from ibkr_provider.client.errors import IbkrCompetingSessionError, IbkrSessionError
+from ibkr_provider.client.models.session import BrokerageSessionStatus
 from ibkr_provider.client.session.brokerage import STATUS_PATH, competing_error
 from ibkr_provider.client.session.holders import describe
 from ibkr_provider.client.session.manager import SessionManager
+from ibkr_provider.client.session.record import SessionRecord
 
 _PROOF = {
     AuthType.OAUTH2: "a fresh client assertion, access token and SSO session",
@@ -45,12 +48,23 @@ class Probe:
     brokerage: bool = False
 
 
+def _status_of(sessions: SessionManager, shared: SessionRecord) -> BrokerageSessionStatus | None:
+    """IBKR's status of the shared session; None when IBKR ended it (401: expired, logged out, its
+    OAuth 2.0 grant revoked): nobody holds it any more, so the Test proves the credentials afresh."""
+    try:
+        return sessions.brokerage.status(shared)
+    except IbkrSessionError as exc:
+        if exc.status != 401:
+            raise
+        return None
+
+
 def probe(sessions: SessionManager) -> Probe:
     """See the module docstring. Runs under the session's lock (single flight with tasks)."""
     with sessions.store.lock(sessions.key):
         shared = sessions.store.load(sessions.key)
-        if shared is not None and sessions.usable(shared):
-            status = sessions.brokerage.status(shared)
+        status = _status_of(sessions, shared) if shared is not None and sessions.usable(shared) else None
+        if shared is not None and status is not None:
             proof = (
                 "the shared session, opened with this connection's credentials "
                 f"(fingerprint {sessions.fingerprint})"
