@@ -562,11 +562,11 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
             _takeover_is_reported_and_recovered(page, home, sandbox_dir, sandbox_url)
             _approvals_in_the_ui(page, api, home, sandbox_url, shots, mailbox, timed_out)
             assert api.finish("ibkr_portfolio_snapshot", second, seconds=240) == "success"
+            _portfolio_page(page, api, url, out, shots, second)
             _a_snapshot_on_a_users_grant(api, sandbox_url, tmp_path / "snapshot-of-trader2")
             replay_the_first_refresh_token(home, sandbox_dir, sandbox_url)
             asks_for_consent_again(trader2)
             trader2.close()
-            _portfolio_page(page, api, url, out, shots, second)
         stats = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
         assert stats["request_tokens"] == 3 and stats["access_tokens"] == 1, stats
         assert stats["consents_accepted"] == 2 and stats["consents_denied"] == 1, stats

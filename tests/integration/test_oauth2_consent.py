@@ -10,6 +10,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,8 @@ from ibkr_provider.client.http.transport import HttpTransport
 from ibkr_provider.client.session.probe import probe
 from ibkr_provider.client.session.stores.memory import MemorySessionStore
 from ibkr_provider.client.settings.oauth2_user import OAuth2AppProfile
+from tests.support.processes import cache_env, run_workers
+from tests.support.sessions import ALL_ACCOUNTS, assert_single_flight
 
 REDIRECT = "http://127.0.0.1:9/ibkr/connect/callback"
 SECRETS: list[str] = []
@@ -267,3 +270,24 @@ def test_a_revoked_grant_ends_its_open_session(fresh_sandbox: RunningSandbox) ->
         with pytest.raises(IbkrAuthError) as refused:
             client.account_summary("DU1234567")
     assert tested.value.code is refused.value.code is IbkrErrorCode.CONSENT_REQUIRED
+
+
+@pytest.mark.slow  # eight processes
+def test_eight_processes_renew_one_users_grant_once(fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:
+    """A refresh token is good once: eight processes that need the session at the same moment
+    (through the file cache) renew the user's grant exactly once and all use its session."""
+    tokens, http = endpoint(fresh_sandbox)
+    pkce = Pkce.new()
+    code = consent(fresh_sandbox, tokens.server, pkce)["code"]
+    grant = tokens.exchange_code(code, redirect_uri=REDIRECT, pkce=pkce, http=http)
+    conn = json.loads(fresh_sandbox.oauth2_profile_json())
+    extra = {k: v for k, v in conn["extra"].items() if k != "issuer"}
+    conn["extra"] = {**extra, "refresh_token": grant.refresh_token, "token_url": tokens.server.token_url}
+    env = {"AIRFLOW_CONN_IBKR_DEFAULT": json.dumps(conn), **cache_env(tmp_path / "cache")}
+    fresh_sandbox.inject_fault("/oauth2/api/v1/token", "delay", delay=1.0)  # they overlap
+    results = run_workers(8, "accounts", env)
+    assert_single_flight(results)
+    assert all(r["accounts"] == ALL_ACCOUNTS for r in results)
+    stats = fresh_sandbox.stats()
+    assert stats["refreshes"] == 1 and stats["user_sso_sessions"] == 1, stats
+    assert stats.get("grants_refused", 0) == 0, stats

@@ -28,6 +28,7 @@ from ibkr_provider.client.session.brokerage import STATUS_PATH, competing_error
 from ibkr_provider.client.session.holders import describe
 from ibkr_provider.client.session.manager import SessionManager
 from ibkr_provider.client.session.record import SessionRecord
+from ibkr_provider.client.settings.oauth2_user import OAuth2UserSettings
 
 _PROOF = {
     AuthType.OAUTH2: "a fresh client assertion, access token and SSO session",
@@ -78,7 +79,10 @@ def probe(sessions: SessionManager) -> Probe:
                 reason = f"IBKR says: {status.fail or status.message or 'authenticated=false'}"
             return Probe(False, proof, f"IBKR no longer considers the shared session authenticated: {reason}")
         record = sessions.new_record(shared)
-        proof = f"{_PROOF[sessions.config.auth_type]} ({sessions.config.auth_type.value})"
+        how = _PROOF[sessions.config.auth_type]
+        if isinstance(sessions.config.auth, OAuth2UserSettings):
+            how = "the user's grant refreshed (OAuth 2.0 authorization code) and a fresh SSO session"
+        proof = f"{how} ({sessions.config.auth_type.value})"
         holder = sessions.holders.holder(record.user, besides=sessions.key)
         if holder is not None:
             return Probe(
