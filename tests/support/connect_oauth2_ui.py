@@ -65,7 +65,6 @@ def connect_as_admin(page: Page, url: str, auth: dict[str, str], shots: Path, sa
     expect(app).to_contain_text("OAuth 2.0 app profile")
     start(page, frame, ADMINS, APP)
     assert urlsplit(page.url).path == "/oauth2/authorize"  # the authorization server's own page
-    shot(page, shots, "connect-ibkr-oauth2-sandbox-login")
     sign_in(page)
     with page.expect_response(lambda r: "/ibkr/connect/callback" in r.url) as landed:
         page.get_by_role("button", name="Allow").click()
@@ -114,7 +113,21 @@ def connect_as_admin(page: Page, url: str, auth: dict[str, str], shots: Path, sa
         assert got.status_code == 404, (conn_id, got.status_code)
     saved = requests.get(f"{url}/api/v2/connections/{ADMINS}", headers=auth, timeout=30).json()
     kept = json.loads(saved["extra"])
-    assert kept["consumer_profile"] == APP and kept["auth_type"] == "oauth2"
+    assert kept["consumer_profile"] == APP and kept["auth_type"] == "oauth2" and kept["refresh_token"]
+
+    # Disconnect: the session logged out, the grant revoked at the authorization server (RFC 7009)
+    frame = back_to_connect_page(page)
+    row = frame.locator("tr", has=frame.get_by_text(ADMINS, exact=True))
+    expect(row).to_contain_text("connected and tested")
+    row.get_by_role("link", name="Disconnect").click()
+    frame.get_by_role("button", name="Disconnect").click()
+    expect(frame.get_by_text("its grant is revoked at IBKR")).to_be_visible()
+    expect(row).to_contain_text("token missing")
+    stats = requests.get(f"{sandbox_url}/__sandbox__/stats", timeout=30).json()
+    assert stats["revocations"] == 1, stats
+    saved = requests.get(f"{url}/api/v2/connections/{ADMINS}", headers=auth, timeout=30).json()
+    kept = json.loads(saved["extra"])
+    assert "refresh_token" not in kept and kept["consumer_profile"] == APP
     assert (
         "PRIVATE KEY" not in saved["extra"] and "BEGIN" not in saved["extra"]
     )  # the app's key stays in the profile
@@ -147,7 +160,7 @@ def connect_as_trader2(page: Page, url: str, home: Path, shots: Path, sandbox_ur
     shot(other, shots, "connect-ibkr-oauth2-second-user")
 
     # admin: trader2's connection is neither listed nor theirs to name
-    frame = back_to_connect_page(page)
+    frame = open_connect_page(page, url)
     expect(frame.get_by_text(ADMINS, exact=True)).to_have_count(1)
     expect(frame.get_by_text(TRADERS, exact=True)).to_have_count(0)
     frame.get_by_label("Consumer profile").select_option(APP)
