@@ -5,6 +5,7 @@ detection, revocation, and a user's grant opening a brokerage session through th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -33,6 +34,7 @@ from ibkr_provider.client.session.probe import probe
 from ibkr_provider.client.session.stores.memory import MemorySessionStore
 from ibkr_provider.client.settings.oauth2_user import OAuth2AppProfile
 from tests.support.processes import cache_env, run_workers
+from tests.support.redis_server import redis_server
 from tests.support.sessions import ALL_ACCOUNTS, assert_single_flight
 
 REDIRECT = "http://127.0.0.1:9/ibkr/connect/callback"
@@ -273,9 +275,13 @@ def test_a_revoked_grant_ends_its_open_session(fresh_sandbox: RunningSandbox) ->
 
 
 @pytest.mark.slow  # eight processes
-def test_eight_processes_renew_one_users_grant_once(fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache", ["file", "redis"])
+def test_eight_processes_renew_one_users_grant_once(
+    fresh_sandbox: RunningSandbox, tmp_path: Path, cache: str
+) -> None:
     """A refresh token is good once: eight processes that need the session at the same moment
-    (through the file cache) renew the user's grant exactly once and all use its session."""
+    (through the file cache of one host, or Redis as several hosts do) renew the user's grant
+    exactly once and all use its session."""
     tokens, http = endpoint(fresh_sandbox)
     pkce = Pkce.new()
     code = consent(fresh_sandbox, tokens.server, pkce)["code"]
@@ -283,9 +289,12 @@ def test_eight_processes_renew_one_users_grant_once(fresh_sandbox: RunningSandbo
     conn = json.loads(fresh_sandbox.oauth2_profile_json())
     extra = {k: v for k, v in conn["extra"].items() if k != "issuer"}
     conn["extra"] = {**extra, "refresh_token": grant.refresh_token, "token_url": tokens.server.token_url}
-    env = {"AIRFLOW_CONN_IBKR_DEFAULT": json.dumps(conn), **cache_env(tmp_path / "cache")}
-    fresh_sandbox.inject_fault("/oauth2/api/v1/token", "delay", delay=1.0)  # they overlap
-    results = run_workers(8, "accounts", env)
+    with contextlib.ExitStack() as stack:
+        if cache == "redis":
+            conn["extra"]["session_cache"] = stack.enter_context(redis_server(tmp_path / "redis"))
+        env = {"AIRFLOW_CONN_IBKR_DEFAULT": json.dumps(conn), **cache_env(tmp_path / "cache")}
+        fresh_sandbox.inject_fault("/oauth2/api/v1/token", "delay", delay=1.0)  # they overlap
+        results = run_workers(8, "accounts", env)
     assert_single_flight(results)
     assert all(r["accounts"] == ALL_ACCOUNTS for r in results)
     stats = fresh_sandbox.stats()
