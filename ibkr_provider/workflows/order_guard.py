@@ -24,7 +24,8 @@ from ibkr_provider.client.models.numbers import as_text
 
 if TYPE_CHECKING:
     from ibkr_provider.client import IbkrClient
-    from ibkr_provider.client.models.orders import OrderTicket, WhatIf
+    from ibkr_provider.client.models.orders import OrderTicket
+from ibkr_provider.client.models.whatif import WhatIf
 
 
 def order_coid(dag_id: str, task_id: str, run_id: str, map_index: int) -> str:

@@ -254,10 +254,17 @@ def test_the_trigger_polls_when_ibkr_refuses_the_websocket(
     fresh_sandbox.configure(ws_refuse=True)
     trigger = IbkrOrderStatusTrigger(order_id=resting_order, ibkr_conn_id="ibkr_default", poll_interval=0.2)
 
+    status_path = f"GET /v1/api/iserver/account/order/status/{resting_order}"
+
     async def until_filled() -> dict[str, Any]:
         events = trigger.run()
         first = asyncio.ensure_future(events.__anext__())
-        await asyncio.sleep(2.5)
+        # the order rests until the trigger has polled it a few times (a loaded machine is slow
+        # to get there: wait for the polls, not a fixed time)
+        for _ in range(200):
+            await asyncio.sleep(0.1)
+            if (await asyncio.to_thread(fresh_sandbox.stats))["paths"].get(status_path, 0) >= 4:
+                break
         await asyncio.to_thread(fresh_sandbox.set_price, VTI, 279.0)
         return dict((await asyncio.wait_for(first, timeout=20)).payload)
 
@@ -265,7 +272,7 @@ def test_the_trigger_polls_when_ibkr_refuses_the_websocket(
     logged = capfd.readouterr().out
     assert logged.count("websocket is unavailable") == 1 and "1008 not authenticated" in logged
     assert f"polling order {resting_order} every 0.2 s instead" in logged
-    polls = fresh_sandbox.stats()["paths"][f"GET /v1/api/iserver/account/order/status/{resting_order}"]
+    polls = fresh_sandbox.stats()["paths"][status_path]
     assert polls >= 4  # polled every 0.2 s while it rested (after about 1 s of trying the socket)
     assert fresh_sandbox.stats()["ws_refused"] == 1
 

@@ -7,7 +7,8 @@ from decimal import Decimal as D
 import pytest
 
 from ibkr_provider.client import IbkrOrderRefusedError, IbkrValidationError
-from ibkr_provider.client.models.orders import OrderTicket, WhatIf
+from ibkr_provider.client.models.orders import OrderTicket
+from ibkr_provider.client.models.whatif import WhatIf
 from ibkr_provider.workflows.order_guard import amount, check_notional, refuse_unless_allowed, ticket_of
 from ibkr_provider.workflows.risk import AccountRisk, RiskLimits
 

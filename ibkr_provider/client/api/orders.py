@@ -43,8 +43,8 @@ from ibkr_provider.client.models.orders import (
     OrderStatus,
     OrderTicket,
     PlacedOrder,
-    WhatIf,
 )
+from ibkr_provider.client.models.whatif import WhatIf
 
 if TYPE_CHECKING:
     from ibkr_provider.client.session.stores.base import Lease

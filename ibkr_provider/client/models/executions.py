@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError
+from ibkr_provider.client.models._json import optional_int, optional_text
 from ibkr_provider.client.models.numbers import as_text, to_decimal
 
 
@@ -41,20 +42,21 @@ class Execution:
         size, price = to_decimal(row.get("size")), to_decimal(row.get("price"))
         if size is None or price is None:
             raise IbkrResponseError(f"trades row {row['execution_id']} has no size or price")
-        millis = row.get("trade_time_r")
+        what = "/iserver/account/trades"
+        millis = optional_int(row, "trade_time_r", what)
         return cls(
             execution_id=str(row["execution_id"]),
-            coid=str(row["order_ref"]) if row.get("order_ref") else None,
-            account_id=row.get("account") or row.get("accountCode"),
-            conid=int(row["conid"]) if row.get("conid") not in (None, "") else None,
-            symbol=row.get("symbol"),
+            coid=optional_text(row, "order_ref", what) or None,
+            account_id=optional_text(row, "account", what) or optional_text(row, "accountCode", what),
+            conid=optional_int(row, "conid", what),
+            symbol=optional_text(row, "symbol", what),
             # IBKR: "B" bought, "S" sold.
             side={"B": "BUY", "S": "SELL"}.get(str(row.get("side") or "").upper()[:1], str(row.get("side"))),
             size=size,
             price=price,
             commission=to_decimal(row.get("commission")),
             net_amount=to_decimal(row.get("net_amount")),
-            time=dt.datetime.fromtimestamp(int(millis) / 1000, dt.timezone.utc) if millis else None,
+            time=_utc(millis),
             raw=row,
         )
 
@@ -73,3 +75,14 @@ class Execution:
             "net_amount": as_text(self.net_amount),
             "time": self.time.isoformat() if self.time else None,
         }
+
+
+def _utc(millis: int | None) -> dt.datetime | None:
+    """IBKR's ``trade_time_r`` (epoch milliseconds) as a UTC time; a value no calendar holds is
+    an answer the client cannot read."""
+    if not millis:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(millis / 1000, dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise IbkrResponseError(f"/iserver/account/trades: trade_time_r {millis} is not a time") from None

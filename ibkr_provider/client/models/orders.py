@@ -1,5 +1,6 @@
 """Typed orders: what the caller asks for (:class:`OrderTicket`) and what IBKR answers
-(:class:`WhatIf`, :class:`LiveOrder`, :class:`OrderStatus`, :class:`PlacedOrder`).
+(:class:`LiveOrder`, :class:`OrderStatus`, :class:`PlacedOrder`; the what-if is
+:mod:`ibkr_provider.client.models.whatif`).
 
 Field names and values follow IBKR's order endpoints (Web API documentation, Orders:
 ``POST /iserver/account/{accountId}/orders``, ``.../orders/whatif``,
@@ -17,7 +18,8 @@ from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
 from ibkr_provider.client.fields import decimal
-from ibkr_provider.client.models.numbers import as_json_number, as_text, json_number, to_decimal, to_float
+from ibkr_provider.client.models._json import optional_int, optional_text
+from ibkr_provider.client.models.numbers import as_text, json_number, to_decimal, to_float
 
 
 class OrderSide(str, enum.Enum):
@@ -158,61 +160,6 @@ class OrderTicket:
 
 
 @dataclass(frozen=True)
-class WhatIf:
-    """``/orders/whatif``: the order's value, commission and margin impact, before placing."""
-
-    amount: Decimal | None
-    commission: Decimal | None
-    total: Decimal | None
-    #: IBKR's "equity" section: equity with loan value after the order.
-    equity_after: Decimal | None
-    initial_margin_change: Decimal | None
-    initial_margin_after: Decimal | None
-    maintenance_margin_change: Decimal | None
-    maintenance_margin_after: Decimal | None
-    warning: str | None
-    error: str | None
-    raw: Mapping[str, Any] = field(repr=False)
-
-    @classmethod
-    def from_json(cls, payload: Any) -> WhatIf:
-        if not isinstance(payload, Mapping):
-            raise IbkrResponseError("the what-if answer is not a JSON object")
-
-        def part(name: str, key: str) -> Decimal | None:
-            section = payload.get(name)
-            return to_decimal(section.get(key)) if isinstance(section, Mapping) else None
-
-        return cls(
-            amount=part("amount", "amount"),
-            commission=part("amount", "commission"),
-            total=part("amount", "total"),
-            equity_after=part("equity", "after"),
-            initial_margin_change=part("initial", "change"),
-            initial_margin_after=part("initial", "after"),
-            maintenance_margin_change=part("maintenance", "change"),
-            maintenance_margin_after=part("maintenance", "after"),
-            warning=payload.get("warn"),
-            error=payload.get("error"),
-            raw=payload,
-        )
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready figures (for XCom and logs)."""
-        return {
-            "amount": as_json_number(self.amount),
-            "commission": as_json_number(self.commission),
-            "total": as_json_number(self.total),
-            "equity_after": as_json_number(self.equity_after),
-            "initial_margin_change": as_json_number(self.initial_margin_change),
-            "initial_margin_after": as_json_number(self.initial_margin_after),
-            "maintenance_margin_change": as_json_number(self.maintenance_margin_change),
-            "maintenance_margin_after": as_json_number(self.maintenance_margin_after),
-            "warning": self.warning,
-        }
-
-
-@dataclass(frozen=True)
 class LiveOrder:
     """A row of ``GET /iserver/account/orders``."""
 
@@ -235,13 +182,13 @@ class LiveOrder:
         return cls(
             order_id=str(row["orderId"]),
             account_id=str(row.get("acct") or row.get("account") or ""),
-            conid=int(row["conid"]) if row.get("conid") is not None else None,
+            conid=optional_int(row, "conid", "an order row"),
             status=OrderState.parse(row.get("status")),
             side=side if isinstance(side, OrderSide) else None,
             filled=to_float(row.get("filledQuantity")) or 0.0,
             remaining=to_float(row.get("remainingQuantity")) or 0.0,
             average_price=to_decimal(row.get("avgPrice")),
-            coid=row.get("order_ref"),
+            coid=optional_text(row, "order_ref", "an order row"),
             raw=row,
         )
 
@@ -274,9 +221,9 @@ class OrderStatus:
             filled=to_float(payload.get("cum_fill")) or 0.0,
             size=to_float(payload.get("size")),
             average_price=to_decimal(payload.get("average_price")),
-            conid=int(payload["conid"]) if payload.get("conid") is not None else None,
-            account_id=payload.get("account"),
-            coid=payload.get("order_ref"),
+            conid=optional_int(payload, "conid", "order status"),
+            account_id=optional_text(payload, "account", "order status"),
+            coid=optional_text(payload, "order_ref", "order status"),
             raw=payload,
         )
 

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError
-from ibkr_provider.client.models._json import Json, require_mapping
+from ibkr_provider.client.models._json import Json, optional_int, optional_text, require_mapping
 from ibkr_provider.client.models.numbers import to_decimal, to_float
 
 
@@ -30,15 +30,16 @@ class Account:
     @classmethod
     def from_json(cls, payload: Json) -> Account:
         data = require_mapping(payload, "an account")
-        account_id = data.get("accountId") or data.get("id")
+        what = "/portfolio/accounts"
+        account_id = optional_text(data, "accountId", what) or optional_text(data, "id", what)
         if not account_id:
             raise IbkrResponseError("/portfolio/accounts returned an account without 'accountId'")
         return cls(
-            account_id=str(account_id),
-            display_name=data.get("displayName"),
-            currency=data.get("currency"),
-            type=data.get("type"),
-            trading_type=data.get("tradingType"),
+            account_id=account_id,
+            display_name=optional_text(data, "displayName", what),
+            currency=optional_text(data, "currency", what),
+            type=optional_text(data, "type", what),
+            trading_type=optional_text(data, "tradingType", what),
             raw=data,
         )
 
@@ -72,15 +73,18 @@ class AccountSummary:
 
     @classmethod
     def from_json(cls, account_id: str, payload: Json) -> AccountSummary:
-        data = require_mapping(payload, f"/portfolio/{account_id}/summary")
+        what = f"/portfolio/{account_id}/summary"
+        data = require_mapping(payload, what)
         metrics: dict[str, SummaryValue] = {}
         for name, item in data.items():
             if isinstance(item, Mapping):
+                value = item.get("value")
                 metrics[name] = SummaryValue(
                     amount=None if item.get("isNull") else to_decimal(item.get("amount")),
-                    currency=item.get("currency"),
-                    value=item.get("value"),
-                    timestamp_ms=item.get("timestamp"),
+                    currency=optional_text(item, "currency", what),
+                    # a text metric; IBKR sends numbers and flags there too: kept as their text
+                    value=None if value is None else str(value),
+                    timestamp_ms=optional_int(item, "timestamp", what),
                 )
         return cls(account_id=account_id, metrics=metrics, raw=data)
 
@@ -182,21 +186,23 @@ class Position:
     @classmethod
     def from_json(cls, payload: Json) -> Position:
         data = require_mapping(payload, "a position")
-        conid, quantity = data.get("conid"), to_float(data.get("position"))
+        what = "a position row"
+        conid, quantity = optional_int(data, "conid", what), to_float(data.get("position"))
         if conid is None or quantity is None:
             raise IbkrResponseError("a position row lacks 'conid' or 'position'")
+        description = optional_text(data, "contractDesc", what)
         return cls(
-            account_id=str(data.get("acctId") or ""),
-            conid=int(conid),
-            symbol=data.get("ticker") or data.get("contractDesc"),
-            description=data.get("contractDesc"),
+            account_id=optional_text(data, "acctId", what) or "",
+            conid=conid,
+            symbol=optional_text(data, "ticker", what) or description,
+            description=description,
             quantity=quantity,
             market_price=to_decimal(data.get("mktPrice")),
             market_value=to_decimal(data.get("mktValue")),
             average_cost=to_decimal(data.get("avgCost")),
             unrealized_pnl=to_decimal(data.get("unrealizedPnl")),
             realized_pnl=to_decimal(data.get("realizedPnl")),
-            currency=data.get("currency"),
-            asset_class=data.get("assetClass"),
+            currency=optional_text(data, "currency", what),
+            asset_class=optional_text(data, "assetClass", what),
             raw=data,
         )

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError
-from ibkr_provider.client.models._json import Json, require_mapping
+from ibkr_provider.client.models._json import (
+    Json,
+    flag,
+    optional_int,
+    optional_mapping,
+    optional_text,
+    require_mapping,
+)
 
 
 @dataclass(frozen=True)
@@ -56,9 +63,9 @@ class BrokerageSessionStatus:
     def from_json(cls, payload: Json) -> BrokerageSessionStatus:
         data = require_mapping(payload, "brokerage session status")
         return cls(
-            authenticated=bool(data.get("authenticated", False)),
-            competing=bool(data.get("competing", False)),
-            connected=bool(data.get("connected", False)),
+            authenticated=flag(data, "authenticated", "brokerage session status"),
+            competing=flag(data, "competing", "brokerage session status"),
+            connected=flag(data, "connected", "brokerage session status"),
             message=str(data.get("message") or ""),
             fail=str(data.get("fail") or ""),
             raw=data,
@@ -77,10 +84,10 @@ class TickleResult:
     @classmethod
     def from_json(cls, payload: Json) -> TickleResult:
         data = require_mapping(payload, "/tickle")
-        auth = (data.get("iserver") or {}).get("authStatus")
+        auth = optional_mapping(data, "iserver", "/tickle").get("authStatus")
         return cls(
-            session=data.get("session"),
-            sso_expires_ms=data.get("ssoExpires"),
+            session=optional_text(data, "session", "/tickle"),
+            sso_expires_ms=optional_int(data, "ssoExpires", "/tickle"),
             brokerage=BrokerageSessionStatus.from_json(auth) if isinstance(auth, Mapping) else None,
             raw=data,
         )
@@ -103,7 +110,7 @@ class BrokerageAccounts:
             raise IbkrResponseError("/iserver/accounts answered without an 'accounts' list")
         return cls(
             accounts=tuple(str(a) for a in accounts),
-            selected_account=data.get("selectedAccount"),
-            is_paper=data.get("isPaper"),
+            selected_account=optional_text(data, "selectedAccount", "/iserver/accounts"),
+            is_paper=data.get("isPaper") if isinstance(data.get("isPaper"), bool) else None,
             raw=data,
         )
