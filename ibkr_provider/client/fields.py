@@ -31,7 +31,7 @@ FieldError = Callable[[str, str], IbkrError]
 _UNSET: Any = object()
 
 #: IBKR account ids: one or more letters, then digits.
-_ACCOUNT_ID = re.compile(r"[A-Za-z]{1,6}[0-9]{1,16}")
+ACCOUNT_ID = re.compile(r"[A-Za-z]{1,6}[0-9]{1,16}")
 
 #: Connection extras renamed so that Airflow redacts them by name (its list of sensitive names
 #: matches "private_key", not "signature_key"): REST answers and logs show ``***``. The old
@@ -114,7 +114,7 @@ def decimal(field: str, value: Any, *, error: FieldError = IbkrValidationError) 
 def account_id(value: Any, field: str = "account_id", *, error: FieldError = IbkrValidationError) -> str:
     """An IBKR account id, checked so that it can go into a URL path: letters then digits."""
     text = str(value).strip() if value is not None else ""
-    if not _ACCOUNT_ID.fullmatch(text):
+    if not ACCOUNT_ID.fullmatch(text):
         raise error(field, f"{text[:80]!r} is not an IBKR account id: letters then digits, such as U1234567")
     return text
 

@@ -14,7 +14,7 @@ from airflow.sdk import Asset, BaseOperator, Context
 from ibkr_provider.client.errors import IbkrValidationError
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.flex import IbkrFlexHook
-from ibkr_provider.operators.storage import storage_path
+from ibkr_provider.operators.storage import storage_path, write_whole
 
 DEFAULT_SECTIONS = ("Trades", "OpenPositions", "CashReport")
 
@@ -114,7 +114,7 @@ class IbkrFlexReportOperator(BaseOperator):
         folder.mkdir(parents=True, exist_ok=True)
         tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{query_id}_{context['run_id']}")
         raw = folder / f"flex_{tag}.xml"
-        raw.write_bytes(report.content)
+        write_whole(raw, report.content)
         csv_paths: dict[str, str] = {}
         counts: dict[str, int] = {}
         for section in self.sections:
@@ -126,7 +126,7 @@ class IbkrFlexReportOperator(BaseOperator):
             writer.writeheader()
             writer.writerows(rows)
             target = folder / f"flex_{tag}_{section}.csv"
-            target.write_text(buffer.getvalue())
+            write_whole(target, buffer.getvalue())
             csv_paths[section] = str(target)
         self.log.info("Flex report %s after %d poll(s): %s", report.reference_code, report.polls, counts)
         result: dict[str, Any] = {

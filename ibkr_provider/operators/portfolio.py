@@ -11,7 +11,7 @@ from airflow.sdk import Asset, BaseOperator, Context
 
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
-from ibkr_provider.operators.storage import storage_path
+from ibkr_provider.operators.storage import storage_path, write_whole
 
 
 class IbkrPortfolioSnapshotOperator(BaseOperator):
@@ -92,11 +92,11 @@ class IbkrPortfolioSnapshotOperator(BaseOperator):
             run_tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(context["run_id"]))
             if "json" in self.formats:
                 target = folder / f"portfolio_snapshot_{run_tag}.json"
-                target.write_text(json.dumps({"accounts": [s.as_json() for s in snapshots]}, indent=1))
+                write_whole(target, json.dumps({"accounts": [s.as_json() for s in snapshots]}, indent=1))
                 files.append(str(target))
             if "csv" in self.formats:
                 target = folder / f"positions_{run_tag}.csv"
-                target.write_text(positions_csv(snapshots))
+                write_whole(target, positions_csv(snapshots))
                 files.append(str(target))
             self.log.info("Snapshot written to %s", ", ".join(files))
         event_extra: dict[str, Any] = {"files": files, "accounts": figures}

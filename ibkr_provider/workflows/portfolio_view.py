@@ -103,7 +103,8 @@ def account_views(
         account = Account.from_json(item["account"]) if item.get("account") else None
         currency = (account.currency if account else None) or "USD"
         positions = [Position.from_json(row) for row in item.get("positions", [])]
-        ledger = Ledger.from_json(account_id, item.get("ledger") or {})
+        # an account only the events name (no snapshot file holds it) has no ledger to show
+        ledger = Ledger.from_json(account_id, item["ledger"]) if item.get("ledger") else None
         views.append(
             AccountView(
                 account_id=account_id,
@@ -112,7 +113,7 @@ def account_views(
                 positions=_rows(positions, currency),
                 cash=tuple(
                     (name, entry.cash_balance)
-                    for name, entry in sorted(ledger.entries.items())
+                    for name, entry in sorted(ledger.entries.items() if ledger else ())
                     if entry.cash_balance is not None
                 ),
                 positions_as_of=as_of,

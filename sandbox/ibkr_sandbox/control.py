@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ibkr_sandbox.malformed import malformed
 from ibkr_sandbox.state import SandboxState
 
 Scope = MutableMapping[str, Any]
@@ -68,6 +69,21 @@ class SandboxControl:
                 return record.credential if record else None
         return None
 
+    async def _malformed(self, scope: Scope, receive: Receive, send: Send, shape: str) -> None:
+        """The request is handled; its answer goes out in the fault's malformed ``shape``."""
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            held.append(message)
+
+        await asyncio.to_thread(self.state.advance_market)
+        await self.app(scope, receive, hold)
+        truth = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
+        body, content_type = malformed(shape, truth)
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             # the raw connection, for the websocket's "drop" fault (routes/stream.py)
@@ -103,6 +119,9 @@ class SandboxControl:
                 raise ConnectionAbortedError("injected drop")
             elif fault is not None and fault.kind == "stale":
                 await _answer(counting_send, 200, fault.body, [])
+                return
+            elif fault is not None and fault.kind == "malformed":
+                await self._malformed(scope, receive, counting_send, str(fault.body))
                 return
             elif fault is not None and fault.kind == "drop_after":
                 # The request takes effect (an order is placed) but its answer is lost: the

@@ -61,8 +61,9 @@ class Fault:
     a prefix. Kinds: an HTTP status (401, 429, 500, 502, 503, 504), ``drop`` (close the
     connection without an answer), ``drop_after`` (handle the request, then close the connection
     without its answer), ``delay`` (answer normally after ``delay`` seconds), ``delay_after``
-    (handle the request at once, answer ``delay`` seconds later) or ``stale`` (answer 200 with
-    ``body`` instead of the truth, e.g. an order list that lags behind).
+    (handle the request at once, answer ``delay`` seconds later), ``stale`` (answer 200 with
+    ``body`` instead of the truth, e.g. an order list that lags behind) or ``malformed`` (the
+    truth in the malformed shape ``body`` names: :mod:`ibkr_sandbox.malformed`).
     """
 
     path: str

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ibkr_provider.client import fields
-from ibkr_provider.client.errors import IbkrValidationError
+from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
 
 if TYPE_CHECKING:
     from ibkr_provider.client.models.session import BrokerageAccounts
@@ -61,3 +61,18 @@ def resolve_account(given: str | None, default: str | None) -> str:
             "account_id", "no account given and the connection has no default account_id; pass one"
         )
     return fields.account_id(chosen)
+
+
+T = TypeVar("T")
+
+
+def read_answer(path: str, parse: Callable[[], T]) -> T:
+    """``parse()`` of the answer of ``path``: an answer it cannot read (a row without its id, a
+    number where text belongs) is an :class:`IbkrResponseError` naming the endpoint it came from,
+    so a task's log says which of IBKR's answers was wrong."""
+    try:
+        return parse()
+    except IbkrResponseError as exc:
+        if not exc.endpoint:
+            exc.endpoint = "/v1/api" + path
+        raise

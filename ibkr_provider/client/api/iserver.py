@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ibkr_provider.client.api.base import IbkrApi, resolve_account
+from ibkr_provider.client.api.base import IbkrApi, read_answer, resolve_account
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
 from ibkr_provider.client.models.executions import Execution
 from ibkr_provider.client.models.portfolio import PnlRow
@@ -49,15 +49,20 @@ class IserverApi:
         self._api.iserver_preflight()
         rows = self._api.call("GET", "/iserver/account/trades", params=params)
         if not isinstance(rows, list):
-            raise IbkrResponseError("/iserver/account/trades did not answer with a list")
+            raise IbkrResponseError(
+                "/iserver/account/trades did not answer with a list",
+                endpoint="/v1/api/iserver/account/trades",
+            )
         return rows
 
     def executions(self, days: int = 1, account_id: str | None = None) -> list[Execution]:
         """:meth:`trades` typed: one :class:`Execution` per fill (a malformed row is an error,
         never skipped)."""
-        return [Execution.from_json(row) for row in self.trades(days, account_id)]
+        rows = self.trades(days, account_id)
+        return read_answer("/iserver/account/trades", lambda: [Execution.from_json(row) for row in rows])
 
     def pnl(self) -> dict[str, PnlRow]:
         """``GET /iserver/account/pnl/partitioned``: daily PnL per account (IBKR: 1 per 5 s)."""
         self._api.iserver_preflight()
-        return PnlRow.from_json(self._api.call("GET", "/iserver/account/pnl/partitioned"))
+        payload = self._api.call("GET", "/iserver/account/pnl/partitioned")
+        return read_answer("/iserver/account/pnl/partitioned", lambda: PnlRow.from_json(payload))

@@ -28,7 +28,7 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ibkr_provider.client import fields
-from ibkr_provider.client.api.base import IbkrApi
+from ibkr_provider.client.api.base import IbkrApi, read_answer
 from ibkr_provider.client.errors import (
     IbkrErrorCode,
     IbkrOrderError,
@@ -95,8 +95,11 @@ class OrderService:
         payload = self._api.call("GET", "/iserver/account/orders")
         rows = payload.get("orders") if isinstance(payload, Mapping) else None
         if not isinstance(rows, list):
-            raise IbkrResponseError("/iserver/account/orders answered without an 'orders' list")
-        return [LiveOrder.from_json(row) for row in rows]
+            raise IbkrResponseError(
+                "/iserver/account/orders answered without an 'orders' list",
+                endpoint="/v1/api/iserver/account/orders",
+            )
+        return read_answer("/iserver/account/orders", lambda: [LiveOrder.from_json(row) for row in rows])
 
     def find_by_coid(self, account_id: str, coid: str) -> LiveOrder | None:
         for order in self.live_orders():
@@ -108,9 +111,9 @@ class OrderService:
         """``GET /iserver/account/order/status/{orderId}``."""
         order_id = order_id_of(order_id)
         self._api.iserver_preflight()
-        return OrderStatus.from_json(
-            order_id, self._api.call("GET", f"/iserver/account/order/status/{path_segment(order_id)}")
-        )
+        path = f"/iserver/account/order/status/{path_segment(order_id)}"
+        payload = self._api.call("GET", path)
+        return read_answer(path, lambda: OrderStatus.from_json(order_id, payload))
 
     def cancel(self, account_id: str, order_id: str) -> Mapping[str, Any]:
         """``DELETE /iserver/account/{accountId}/order/{orderId}``: IBKR acknowledges the request;

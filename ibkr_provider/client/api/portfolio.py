@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ibkr_provider.client.api.base import IbkrApi, resolve_account
+from ibkr_provider.client.api.base import IbkrApi, read_answer, resolve_account
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
 from ibkr_provider.client.fields import path_segment
 from ibkr_provider.client.models.paper import account_is_paper
@@ -40,7 +40,8 @@ class PortfolioApi:
         Shared by all processes for five minutes (IBKR allows one call per 5 s); ``refresh``
         reads it again.
         """
-        return [Account.from_json(item) for item in self._api.portfolio_preflight(force=refresh)]
+        accounts = self._api.portfolio_preflight(force=refresh)
+        return read_answer("/portfolio/accounts", lambda: [Account.from_json(item) for item in accounts])
 
     def is_paper(self, account_id: str) -> bool:
         """Whether IBKR says ``account_id`` is a paper account: its ``/portfolio/accounts`` type
@@ -56,13 +57,17 @@ class PortfolioApi:
         """``GET /portfolio/{accountId}/summary``: net liquidation, cash, margin, cushion..."""
         account = self.account(account_id)
         self._api.portfolio_preflight()
-        return AccountSummary.from_json(account, self._call(f"/portfolio/{path_segment(account)}/summary"))
+        path = f"/portfolio/{path_segment(account)}/summary"
+        payload = self._call(path)
+        return read_answer(path, lambda: AccountSummary.from_json(account, payload))
 
     def account_ledger(self, account_id: str | None = None) -> Ledger:
         """``GET /portfolio/{accountId}/ledger``: balances per currency and in BASE."""
         account = self.account(account_id)
         self._api.portfolio_preflight()
-        return Ledger.from_json(account, self._call(f"/portfolio/{path_segment(account)}/ledger"))
+        path = f"/portfolio/{path_segment(account)}/ledger"
+        payload = self._call(path)
+        return read_answer(path, lambda: Ledger.from_json(account, payload))
 
     def positions_page(self, account_id: str | None, page: int) -> list[Position]:
         """One page (0-based, up to 100 rows) of ``GET /portfolio/{accountId}/positions/{page}``."""
@@ -70,13 +75,13 @@ class PortfolioApi:
         if page < 0:
             raise IbkrValidationError("page", "position pages start at 0")
         self._api.portfolio_preflight()
-        payload = self._call(f"/portfolio/{path_segment(account)}/positions/{int(page)}")
+        path = f"/portfolio/{path_segment(account)}/positions/{int(page)}"
+        payload = self._call(path)
         if not isinstance(payload, list):
             raise IbkrResponseError(
-                f"positions page {page} of {account} is not a list",
-                endpoint=f"/v1/api/portfolio/{account}/positions/{page}",
+                f"positions page {page} of {account} is not a list", endpoint="/v1/api" + path
             )
-        return [Position.from_json(row) for row in payload]
+        return read_answer(path, lambda: [Position.from_json(row) for row in payload])
 
     def all_positions(self, account_id: str | None = None) -> list[Position]:
         """Every position, page by page until IBKR returns a short page (whether an empty or a

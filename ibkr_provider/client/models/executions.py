@@ -15,7 +15,7 @@ from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError
 from ibkr_provider.client.models._json import optional_int, optional_text
-from ibkr_provider.client.models.numbers import as_text, to_decimal
+from ibkr_provider.client.models.numbers import amount_of, as_text
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Execution:
     def from_json(cls, row: Any) -> Execution:
         if not isinstance(row, Mapping) or not row.get("execution_id"):
             raise IbkrResponseError(f"a trades row without execution_id: {str(row)[:200]}")
-        size, price = to_decimal(row.get("size")), to_decimal(row.get("price"))
+        size, price = amount_of(row.get("size")), amount_of(row.get("price"))
         if size is None or price is None:
             raise IbkrResponseError(f"trades row {row['execution_id']} has no size or price")
         what = "/iserver/account/trades"
@@ -54,8 +54,8 @@ class Execution:
             side={"B": "BUY", "S": "SELL"}.get(str(row.get("side") or "").upper()[:1], str(row.get("side"))),
             size=size,
             price=price,
-            commission=to_decimal(row.get("commission")),
-            net_amount=to_decimal(row.get("net_amount")),
+            commission=amount_of(row.get("commission")),
+            net_amount=amount_of(row.get("net_amount")),
             time=_utc(millis),
             raw=row,
         )

@@ -12,6 +12,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ibkr_provider.client.errors import IbkrResponseError
+
 _NUMBER = re.compile(r"[-+]?(?:\d[\d,]*)?\.?\d+(?:[eE][-+]?\d+)?")
 
 
@@ -35,6 +37,39 @@ def to_decimal(value: Any) -> Decimal | None:
         return Decimal(match.group(0).replace(",", ""))
     except InvalidOperation:
         return None
+
+
+#: What IBKR puts where a figure is not known; anything else that is not a number is an error.
+_NOT_KNOWN = frozenset({"", "-", "--", "n/a", "na", "none", "null"})
+_WHOLE_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*)?\.?\d+(?:[eE][-+]?\d+)?(?:\s*[A-Z]{3})?%?")
+
+
+def amount_of(value: Any) -> Decimal | None:
+    """A figure of an account or order answer, strictly: a finite number, numeric text in one
+    of IBKR's shapes (:func:`to_decimal`'s), or None for nothing or IBKR's "not known" marks.
+    Anything else (an object, a list, a flag, text that is no number, NaN) is an answer the
+    client cannot read: a wrong figure must fail the task, never become a silent None or a
+    digit fished out of some other value."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
+        raise IbkrResponseError(f"a figure is a {type(value).__name__}, not a number")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in _NOT_KNOWN:
+            return None
+        if not _WHOLE_NUMBER.fullmatch(text[1:] if text[:1] in ("C", "H") else text):
+            raise IbkrResponseError(f"a figure reads {text[:40]!r}, not a number")
+    number = to_decimal(value)
+    if number is None or not number.is_finite():
+        raise IbkrResponseError(f"a figure reads {str(value)[:40]!r}, not a finite number")
+    return number
+
+
+def quantity_of(value: Any) -> float | None:
+    """A quantity (shares, contracts) of an account or order answer, read like :func:`amount_of`."""
+    number = amount_of(value)
+    return float(number) if number is not None else None
 
 
 def to_float(value: Any) -> float | None:

@@ -19,7 +19,7 @@ from typing import Any
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
 from ibkr_provider.client.fields import decimal
 from ibkr_provider.client.models._json import optional_int, optional_text
-from ibkr_provider.client.models.numbers import as_text, json_number, to_decimal, to_float
+from ibkr_provider.client.models.numbers import amount_of, as_text, json_number, quantity_of
 
 
 class OrderSide(str, enum.Enum):
@@ -185,9 +185,9 @@ class LiveOrder:
             conid=optional_int(row, "conid", "an order row"),
             status=OrderState.parse(row.get("status")),
             side=side if isinstance(side, OrderSide) else None,
-            filled=to_float(row.get("filledQuantity")) or 0.0,
-            remaining=to_float(row.get("remainingQuantity")) or 0.0,
-            average_price=to_decimal(row.get("avgPrice")),
+            filled=quantity_of(row.get("filledQuantity")) or 0.0,
+            remaining=quantity_of(row.get("remainingQuantity")) or 0.0,
+            average_price=amount_of(row.get("avgPrice")),
             coid=optional_text(row, "order_ref", "an order row"),
             raw=row,
         )
@@ -218,9 +218,9 @@ class OrderStatus:
             order_id=str(payload.get("order_id") or order_id),
             status=OrderState.parse(text),
             status_text=text,
-            filled=to_float(payload.get("cum_fill")) or 0.0,
-            size=to_float(payload.get("size")),
-            average_price=to_decimal(payload.get("average_price")),
+            filled=quantity_of(payload.get("cum_fill")) or 0.0,
+            size=quantity_of(payload.get("size")),
+            average_price=amount_of(payload.get("average_price")),
             conid=optional_int(payload, "conid", "order status"),
             account_id=optional_text(payload, "account", "order status"),
             coid=optional_text(payload, "order_ref", "order status"),

@@ -12,8 +12,9 @@ from decimal import Decimal
 from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError
+from ibkr_provider.client.fields import ACCOUNT_ID
 from ibkr_provider.client.models._json import Json, optional_int, optional_text, require_mapping
-from ibkr_provider.client.models.numbers import to_decimal, to_float
+from ibkr_provider.client.models.numbers import amount_of, quantity_of
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,9 @@ class Account:
     def from_json(cls, payload: Json) -> Account:
         data = require_mapping(payload, "an account")
         what = "/portfolio/accounts"
-        account_id = optional_text(data, "accountId", what) or optional_text(data, "id", what)
-        if not account_id:
-            raise IbkrResponseError("/portfolio/accounts returned an account without 'accountId'")
+        account_id = data.get("accountId") or data.get("id")
+        if not isinstance(account_id, str) or not ACCOUNT_ID.fullmatch(account_id):
+            raise IbkrResponseError(f"{what} returned an account without an account id ('accountId')")
         return cls(
             account_id=account_id,
             display_name=optional_text(data, "displayName", what),
@@ -80,12 +81,14 @@ class AccountSummary:
             if isinstance(item, Mapping):
                 value = item.get("value")
                 metrics[name] = SummaryValue(
-                    amount=None if item.get("isNull") else to_decimal(item.get("amount")),
+                    amount=None if item.get("isNull") else amount_of(item.get("amount")),
                     currency=optional_text(item, "currency", what),
                     # a text metric; IBKR sends numbers and flags there too: kept as their text
                     value=None if value is None else str(value),
                     timestamp_ms=optional_int(item, "timestamp", what),
                 )
+        if "netliquidation" not in metrics:  # every account's summary has it: this is no summary
+            raise IbkrResponseError(f"{what} has no netliquidation: not an account summary")
         return cls(account_id=account_id, metrics=metrics, raw=data)
 
 
@@ -104,7 +107,9 @@ class PnlRow:
     @classmethod
     def from_json(cls, payload: Json) -> dict[str, PnlRow]:
         data = require_mapping(payload, "/iserver/account/pnl/partitioned")
-        return cls.rows_of(require_mapping(data.get("upnl") or {}, "upnl"))
+        if "upnl" not in data:
+            raise IbkrResponseError("the PnL answer has no 'upnl' rows")
+        return cls.rows_of(require_mapping(data["upnl"], "upnl"))
 
     @classmethod
     def rows_of(cls, rows: Mapping[str, Any]) -> dict[str, PnlRow]:
@@ -112,15 +117,17 @@ class PnlRow:
         the websocket's ``spl`` ``args``)."""
         out: dict[str, PnlRow] = {}
         for key, row in rows.items():
+            if str(key).endswith(".Core") and not isinstance(row, Mapping):
+                raise IbkrResponseError(f"the PnL row {str(key)[:40]} is not a JSON object")
             if isinstance(row, Mapping):
                 account = str(key).split(".")[0]
                 out[account] = cls(
                     account_id=account,
-                    daily_pnl=to_decimal(row.get("dpl")),
-                    net_liquidation=to_decimal(row.get("nl")),
-                    unrealized_pnl=to_decimal(row.get("upl")),
-                    excess_liquidity=to_decimal(row.get("el")),
-                    market_value=to_decimal(row.get("mv")),
+                    daily_pnl=amount_of(row.get("dpl")),
+                    net_liquidation=amount_of(row.get("nl")),
+                    unrealized_pnl=amount_of(row.get("upl")),
+                    excess_liquidity=amount_of(row.get("el")),
+                    market_value=amount_of(row.get("mv")),
                     raw=row,
                 )
         return out
@@ -155,13 +162,15 @@ class Ledger:
             if isinstance(item, Mapping):
                 entries[key] = LedgerEntry(
                     currency=key,
-                    cash_balance=to_decimal(item.get("cashbalance")),
-                    net_liquidation_value=to_decimal(item.get("netliquidationvalue")),
-                    unrealized_pnl=to_decimal(item.get("unrealizedpnl")),
-                    realized_pnl=to_decimal(item.get("realizedpnl")),
-                    exchange_rate=to_decimal(item.get("exchangerate")),
+                    cash_balance=amount_of(item.get("cashbalance")),
+                    net_liquidation_value=amount_of(item.get("netliquidationvalue")),
+                    unrealized_pnl=amount_of(item.get("unrealizedpnl")),
+                    realized_pnl=amount_of(item.get("realizedpnl")),
+                    exchange_rate=amount_of(item.get("exchangerate")),
                     raw=item,
                 )
+        if "BASE" not in entries:  # IBKR's ledger always totals in the base currency
+            raise IbkrResponseError(f"/portfolio/{account_id}/ledger has no BASE entry: not a ledger")
         return cls(account_id=account_id, entries=entries, raw=data)
 
 
@@ -187,7 +196,7 @@ class Position:
     def from_json(cls, payload: Json) -> Position:
         data = require_mapping(payload, "a position")
         what = "a position row"
-        conid, quantity = optional_int(data, "conid", what), to_float(data.get("position"))
+        conid, quantity = optional_int(data, "conid", what), quantity_of(data.get("position"))
         if conid is None or quantity is None:
             raise IbkrResponseError("a position row lacks 'conid' or 'position'")
         description = optional_text(data, "contractDesc", what)
@@ -197,11 +206,11 @@ class Position:
             symbol=optional_text(data, "ticker", what) or description,
             description=description,
             quantity=quantity,
-            market_price=to_decimal(data.get("mktPrice")),
-            market_value=to_decimal(data.get("mktValue")),
-            average_cost=to_decimal(data.get("avgCost")),
-            unrealized_pnl=to_decimal(data.get("unrealizedPnl")),
-            realized_pnl=to_decimal(data.get("realizedPnl")),
+            market_price=amount_of(data.get("mktPrice")),
+            market_value=amount_of(data.get("mktValue")),
+            average_cost=amount_of(data.get("avgCost")),
+            unrealized_pnl=amount_of(data.get("unrealizedPnl")),
+            realized_pnl=amount_of(data.get("realizedPnl")),
             currency=optional_text(data, "currency", what),
             asset_class=optional_text(data, "assetClass", what),
             raw=data,

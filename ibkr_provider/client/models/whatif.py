@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from ibkr_provider.client.errors import IbkrResponseError
-from ibkr_provider.client.models.numbers import as_json_number, to_decimal
+from ibkr_provider.client.models.numbers import amount_of, as_json_number
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class WhatIf:
 
         def part(name: str, key: str) -> Decimal | None:
             section = payload.get(name)
-            return to_decimal(section.get(key)) if isinstance(section, Mapping) else None
+            return amount_of(section.get(key)) if isinstance(section, Mapping) else None
 
         return cls(
             amount=part("amount", "amount"),

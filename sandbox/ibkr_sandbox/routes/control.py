@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from ibkr_sandbox.ledger import Fault
+from ibkr_sandbox.malformed import SHAPES
 from ibkr_sandbox.routes.common import Gate, ibkr_error
 
 
@@ -182,6 +183,7 @@ def control_router(gate: Gate) -> APIRouter:
             "delay",
             "delay_after",
             "stale",
+            "malformed",
             "401",
             "410",
             "429",
@@ -194,6 +196,8 @@ def control_router(gate: Gate) -> APIRouter:
             raise ibkr_error(400, f"kind must be one of {', '.join(kinds)}")
         if fault.kind == "stale" and fault.body is None:
             raise ibkr_error(400, 'a stale fault needs the "body" to answer with')
+        if fault.kind == "malformed" and fault.body not in SHAPES:
+            raise ibkr_error(400, f'a malformed fault needs "body": one of {", ".join(SHAPES)}')
         state.faults.add(fault)
         return dataclasses.asdict(fault)
 
