@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import re
 from collections.abc import Sequence
@@ -11,7 +13,7 @@ from airflow.sdk import Asset, BaseOperator, Context
 
 from ibkr_provider.failures import fail_fast
 from ibkr_provider.hooks.ibkr import IbkrHook
-from ibkr_provider.operators.storage import storage_path, write_whole
+from ibkr_provider.operators.storage import storage_path, whole_file
 
 
 class IbkrPortfolioSnapshotOperator(BaseOperator):
@@ -69,22 +71,30 @@ class IbkrPortfolioSnapshotOperator(BaseOperator):
         return [str(a) for a in self.account_ids]
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from ibkr_provider.workflows.portfolio_view import money
-        from ibkr_provider.workflows.snapshot import positions_csv, take_snapshot
-
         with (
             fail_fast(f"IBKR portfolio snapshot ({self.task_id})"),
             IbkrHook(ibkr_conn_id=self.ibkr_conn_id) as hook,
+            contextlib.ExitStack() as outputs,
         ):
-            snapshots = take_snapshot(hook.get_conn(), self._wanted())
-        figures = {s.account.account_id: s.figures() for s in snapshots}
-        for snap in snapshots:
-            self.log.info(
-                "%s: net liquidation %s, %d positions",
-                snap.account.account_id,
-                money(snap.summary.net_liquidation, snap.account.currency or ""),
-                len(snap.positions),
-            )
+            figures, files = self._snapshot(hook.get_conn(), context, outputs)
+        if files:
+            self.log.info("Snapshot written to %s", ", ".join(files))
+        event_extra: dict[str, Any] = {"files": files, "accounts": figures}
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra = event_extra
+        return {"accounts": figures, "files": files}
+
+    def _snapshot(
+        self, client: Any, context: Context, outputs: contextlib.ExitStack
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Each account fetched, logged and written as it comes: an advisor's thousand accounts
+        never sit in memory together, and the files appear (whole) only when every account's
+        every page was read."""
+        from ibkr_provider.workflows.portfolio_view import money
+        from ibkr_provider.workflows.snapshot import POSITION_COLUMNS, position_rows, snapshot_accounts
+
+        json_out = csv_out = None
         files: list[str] = []
         if self.output_path:
             folder = storage_path(self.output_path)
@@ -92,15 +102,27 @@ class IbkrPortfolioSnapshotOperator(BaseOperator):
             run_tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(context["run_id"]))
             if "json" in self.formats:
                 target = folder / f"portfolio_snapshot_{run_tag}.json"
-                write_whole(target, json.dumps({"accounts": [s.as_json() for s in snapshots]}, indent=1))
+                json_out = outputs.enter_context(whole_file(target))
+                json_out.write('{"accounts": [')
                 files.append(str(target))
             if "csv" in self.formats:
                 target = folder / f"positions_{run_tag}.csv"
-                write_whole(target, positions_csv(snapshots))
+                csv_out = csv.writer(outputs.enter_context(whole_file(target)))
+                csv_out.writerow(POSITION_COLUMNS)
                 files.append(str(target))
-            self.log.info("Snapshot written to %s", ", ".join(files))
-        event_extra: dict[str, Any] = {"files": files, "accounts": figures}
-        for outlet in self.outlets:
-            if isinstance(outlet, Asset):
-                context["outlet_events"][outlet].extra = event_extra
-        return {"accounts": figures, "files": files}
+        figures: dict[str, Any] = {}
+        for snap in snapshot_accounts(client, self._wanted()):
+            if json_out is not None:
+                json_out.write(("," if figures else "") + "\n" + json.dumps(snap.as_json()))
+            if csv_out is not None:
+                csv_out.writerows(position_rows(snap))
+            figures[snap.account.account_id] = snap.figures()
+            self.log.info(
+                "%s: net liquidation %s, %d positions",
+                snap.account.account_id,
+                money(snap.summary.net_liquidation, snap.account.currency or ""),
+                len(snap.positions),
+            )
+        if json_out is not None:
+            json_out.write("\n]}\n")
+        return figures, files

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from ibkr_provider.client.api.portfolio import SUBACCOUNTS_PAGE_SIZE
 from ibkr_provider.client.client import IbkrClient
 from ibkr_provider.client.errors import IbkrErrorCode, IbkrNotFoundError
 from ibkr_provider.client.models.numbers import as_json_number
@@ -61,29 +62,39 @@ class AccountSnapshot:
 
 
 def take_snapshot(client: IbkrClient, account_ids: Iterable[str] | None = None) -> list[AccountSnapshot]:
-    """Snapshot the given accounts, or every account the login can see.
+    """:func:`snapshot_accounts`, all held in memory (notebooks, tests, a few accounts)."""
+    return list(snapshot_accounts(client, account_ids))
 
+
+def snapshot_accounts(
+    client: IbkrClient, account_ids: Iterable[str] | None = None
+) -> Iterator[AccountSnapshot]:
+    """Snapshot the given accounts, or every account the login can see, one at a time (an
+    advisor's thousand sub-accounts never sit in memory together).
+
+    A login that sees a full page of accounts may see more: its accounts are then read page by
+    page from ``/portfolio/subaccounts2`` (IBKR's endpoint for more than 100 sub-accounts).
     Raises :class:`IbkrNotFoundError` for an account the login cannot see (before any per-account
     request), and lets any failed page raise: a snapshot is complete or it is an error.
     """
     accounts = client.list_accounts()
+    if len(accounts) >= SUBACCOUNTS_PAGE_SIZE:
+        accounts = client.portfolio.all_subaccounts()
     visible = {a.account_id: a for a in accounts}
     wanted: Sequence[str] = list(account_ids or []) or list(visible)
     unknown = [a for a in wanted if a not in visible]
     if unknown:
         raise IbkrNotFoundError(
-            f"account_ids: {unknown} are not accounts this login can see; visible: {sorted(visible)}",
+            f"account_ids: {unknown[:20]} are not accounts this login can see ({len(visible)} visible)",
             code=IbkrErrorCode.NOT_FOUND,
         )
-    return [
-        AccountSnapshot(
+    for account_id in wanted:
+        yield AccountSnapshot(
             account=visible[account_id],
             summary=client.account_summary(account_id),
             ledger=client.account_ledger(account_id),
             positions=tuple(client.all_positions(account_id)),
         )
-        for account_id in wanted
-    ]
 
 
 def positions_csv(snapshots: Iterable[AccountSnapshot]) -> str:
@@ -92,21 +103,24 @@ def positions_csv(snapshots: Iterable[AccountSnapshot]) -> str:
     writer = csv.writer(buffer)
     writer.writerow(POSITION_COLUMNS)
     for snap in snapshots:
-        for p in snap.positions:
-            writer.writerow(
-                [
-                    snap.account.account_id,
-                    p.conid,
-                    p.symbol,
-                    p.description,
-                    p.asset_class,
-                    p.currency,
-                    p.quantity,
-                    p.market_price,
-                    p.market_value,
-                    p.average_cost,
-                    p.unrealized_pnl,
-                    p.realized_pnl,
-                ]
-            )
+        writer.writerows(position_rows(snap))
     return buffer.getvalue()
+
+
+def position_rows(snap: AccountSnapshot) -> Iterator[list[Any]]:
+    """The CSV rows of one account's positions (:data:`POSITION_COLUMNS`)."""
+    for p in snap.positions:
+        yield [
+            snap.account.account_id,
+            p.conid,
+            p.symbol,
+            p.description,
+            p.asset_class,
+            p.currency,
+            p.quantity,
+            p.market_price,
+            p.market_value,
+            p.average_cost,
+            p.unrealized_pnl,
+            p.realized_pnl,
+        ]

@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--price-seed", type=int, default=0, help="seed of the deterministic price paths (default 0)"
     )
+    serve.add_argument(
+        "--advisor-subaccounts",
+        type=int,
+        default=0,
+        help="add an advisor login, sandboxadvisor, with this many sub-accounts (default 0)",
+    )
     serve.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     return parser
 
@@ -124,6 +130,7 @@ def serve(args: argparse.Namespace) -> None:
         price_tick_seconds=args.price_tick_seconds,
         price_volatility=args.price_volatility,
         price_seed=args.price_seed,
+        advisor_subaccounts=args.advisor_subaccounts,
     )
     state = SandboxState(settings=settings, client_keys=client_keys)
     mode = "gateway" if args.gateway else args.auth

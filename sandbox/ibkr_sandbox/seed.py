@@ -14,6 +14,8 @@ SANDBOX_CREDENTIAL = "sandboxuser"
 #: A second IBKR login (it sees only DU2345678): a second person connecting through Connect IBKR.
 SECOND_CREDENTIAL = "sandboxuser2"
 SECOND_CREDENTIAL_ACCOUNTS = ("DU2345678",)
+#: A financial advisor's login (``--advisor-subaccounts N``): N small sub-accounts of its own.
+ADVISOR_CREDENTIAL = "sandboxadvisor"
 #: The sandbox user's IBKR user id is drawn per sandbox process (``SandboxState.user_id``): each
 #: sandbox is an IBKR of its own, and clients that tell users apart by id must not take two
 #: sandboxes' users for one.
@@ -121,3 +123,18 @@ def build_seed_book(seed: int = 7) -> SeedBook:
     live = SeedAccount("U3456789", "Sandbox Live (flagged)", False, 15_000.0)
     live.positions = [holding(i) for i in real[2:5]]
     return SeedBook(instruments=instruments, accounts={a.account_id: a for a in (large, small, live)})
+
+
+def advisor_accounts(book: SeedBook, count: int) -> list[SeedAccount]:
+    """``count`` paper sub-accounts of an advisor, ``DU9000001`` on, each with cash and three of
+    the real tickers (deterministic: the same count gives the same accounts)."""
+    real = [i for i in book.instruments.values() if i.conid < 90_000_000]
+    made = []
+    for n in range(1, count + 1):
+        account = SeedAccount(f"DU9{n:06d}", f"Advisor client {n}", True, 10_000.0 + n)
+        picks = [real[(n + k) % len(real)] for k in range(3)]
+        account.positions = [
+            SeedPosition(i.conid, float(1 + (n * 7 + k) % 50), i.last_price) for k, i in enumerate(picks)
+        ]
+        made.append(account)
+    return made

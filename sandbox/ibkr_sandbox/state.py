@@ -24,10 +24,12 @@ from ibkr_sandbox.orders import OrderBook
 from ibkr_sandbox.pacing import GATEWAY_GLOBAL_PER_SECOND, OAUTH_GLOBAL_PER_SECOND, PacingLedger
 from ibkr_sandbox.prices import Anchor, Market, MarketClock, PricePath
 from ibkr_sandbox.seed import (
+    ADVISOR_CREDENTIAL,
     SANDBOX_CREDENTIAL,
     SECOND_CREDENTIAL,
     SECOND_CREDENTIAL_ACCOUNTS,
     SeedBook,
+    advisor_accounts,
     build_seed_book,
 )
 from ibkr_sandbox.stream import StreamRegistry
@@ -71,6 +73,8 @@ class SandboxSettings:
     #: OAuth 2.0 authorization code: the redirect URIs clients may use (empty: any http(s) URI,
     #: and the token request must repeat the authorize request's exactly).
     registered_redirect_uris: list[str] = field(default_factory=list)
+    #: A financial advisor's login, ``sandboxadvisor``, with this many sub-accounts (0: none).
+    advisor_subaccounts: int = 0
     #: OAuth 2.0 authorization code: how long a code is good for (seconds).
     code_lifetime: float = 60.0
     #: OAuth 2.0 authorization code: access-token lifetime of user grants (None: as the app's).
@@ -193,11 +197,10 @@ class SandboxState:
 
     def user_id_of(self, credential: str) -> int:
         """IBKR's user id of a login (each login its own; the first one's is :attr:`user_id`)."""
-        return self.user_id + sorted(self.credentials).index(credential)
+        return self.user_id + list(self.credentials).index(credential)
 
     def __post_init__(self) -> None:
         self.faults = FaultQueue(self.counters)
-        self._pristine_book = copy.deepcopy(self.book)
         self.market = self._opening_market()
         self._pristine_settings = dataclasses.replace(self.settings)
         if not self.credentials:
@@ -205,6 +208,11 @@ class SandboxState:
                 SANDBOX_CREDENTIAL: list(self.book.accounts),
                 SECOND_CREDENTIAL: list(SECOND_CREDENTIAL_ACCOUNTS),
             }
+        if self.settings.advisor_subaccounts:
+            subaccounts = advisor_accounts(self.book, self.settings.advisor_subaccounts)
+            self.book.accounts.update((a.account_id, a) for a in subaccounts)
+            self.credentials[ADVISOR_CREDENTIAL] = [a.account_id for a in subaccounts]
+        self._pristine_book = copy.deepcopy(self.book)
         if self.settings.gateway:
             self._open_gateway_session()
 

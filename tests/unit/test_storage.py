@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ibkr_provider.operators.storage import storage_path, write_whole
-
 
 def test_a_file_appears_whole_under_its_name(tmp_path: Path) -> None:
+    from ibkr_provider.operators.storage import storage_path, write_whole  # imports Airflow
+
     target = storage_path(str(tmp_path)) / "snapshot.json"
     write_whole(target, '{"accounts": []}')
     assert (tmp_path / "snapshot.json").read_text() == '{"accounts": []}'
@@ -21,6 +21,8 @@ def test_a_write_that_fails_leaves_nothing_under_the_name(
 ) -> None:
     """The worker dies between writing and publishing (here: the rename fails): no file under
     the final name, and the temporary one is cleaned up."""
+    from ibkr_provider.operators.storage import storage_path, write_whole  # imports Airflow
+
     target = storage_path(str(tmp_path)) / "snapshot.json"
 
     def dies(self: object, *args: object) -> None:

@@ -7,17 +7,26 @@ IBKR: ``/portfolio/accounts`` "must be called prior to calling other /portfolio 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from typing import Any
 
 from ibkr_provider.client.api.base import IbkrApi, read_answer, resolve_account
 from ibkr_provider.client.errors import IbkrResponseError, IbkrValidationError
 from ibkr_provider.client.fields import path_segment
+from ibkr_provider.client.models._json import optional_int, require_mapping
 from ibkr_provider.client.models.paper import account_is_paper
 from ibkr_provider.client.models.portfolio import Account, AccountSummary, Ledger, Position
 
 POSITIONS_PAGE_SIZE = 100
 #: A bound on paging so a misbehaving server cannot loop a task forever (100,000 positions).
 MAX_POSITION_PAGES = 1000
+#: IBKR lists at most this many accounts in ``/portfolio/accounts`` and ``/portfolio/subaccounts``
+#: and pages ``/portfolio/subaccounts2`` for advisors with more (page size UNCONFIRMED: read
+#: from each answer's ``metadata``).
+SUBACCOUNTS_PAGE_SIZE = 100
+#: No advisor has more pages than this: stop instead of looping on a server that never ends.
+MAX_SUBACCOUNT_PAGES = 10_000
 
 
 class PortfolioApi:
@@ -83,6 +92,31 @@ class PortfolioApi:
             )
         return read_answer(path, lambda: [Position.from_json(row) for row in payload])
 
+    def all_subaccounts(self) -> list[Account]:
+        """Every sub-account of an advisor login, page by page from
+        ``GET /portfolio/subaccounts2?page=N`` (IBKR's endpoint for more than 100; the answer's
+        shape, ``metadata.total`` and ``subaccounts``, is UNCONFIRMED). Pages are read until the
+        total is reached; a failed page or a page that ends short of the total raises: the caller
+        never gets a silently shorter list."""
+        self._api.portfolio_preflight()
+        path = "/portfolio/subaccounts2"
+        accounts: list[Account] = []
+        for page in range(MAX_SUBACCOUNT_PAGES):
+            rows, total = read_answer(
+                path, functools.partial(_subaccount_page, self._api.call("GET", path, params={"page": page}))
+            )
+            accounts.extend(rows)
+            if len(accounts) >= total or not rows:
+                if len(accounts) != total:
+                    where = "/v1/api" + path
+                    raise IbkrResponseError(
+                        f"page {page} ended the sub-accounts at {len(accounts)} of {total}", endpoint=where
+                    )
+                return accounts
+        raise IbkrResponseError(
+            f"more than {MAX_SUBACCOUNT_PAGES} sub-account pages", endpoint="/v1/api" + path
+        )
+
     def all_positions(self, account_id: str | None = None) -> list[Position]:
         """Every position, page by page until IBKR returns a short page (whether an empty or a
         short page ends paging is undocumented; a short page covers both). A page that fails
@@ -98,3 +132,15 @@ class PortfolioApi:
             f"{account} has more than {MAX_POSITION_PAGES} position pages; refusing to page further",
             endpoint=f"/v1/api/portfolio/{account}/positions",
         )
+
+
+def _subaccount_page(payload: Any) -> tuple[list[Account], int]:
+    """One ``/portfolio/subaccounts2`` answer: its accounts and the total it announces."""
+    data = require_mapping(payload, "a sub-accounts page")
+    rows, meta = data.get("subaccounts"), data.get("metadata")
+    if not isinstance(rows, list) or not isinstance(meta, Mapping):
+        raise IbkrResponseError("a sub-accounts page lacks 'subaccounts' or 'metadata'")
+    total = optional_int(meta, "total", "sub-accounts metadata")
+    if total is None or total < 0:
+        raise IbkrResponseError("the sub-accounts metadata has no total")
+    return [Account.from_json(row) for row in rows], total

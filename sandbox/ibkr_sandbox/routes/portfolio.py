@@ -9,18 +9,40 @@ from fastapi import APIRouter, Request
 from ibkr_sandbox import portfolio
 from ibkr_sandbox.routes.common import Gate, ibkr_error
 
+#: IBKR lists at most 100 accounts at once and pages ``/portfolio/subaccounts2`` beyond.
+SUBACCOUNTS_PAGE = 100
+
 
 def portfolio_router(gate: Gate) -> APIRouter:
     router = APIRouter()
     state = gate.state  # the book is read under its lock: fills move positions and cash
 
     @router.get("/v1/api/portfolio/accounts")
+    @router.get("/v1/api/portfolio/subaccounts")
     def portfolio_accounts(request: Request) -> list[dict[str, Any]]:
+        """At most 100 accounts (an advisor with more reads ``subaccounts2``: UNCONFIRMED that
+        ``/portfolio/accounts`` stops at 100 too, the sandbox's model)."""
         record = gate.session(request)
         with state.lock:
             record.portfolio_accounts_queried = True
             book = state.book.accounts
-            return [portfolio.account_json(book[a]) for a in state.credentials[record.credential]]
+            listed = state.credentials[record.credential][:SUBACCOUNTS_PAGE]
+            return [portfolio.account_json(book[a]) for a in listed]
+
+    @router.get("/v1/api/portfolio/subaccounts2")
+    def portfolio_subaccounts2(request: Request, page: int = 0) -> dict[str, Any]:
+        """An advisor's sub-accounts, 100 a page, with the total (shape UNCONFIRMED)."""
+        record = gate.session(request)
+        if page < 0:
+            raise ibkr_error(400, "Bad Request: page must be >= 0")
+        with state.lock:
+            record.portfolio_accounts_queried = True
+            every = state.credentials[record.credential]
+            rows = every[page * SUBACCOUNTS_PAGE : (page + 1) * SUBACCOUNTS_PAGE]
+            return {
+                "metadata": {"total": len(every), "pageSize": SUBACCOUNTS_PAGE, "pageNum": page},
+                "subaccounts": [portfolio.account_json(state.book.accounts[a]) for a in rows],
+            }
 
     @router.get("/v1/api/portfolio/{account_id}/summary")
     def summary(request: Request, account_id: str) -> dict[str, Any]:
