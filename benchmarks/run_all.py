@@ -11,7 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import client_build, fill_latency, import_time, request_overhead, session_sharing  # noqa: E402
+from benchmarks import (  # noqa: E402
+    advisor_snapshot,
+    client_build,
+    fill_latency,
+    import_time,
+    request_overhead,
+    session_sharing,
+)
 
 
 def main() -> int:
@@ -29,6 +36,7 @@ def main() -> int:
         request_overhead.markdown(request_overhead.measure()),
         client_build.markdown(client_build.measure()),
         fill_latency.markdown(fill_latency.measure()),
+        advisor_snapshot.markdown(advisor_snapshot.measure()),
     ]
     with tempfile.TemporaryDirectory(prefix="ibkr-bench-") as tmp:
         sections.append(session_sharing.run(Path(tmp)))
