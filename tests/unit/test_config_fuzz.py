@@ -95,7 +95,7 @@ def connection_values(draw: st.DrawFn) -> dict[str, Any]:
     return values
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values=connection_values())
 def test_a_connection_builds_a_client_or_names_the_field_to_fix(values: dict[str, Any]) -> None:
     try:
