@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -25,6 +25,19 @@ ASSERTION_LIFETIME_SECONDS = 60
 CLOCK_SKEW_SECONDS = 10
 #: IBKR's sample signs the SSO-session JWT for 24 hours.
 SSO_JWT_LIFETIME_SECONDS = 86_400
+
+
+class AppKey(Protocol):
+    """What signs for an app: OAuth 2.0 settings, a user's grant, an app profile."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def client_key_id(self) -> str: ...
+
+    @property
+    def private_key_pem(self) -> str: ...
 
 
 def load_private_key(pem: str) -> RSAPrivateKey:
@@ -42,6 +55,16 @@ class AssertionSigner:
         self._key_id = key_id
         self._key = load_private_key(private_key_pem)
         self._clock = clock
+
+    @classmethod
+    def of_app(cls, app: AppKey, clock: Callable[[], float] = time.time) -> AssertionSigner:
+        """The signer of an app's settings (its client id, key id and private key)."""
+        return cls(
+            client_id=app.client_id,
+            key_id=app.client_key_id,
+            private_key_pem=app.private_key_pem,
+            clock=clock,
+        )
 
     def _sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self._key_id, "typ": "JWT"})

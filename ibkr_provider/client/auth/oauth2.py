@@ -49,12 +49,7 @@ class OAuth2PrivateKeyJwtAuth:
         self._settings = settings
         self._token_url = f"{base_url}/oauth2/api/v1/token"
         self._sso_sessions_url = f"{base_url}/gw/api/v1/sso-sessions"
-        self._signer = AssertionSigner(
-            client_id=settings.client_id,
-            key_id=settings.client_key_id,
-            private_key_pem=settings.private_key_pem,
-            clock=clock,
-        )
+        self._signer = AssertionSigner.of_app(settings, clock)
         self._sink = secret_sink
         self._clock = clock
 

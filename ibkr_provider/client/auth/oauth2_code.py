@@ -274,7 +274,5 @@ def token_endpoint_of(
     profile: OAuth2AppProfile, server: AuthorizationServer, *, secret_sink: Callable[[str], None]
 ) -> TokenEndpoint:
     """The app's calls at ``server``'s token endpoint, signed with the profile's key."""
-    signer = AssertionSigner(
-        client_id=profile.client_id, key_id=profile.client_key_id, private_key_pem=profile.private_key_pem
-    )
+    signer = AssertionSigner.of_app(profile)
     return TokenEndpoint(server, signer, audience=profile.assertion_audience, secret_sink=secret_sink)

@@ -43,12 +43,7 @@ class OAuth2UserGrantAuth:
     ) -> None:
         self._settings = settings
         self._sso_sessions_url = f"{base_url}/gw/api/v1/sso-sessions"
-        self._signer = AssertionSigner(
-            client_id=settings.client_id,
-            key_id=settings.client_key_id,
-            private_key_pem=settings.private_key_pem,
-            clock=clock,
-        )
+        self._signer = AssertionSigner.of_app(settings, clock)
         server = AuthorizationServer(
             authorize_url="", token_url=settings.token_url, revocation_url=settings.revocation_url
         )

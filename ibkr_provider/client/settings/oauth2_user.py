@@ -15,10 +15,13 @@ from typing import Any
 
 from ibkr_provider.client import fields
 from ibkr_provider.client.errors import IbkrConfigError
-from ibkr_provider.client.keys import load_rsa_private_key
-from ibkr_provider.client.pem import read_pem
 from ibkr_provider.client.settings.base import AuthType, text_of
-from ibkr_provider.client.settings.oauth2 import DEFAULT_CLIENT_KEY_ID, OAuth2Settings
+from ibkr_provider.client.settings.oauth2 import (
+    DEFAULT_CLIENT_KEY_ID,
+    OAuth2Settings,
+    app_identity,
+    public_ip,
+)
 
 
 def _url(values: Mapping[str, Any], name: str, fix: str) -> str | None:
@@ -68,38 +71,21 @@ class OAuth2UserSettings:
         refresh = text_of(values, "refresh_token")
         if not refresh:
             raise IbkrConfigError("refresh_token", "the user's grant has no refresh token; connect it again")
-        client_id = text_of(values, "client_id")
-        if not client_id:
-            raise IbkrConfigError(
-                "login", "the OAuth 2.0 client id is missing; put it in the connection's login"
-            )
-        pem = read_pem(values, "private_key")
-        if not pem:
-            raise IbkrConfigError(
-                "private_key",
-                "a user's grant needs the app's RSA private key: set consumer_profile to the profile "
-                "that holds it (Connect IBKR does), or private_key",
-            )
-        load_rsa_private_key(pem, "private_key")
+        client_id, pem, key_id = app_identity(
+            values, "set consumer_profile to the profile that holds it (Connect IBKR does), or private_key"
+        )
         token_url = _url(values, "token_url", "set the authorization server's token endpoint")
         if not token_url:
             raise IbkrConfigError(
                 "token_url", "a user's grant needs the token endpoint it renews at; connect it again"
-            )
-        ip = text_of(values, "ip")
-        if not ip:
-            raise IbkrConfigError(
-                "ip",
-                "oauth2 needs the public IP address your requests leave from (IBKR embeds it in the "
-                "SSO session)",
             )
         return cls(
             client_id=client_id,
             private_key_pem=pem,
             refresh_token=refresh,
             token_url=token_url,
-            ip=ip,
-            client_key_id=text_of(values, "client_key_id") or DEFAULT_CLIENT_KEY_ID,
+            ip=public_ip(values),
+            client_key_id=key_id,
             revocation_url=_url(values, "revocation_url", "set the revocation endpoint or leave it empty"),
             assertion_audience=text_of(values, "assertion_audience"),
             credential=text_of(values, "credential"),
@@ -128,13 +114,7 @@ class OAuth2AppProfile:
 
     @classmethod
     def parse(cls, values: Mapping[str, Any]) -> OAuth2AppProfile:
-        client_id = text_of(values, "client_id")
-        if not client_id:
-            raise IbkrConfigError("login", "the app's OAuth 2.0 client id is missing; put it in the login")
-        pem = read_pem(values, "private_key")
-        if not pem:
-            raise IbkrConfigError("private_key", "the app profile needs the app's RSA private key")
-        load_rsa_private_key(pem, "private_key")
+        client_id, pem, key_id = app_identity(values, "set private_key (PEM) or private_key_path")
         issuer = _url(values, "issuer", "set the authorization server's issuer URL")
         authorize = _url(values, "authorize_url", "set the authorize endpoint's URL")
         token = _url(values, "token_url", "set the token endpoint's URL")
@@ -142,20 +122,17 @@ class OAuth2AppProfile:
             raise IbkrConfigError(
                 "issuer", "an OAuth 2.0 app profile needs issuer (discovery), or authorize_url and token_url"
             )
-        ip = text_of(values, "ip")
-        if not ip:
-            raise IbkrConfigError("ip", "the app profile needs the public IP its sessions leave from")
         return cls(
             client_id=client_id,
             private_key_pem=pem,
-            client_key_id=text_of(values, "client_key_id") or DEFAULT_CLIENT_KEY_ID,
+            client_key_id=key_id,
             issuer=issuer,
             authorize_url=authorize,
             token_url=token,
             revocation_url=_url(values, "revocation_url", "set the revocation endpoint or leave it empty"),
             scope=text_of(values, "scope") or "sso-sessions.write",
             assertion_audience=text_of(values, "assertion_audience"),
-            ip=ip,
+            ip=public_ip(values),
             verify=fields.verify(values.get("verify"), error=IbkrConfigError),
         )
 
