@@ -135,8 +135,10 @@ def url_with_port(url: str, port: Any, *, error: FieldError) -> str:
     if port in (None, "", 0, "0") or parts.port is not None:
         return url
     try:
+        if isinstance(port, bool) or (isinstance(port, float) and not port.is_integer()):
+            raise ValueError(port)
         parsed = int(port)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # int(inf) overflows (found by the fuzz test)
         raise error("port", f"{port!r} is not a port number") from None
     if not 0 < parsed < 65536:
         raise error("port", f"{port!r} is not a port number (1-65535)")

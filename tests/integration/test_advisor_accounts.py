@@ -17,6 +17,9 @@ from ibkr_sandbox.seed import ADVISOR_CREDENTIAL
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
 from ibkr_provider.client.errors import IbkrResponseError
 
+#: In `make test`, not the edit loop: a sandbox of its own and hundreds of accounts.
+pytestmark = pytest.mark.slow
+
 SUBACCOUNTS = 230  # three pages of 100
 
 

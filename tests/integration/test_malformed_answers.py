@@ -18,6 +18,9 @@ from ibkr_provider.client import IbkrClient
 from ibkr_provider.client.errors import IbkrError
 from ibkr_provider.client.session.stores.memory import MemorySessionStore
 
+#: In `make test`, not the edit loop: 36 sessions, one per endpoint and shape.
+pytestmark = pytest.mark.slow
+
 #: endpoint path (as the sandbox matches it) -> what a task calls to read it
 READS: dict[str, Callable[[IbkrClient], Any]] = {
     "/v1/api/portfolio/accounts": lambda c: c.list_accounts(refresh=True),

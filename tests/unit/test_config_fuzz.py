@@ -1,6 +1,7 @@
 """Connection fields, fuzzed (hypothesis): whatever a person or a secrets backend puts in a
 connection, building the client either works or raises :class:`IbkrConfigError` naming the
-field, and no secret value appears in the error (issue 26)."""
+field, and no secret value appears in the error (issue 26). Derandomized in the suite (the same
+examples each run, so CI is repeatable); run with more examples and a random seed to search."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from ibkr_provider.client import IbkrClient, IbkrClientConfig
@@ -95,8 +96,11 @@ def connection_values(draw: st.DrawFn) -> dict[str, Any]:
     return values
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(values=connection_values())
+# found by earlier runs, kept: int(inf) overflowed instead of naming the port
+@example(values={**BASES[0], "port": float("inf"), "session_cache_dir": CACHE_DIR})
+@example(values={**BASES[0], "port": 443.5, "session_cache_dir": CACHE_DIR})
 def test_a_connection_builds_a_client_or_names_the_field_to_fix(values: dict[str, Any]) -> None:
     try:
         config = IbkrClientConfig.from_mapping(values)

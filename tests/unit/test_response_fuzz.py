@@ -173,7 +173,7 @@ def assert_typed(value: Any, where: str = "") -> None:
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(payload=JSON)
 def test_a_parser_answers_a_model_or_a_typed_error(name: str, payload: Any) -> None:
     try:
@@ -183,7 +183,7 @@ def test_a_parser_answers_a_model_or_a_typed_error(name: str, payload: Any) -> N
     assert_typed(parsed)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(text=st.text(max_size=200) | JSON.map(json.dumps))
 def test_a_stream_message_parses_or_is_a_typed_error(text: str) -> None:
     with contextlib.suppress(IbkrError):
