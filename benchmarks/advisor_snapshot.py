@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "sandbox"))
 
+#: ``make cluster``'s Celery workers.
+WORKERS = ("worker-1", "worker-2")
 #: IBKR's global limit for OAuth sessions (requests per second).
 GLOBAL_RATE = 50.0
 
@@ -131,7 +133,98 @@ Goal: within 1.15x of the bound with no 429, and memory flat as accounts grow (w
 """
 
 
+@dataclass(frozen=True)
+class MappedRun:
+    accounts: int
+    tasks: int
+    workers: int
+    seconds: float
+    requests: int
+    http_429: int
+
+    @property
+    def bound_seconds(self) -> float:
+        return self.requests / GLOBAL_RATE
+
+    @property
+    def ratio(self) -> float:
+        return self.seconds / self.bound_seconds
+
+
+def measure_mapped(count: int = 1000, chunk: int = 100) -> MappedRun:
+    """The same snapshot as ``count / chunk`` mapped tasks on ``make cluster``'s two Celery
+    workers (one IBKR session and one pacing ledger in Redis): from the first task's start to the
+    last task's end, against the requests all tasks made."""
+    from scripts.local_airflow import free_port
+    from tests.support.airflow_api import Api
+    from tests.support.scripts import running_script, user_env
+
+    dag_id = "ibkr_advisor_snapshot_mapped"
+    with tempfile.TemporaryDirectory(prefix="ibkr-bench-mapped-") as tmp:
+        work = Path(tmp) / "cluster"
+        env = user_env(
+            IBKR_CLUSTER_PORT=str(free_port()),
+            IBKR_CLUSTER_DIR=str(work),
+            IBKR_CLUSTER_DAGS=str(ROOT / "benchmarks" / "dags"),
+            IBKR_CLUSTER_ADVISOR_SUBACCOUNTS=str(count),
+        )
+        with running_script("cluster.py", env, Path(tmp) / "cluster.out", boot_seconds=720, stop_seconds=90):
+            info: dict[str, Any] = json.loads((work / "cluster.json").read_text())
+            api = Api(info["url"], info["password"])
+            stats_url = f"{info['sandbox_url']}/__sandbox__/stats"
+            import requests
+
+            before = requests.get(stats_url, timeout=30).json()
+            out = Path(tmp) / "out"
+            run_id = api.trigger(dag_id, {"chunk": chunk, "output_dir": str(out)})
+            state = api.finish(dag_id, run_id, seconds=1800)
+            if state != "success":
+                raise RuntimeError(f"{dag_id} ended {state}: see {work / 'logs'}")
+            after = requests.get(stats_url, timeout=30).json()
+            tasks = [t for t in api.task_instances(dag_id, run_id) if t["task_id"] == "snapshot"]
+            # both workers run on this one machine (one hostname): each Celery worker's own log
+            # says which tasks it received
+            logs = [
+                (work / "logs" / f"{name}.log").read_text(errors="replace")
+                for name in ("worker-1", "worker-2")
+            ]
+            workers = sum(1 for log in logs if f"dag_id='{dag_id}'" in log or dag_id in log)
+        written = sum(
+            len(json.loads(f.read_text())["accounts"]) for f in out.glob("*/portfolio_snapshot_*.json")
+        )
+        if written != count:
+            raise RuntimeError(f"the files hold {written} accounts, not {count}")
+    import datetime as dt
+
+    starts = [dt.datetime.fromisoformat(t["start_date"]) for t in tasks]
+    ends = [dt.datetime.fromisoformat(t["end_date"]) for t in tasks]
+    requests_made = sum(
+        n - before["paths"].get(path, 0) for path, n in after["paths"].items() if "/portfolio/" in path
+    )
+    return MappedRun(
+        accounts=count,
+        tasks=len(tasks),
+        workers=workers,
+        seconds=(max(ends) - min(starts)).total_seconds(),
+        requests=requests_made,
+        http_429=int(after.get("http_429", 0)) - int(before.get("http_429", 0)),
+    )
+
+
+def markdown_mapped(run: MappedRun) -> str:
+    return f"""
+The same {run.accounts} sub-accounts as {run.tasks} mapped tasks of 100 on `make cluster`
+(CeleryExecutor, tasks ran on {run.workers} workers, one IBKR session and one pacing ledger in
+Redis; `.venv/bin/python benchmarks/advisor_snapshot.py --cluster`): {run.requests} requests
+(each task also reads the sub-account list), {run.seconds:.1f} s from the first task's start to
+the last one's end against a bound of {run.bound_seconds:.1f} s: **{run.ratio:.2f}x**, {run.http_429} x 429.
+"""
+
+
 if __name__ == "__main__":
-    quick = "--quick" in sys.argv
-    result = measure((100, 300) if quick else (100, 1000))
-    sys.stdout.write(markdown(result))
+    if "--cluster" in sys.argv:
+        sys.stdout.write(markdown_mapped(measure_mapped()))
+    else:
+        quick = "--quick" in sys.argv
+        result = measure((100, 300) if quick else (100, 1000))
+        sys.stdout.write(markdown(result))

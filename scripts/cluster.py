@@ -16,7 +16,9 @@ well inside the 30 s lease of the placement lock a killed worker leaves behind, 
 placement waits out the rest of that lease before it looks for the order (and adopts it).
 
 Settings: ``IBKR_CLUSTER_PORT`` (the UI, default 8080), ``IBKR_CLUSTER_DIR`` (work directory,
-default ``.cluster``, emptied at start), ``IBKR_CLUSTER_DAGS`` (DAG folder, default ``dags/``).
+default ``.cluster``, emptied at start), ``IBKR_CLUSTER_DAGS`` (DAG folder, default ``dags/``),
+``IBKR_CLUSTER_ADVISOR_SUBACCOUNTS`` (N: the sandbox's advisor login with N sub-accounts, stored
+as the connection ``ibkr_advisor``; ``benchmarks/advisor_snapshot.py --cluster`` uses it).
 ``cluster.json`` in the work directory lists the URLs, the admin password and every process id.
 Ctrl-C (or SIGTERM) stops everything and removes the database.
 
@@ -49,6 +51,7 @@ from typing import IO, Any
 import requests
 from airflow_connections import import_connections
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
+from ibkr_sandbox.seed import ADVISOR_CREDENTIAL
 from local_airflow import ROOT, answers, free_port, wait_until
 
 from ibkr_provider.client.session.locking import write_private_atomically
@@ -257,7 +260,10 @@ def main() -> int:
     try:
         database = start_postgres(cluster)
         redis = start_redis(cluster)
-        cluster.sandbox = sandbox = start_sandbox(work / "sandbox")
+        # IBKR_CLUSTER_ADVISOR_SUBACCOUNTS=N: the sandbox's advisor login too, as ibkr_advisor
+        advisor = int(os.environ.get("IBKR_CLUSTER_ADVISOR_SUBACCOUNTS") or 0)
+        extra_args = ["--advisor-subaccounts", str(advisor)] if advisor else []
+        cluster.sandbox = sandbox = start_sandbox(work / "sandbox", *extra_args)
         url = f"http://127.0.0.1:{port}"
         password = secrets.token_urlsafe(12)
         write_private_atomically(work / "passwords.json", json.dumps({"admin": password}).encode())
@@ -302,6 +308,10 @@ def main() -> int:
         # The trade journal: a table in the cluster's PostgreSQL (not touched by `airflow db clean`).
         journal = {"conn_type": "generic", "extra": {"sqlalchemy_url": database}}
         connections = {"ibkr_default": ibkr, "ibkr_flex_default": flex, "ibkr_journal": journal}
+        if advisor:
+            advisor_conn = json.loads(sandbox.connection_json(credential=ADVISOR_CREDENTIAL))
+            advisor_conn["extra"]["session_cache"] = f"{redis}/1"
+            connections["ibkr_advisor"] = advisor_conn
         import_connections(airflow, connections, work, controller)
         for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
             cluster.start(component, [airflow, component], controller)
