@@ -5,8 +5,6 @@ Plain Python (no Airflow), so the same snapshot serves the operator, notebooks a
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -61,11 +59,6 @@ class AccountSnapshot:
         }
 
 
-def take_snapshot(client: IbkrClient, account_ids: Iterable[str] | None = None) -> list[AccountSnapshot]:
-    """:func:`snapshot_accounts`, all held in memory (notebooks, tests, a few accounts)."""
-    return list(snapshot_accounts(client, account_ids))
-
-
 def snapshot_accounts(
     client: IbkrClient, account_ids: Iterable[str] | None = None
 ) -> Iterator[AccountSnapshot]:
@@ -95,16 +88,6 @@ def snapshot_accounts(
             ledger=client.account_ledger(account_id),
             positions=tuple(client.all_positions(account_id)),
         )
-
-
-def positions_csv(snapshots: Iterable[AccountSnapshot]) -> str:
-    """Every position of every snapshot as CSV (one header row)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(POSITION_COLUMNS)
-    for snap in snapshots:
-        writer.writerows(position_rows(snap))
-    return buffer.getvalue()
 
 
 def position_rows(snap: AccountSnapshot) -> Iterator[list[Any]]:
