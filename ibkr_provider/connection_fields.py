@@ -11,10 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ibkr_provider.consent_fields import oauth2_consent_fields
-
-#: One JSON type plus null per field: the 3.3 form renders a single-line input (a number input,
-#: a switch for booleans) for those, and a JSON text box for fields that allow several types.
-_OPTIONAL_STRING: dict[str, Any] = {"type": ["string", "null"]}
+from ibkr_provider.field_schemas import OPTIONAL_STRING, SECRET_STRING
 
 #: Fields both connection types read the same way.
 _TRANSPORT_FIELDS: dict[str, Any] = {
@@ -31,9 +28,6 @@ _TRANSPORT_FIELDS: dict[str, Any] = {
 }
 
 
-_SECRET_STRING: dict[str, Any] = {"type": ["string", "null"], "format": "password"}
-
-
 def _oauth1a_fields() -> dict[str, Any]:
     """Self-service OAuth 1.0a: what the user generated and uploaded, and what IBKR gave back."""
     pem_note = "Paste the PEM; stripped or \\n-escaped newlines are repaired."
@@ -42,65 +36,65 @@ def _oauth1a_fields() -> dict[str, Any]:
             "label": "Consumer key (oauth1a)",
             "description": "The 9-character consumer key you chose in IBKR's self-service OAuth page; "
             "the connection's login works too.",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "access_token": {
             "label": "Access token (oauth1a)",
             "description": "The access token IBKR's self-service OAuth page generated for the consumer.",
-            "schema": _SECRET_STRING,
+            "schema": SECRET_STRING,
         },
         "access_token_secret": {
             "label": "Access token secret (oauth1a)",
             "description": "As IBKR's page shows it (base64); the connection's password works too.",
-            "schema": _SECRET_STRING,
+            "schema": SECRET_STRING,
         },
         "signature_private_key": {
             "label": "Private signature key (oauth1a)",
             "description": "Private half of the signature key pair whose public half you uploaded "
             f"(private_signature.pem). {pem_note}",
-            "schema": _SECRET_STRING,
+            "schema": SECRET_STRING,
         },
         "signature_private_key_path": {
             "label": "Signature key path (oauth1a)",
             "description": "Path to private_signature.pem on every worker, instead of pasting it.",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "encryption_private_key": {
             "label": "Private encryption key (oauth1a)",
             "description": "Private half of the encryption key pair whose public half you uploaded "
             f"(private_encryption.pem); it decrypts the access token secret. {pem_note}",
-            "schema": _SECRET_STRING,
+            "schema": SECRET_STRING,
         },
         "encryption_private_key_path": {
             "label": "Encryption key path (oauth1a)",
             "description": "Path to private_encryption.pem on every worker, instead of pasting it.",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "dh_params": {
             "label": "DH parameters (oauth1a)",
             "description": "The dhparam.pem you uploaded (-----BEGIN DH PARAMETERS-----).",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "dh_params_path": {
             "label": "DH parameters path (oauth1a)",
             "description": "Path to dhparam.pem on every worker, instead of pasting it.",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "dh_prime": {
             "label": "DH prime, hex (oauth1a)",
             "description": "The prime of dhparam.pem as hex (as ibind users keep it), instead of dh_params.",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "realm": {
             "label": "Realm (oauth1a)",
             "description": "limited_poa (default); test_realm for IBKR's demo consumer TESTCONS.",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "consumer_profile": {
             "label": "Consumer profile (oauth1a, Connect IBKR)",
             "description": "Connection id of the consumer profile whose keys, DH parameters and realm "
             "this connection uses (Connect IBKR sets it; nothing is copied).",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "oauth1_query_signing": {
             "label": "Query parameter signing (oauth1a)",
@@ -133,7 +127,7 @@ def _oauth2_fields() -> dict[str, Any]:
         "credential": {
             "label": "Credential (IBKR username)",
             "description": "IBKR username the SSO session is opened for (oauth2 only).",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "private_key": {
             "label": "Private key (PEM)",
@@ -144,13 +138,13 @@ def _oauth2_fields() -> dict[str, Any]:
         "private_key_path": {
             "label": "Private key path",
             "description": "Path to the PEM file on every worker, instead of pasting the key.",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "ip": {
             "label": "Public IP",
             "description": "Public IP address your requests leave from, placed in the SSO session JWT "
             "(oauth2 only). Never looked up from a third-party service.",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         **oauth2_consent_fields(),
     }
@@ -160,7 +154,7 @@ _ACCOUNT_FIELD: dict[str, Any] = {
     "account_id": {
         "label": "Default account id",
         "description": "Account used when a task names none, e.g. U1234567 or DU1234567.",
-        "schema": _OPTIONAL_STRING,
+        "schema": OPTIONAL_STRING,
     },
 }
 
@@ -270,7 +264,7 @@ def flex_conn_fields() -> dict[str, Any]:
             "description": "Query id from Client Portal (Performance & Reports > Flex Queries): "
             "used by operators that name none, and by the Test button, which then proves token "
             "and query with one SendRequest.",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         **_TRANSPORT_FIELDS,
         "poll_interval": {

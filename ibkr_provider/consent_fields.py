@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_OPTIONAL_STRING: dict[str, Any] = {"type": ["string", "null"]}
-_SECRET_STRING: dict[str, Any] = {"type": ["string", "null"], "format": "password"}
+from ibkr_provider.field_schemas import OPTIONAL_STRING, SECRET_STRING
 
 
 def oauth2_consent_fields() -> dict[str, Any]:
@@ -19,46 +18,46 @@ def oauth2_consent_fields() -> dict[str, Any]:
             "label": "Issuer (Connect IBKR)",
             "description": "Authorization server whose RFC 8414 metadata (/.well-known/oauth-authorization-"
             f"server) names the authorize, token and revocation endpoints. {unconfirmed}",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "authorize_url": {
             "label": "Authorize URL (Connect IBKR)",
             "description": "Where users log in and consent, instead of discovery (OAuth 1.0a: IBKR's "
             "authorize page, default https://www.interactivebrokers.com/authorize).",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "token_url": {
             "label": "Token URL (Connect IBKR)",
             "description": "Token endpoint of the authorization-code flow, instead of discovery. "
             + unconfirmed,
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "revocation_url": {
             "label": "Revocation URL (Connect IBKR)",
             "description": "RFC 7009 endpoint Disconnect revokes the user's grant at (empty: none).",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "scope": {
             "label": "Scope (Connect IBKR)",
             "description": f"Scopes the consent asks for (default sso-sessions.write). {unconfirmed}",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "assertion_audience": {
             "label": "Client assertion audience (Connect IBKR)",
             "description": "The aud of the client assertion at the token endpoint (default: the token "
             "endpoint's URL, RFC 7523).",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "callback_url": {
             "label": "Callback URL (Connect IBKR)",
             "description": "Where the authorization server sends the user back (default: this Airflow's "
             "/ibkr/connect/callback); register exactly this URL with IBKR.",
-            "schema": _OPTIONAL_STRING,
+            "schema": OPTIONAL_STRING,
         },
         "refresh_token": {
             "label": "Refresh token (Connect IBKR)",
             "description": "The user's OAuth 2.0 refresh token, saved by Connect IBKR (rotations are kept "
             "in the session cache).",
-            "schema": _SECRET_STRING,
+            "schema": SECRET_STRING,
         },
     }
