@@ -69,8 +69,8 @@ class SandboxControl:
                 return record.credential if record else None
         return None
 
-    async def _malformed(self, scope: Scope, receive: Receive, send: Send, shape: str) -> None:
-        """The request is handled; its answer goes out in the fault's malformed ``shape``."""
+    async def _handled(self, scope: Scope, receive: Receive) -> list[Message]:
+        """Handle the request (it takes effect) and hold its answer's messages back."""
         held: list[Message] = []
 
         async def hold(message: Message) -> None:
@@ -78,6 +78,11 @@ class SandboxControl:
 
         await asyncio.to_thread(self.state.advance_market)
         await self.app(scope, receive, hold)
+        return held
+
+    async def _malformed(self, scope: Scope, receive: Receive, send: Send, shape: str) -> None:
+        """The request is handled; its answer goes out in the fault's malformed ``shape``."""
+        held = await self._handled(scope, receive)
         truth = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
         body, content_type = malformed(shape, truth)
         headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
@@ -138,13 +143,7 @@ class SandboxControl:
                 # The request takes effect at once and its answer comes ``delay`` seconds later:
                 # a window in which the caller can die mid-request (a worker killed while
                 # placing an order) after IBKR already acted on it.
-                held: list[Message] = []
-
-                async def hold(message: Message) -> None:
-                    held.append(message)
-
-                await asyncio.to_thread(state.advance_market)
-                await self.app(scope, receive, hold)
+                held = await self._handled(scope, receive)
                 await asyncio.sleep(fault.delay)
                 for message in held:
                     await counting_send(message)

@@ -3,7 +3,6 @@ authorize page, the user grants of the token endpoint, and revocation."""
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ibkr_sandbox.authcode import AuthorizationServer, AuthorizeError, GrantRejected, metadata
 from ibkr_sandbox.consent import consent_page
 from ibkr_sandbox.oauth import TOKEN_AUDIENCE, JwtRejected, verify_client_assertion
-from ibkr_sandbox.routes.common import Gate, ibkr_error, oauth_error
+from ibkr_sandbox.routes.common import Gate, ibkr_error, oauth_error, posted_form
 from ibkr_sandbox.state import SandboxState
 
 TOKEN_PATH = "/oauth2/api/v1/token"
@@ -95,7 +94,7 @@ def authorize_router(gate: Gate) -> APIRouter:
     @router.post("/oauth2/authorize")
     async def authorize_decision(request: Request) -> Response:
         server = server_of(state)
-        form = {k: v[0] for k, v in urllib.parse.parse_qs((await request.body()).decode()).items()}
+        form = await posted_form(request)
         request_id = form.get("request_id", "")
         accept = form.get("decision") == "accept"
         with state.lock:

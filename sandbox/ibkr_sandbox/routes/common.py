@@ -9,6 +9,7 @@ brokerage session.
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from fastapi import Request
@@ -124,3 +125,9 @@ def auth_status(record: SsoSessionRecord) -> dict[str, Any]:
         "hardware_info": "5a4d42|02:00:00:5A:4D:42",
         "serverInfo": SERVER_INFO,
     }
+
+
+async def posted_form(request: Request) -> dict[str, str]:
+    """A login page's posted form (``application/x-www-form-urlencoded``), first value of each
+    field."""
+    return {k: v[0] for k, v in urllib.parse.parse_qs((await request.body()).decode()).items()}

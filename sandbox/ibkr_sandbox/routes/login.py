@@ -4,7 +4,6 @@ token)."""
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,7 +14,7 @@ from ibkr_sandbox.consent import ConsentBroker, consent_page
 from ibkr_sandbox.oauth import TOKEN_AUDIENCE, JwtRejected, verify_client_assertion, verify_sso_jwt
 from ibkr_sandbox.oauth1 import OAuth1Rejected
 from ibkr_sandbox.routes.authorize import assertion_audiences, user_tokens
-from ibkr_sandbox.routes.common import Gate, bearer, ibkr_error, oauth_error, signed_url
+from ibkr_sandbox.routes.common import Gate, bearer, ibkr_error, oauth_error, posted_form, signed_url
 
 T = TypeVar("T")
 
@@ -157,7 +156,7 @@ def login_router(gate: Gate) -> APIRouter:
     @router.post("/authorize")
     async def authorize_decision(request: Request) -> Response:
         broker = consent_broker()
-        form = {k: v[0] for k, v in urllib.parse.parse_qs((await request.body()).decode()).items()}
+        form = await posted_form(request)
         token = form.get("oauth_token", "")
         accept = form.get("decision") == "accept"
         with state.lock:
