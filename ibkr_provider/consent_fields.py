@@ -54,6 +54,12 @@ def oauth2_consent_fields() -> dict[str, Any]:
             "/ibkr/connect/callback); register exactly this URL with IBKR.",
             "schema": OPTIONAL_STRING,
         },
+        "user_session": {
+            "label": "User session (Connect IBKR)",
+            "description": "How a user's OAuth 2.0 token reaches the Web API: sso_sessions (default: an SSO "
+            f"session opened with it) or access_token (sent as the bearer itself). {unconfirmed}",
+            "schema": {"type": ["string", "null"], "enum": ["sso_sessions", "access_token", None]},
+        },
         "refresh_token": {
             "label": "Refresh token (Connect IBKR)",
             "description": "The user's OAuth 2.0 refresh token, saved by Connect IBKR (rotations are kept "

@@ -309,7 +309,7 @@ class SandboxState:
         with self.lock:
             if self.settings.gateway:
                 session_id = "gateway"
-            record = self.sessions.get(session_id or "")
+            record = self.sessions.get(session_id or "") or self._user_token_session(session_id or "")
             if record is None:
                 return None
             now = time.time()
@@ -319,6 +319,28 @@ class SandboxState:
                 return None
             record.last_active = now
             return record
+
+    def _user_token_session(self, token: str) -> SsoSessionRecord | None:
+        """A user's own access token (authorization code) sent as the bearer itself: the
+        sandbox takes it as that user's session (whether IBKR does is UNCONFIRMED: the provider's
+        ``user_session`` setting chooses), opened on first use and ending with the token."""
+        record = self.access_token(token)
+        if record is None or record.username is None:
+            return None
+        now = time.time()
+        session = SsoSessionRecord(
+            token,
+            record.client_id,
+            record.username,
+            "",
+            now,
+            now,
+            expires_at=record.expires_at,
+            family=record.family,
+        )
+        self.sessions[token] = session
+        self.counters.add("user_token_sessions")
+        return session
 
     def family_revoked(self, family_id: str | None) -> bool:
         """Whether a user grant was revoked (a reused refresh token, RFC 7009, a replayed code):

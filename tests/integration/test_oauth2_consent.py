@@ -203,7 +203,9 @@ def test_revocation_ends_the_grant(fresh_sandbox: RunningSandbox) -> None:
         tokens.refresh(grant.refresh_token, http)
 
 
-def user_client(sandbox: RunningSandbox, refresh_token: str, token_url: str) -> Callable[[], IbkrClient]:
+def user_client(
+    sandbox: RunningSandbox, refresh_token: str, token_url: str, **extra: str
+) -> Callable[[], IbkrClient]:
     conn = json.loads(sandbox.oauth2_profile_json())
     values = {
         "base_url": conn["host"],
@@ -212,6 +214,7 @@ def user_client(sandbox: RunningSandbox, refresh_token: str, token_url: str) -> 
         "refresh_token": refresh_token,
         "token_url": token_url,
         "session_cache": "memory",
+        **extra,
     }
     return lambda: IbkrClient(IbkrClientConfig.from_mapping(values), secret_sink=keep)
 
@@ -300,3 +303,24 @@ def test_eight_processes_renew_one_users_grant_once(
     stats = fresh_sandbox.stats()
     assert stats["refreshes"] == 1 and stats["user_sso_sessions"] == 1, stats
     assert stats.get("grants_refused", 0) == 0, stats
+
+
+def test_a_users_token_can_be_the_bearer_itself(fresh_sandbox: RunningSandbox) -> None:
+    """``user_session`` ``access_token``: no SSO session is opened; the user's token is sent as
+    the bearer (whether IBKR allows it is unpublished, so it is a setting); anything else is
+    refused by field."""
+    MemorySessionStore.clear()
+    tokens, http = endpoint(fresh_sandbox)
+    pkce = Pkce.new()
+    code = consent(fresh_sandbox, tokens.server, pkce)["code"]
+    grant = tokens.exchange_code(code, redirect_uri=REDIRECT, pkce=pkce, http=http)
+    build = user_client(
+        fresh_sandbox, grant.refresh_token, tokens.server.token_url, user_session="access_token"
+    )
+    with build() as client:
+        assert client.account_summary("DU1234567").net_liquidation
+    stats = fresh_sandbox.stats()
+    assert stats.get("user_sso_sessions", 0) == 0 and stats["user_token_sessions"] == 1, stats
+    with pytest.raises(IbkrConfigError) as refused:
+        user_client(fresh_sandbox, grant.refresh_token, tokens.server.token_url, user_session="cookie")()
+    assert refused.value.field == "user_session"

@@ -54,6 +54,7 @@ def credential_fingerprint(config: IbkrClientConfig) -> str:
             settings.grant_id,
             settings.ip,
             settings.token_url,
+            settings.user_session,
         )
         parts += [*(t.encode() for t in grant), _public_der(key)]
     elif isinstance(settings, OAuth1aSettings):

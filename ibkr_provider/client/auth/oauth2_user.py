@@ -110,6 +110,9 @@ class OAuth2UserGrantAuth:
 
     def open(self, transport: HttpTransport, stamp: Stamp) -> SessionTokens:
         access, expires_at, scope, username = self.refreshed(transport)
+        token = AccessToken(token=access, expires_at=expires_at, scope=scope)
+        if self._settings.user_session == "access_token":  # the user's token is the bearer itself
+            return SessionTokens(bearer=access, access_token=token, expires_at=expires_at)
         sso = open_sso_session(
             transport,
             self._signer,
@@ -119,7 +122,6 @@ class OAuth2UserGrantAuth:
             url=self._sso_sessions_url,
             secret_sink=self._sink,
         )
-        token = AccessToken(token=access, expires_at=expires_at, scope=scope)
         return SessionTokens(bearer=sso.bearer, access_token=token, expires_at=expires_at)
 
     def headers_for(

@@ -31,6 +31,17 @@ def _url(values: Mapping[str, Any], name: str, fix: str) -> str | None:
     return url
 
 
+#: The ways a user's access token may reach ``/v1/api`` (field ``user_session``).
+USER_SESSIONS = ("sso_sessions", "access_token")
+
+
+def user_session_of(values: Mapping[str, Any]) -> str:
+    chosen = (text_of(values, "user_session") or USER_SESSIONS[0]).lower()
+    if chosen not in USER_SESSIONS:
+        raise IbkrConfigError("user_session", f"{chosen[:40]!r} is not one of {', '.join(USER_SESSIONS)}")
+    return chosen
+
+
 @dataclass(frozen=True)
 class OAuth2UserSettings:
     """Complete, checked settings of one user's grant."""
@@ -48,6 +59,10 @@ class OAuth2UserSettings:
     assertion_audience: str | None = None
     #: The IBKR username when the token endpoint named it; the SSO JWT leaves it out otherwise.
     credential: str | None = None
+    #: How the user's access token reaches ``/v1/api`` (UNCONFIRMED which IBKR allows):
+    #: ``sso_sessions`` opens an SSO session with it, as the app's own token does;
+    #: ``access_token`` sends it as the bearer itself.
+    user_session: str = "sso_sessions"
 
     @property
     def auth_type(self) -> AuthType:
@@ -89,6 +104,7 @@ class OAuth2UserSettings:
             revocation_url=_url(values, "revocation_url", "set the revocation endpoint or leave it empty"),
             assertion_audience=text_of(values, "assertion_audience"),
             credential=text_of(values, "credential"),
+            user_session=user_session_of(values),
         )
 
 
