@@ -18,7 +18,12 @@ placement waits out the rest of that lease before it looks for the order (and ad
 Settings: ``IBKR_CLUSTER_PORT`` (the UI, default 8080), ``IBKR_CLUSTER_DIR`` (work directory,
 default ``.cluster``, emptied at start), ``IBKR_CLUSTER_DAGS`` (DAG folder, default ``dags/``),
 ``IBKR_CLUSTER_ADVISOR_SUBACCOUNTS`` (N: the sandbox's advisor login with N sub-accounts, stored
-as the connection ``ibkr_advisor``; ``benchmarks/advisor_snapshot.py --cluster`` uses it).
+as the connection ``ibkr_advisor``; ``benchmarks/advisor_snapshot.py --cluster`` uses it),
+``IBKR_CLUSTER_RESTART=always`` (a process that exits is started again, as docker-compose's
+``restart: always`` does). A file dropped in the work directory's ``control/`` named after a
+process (``redis``, ``postgres``, ``worker-1``...) or ``sandbox`` restarts it (SIGKILL and start;
+the sandbox stops cleanly and keeps IBKR-side state); ``events.jsonl`` records every restart
+(``benchmarks/chaos.py`` drives the cluster this way).
 ``cluster.json`` in the work directory lists the URLs, the admin password and every process id.
 Ctrl-C (or SIGTERM) stops everything and removes the database.
 
@@ -84,9 +89,12 @@ class Cluster:
     commands: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict)
     #: Set by SIGUSR1: the triggerer is to be killed and started again.
     restart_requested: bool = False
+    #: When each process was last started (time.monotonic()).
+    started_at: dict[str, float] = field(default_factory=dict)
 
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self.commands[name] = (args, env)
+        self.started_at[name] = time.monotonic()
         log = open(self.work / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.logs.append(log)
         process = subprocess.Popen(
@@ -104,6 +112,39 @@ class Cluster:
         old.wait(timeout=30)
         args, env = self.commands[name]
         return self.start(name, args, env)
+
+    def event(self, what: str, name: str, **details: Any) -> None:
+        """Append one line to ``events.jsonl`` (what was restarted, when): the chaos run's record."""
+        line = json.dumps({"at": time.time(), "what": what, "name": name, **details})
+        with open(self.work / "events.jsonl", "a") as events:
+            events.write(line + "\n")
+        print(f"{what}: {name} {details or ''}".rstrip(), flush=True)
+
+    def serve_requests(self) -> None:
+        """Act on the files dropped in ``control/``: a file named after a process (``redis``,
+        ``postgres``, ``worker-1``, ``scheduler``...) kills it with SIGKILL and starts it again;
+        ``sandbox`` stops the sandbox and starts it again on its port (``--persist``: IBKR-side
+        state survives). Each is recorded in ``events.jsonl`` and the file removed."""
+        control = self.work / "control"
+        for request in sorted(control.glob("*")) if control.exists() else []:
+            name = request.name
+            request.unlink()
+            if name == "sandbox" and self.sandbox is not None:
+                self.sandbox = self.sandbox.restart()
+                self.event("restarted", name, pid=self.sandbox.process.pid)
+            elif name in self.processes:
+                self.event("restarted", name, pid=self.crash_and_restart(name).pid)
+            else:
+                self.event("unknown request", name)
+
+    def restart_exited(self) -> None:
+        """Start again every process that exited (``IBKR_CLUSTER_RESTART=always``), at most once
+        every 2 s each (PostgreSQL refuses to start while the backends of a killed one linger)."""
+        for name, process in list(self.processes.items()):
+            if process.poll() is not None and time.monotonic() - self.started_at.get(name, 0.0) > 2:
+                args, env = self.commands[name]
+                pid = self.start(name, args, env).pid
+                self.event("exited and started again", name, code=process.returncode, pid=pid)
 
     def log_of(self, name: str) -> str:
         return (self.work / "logs" / f"{name}.log").read_text(errors="replace")
@@ -263,7 +304,8 @@ def main() -> int:
         # IBKR_CLUSTER_ADVISOR_SUBACCOUNTS=N: the sandbox's advisor login too, as ibkr_advisor
         advisor = int(os.environ.get("IBKR_CLUSTER_ADVISOR_SUBACCOUNTS") or 0)
         extra_args = ["--advisor-subaccounts", str(advisor)] if advisor else []
-        cluster.sandbox = sandbox = start_sandbox(work / "sandbox", *extra_args)
+        # --persist: a restarted sandbox keeps IBKR-side state, as IBKR does (the chaos run)
+        cluster.sandbox = sandbox = start_sandbox(work / "sandbox", "--persist", *extra_args)
         url = f"http://127.0.0.1:{port}"
         password = secrets.token_urlsafe(12)
         write_private_atomically(work / "passwords.json", json.dumps({"admin": password}).encode())
@@ -295,6 +337,9 @@ def main() -> int:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "10",
+            # a task queued in a Redis that restarted is lost with it: queued again after 90 s
+            # (Airflow's default waits 600)
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "90",
             "IBKR_SANDBOX_URL": sandbox.base_url,
         }
         controller = airflow_env(common, work / "controller")
@@ -363,15 +408,20 @@ def main() -> int:
         print(f"Workers:       {', '.join(WORKERS)} (logs in {work / 'logs'})")
         print("Ctrl-C stops the cluster.", flush=True)
         # A worker may die (a host lost: its tasks are retried on the other one); the cluster
-        # stops when a process every task depends on exits.
+        # stops when a process every task depends on exits, unless IBKR_CLUSTER_RESTART=always
+        # starts every exited process again (docker-compose's `restart: always`).
         # SIGUSR1 kills the triggerer and starts it again (event-driven DAGs across a triggerer
-        # restart); its new pid goes to cluster.json's "restarted" list.
+        # restart). Files dropped in control/ ask for more: see Cluster.serve_requests.
         signal.signal(signal.SIGUSR1, lambda *_: setattr(cluster, "restart_requested", True))
-        while all(p.poll() is None for name, p in cluster.processes.items() if name not in WORKERS):
+        always = os.environ.get("IBKR_CLUSTER_RESTART") == "always"
+        while always or all(p.poll() is None for name, p in cluster.processes.items() if name not in WORKERS):
             if cluster.restart_requested:
                 cluster.restart_requested = False
                 restarted = cluster.crash_and_restart("triggerer")
                 print(f"triggerer killed and started again (pid {restarted.pid})", flush=True)
+            cluster.serve_requests()
+            if always:
+                cluster.restart_exited()
             time.sleep(0.2)
         gone = [name for name, process in cluster.processes.items() if process.poll() is not None]
         print(f"stopping: {', '.join(gone)} exited", flush=True)

@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="add an advisor login, sandboxadvisor, with this many sub-accounts (default 0)",
     )
+    serve.add_argument(
+        "--persist",
+        action="store_true",
+        help="keep IBKR-side state (book, orders, prices, counters) across restarts, in --state-dir",
+    )
     serve.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     return parser
 
@@ -180,6 +185,9 @@ def serve(args: argparse.Namespace) -> None:
         access_log=False,
         ssl_certfile=certfile,
         ssl_keyfile=keyfile,
+        # open websockets (a triggerer's fill watcher) must not hold a stop past RunningSandbox's
+        # 10 s grace: --persist saves the state after the server returns
+        timeout_graceful_shutdown=3,
     )
 
     class _Announcing(uvicorn.Server):
@@ -188,8 +196,17 @@ def serve(args: argparse.Namespace) -> None:
             write_ready_files(state_dir, base_url=base_url, port=port, mode=mode)
             logging.getLogger("ibkr_sandbox").warning("IBKR sandbox listening on %s", base_url)
 
-    server = _Announcing(config)
-    server.run(sockets=[sock])
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets=sockets)
+            # here, not after run(): uvicorn raises the stopping signal again once run() ends
+            if args.persist:
+                persist.save(state, state_dir)
+
+    from ibkr_sandbox import persist
+
+    if args.persist:
+        persist.restore(state, state_dir)
+    _Announcing(config).run(sockets=[sock])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

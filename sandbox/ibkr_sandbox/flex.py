@@ -126,7 +126,7 @@ def report_xml(state: SandboxState, request: FlexRequest) -> str:
 
 def add_flex_routes(app: FastAPI, state: SandboxState, token: str) -> None:
     """Mount SendRequest and GetStatement; ``token`` is the one valid Flex token."""
-    requests_by_ref: dict[str, FlexRequest] = {}
+    requests_by_ref: dict[str, FlexRequest] = state.flex_requests  # kept across a --persist restart
     last_poll: dict[str, float] = {}
 
     count = state.counters.add

@@ -45,6 +45,17 @@ class Counters:
             self._counts.clear()
             self._paths.clear()
 
+    def dump(self) -> tuple[dict[str, int], dict[str, int]]:
+        """The counts and per-path counts, to be kept across a restart (:meth:`load`)."""
+        with self._lock:
+            return dict(self._counts), dict(self._paths)
+
+    def load(self, dumped: tuple[dict[str, int], dict[str, int]]) -> None:
+        counts, paths = dumped
+        with self._lock:
+            self._counts = Counter(counts)
+            self._paths = Counter(paths)
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             out: dict[str, Any] = {k: self._counts.get(k, 0) for k in HEADLINE_COUNTERS}

@@ -135,6 +135,10 @@ class OrderBook:
     replies: dict[str, PendingReply] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_000_001))
 
+    def next_ids(self, start: int) -> None:
+        """Number new orders from ``start`` on (after a restart, past the orders kept)."""
+        self._ids = itertools.count(start)
+
     # ------------------------------------------------------------------ validation
     @staticmethod
     def normalise(book: SeedBook, account: str, raw: Any) -> dict[str, Any]:

@@ -44,6 +44,9 @@ class RunningSandbox:
     state_dir: Path
     process: subprocess.Popen[bytes]
     gateway: bool
+    #: ``start_sandbox``'s extra arguments and host, for :meth:`restart`.
+    extra_args: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
 
     @property
     def connection(self) -> dict[str, Any]:
@@ -145,6 +148,26 @@ class RunningSandbox:
         signed with one answers 410 Gone)."""
         self._control("POST", "oauth1/expire-lst")
 
+    def expire_sessions(self) -> int:
+        """End every session and access token, as when IBKR logs everyone out; returns how many
+        sessions ended (``POST /__sandbox__/sessions/expire``)."""
+        ended: int = self._control("POST", "sessions/expire")["ended"]
+        return ended
+
+    def orders(self) -> list[dict[str, Any]]:
+        """Every order held, with its ``coid`` (``GET /__sandbox__/orders``)."""
+        orders: list[dict[str, Any]] = self._control("GET", "orders")
+        return orders
+
+    def restart(self) -> RunningSandbox:
+        """Stop the sandbox and start it again on the same port with the same arguments (with
+        ``--persist`` among them, IBKR-side state survives: :mod:`ibkr_sandbox.persist`)."""
+        self.stop()
+        port = self.base_url.rsplit(":", 1)[1].split("/")[0]
+        return start_sandbox(
+            self.state_dir, *self.extra_args, "--port", port, gateway=self.gateway, host=self.host
+        )
+
     def stop(self) -> None:
         """Terminate the child process (SIGTERM, then SIGKILL after 10 s)."""
         if self.process.poll() is None:
@@ -192,7 +215,7 @@ def start_sandbox(
         if ready.exists():
             info = json.loads(ready.read_text())
             if info.get("pid") == process.pid:
-                return RunningSandbox(info["base_url"], state_dir, process, gateway)
+                return RunningSandbox(info["base_url"], state_dir, process, gateway, extra_args, host)
         time.sleep(0.1)
     process.kill()
     process.wait(timeout=10)

@@ -178,6 +178,8 @@ class SandboxState:
     counters: Counters = field(default_factory=Counters)
     faults: FaultQueue = field(init=False)
     orders: OrderBook = field(default_factory=OrderBook)
+    #: Flex Web Service: reference code -> the statement it asked for (``flex.FlexRequest``).
+    flex_requests: dict[str, Any] = field(default_factory=dict)
     #: Scheduled price moves: (epoch seconds, conid, price), applied when due.
     price_moves: list[tuple[float, int, float]] = field(default_factory=list)
     pacing: PacingLedger = field(default_factory=PacingLedger)
@@ -236,6 +238,7 @@ class SandboxState:
                 setattr(self.settings, f.name, getattr(self._pristine_settings, f.name))
             self.faults.clear()
             self.orders = OrderBook()
+            self.flex_requests.clear()
             self.price_moves.clear()
             self.market = self._opening_market()
             self.pacing.clear()

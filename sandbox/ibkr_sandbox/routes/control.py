@@ -1,5 +1,6 @@
 """``/__sandbox__/*``: the sandbox's own control plane (health, stats, reset, prices, market
-ticks, dropped brokerage sessions, settings and injected faults). Not part of IBKR's API."""
+ticks, dropped brokerage sessions, expired sessions, the order list and the book's size, settings and injected
+faults). Not part of IBKR's API."""
 
 from __future__ import annotations
 
@@ -124,6 +125,46 @@ def control_router(gate: Gate) -> APIRouter:
                 record.subscribed.clear()
             state.brokerage_holder.clear()
         return {"ok": True}
+
+    @router.post("/__sandbox__/sessions/expire")
+    def expire_sessions() -> dict[str, Any]:
+        """End every session and access token at once, as when IBKR logs everyone out: each
+        client's next request answers 401 and it must log in again."""
+        with state.lock:
+            ended = len(state.sessions)
+            for session_id in list(state.sessions):
+                state.end_session(session_id)
+            state.access_tokens.clear()
+            state.counters.add("sessions_expired_by_control")
+        return {"ended": ended}
+
+    @router.get("/__sandbox__/orders")
+    def all_orders() -> list[dict[str, Any]]:
+        """Every order the sandbox holds, with its client order id (cOID), in order of arrival:
+        how a test counts placements per cOID."""
+        with state.lock:
+            return [
+                {
+                    "order_id": order.order_id,
+                    "account": order.account,
+                    "coid": order.coid,
+                    "conid": order.conid,
+                    "side": order.side,
+                    "quantity": order.quantity,
+                    "filled": order.filled,
+                    "status": order.status,
+                }
+                for order in state.orders.orders.values()
+            ]
+
+    @router.get("/__sandbox__/book")
+    def book() -> dict[str, Any]:
+        """Each account's cash and number of positions: what a complete snapshot of it holds."""
+        with state.lock:
+            return {
+                account.account_id: {"cash": account.cash, "positions": len(account.positions)}
+                for account in state.book.accounts.values()
+            }
 
     @router.post("/__sandbox__/ws")
     async def ws_fault(request: Request) -> dict[str, Any]:
