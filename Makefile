@@ -9,7 +9,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: setup test test-fast pytest lint typecheck demo up cluster bench clean compose-env redis-server chromium postgresql docker-compose
+.PHONY: setup test test-fast pytest lint typecheck demo up cluster bench chaos clean compose-env redis-server chromium postgresql docker-compose
 
 $(CURDIR)/.tools/bin/uv:
 	$(BOOTSTRAP_PYTHON) -m venv .tools
@@ -91,6 +91,11 @@ cluster: setup redis-server postgresql
 
 bench: setup redis-server
 	$(VENV)/bin/python benchmarks/run_all.py
+
+# Ten minutes of the example DAGs on `make cluster` under injected faults (CHAOS_SEED repeats a
+# run); prints its RESULT line and exits non-zero when anything was lost or placed twice.
+chaos: setup redis-server postgresql
+	$(VENV)/bin/python benchmarks/chaos.py
 
 # docker-compose.yaml has no default secrets: this writes a `.env` with fresh ones (never overwrites).
 compose-env:

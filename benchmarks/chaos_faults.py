@@ -8,12 +8,15 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
 import requests
+
+from ibkr_provider.workflows.order_guard import order_coid
 
 PAPER = "DU2345678"
 WORKERS = ("worker-1", "worker-2")
@@ -53,16 +56,43 @@ class Faults:
         return list(zip(times, kinds, strict=True))
 
     def run(self, plan: Any, started: float) -> None:
+        """Strike each fault at its time; the kill during a placement waits for one on a thread
+        of its own, so the faults after it keep their times."""
         self.started = started
+        waiting: list[threading.Thread] = []
         for at, kind in self.schedule(plan):
             time.sleep(max(0.0, started + at - time.monotonic()))
-            try:
-                details = self.strike(kind)
-            except Exception as exc:
-                details = {"error": f"{type(exc).__name__}: {exc}"}
-            entry = {"at": round(time.monotonic() - started, 1), "fault": kind, **details}
-            self.record.append(entry)
-            print(f"[{entry['at']:5.0f} s] fault: {json.dumps(entry)}", flush=True)
+            if kind == "worker during placement":
+                waiting.append(threading.Thread(target=self.strike_and_record, args=(kind,), daemon=True))
+                waiting[-1].start()
+            else:
+                self.strike_and_record(kind)
+        for thread in waiting:
+            thread.join()
+
+    def strike_and_record(self, kind: str) -> None:
+        at = round(time.monotonic() - self.started, 1)
+        try:
+            details = self.strike(kind)
+        except Exception as exc:
+            details = {"error": f"{type(exc).__name__}: {exc}"}
+        entry = {"at": at, "done_at": round(time.monotonic() - self.started, 1), "fault": kind, **details}
+        self.record.append(entry)
+        print(f"[{entry['done_at']:5.0f} s] fault: {json.dumps(entry)}", flush=True)
+
+    def make_the_market(self, stop: threading.Event) -> None:
+        """The market meets resting limit orders: 5 s after a limit order arrives and still
+        rests, its instrument's price moves a cent through the limit (the sandbox's price model
+        alone can keep a limit a hair off the market for minutes), so each limit order's fill
+        wait is deferred to the triggerer for a few seconds and then sees its fill."""
+        while not stop.wait(1.0):
+            with contextlib.suppress(requests.RequestException):
+                for order in self._sandbox_control("GET", "orders"):
+                    resting = order["status"] in ("Submitted", "PreSubmitted") and order["limit_price"]
+                    if resting and time.time() - order["created_at"] > 5:
+                        cross = -0.01 if order["side"] == "BUY" else 0.01
+                        price = round(float(order["limit_price"]) + cross, 2)
+                        self._sandbox_control("POST", "prices", {"conid": order["conid"], "price": price})
 
     def strike(self, kind: str) -> dict[str, Any]:
         if kind in ("redis", "postgres"):
@@ -112,9 +142,10 @@ class Faults:
         return pids
 
     def kill_a_placing_worker(self) -> dict[str, Any]:
-        """IBKR holds the answer to the next order placement on the paper account for 30 s; once
-        one is held, the worker whose task sent it is SIGKILLed (and started again). Its retry
-        must adopt the order it placed, not place a second one."""
+        """IBKR holds the answer to the next order placement on the paper account for 30 s; the
+        worker whose task sent it (found by the order's cOID: the task instance it belongs to)
+        is SIGKILLed then, and started again. The retry must adopt that order, not place another."""
+        known = {order["coid"] for order in self._sandbox_control("GET", "orders")}
         self._sandbox_control(
             "POST",
             "faults",
@@ -130,18 +161,25 @@ class Faults:
             if time.monotonic() > deadline:
                 return {"placement": "none came in 300 s", **self.restart(self.rng.choice(WORKERS))}
             time.sleep(0.2)
-        time.sleep(0.5)  # the task instance's state reaches the API
-        running = self.api.call(
-            "GET", "dags/ibkr_rebalance/dagRuns/~/taskInstances", params={"state": "running", "limit": 100}
-        )["task_instances"]
-        placing = [t for t in running if t["task_id"] == "place_order" and t.get("pid")]
-        pids = self.worker_pids()
-        for ti in placing:
-            victim = self._worker_of(int(ti["pid"]), pids)
-            if victim is not None:
-                details = self.restart(victim)
-                return {"placement": f"{ti['dag_run_id']} place_order[{ti['map_index']}]", **details}
-        return {"placement": "its task was not found running", **self.restart(self.rng.choice(WORKERS))}
+        held = [o["coid"] for o in self._sandbox_control("GET", "orders") if o["coid"] not in known]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            running = self.api.call(
+                "GET",
+                "dags/ibkr_rebalance/dagRuns/~/taskInstances",
+                params={"state": "running", "limit": 100},
+            )["task_instances"]
+            for ti in running:
+                coid = order_coid("ibkr_rebalance", ti["task_id"], ti["dag_run_id"], int(ti["map_index"]))
+                victim = self._worker_of(int(ti["pid"]), self.worker_pids()) if ti.get("pid") else None
+                if coid in held and victim is not None:
+                    details = self.restart(victim)
+                    return {
+                        "placement": f"{ti['dag_run_id']} {ti['task_id']}[{ti['map_index']}] {coid}",
+                        **details,
+                    }
+            time.sleep(0.5)
+        return {"placement": f"no running task owns {held}", **self.restart(self.rng.choice(WORKERS))}
 
     @staticmethod
     def _worker_of(pid: int, workers: dict[str, int]) -> str | None:

@@ -151,8 +151,11 @@ def control_router(gate: Gate) -> APIRouter:
                     "conid": order.conid,
                     "side": order.side,
                     "quantity": order.quantity,
+                    "order_type": order.order_type,
+                    "limit_price": order.limit_price,
                     "filled": order.filled,
                     "status": order.status,
+                    "created_at": order.created_at,
                 }
                 for order in state.orders.orders.values()
             ]
