@@ -174,8 +174,10 @@ class Faults:
                 victim = self._worker_of(int(ti["pid"]), self.worker_pids()) if ti.get("pid") else None
                 if coid in held and victim is not None:
                     details = self.restart(victim)
+                    placing = {"run_id": ti["dag_run_id"], "map_index": int(ti["map_index"]), "coid": coid}
                     return {
-                        "placement": f"{ti['dag_run_id']} {ti['task_id']}[{ti['map_index']}] {coid}",
+                        "placement": f"{ti['task_id']}[{ti['map_index']}] held by IBKR",
+                        **placing,
                         **details,
                     }
             time.sleep(0.5)

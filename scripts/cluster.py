@@ -340,6 +340,10 @@ def main() -> int:
             # a task queued in a Redis that restarted is lost with it: queued again after 90 s
             # (Airflow's default waits 600)
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "90",
+            # a scheduler started again (after PostgreSQL went away) adopts the tasks the dead one
+            # queued once that one is 30 s silent, checking every 10 s (Airflow's default: 300 s,
+            # during which a task whose worker also died is not failed and retried)
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
             "IBKR_SANDBOX_URL": sandbox.base_url,
         }
         controller = airflow_env(common, work / "controller")
