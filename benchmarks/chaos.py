@@ -20,8 +20,8 @@ At the end it checks from the outside (benchmarks/chaos_checks.py) and prints on
 
     RESULT runs=42 succeeded=.. failed_named=.. duplicates=0 truncated=0 logins=.. http_429=0 seed=..
 
-``--short`` is the version ``make test`` runs (tests/e2e/test_chaos.py): one run of each DAG
-within a minute, each fault once. The full run: 42 runs triggered over 10 minutes.
+``--short``: one run of each DAG within a minute, each fault once; ``make test`` runs it on the
+cluster of tests/e2e/test_celery_cluster.py (``run_on``). The full run: 42 runs triggered over 10 minutes.
 Figures: docs/benchmarks.md.
 """
 
@@ -209,7 +209,11 @@ def judge(
     sandbox = info["sandbox_url"]
     stats = requests.get(f"{sandbox}/__sandbox__/stats", timeout=30).json()
     book = requests.get(f"{sandbox}/__sandbox__/book", timeout=30).json()
-    sandbox_orders = requests.get(f"{sandbox}/__sandbox__/orders", timeout=30).json()
+    sandbox_orders = [
+        order
+        for order in requests.get(f"{sandbox}/__sandbox__/orders", timeout=30).json()
+        if order["order_id"] not in before["orders_before"]  # placed during the run
+    ]
     place_tasks: list[tuple[str, int]] = []
     succeeded_coids: set[str] = set()
     named = unnamed = 0
@@ -232,7 +236,11 @@ def judge(
             path = f"{task}/xcomEntries/return_value"
             with contextlib.suppress(requests.HTTPError):
                 value = api.call("GET", path, params={"map_index": fault["map_index"]})["value"]
-                fault["adopted"] = (json.loads(value) if isinstance(value, str) else value).get("adopted")
+                placed = json.loads(value) if isinstance(value, str) else value
+                fault["adopted"], fault["lock_wait_seconds"] = (
+                    placed.get("adopted"),
+                    placed.get("lock_wait_seconds"),
+                )
     journal = checks.check_journal(info["database"], orders.filled_coids, succeeded_coids)
     files = checks.Files()
     checks.check_snapshot_files(out / "ibkr_portfolio_snapshot", book, files)
@@ -277,6 +285,8 @@ def run_on(info: dict[str, Any], work: Path, plan: Plan, seed: int, out: Path) -
                     raise RuntimeError(f"{dag_id} was not parsed in 240 s") from None
                 time.sleep(1)
     before = requests.get(f"{info['sandbox_url']}/__sandbox__/stats", timeout=30).json()
+    earlier = requests.get(f"{info['sandbox_url']}/__sandbox__/orders", timeout=30).json()
+    before["orders_before"] = {order["order_id"] for order in earlier}
     faults = Faults(info, work, api, rng, outcome.faults)
     started = time.monotonic()
     injector = threading.Thread(target=faults.run, args=(plan, started), name="chaos-faults", daemon=True)

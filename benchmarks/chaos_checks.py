@@ -66,7 +66,11 @@ def check_journal(database: str, filled_coids: set[str], coids_of_succeeded_runs
         cursor.execute("SELECT to_regclass('ibkr_trade_journal')")
         if cursor.fetchone()[0] is None:
             return Journal(missing=sorted(filled_coids & coids_of_succeeded_runs))
-        cursor.execute("SELECT kind, coid, payload FROM ibkr_trade_journal WHERE kind IN ('order', 'fill')")
+        # the rebalance's own rows (an event-driven DAG journals the same fills under its own name)
+        cursor.execute(
+            "SELECT kind, coid, payload FROM ibkr_trade_journal"
+            " WHERE dag_id = 'ibkr_rebalance' AND kind IN ('order', 'fill')"
+        )
         rows = cursor.fetchall()
     orders = Counter(coid for kind, coid, _ in rows if kind == "order")
     fills = Counter(json.loads(payload).get("execution_id") for kind, _, payload in rows if kind == "fill")

@@ -172,8 +172,9 @@ def test_a_permanent_error_in_the_trigger_fails_the_sensor_without_retries(
         sensor.execute({})  # type: ignore[arg-type]
 
 
-def _still_open(sandbox: RunningSandbox) -> tuple[list[str], list[Any]]:
-    """Keep-alive threads of this process, and its TCP connections to the sandbox."""
+def _still_open(sandbox: RunningSandbox, earlier: tuple[Any, ...] = ()) -> tuple[list[str], list[Any]]:
+    """Keep-alive threads of this process, and its TCP connections to the sandbox (but those in
+    ``earlier``: open before the test began, another test's to account for)."""
     import threading
     from urllib.parse import urlsplit
 
@@ -184,7 +185,7 @@ def _still_open(sandbox: RunningSandbox) -> tuple[list[str], list[Any]]:
     sockets = [
         c
         for c in psutil.Process().net_connections(kind="tcp")
-        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED and c.laddr not in earlier
     ]
     return threads, sockets
 
@@ -200,25 +201,27 @@ def test_nothing_outlives_an_operator_run_twenty_pokes_and_a_trigger_run(
     from ibkr_provider.sensors.order_status import IbkrOrderStatusSensor
     from ibkr_provider.triggers.order_status import IbkrOrderStatusTrigger
 
-    assert _still_open(fresh_sandbox) == ([], [])
+    threads, sockets = _still_open(fresh_sandbox)
+    assert threads == []
+    earlier = tuple(c.laddr for c in sockets)
     prices = IbkrMarketSnapshotOperator(task_id="prices", symbols="VTI").execute({})  # type: ignore[arg-type]
     assert prices["VTI"]["conid"] == VTI
-    assert _still_open(fresh_sandbox) == ([], [])
+    assert _still_open(fresh_sandbox, earlier) == ([], [])
 
     status_path = f"GET /v1/api/iserver/account/order/status/{resting_order}"
     before = fresh_sandbox.stats()["paths"].get(status_path, 0)
     sensor = IbkrOrderStatusSensor(task_id="wait", order_id=resting_order, poke_interval=0.05, timeout=60)
     for _ in range(20):
         assert sensor.poke({}).is_done is False  # type: ignore[arg-type]
-    threads, _ = _still_open(fresh_sandbox)
+    threads, _ = _still_open(fresh_sandbox, earlier)
     assert len(threads) == 1  # one client (one keep-alive) for all twenty pokes
     sensor.hook.close()  # what execute() does when the task ends
     assert fresh_sandbox.stats()["paths"][status_path] - before == 20
-    assert _still_open(fresh_sandbox) == ([], [])
+    assert _still_open(fresh_sandbox, earlier) == ([], [])
     short = IbkrOrderStatusSensor(task_id="wait2", order_id=resting_order, poke_interval=0.05, timeout=0.3)
     with pytest.raises(AirflowSensorTimeout):
         short.execute({})  # type: ignore[arg-type]
-    assert _still_open(fresh_sandbox) == ([], [])
+    assert _still_open(fresh_sandbox, earlier) == ([], [])
 
     trigger = IbkrOrderStatusTrigger(
         order_id=resting_order, ibkr_conn_id="ibkr_default", poll_interval=0.05, deadline=None
@@ -234,7 +237,7 @@ def test_nothing_outlives_an_operator_run_twenty_pokes_and_a_trigger_run(
         await events.aclose()
 
     asyncio.run(three_polls_then_cancel())
-    assert _still_open(fresh_sandbox) == ([], [])
+    assert _still_open(fresh_sandbox, earlier) == ([], [])
     fresh_sandbox.set_price(VTI, 279.0)
     filled = IbkrOrderStatusTrigger(order_id=resting_order, ibkr_conn_id="ibkr_default", poll_interval=0.05)
 
@@ -242,7 +245,7 @@ def test_nothing_outlives_an_operator_run_twenty_pokes_and_a_trigger_run(
         return dict((await filled.run().__anext__()).payload)
 
     assert asyncio.run(until_filled())["status"] == "success"
-    assert _still_open(fresh_sandbox) == ([], [])
+    assert _still_open(fresh_sandbox, earlier) == ([], [])
 
 
 def test_the_trigger_polls_when_ibkr_refuses_the_websocket(
