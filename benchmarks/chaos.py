@@ -54,7 +54,20 @@ PAPER = "DU2345678"
 #: liquidation between them each run makes every rebalance trade (a buy and a sell of about 7.7k,
 #: net buys about nil, so a run never asks for more cash than the account has).
 TARGETS = ({"MSFT": 0.25, "VTI": 0.37}, {"MSFT": 0.19, "VTI": 0.43})
-DAGS = ("ibkr_portfolio_snapshot", "ibkr_rebalance", "ibkr_flex_report")
+#: In turn, the rebalance first (the short run's worker kill waits for its placement).
+DAGS = ("ibkr_rebalance", "ibkr_portfolio_snapshot", "ibkr_flex_report")
+
+
+#: What `make cluster` needs for a chaos run: a process that dies is started again (compose's
+#: `restart: always`), every task retries after 5 s (an Airflow cluster policy), and the
+#: rebalance's fill waits poll every 2 s.
+CLUSTER_ENV = {
+    "IBKR_CLUSTER_RESTART": "always",
+    "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(ROOT / "benchmarks" / "chaos_policy"), os.environ.get("PYTHONPATH")])
+    ),
+    "IBKR_REBALANCE_FILL_POLL_SECONDS": "2",
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,9 @@ class Plan:
     bursts: int
     expiries: int
     sandbox_restarts: int
+    #: When the kill during a placement is armed (seconds into the run; None: drawn like the
+    #: others). It strikes at the next placement after that.
+    placement_kill_at: float | None = None
 
     @property
     def outages(self) -> int:
@@ -78,7 +94,17 @@ class Plan:
 
 
 FULL = Plan(600, 42, redis=2, postgres=1, worker_kills=2, bursts=3, expiries=2, sandbox_restarts=1)
-SHORT = Plan(60, 3, redis=1, postgres=1, worker_kills=1, bursts=1, expiries=1, sandbox_restarts=1)
+SHORT = Plan(
+    45,
+    3,
+    redis=1,
+    postgres=1,
+    worker_kills=1,
+    bursts=1,
+    expiries=1,
+    sandbox_restarts=1,
+    placement_kill_at=0.0,
+)
 
 
 @dataclass
@@ -313,14 +339,11 @@ def run_cluster(plan: Plan, seed: int, base: Path) -> Outcome:
     dags.mkdir(parents=True, exist_ok=True)
     for dag_id in DAGS:
         shutil.copy(ROOT / "dags" / f"{dag_id}.py", dags)
-    policy = [str(ROOT / "benchmarks" / "chaos_policy"), os.environ.get("PYTHONPATH", "")]
     env = user_env(
         IBKR_CLUSTER_PORT=str(free_port()),
         IBKR_CLUSTER_DIR=str(work),
         IBKR_CLUSTER_DAGS=str(dags),
-        IBKR_CLUSTER_RESTART="always",
-        IBKR_REBALANCE_FILL_POLL_SECONDS="2",
-        PYTHONPATH=os.pathsep.join(filter(None, policy)),
+        **CLUSTER_ENV,
     )
     with running_script("cluster.py", env, base / "cluster.out", boot_seconds=720, stop_seconds=120):
         info: dict[str, Any] = json.loads((work / "cluster.json").read_text())

@@ -53,7 +53,13 @@ class Faults:
         )
         times = sorted(self.rng.uniform(0.1, 0.8) * plan.seconds for _ in kinds)
         self.rng.shuffle(kinds)
-        return list(zip(times, kinds, strict=True))
+        drawn = list(zip(times, kinds, strict=True))
+        if plan.placement_kill_at is not None:
+            drawn = [
+                (plan.placement_kill_at if kind == "worker during placement" else at, kind)
+                for at, kind in drawn
+            ]
+        return sorted(drawn)
 
     def run(self, plan: Any, started: float) -> None:
         """Strike each fault at its time; the kill during a placement waits for one on a thread

@@ -25,17 +25,16 @@ from typing import Any
 import pytest
 import requests
 
+from benchmarks.chaos import CLUSTER_ENV
+from benchmarks.chaos import DAGS as CHAOS_DAGS
 from ibkr_provider.client.session.stores.redis_store import REDIS_LOCK_TTL_SECONDS
-from scripts.local_airflow import ROOT, free_port
+from scripts.local_airflow import free_port
 from tests.support.airflow_api import Api
 from tests.support.airflow_cli import dag_folder
 from tests.support.scripts import running_script, user_env
 
 pytestmark = pytest.mark.xdist_group("cluster")
 
-#: The example DAGs the chaos step runs, and the cluster policy giving every task a 5 s retry delay.
-CHAOS_DAGS = ("ibkr_portfolio_snapshot", "ibkr_rebalance", "ibkr_flex_report")
-CHAOS_POLICY = str(ROOT / "benchmarks" / "chaos_policy")
 VTI = 12340038  # the instrument ibkr_order_and_wait buys with a limit of 280
 MSFT = 272093  # DU2345678 holds 129: a fall to 380 is a day's loss of about 4,400 there
 
@@ -158,18 +157,14 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         "ibkr_on_fill",
         "ibkr_fill_burst",
         "ibkr_drawdown_guard",
-        *CHAOS_DAGS,
+        *CHAOS_DAGS,  # the example DAGs the chaos step runs
     )
     env = user_env(
         IBKR_CLUSTER_PORT=str(free_port()),
         IBKR_CLUSTER_DIR=str(work),
         IBKR_CLUSTER_DAGS=str(dags),
         IBKR_DRAWDOWN_DAILY_LOSS="3000",
-        # the chaos run's settings: a process that dies is started again (compose's `restart:
-        # always`), retries after 5 s (an Airflow cluster policy), fill waits poll every 2 s
-        IBKR_CLUSTER_RESTART="always",
-        PYTHONPATH=os.pathsep.join(filter(None, [CHAOS_POLICY, os.environ.get("PYTHONPATH")])),
-        IBKR_REBALANCE_FILL_POLL_SECONDS="2",
+        **CLUSTER_ENV,  # the chaos step's (benchmarks/chaos.py)
     )
     with running_script(
         "cluster.py", env, tmp_path / "cluster.out", boot_seconds=720, stop_seconds=90

@@ -16,7 +16,7 @@ from ibkr_sandbox.process import start_sandbox
 from ibkr_provider.client import IbkrClient
 from ibkr_provider.client.models.orders import OrderTicket
 
-pytestmark = pytest.mark.slow  # a restart and a re-login wait out IBKR's per-endpoint pacing
+pytestmark = pytest.mark.slow  # each stop waits out the sandbox's graceful shutdown
 
 VTI = 12340038
 
@@ -24,7 +24,9 @@ VTI = 12340038
 def test_a_restart_ends_sessions_and_keeps_orders_positions_and_counters(
     tmp_path: Path, make_client: Callable[..., IbkrClient]
 ) -> None:
-    sandbox = start_sandbox(tmp_path / "sandbox", "--price-tick-seconds", "0", "--persist")
+    sandbox = start_sandbox(
+        tmp_path / "sandbox", "--price-tick-seconds", "0", "--no-endpoint-limits", "--persist"
+    )
     try:
         client = make_client(sandbox)
         ticket = OrderTicket(conid=VTI, side="BUY", quantity=3, coid="restart-kept-1")
@@ -63,7 +65,7 @@ def test_a_restart_ends_sessions_and_keeps_orders_positions_and_counters(
 def test_expired_sessions_cost_one_login_and_without_persist_a_restart_starts_afresh(
     tmp_path: Path, make_client: Callable[..., IbkrClient]
 ) -> None:
-    sandbox = start_sandbox(tmp_path / "sandbox", "--price-tick-seconds", "0")
+    sandbox = start_sandbox(tmp_path / "sandbox", "--price-tick-seconds", "0", "--no-endpoint-limits")
     try:
         client = make_client(sandbox)
         client.orders.place("DU2345678", OrderTicket(conid=VTI, side="BUY", quantity=1, coid="gone-1"))
