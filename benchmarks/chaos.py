@@ -241,17 +241,11 @@ def judge(
         if order["order_id"] not in before["orders_before"]  # placed during the run
     ]
     place_tasks: list[tuple[str, int]] = []
-    succeeded_coids: set[str] = set()
     named = unnamed = 0
     for run in outcome.runs:
         tis = task_instances(api, run)
         if run.dag_id == "ibkr_rebalance":
-            mine = [(run.run_id, int(t["map_index"])) for t in tis if t["task_id"] == "place_order"]
-            place_tasks += mine
-            if run.state == "success":
-                from ibkr_provider.workflows.order_guard import order_coid
-
-                succeeded_coids |= {order_coid(run.dag_id, "place_order", r, i) for r, i in mine}
+            place_tasks += [(run.run_id, int(t["map_index"])) for t in tis if t["task_id"] == "place_order"]
         if run.state == "failed":
             run.cause = checks.failure_named(work / "task-logs", run.dag_id, run.run_id, tis)
             named, unnamed = (named + 1, unnamed) if run.cause else (named, unnamed + 1)
@@ -267,7 +261,7 @@ def judge(
                     placed.get("adopted"),
                     placed.get("lock_wait_seconds"),
                 )
-    journal = checks.check_journal(info["database"], orders.filled_coids, succeeded_coids)
+    journal = checks.check_journal(info["database"], orders.filled_coids)
     files = checks.Files()
     checks.check_snapshot_files(out / "ibkr_portfolio_snapshot", book, files)
     checks.check_flex_files(out / "ibkr_flex_report", files)

@@ -54,18 +54,20 @@ class Journal:
     fill_rows: int = 0
     #: rows beyond the first of one order or one fill
     duplicates: int = 0
-    #: filled orders of a successful run with no order row
+    #: filled orders (cOIDs) without their order row or without a fill row
     missing: list[str] = field(default_factory=list)
 
 
-def check_journal(database: str, filled_coids: set[str], coids_of_succeeded_runs: set[str]) -> Journal:
+def check_journal(database: str, filled_coids: set[str]) -> Journal:
+    """Every order the rebalance placed and IBKR filled is in the trade journal once, with its
+    fill, whether its run succeeded or a sibling order failed it."""
     import psycopg2
 
     url = database.replace("postgresql+psycopg2", "postgresql")
     with contextlib.closing(psycopg2.connect(url)) as db, db.cursor() as cursor:
         cursor.execute("SELECT to_regclass('ibkr_trade_journal')")
         if cursor.fetchone()[0] is None:
-            return Journal(missing=sorted(filled_coids & coids_of_succeeded_runs))
+            return Journal(missing=sorted(filled_coids))
         # the rebalance's own rows (an event-driven DAG journals the same fills under its own name)
         cursor.execute(
             "SELECT kind, coid, payload FROM ibkr_trade_journal"
@@ -74,11 +76,12 @@ def check_journal(database: str, filled_coids: set[str], coids_of_succeeded_runs
         rows = cursor.fetchall()
     orders = Counter(coid for kind, coid, _ in rows if kind == "order")
     fills = Counter(json.loads(payload).get("execution_id") for kind, _, payload in rows if kind == "fill")
+    filled = {coid for kind, coid, _ in rows if kind == "fill"}
     return Journal(
         order_rows=sum(orders.values()),
         fill_rows=sum(fills.values()),
         duplicates=sum(n - 1 for n in orders.values() if n > 1) + sum(n - 1 for n in fills.values() if n > 1),
-        missing=sorted(coid for coid in filled_coids & coids_of_succeeded_runs if coid not in orders),
+        missing=sorted(coid for coid in filled_coids if coid not in orders or coid not in filled),
     )
 
 

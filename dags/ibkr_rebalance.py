@@ -27,7 +27,8 @@ account's net liquidation.
    never place an order twice; unknown confirmation prompts fail the task. `order_type` MKT
    (default) or LMT: limit orders buy `limit_offset` below the snapshot price and sell that far
    above it.
-4. **wait_for_fill**: deferrable sensors wait for each placed order to fill, checking every
+4. **wait_for_fill**: deferrable sensors wait for each placed order to fill (also when another
+   order of the plan failed: what was placed is followed and journaled, and the run fails), checking every
    `IBKR_REBALANCE_FILL_POLL_SECONDS` (environment, default 30) seconds.
 5. **summary**: the plan, IBKR's figures, who decided when, and what happened, also written as
    JSON to `output_dir`.
@@ -191,7 +192,9 @@ with DAG(
     ).expand_kwargs(orders)
     orders >> approve >> placed
 
-    @task(trigger_rule="none_failed")
+    # every order that was placed is followed to its end and journaled, also when another
+    # order of the plan failed (the run still fails: summary needs every placement)
+    @task(trigger_rule="all_done_min_one_success")
     def placed_order_ids(results: Any) -> list[str]:
         return [str(r["order_id"]) for r in results[:] if r and r.get("order_id")]
 
