@@ -134,10 +134,12 @@ def _survives_chaos(info: dict[str, Any], work: Path, out: Path) -> None:
     }
     assert set(done) == faults and not [f for f in outcome.faults if "error" in f], outcome.faults
     # the retry of the task killed while IBKR held its placement adopted that order, waiting out
-    # at most the rest of the dead worker's placement lock
+    # at most the rest of the dead worker's placement lock and the plan's other order, queued
+    # ahead of it (placed, with its own retries through the faults; the ten-minute run's retry
+    # waited 38.8 s)
     killed = done["worker during placement"]
     assert killed.get("adopted") is True, killed
-    assert killed["lock_wait_seconds"] <= REDIS_LOCK_TTL_SECONDS + 2, killed
+    assert killed["lock_wait_seconds"] <= REDIS_LOCK_TTL_SECONDS + 20, killed
     assert figures["orders_placed"] >= 2 and figures["journal_missing"] == [], figures
     # each order belongs to one place_order task instance, and none has two
     assert figures["duplicates"] == 0 and figures["unexpected_coids"] == [], figures

@@ -287,6 +287,47 @@ def test_rebalance_places_limit_orders_and_the_deferrable_wait_sees_them_fill(
     assert announced["rows"] == len(rows) and announced["by_kind"]["fill"] == orders
 
 
+def test_an_order_placed_beside_a_refused_one_is_still_followed_and_journaled(
+    fresh_airflow_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
+) -> None:
+    """IBKR asks an unknown question about the larger of two orders (refused: nothing placed for
+    it); the other is placed. The run fails, but the placed order is followed to its fill and
+    the journal holds it with its fill (the chaos run found a filled order without one)."""
+    fresh_sandbox.configure(
+        prompt_rules=[
+            {"message_id": "o999", "text": "Unknown question", "when": "notional_over", "threshold": 10_000}
+        ]
+    )
+    env = airflow_env(
+        fresh_airflow_home,
+        dag_folder(tmp_path, "ibkr_rebalance"),
+        AIRFLOW_CONN_IBKR_DEFAULT=fresh_sandbox.connection_json(),
+        IBKR_REBALANCE_FILL_POLL_SECONDS="1",
+    )
+    conf = {
+        "account_id": "DU2345678",
+        "targets": {"SPY": 0.1, "BND": 0.06},  # buy about 16k of SPY (asked about) and 6k of BND
+        "dry_run": False,
+        "auto_approve_paper": True,
+        "output_dir": str(tmp_path / "rebalance"),
+    }
+    result = airflow_cli.run(["dags", "test", "ibkr_rebalance", "-c", json.dumps(conf)], env, timeout=400)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "o999" in output, output[-4000:]
+    (placed,) = fresh_sandbox.orders()
+    assert placed["status"] == "Filled"
+    with sqlite3.connect(fresh_airflow_home / "airflow.db") as db:
+        waits = db.execute(
+            "SELECT state FROM task_instance WHERE dag_id = 'ibkr_rebalance' AND task_id = 'wait_for_fill'"
+        ).fetchall()
+    assert [w[0] for w in waits] == ["success"]
+    with sqlite3.connect(fresh_airflow_home / "ibkr_journal.db") as db:
+        rows = db.execute(
+            "SELECT kind, coid FROM ibkr_trade_journal WHERE kind IN ('order', 'fill')"
+        ).fetchall()
+    assert sorted(rows) == [("fill", placed["coid"]), ("order", placed["coid"])], rows
+
+
 def test_dca_dry_run_previews_cash_quantity_orders(
     migrated_home: Path, fresh_sandbox: RunningSandbox, tmp_path: Path, airflow_cli: AirflowCli
 ) -> None:
