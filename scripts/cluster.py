@@ -23,7 +23,8 @@ as the connection ``ibkr_advisor``; ``benchmarks/advisor_snapshot.py --cluster``
 ``restart: always`` does). A file dropped in the work directory's ``control/`` named after a
 process (``redis``, ``postgres``, ``worker-1``...) or ``sandbox`` restarts it (SIGKILL and start;
 the sandbox stops cleanly and keeps IBKR-side state); ``events.jsonl`` records every restart
-(``benchmarks/chaos.py`` drives the cluster this way).
+(``benchmarks/chaos.py`` drives the cluster this way), ``IBKR_DAG_PARSE_SECONDS`` (how often
+each DAG file is parsed again; Airflow's 30 s when unset).
 ``cluster.json`` in the work directory lists the URLs, the admin password and every process id.
 Ctrl-C (or SIGTERM) stops everything and removes the database.
 
@@ -57,7 +58,7 @@ import requests
 from airflow_connections import import_connections
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
 from ibkr_sandbox.seed import ADVISOR_CREDENTIAL
-from local_airflow import ROOT, answers, free_port, wait_until
+from local_airflow import ROOT, answers, free_port, parse_interval, wait_until
 
 from ibkr_provider.client.session.locking import write_private_atomically
 
@@ -345,6 +346,7 @@ def main() -> int:
             # during which a task whose worker also died is not failed and retried)
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
             "IBKR_SANDBOX_URL": sandbox.base_url,
+            **parse_interval(),
         }
         controller = airflow_env(common, work / "controller")
         airflow = str(BIN / "airflow")

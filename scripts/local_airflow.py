@@ -52,10 +52,20 @@ def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "AIRFLOW_CONN_IBKR_JOURNAL": journal_connection(home),
+            **parse_interval(),
             **extra,
         }
     )
     return env
+
+
+def parse_interval() -> dict[str, str]:
+    """``IBKR_DAG_PARSE_SECONDS``: how often the dag-processor parses each DAG file again
+    (Airflow's default, 30 s, when unset). The tests that keep `make up` or `make cluster`
+    running for minutes set 600: their DAG files never change, and parsing every file every 30 s
+    is CPU the rest of the suite needs."""
+    seconds = os.environ.get("IBKR_DAG_PARSE_SECONDS")
+    return {"AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": seconds} if seconds else {}
 
 
 def run_airflow(

@@ -166,6 +166,7 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         IBKR_CLUSTER_DIR=str(work),
         IBKR_CLUSTER_DAGS=str(dags),
         IBKR_DRAWDOWN_DAILY_LOSS="3000",
+        IBKR_DAG_PARSE_SECONDS="600",  # parsed once: the DAG files do not change during the test
         **CLUSTER_ENV,  # the chaos step's (benchmarks/chaos.py)
     )
     with running_script(

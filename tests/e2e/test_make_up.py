@@ -476,6 +476,7 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
         IBKR_UP_HOME=str(home),
         IBKR_NOTIFY_EMAIL="ops@example.com",
         IBKR_NOTIFY_SMTP_CONN_ID="ibkr_notify_smtp",
+        IBKR_DAG_PARSE_SECONDS="600",  # parsed once: the DAG files do not change during the test
     )
     url = f"http://127.0.0.1:{port}"
     # airflow standalone boots five components; with the rest of the suite beside it on two cores
