@@ -255,7 +255,16 @@ def test_celery_cluster_two_workers_one_session(tmp_path: Path) -> None:
         assert "DU2345678" in _drawdown_reports(api), "no drawdown report on DU2345678"
 
         # 6. chaos (benchmarks/chaos.py --short, on this cluster): one snapshot, one rebalance
-        # placing real orders and one Flex export while everything they stand on fails
+        # placing real orders and one Flex export while everything they stand on fails. The
+        # event-driven DAGs are paused first: a run per chaos fill is CPU the suite needs.
+        for dag_id in ("ibkr_on_fill", "ibkr_fill", "ibkr_drawdown_guard"):
+            paused = requests.patch(
+                f"{info['url']}/api/v2/dags/{dag_id}",
+                headers=api.headers,
+                json={"is_paused": True},
+                timeout=30,
+            )
+            assert paused.status_code == 200, paused.text
         _survives_chaos(info, work, tmp_path / "chaos")
     leftovers = [path for path in info["removed_at_stop"] if Path(path).exists()]
     assert not leftovers, leftovers
