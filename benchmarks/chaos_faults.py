@@ -123,9 +123,7 @@ class Faults:
     def restart(self, name: str) -> dict[str, Any]:
         """Ask scripts/cluster.py to kill ``name`` and start it again; wait until it did."""
         seen = len(self._events())
-        control = self.work / "control"
-        control.mkdir(exist_ok=True)
-        (control / name).touch()
+        (self.work / "control" / name).touch()
         deadline = time.monotonic() + 120
         while not any(e["name"] == name for e in self._events()[seen:]):
             if time.monotonic() > deadline:

@@ -88,8 +88,6 @@ class Cluster:
     sandbox: RunningSandbox | None = None
     #: How each process was started (for :meth:`crash_and_restart`).
     commands: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict)
-    #: Set by SIGUSR1: the triggerer is to be killed and started again.
-    restart_requested: bool = False
     #: When each process was last started (time.monotonic()).
     started_at: dict[str, float] = field(default_factory=dict)
 
@@ -297,6 +295,7 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, mode=0o700)
     (work / "logs").mkdir()
+    (work / "control").mkdir()
     cluster = Cluster(work)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -416,15 +415,9 @@ def main() -> int:
         # A worker may die (a host lost: its tasks are retried on the other one); the cluster
         # stops when a process every task depends on exits, unless IBKR_CLUSTER_RESTART=always
         # starts every exited process again (docker-compose's `restart: always`).
-        # SIGUSR1 kills the triggerer and starts it again (event-driven DAGs across a triggerer
-        # restart). Files dropped in control/ ask for more: see Cluster.serve_requests.
-        signal.signal(signal.SIGUSR1, lambda *_: setattr(cluster, "restart_requested", True))
+        # Files dropped in control/ ask for restarts: see Cluster.serve_requests.
         always = os.environ.get("IBKR_CLUSTER_RESTART") == "always"
         while always or all(p.poll() is None for name, p in cluster.processes.items() if name not in WORKERS):
-            if cluster.restart_requested:
-                cluster.restart_requested = False
-                restarted = cluster.crash_and_restart("triggerer")
-                print(f"triggerer killed and started again (pid {restarted.pid})", flush=True)
             cluster.serve_requests()
             if always:
                 cluster.restart_exited()
