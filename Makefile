@@ -63,7 +63,7 @@ docker-compose:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
 
 # Worker counts and their figures: docs/development.md, Workers.
-PYTEST := $(VENV)/bin/pytest -n 3 --dist loadgroup --no-loadscope-reorder --durations=25
+PYTEST := $(VENV)/bin/pytest -n 4 --dist loadgroup --no-loadscope-reorder --durations=25
 
 # The edit loop (under a minute): unit and integration tiers, no Airflow CLI runs, without the
 # tests marked slow (they wait out IBKR's pacing; `make test` runs them).

@@ -370,8 +370,9 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
     # IBKR answers the token exchange 5 s late: meanwhile the API server keeps answering everyone
     # else (the callback's blocking work runs in worker threads, not on its event loop). On the
     # callback's event loop the API answered twice in 9 s (one answer took 9.2 s); alone every
-    # answer took under 1 s, and under the full suite on 2 cores one of 36 took 1.6 s (CPU, not
-    # the loop): the bound is half the injected delay, which a blocked loop stalls for whole.
+    # answer took under 1 s, and under the full suite on 2 cores one of 47 took 2.9 s (CPU, not
+    # the loop). A blocked loop holds the answer in flight for the whole delay, less at most one
+    # 0.2 s pause between questions: the bound is 4 s.
     requests.post(
         f"{_sandbox_of(page)}/__sandbox__/faults",
         json={"path": "/v1/api/oauth/access_token", "kind": "delay", "delay": 5},
@@ -383,7 +384,7 @@ def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tu
             page.get_by_role("button", name="Allow").click()
         waited = time.monotonic() - started
     assert waited >= 5, waited
-    assert len(latencies) >= 10 and statistics.median(latencies) < 0.2 and max(latencies) < 2.5, latencies
+    assert len(latencies) >= 10 and statistics.median(latencies) < 0.2 and max(latencies) < 4, latencies
     callback_url = landed.value.url
     expect(page.get_by_role("heading", name="IBKR connected")).to_be_visible()
     status = page.get_by_role("status")
