@@ -69,6 +69,7 @@ class IbkrClient:
         owner: str | None = None,
     ) -> None:
         self.config = config
+        self._closed = False
         sink: SecretSink = secret_sink or _ignore_secret
         self._transport = transport or HttpTransport(
             verify=config.verify, timeout=config.timeout, retry_policy=config.retry
@@ -126,8 +127,7 @@ class IbkrClient:
         *,
         idempotent: bool | None = None,
     ) -> Any:
-        """Call any ``/v1/api`` endpoint with the client's auth, pacing, retries, session
-        recovery and errors.
+        """Call any ``/v1/api`` endpoint with the client's auth, pacing, retries, recovery and errors.
 
         :param path: path below ``/v1/api``, e.g. ``/iserver/account/trades``.
         :param idempotent: whether an ambiguous failure may be retried; inferred when None
@@ -161,13 +161,12 @@ class IbkrClient:
     # ------------------------------------------------------------------ keep-alive and lifetime
     def _keep_alive(self) -> None:
         keepalive.register(self.session_key, self, self.tickle_if_idle, interval=self.config.tickle_interval)
+        if self._closed:  # closed while another thread opened its session: nothing may outlive it
+            keepalive.release(self.session_key, self)
 
     def tickle_if_idle(self) -> bool:
-        """Tickle the shared session if no process used it for ``tickle_interval`` seconds.
-
-        Never logs in: a dead session raises the session error, and the next real request
-        recovers it.
-        """
+        """Tickle the shared session if no process used it for ``tickle_interval`` seconds. Never
+        logs in: a dead session raises the session error; the next real request recovers it."""
         record = self.sessions.idle_record()
         if record is None:
             return False
@@ -185,8 +184,9 @@ class IbkrClient:
         self.sessions.logout()
 
     def close(self) -> None:
-        """Stop keeping the session alive for this client and release the HTTP connections (the
-        IBKR session stays open for other processes). Safe to call twice."""
+        """Stop keeping the session alive for this client, even from a thread still opening it, and
+        release the HTTP connections (the IBKR session stays open for others). Safe twice."""
+        self._closed = True
         keepalive.release(self.session_key, self)
         self._transport.close()
         if self._owns_store:

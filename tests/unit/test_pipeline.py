@@ -258,3 +258,17 @@ def test_the_retry_policy_gives_up_within_its_attempts() -> None:
             _flaky(errors), policy=RetryPolicy(max_attempts=4), idempotent=True, describe="GET", sleep=sleeps
         )
     assert len(sleeps.waits) == 3 and len(errors) == 5
+
+
+def test_a_client_closed_while_another_thread_opens_its_session_keeps_nothing_alive() -> None:
+    """A trigger cancelled mid-login closes its client while the login's thread still runs: the
+    session that thread then opens must not start a keep-alive nobody will stop."""
+    client, _, _ = _client({})
+    client.connect()
+    assert client.keepalive_running  # an open client keeps its session alive
+    client.close()
+    assert not client.keepalive_running
+    late, _, _ = _client({})
+    late.close()
+    late.connect()  # the thread still opening the session, after close() ran
+    assert not late.keepalive_running
