@@ -9,7 +9,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: setup test test-fast pytest lint typecheck demo up cluster bench chaos clean compose-env redis-server chromium postgresql docker-compose
+.PHONY: setup test test-fast test-cache pytest lint typecheck demo up cluster bench chaos clean compose-env redis-server chromium postgresql docker-compose
 
 $(CURDIR)/.tools/bin/uv:
 	$(BOOTSTRAP_PYTHON) -m venv .tools
@@ -62,16 +62,24 @@ docker-compose:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
 
+# pytest keeps the test modules it rewrites (for its assert messages) only where bytecode may be
+# written: with PYTHONDONTWRITEBYTECODE set, as on CI machines, every worker rewrote every module
+# again. The test targets let it write, and one collection warms that cache for all the workers
+# (docs/development.md, Workers).
+PYTEST_ENV := env -u PYTHONDONTWRITEBYTECODE
+test-cache: setup
+	$(PYTEST_ENV) $(VENV)/bin/pytest --collect-only -q -p no:xdist tests >/dev/null
+
 # Worker counts and their figures: docs/development.md, Workers.
-PYTEST := $(VENV)/bin/pytest -n 4 --dist loadgroup --no-loadscope-reorder --durations=25
+PYTEST := $(PYTEST_ENV) $(VENV)/bin/pytest -n 4 --dist loadgroup --no-loadscope-reorder --durations=25
 
 # The edit loop (under a minute): unit and integration tiers, no Airflow CLI runs, without the
 # tests marked slow (they wait out IBKR's pacing; `make test` runs them).
-test-fast: setup
-	$(VENV)/bin/pytest -n 5 --dist loadgroup --no-loadscope-reorder --durations=10 -m "not slow" tests/unit tests/integration
+test-fast: test-cache
+	$(PYTEST_ENV) $(VENV)/bin/pytest -n 8 --dist loadgroup --no-loadscope-reorder --durations=10 -m "not slow" tests/unit tests/integration
 
 # Every tier (what CI runs via `make test`).
-pytest: setup redis-server chromium postgresql docker-compose
+pytest: test-cache redis-server chromium postgresql docker-compose
 	$(PYTEST)
 
 test: lint typecheck pytest

@@ -17,9 +17,6 @@ from ibkr_provider.client import IbkrClient, IbkrSessionError
 
 MakeClient = Callable[..., IbkrClient]
 
-#: One worker runs this module, so one OAuth 1.0a sandbox starts instead of one per worker.
-pytestmark = pytest.mark.xdist_group("oauth1-sandbox")
-
 
 def _other_key() -> str:
     return (
