@@ -53,7 +53,9 @@ class IbkrPlaceOrderOperator(BaseOperator):
        and a live account needs ``allow_live=True`` as well as ``dry_run=False``.
     5. Placement runs one order at a time per login (so per account too), with a cOID derived
        from dag id, task id, run id and map index: a retried task adopts the order it placed
-       before.
+       before. A retry (``try_number`` > 1) looks for that order first and, when IBKR has it,
+       adopts it without the checks above and below: they held when it was sent, and a price
+       that moved since (or a what-if after its fill) must not leave it unfollowed.
     6. Confirmation prompts are confirmed only for ids in ``allowed_message_ids``; any other
        prompt is declined and the task fails with IBKR's text.
 
@@ -193,11 +195,6 @@ class IbkrPlaceOrderOperator(BaseOperator):
         client = hook.get_conn()
         live = not client.portfolio.is_paper(account_id)
         refuse_unless_allowed(account_id, live=live, dry_run=whatif_only, allow_live=allow_live)
-        if not whatif_only:
-            self._check_approval(client, ticket)
-        check_quantity(client, ticket, max_quantity)
-        whatif = preview(client, account_id, ticket, "the order")
-        check_notional(ticket, whatif, max_notional)
         result: dict[str, Any] = {
             "dry_run": whatif_only,
             "account_id": account_id,
@@ -205,13 +202,24 @@ class IbkrPlaceOrderOperator(BaseOperator):
             "label": self.label,
             "live_account": live,
             "order": ticket.to_json(account_id),
-            "whatif": whatif.summary(),
+            "whatif": {},  # none of this try's own when it adopts an earlier try's order
         }
-        if whatif_only:
-            what = f"{self.label} (conid {ticket.conid}) on {account_id}"
-            self.log.info("DRY RUN (nothing placed): %s -> what-if %s", what, result["whatif"])
-            return result
-        placed = client.orders.place(account_id, ticket, allowed_message_ids=self.allowed_message_ids)
+        # A retry adopts the order an earlier try placed before checking anything (safety 5).
+        placed = None
+        if not whatif_only and ti.try_number > 1 and ticket.coid:
+            placed = client.orders.placed_earlier(account_id, ticket.coid)
+        if placed is None:
+            if not whatif_only:
+                self._check_approval(client, ticket)
+            check_quantity(client, ticket, max_quantity)
+            whatif = preview(client, account_id, ticket, "the order")
+            check_notional(ticket, whatif, max_notional)
+            result["whatif"] = whatif.summary()
+            if whatif_only:
+                what = f"{self.label} (conid {ticket.conid}) on {account_id}"
+                self.log.info("DRY RUN (nothing placed): %s -> what-if %s", what, result["whatif"])
+                return result
+            placed = client.orders.place(account_id, ticket, allowed_message_ids=self.allowed_message_ids)
         adopted = " adopted from an earlier attempt" if placed.adopted else ""
         what = f"{self.label} (conid {ticket.conid}) on {account_id} {placed.status.value}"
         self.log.info("Order %s: %s (cOID %s)%s", placed.order_id, what, placed.coid, adopted)

@@ -113,7 +113,11 @@ def test_only_the_approved_plan_at_the_approved_price_is_placed(
     first = planned["orders"][0]
     context = {
         "ti": SimpleNamespace(
-            dag_id="ibkr_rebalance", task_id="place_order", run_id="manual__approval", map_index=0
+            dag_id="ibkr_rebalance",
+            task_id="place_order",
+            run_id="manual__approval",
+            map_index=0,
+            try_number=1,
         )
     }
 
@@ -133,6 +137,46 @@ def test_only_the_approved_plan_at_the_approved_price_is_placed(
     placed = IbkrPlaceOrderOperator(task_id="place_order", **first, approved_plan_hash=first["plan_hash"])
     assert placed.execute(context)["order_id"]  # type: ignore[arg-type]
     assert fresh_sandbox.stats()["orders_placed"] == 1
+
+
+@pytest.mark.slow  # two reads of the order list: IBKR paces it at 1 per 5 s
+def test_a_retry_adopts_its_earlier_trys_order_although_the_price_moved_since(
+    planned: dict[str, Any], fresh_sandbox: RunningSandbox
+) -> None:
+    """IBKR took the first try's order and the answer was lost with it; by the retry the price
+    has moved beyond ``max_price_drift``. The retry adopts and journals that order: a refusal
+    saying "Nothing was placed" would leave a live order unfollowed (seen in the chaos run)."""
+    from ibkr_provider.client.errors import IbkrConnectionError
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
+
+    first = planned["orders"][0]
+
+    def attempt(try_number: int) -> dict[str, Any]:
+        ti = SimpleNamespace(
+            dag_id="ibkr_rebalance",
+            task_id="place_order",
+            run_id="manual__lost",
+            map_index=0,
+            try_number=try_number,
+        )
+        op = IbkrPlaceOrderOperator(
+            task_id="place_order",
+            **first,
+            approved_plan_hash=first["plan_hash"],
+            journal_conn_id="ibkr_journal",
+        )
+        return op.execute({"ti": ti})  # type: ignore[arg-type,no-any-return]
+
+    fresh_sandbox.inject_fault("/v1/api/iserver/account/DU2345678/orders", "drop_after")
+    with pytest.raises(IbkrConnectionError):  # left to Airflow's retry: the answer may come again
+        attempt(1)
+    assert fresh_sandbox.stats()["orders_placed"] == 1  # IBKR has it; the try never heard
+    fresh_sandbox.set_price(int(first["conid"]), float(first["reference_price"]) * 1.03)
+    retry = attempt(2)
+    assert retry["adopted"] is True and retry["order_id"] and retry["whatif"] == {}
+    assert fresh_sandbox.stats()["orders_placed"] == 1
+    (row,) = [r for r in _journal_rows() if r.kind == "order"]
+    assert row.order_id == retry["order_id"] and row.payload["adopted"] is True
 
 
 def test_a_dca_plan_is_previewed_and_approved_like_a_rebalance(fresh_sandbox: RunningSandbox) -> None:
@@ -169,7 +213,11 @@ def test_the_fill_wait_journals_the_end_state_and_each_fill_once(
     first = planned["orders"][0]
     context = {
         "ti": SimpleNamespace(
-            dag_id="ibkr_rebalance", task_id="place_order", run_id="manual__approval", map_index=0
+            dag_id="ibkr_rebalance",
+            task_id="place_order",
+            run_id="manual__approval",
+            map_index=0,
+            try_number=1,
         )
     }
     placed = IbkrPlaceOrderOperator(
@@ -232,7 +280,7 @@ def test_the_decision_each_order_and_each_fill_reach_a_mailbox_through_airflows_
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", box.connection_json())
         decided = _approval(auto_approve_paper=True, notifiers=[mail()]).execute(_context(planned["plan"]))
         ti = SimpleNamespace(
-            dag_id="ibkr_rebalance", task_id="place_order", run_id="manual__mail", map_index=0
+            dag_id="ibkr_rebalance", task_id="place_order", run_id="manual__mail", map_index=0, try_number=1
         )
         placed = IbkrPlaceOrderOperator(
             task_id="place_order", **first, approved_plan_hash=decided["plan_hash"], notifiers=[mail()]
@@ -261,7 +309,7 @@ def test_the_decision_each_order_and_each_fill_reach_a_mailbox_through_airflows_
         notifiers=[mail()],
     )
     second = SimpleNamespace(
-        dag_id="ibkr_rebalance", task_id="place_order", run_id="manual__mail", map_index=1
+        dag_id="ibkr_rebalance", task_id="place_order", run_id="manual__mail", map_index=1, try_number=1
     )
     assert down.execute({"ti": second})["order_id"]  # type: ignore[arg-type]
     assert fresh_sandbox.stats()["orders_placed"] == 2

@@ -25,7 +25,7 @@ PAPER = "DU1234567"
 
 
 def _context(run_id: str = "manual__1") -> dict[str, Any]:
-    return {"ti": SimpleNamespace(dag_id="guard", task_id="place", run_id=run_id, map_index=-1)}
+    return {"ti": SimpleNamespace(dag_id="guard", task_id="place", run_id=run_id, map_index=-1, try_number=1)}
 
 
 def _order_traffic(sandbox: RunningSandbox) -> list[str]:

@@ -170,8 +170,10 @@ def test_bad_tickets_fail_before_any_request(
 
 
 # ---------------------------------------------------------------------------- operator
-def _context(run_id: str = "manual__1", map_index: int = -1) -> dict[str, Any]:
-    ti = SimpleNamespace(dag_id="ibkr_rebalance", task_id="place", run_id=run_id, map_index=map_index)
+def _context(run_id: str = "manual__1", map_index: int = -1, try_number: int = 1) -> dict[str, Any]:
+    ti = SimpleNamespace(
+        dag_id="ibkr_rebalance", task_id="place", run_id=run_id, map_index=map_index, try_number=try_number
+    )
     return {"ti": ti}
 
 
@@ -329,7 +331,7 @@ def test_a_retried_task_places_exactly_one_order_and_journals_it_once(
         journal_conn_id="ibkr_journal",
     )
     first = op.execute(_context(run_id="scheduled__2026-11-20"))  # type: ignore[arg-type]
-    retry = op.execute(_context(run_id="scheduled__2026-11-20"))  # type: ignore[arg-type]
+    retry = op.execute(_context(run_id="scheduled__2026-11-20", try_number=2))  # type: ignore[arg-type]
     other_run = op.execute(_context(run_id="scheduled__2026-11-27"))  # type: ignore[arg-type]
     assert (
         first["coid"] == retry["coid"] == order_coid("ibkr_rebalance", "place", "scheduled__2026-11-20", -1)

@@ -150,20 +150,29 @@ class OrderService:
             placed = self._place_locked(account_id, ticket, lease, allowed_message_ids)
             return dataclasses.replace(placed, lock_wait_seconds=round(waited, 3))
 
+    def placed_earlier(self, account_id: str, coid: str) -> PlacedOrder | None:
+        """The order an earlier try placed under ``coid``, adopted (IBKR took it, and the answer
+        was lost with the try's worker); None when IBKR has none. A retried task asks this before
+        its own checks: a price that moved since, or a what-if after that order's fill, must not
+        leave a live order unfollowed."""
+        account_id = fields.account_id(account_id)
+        self._api.iserver_preflight()
+        return self._adopt(account_id, coid)
+
+    def _adopt(self, account_id: str, coid: str) -> PlacedOrder | None:
+        existing = self.find_by_coid(account_id, coid)
+        if existing is None:
+            return None
+        log.warning("order with cOID %s already exists (id %s): adopting it", coid, existing.order_id)
+        return PlacedOrder(existing.order_id, existing.status, coid, adopted=True)
+
     def _place_locked(
         self, account_id: str, ticket: OrderTicket, lease: Lease, allowed_message_ids: Collection[str]
     ) -> PlacedOrder:
         """Placement under the lock: adopt an order of the same cOID, else POST it and answer
         IBKR's questions."""
-        if ticket.coid:
-            existing = self.find_by_coid(account_id, ticket.coid)
-            if existing is not None:
-                log.warning(
-                    "order with cOID %s already exists (id %s): adopting it",
-                    ticket.coid,
-                    existing.order_id,
-                )
-                return PlacedOrder(existing.order_id, existing.status, ticket.coid, adopted=True)
+        if ticket.coid and (earlier := self._adopt(account_id, ticket.coid)) is not None:
+            return earlier
         lease.check()  # never send an order while another process may be placing one
         answer = self._api.call(
             "POST",
