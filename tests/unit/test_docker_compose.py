@@ -130,3 +130,15 @@ def test_flex_connection_env_matches_the_sandbox_flex_token(compose: dict[str, A
         assert flex["conn_type"] == "ibkr_flex"
         assert flex["host"] == f"http://ibkr-sandbox:{port}/AccountManagement/FlexWebService"
         assert flex["password"] == token
+
+
+def test_redis_keeps_the_shared_session_and_the_pacing_ledger_across_a_restart(
+    compose: dict[str, Any],
+) -> None:
+    """A Redis that restarts empty costs every worker a new IBKR login and makes the pacer forget
+    the requests sent just before it (one 429 seen in a chaos run): append-only, on a volume."""
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes", command
+    assert _volume_mounts(redis).get("redis-data") == "/data"
+    assert "redis-data" in compose["volumes"]
