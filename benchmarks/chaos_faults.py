@@ -150,6 +150,7 @@ class Faults:
         worker whose task sent it (found by the order's cOID: the task instance it belongs to)
         is SIGKILLed then, and started again. The retry must adopt that order, not place another."""
         known = {order["coid"] for order in self._sandbox_control("GET", "orders")}
+        restarts = self._sandbox_control("GET", "stats").get("restarts", 0)
         self._sandbox_control(
             "POST",
             "faults",
@@ -166,6 +167,10 @@ class Faults:
                 return {"placement": "none came in 300 s", **self.restart(self.rng.choice(WORKERS))}
             time.sleep(0.2)
         held = [o["coid"] for o in self._sandbox_control("GET", "orders") if o["coid"] not in known]
+        if not held and self._sandbox_control("GET", "stats").get("restarts", 0) != restarts:
+            # the sandbox restarted before any placement came in, and forgot the fault (faults
+            # are not IBKR's state): hold the next placement again
+            return self.kill_a_placing_worker()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             running = self.api.call(
