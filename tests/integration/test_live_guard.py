@@ -291,3 +291,29 @@ def test_non_finite_numbers_are_named_errors(
     error = failed.value.__cause__
     assert isinstance(error, IbkrValidationError) and error.field == field, repr(error)
     assert fresh_sandbox.stats()["requests_total"] == 0
+
+
+def test_a_retry_with_no_earlier_order_meets_every_guard(
+    proxied: ResolvingProxy, fresh_sandbox: RunningSandbox
+) -> None:
+    """A retry first looks for the order an earlier try placed (a read of the order list); with
+    none there, it is refused exactly as a first try would be, and nothing is posted."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from ibkr_provider.operators.orders import IbkrPlaceOrderOperator
+
+    retry = {
+        "ti": SimpleNamespace(dag_id="guard", task_id="place", run_id="manual__1", map_index=-1, try_number=2)
+    }
+
+    def op(**kwargs: Any) -> IbkrPlaceOrderOperator:
+        return IbkrPlaceOrderOperator(task_id="place", conid=VTI, side="BUY", quantity=1, **kwargs)
+
+    with pytest.raises(AirflowFailException, match="allow_live"):
+        op(account_id=LIVE, dry_run=False, allow_live=False).execute(retry)  # type: ignore[arg-type]
+    with pytest.raises(AirflowFailException, match="but plan ffffffffffffffff was approved"):
+        unapproved = op(account_id=PAPER, dry_run=False, plan_hash="a" * 64, approved_plan_hash="f" * 64)
+        unapproved.execute(retry)  # type: ignore[arg-type]
+    assert op(account_id=PAPER).execute(retry)["dry_run"] is True  # type: ignore[arg-type]
+    posted = [p for p in fresh_sandbox.stats()["paths"] if p.startswith("POST ") and p.endswith("/orders")]
+    assert posted == [] and fresh_sandbox.stats().get("orders_placed", 0) == 0
