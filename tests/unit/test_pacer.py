@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,11 @@ class FakeTime:
 @pytest.fixture
 def fake() -> FakeTime:
     return FakeTime()
+
+
+def _pacer(store: MemorySessionStore, fake: FakeTime, sleep: Callable[[float], None]) -> Pacer:
+    """One process's pacer at IBKR's OAuth limit (50/s) on the shared ``store``."""
+    return Pacer(store, "k", global_limit=50, clock=fake.clock, sleep=sleep)
 
 
 def test_requests_are_spaced_by_the_limit_and_the_margin(fake: FakeTime) -> None:
@@ -101,3 +107,46 @@ def test_a_process_woken_too_late_takes_a_new_slot_instead_of_crowding_the_next(
     slot = late.acquire("GET", "/iserver/accounts")
     assert slot == 1_000_610  # the missed slot (1000.11) was given up; the new one is at 1000.61
     assert fake.now * 1000 - slot <= 110
+
+
+def test_a_request_waiting_for_its_endpoint_slot_holds_no_other_request_back(fake: FakeTime) -> None:
+    """While one process waits 5.5 s for its ``/portfolio/accounts`` slot, another process of the
+    same user sends ``/iserver/accounts`` at once: the global slot is taken only after the
+    endpoint slot was waited out (reserved together, the global bucket was held 5.5 s ahead)."""
+    MemorySessionStore.clear()
+    store = MemorySessionStore()
+    other = _pacer(store, fake, fake.sleep)
+    other_waited: list[float] = []
+
+    def sleep_while_the_other_process_sends(seconds: float) -> None:
+        if not other_waited:  # the first wait: the endpoint slot, 5.5 s ahead
+            started = fake.now
+            other.acquire("GET", "/iserver/accounts")
+            other_waited.append(fake.now - started)
+        fake.sleep(seconds)
+
+    _pacer(store, fake, fake.sleep).acquire("GET", "/portfolio/accounts")
+    waiting = _pacer(store, fake, sleep_while_the_other_process_sends)
+    start = fake.now
+    waiting.acquire("GET", "/portfolio/accounts")
+    assert other_waited == [pytest.approx(0.022)]  # one global interval after the first request
+    assert fake.now - start == pytest.approx(0.022 + 5.5)  # the fake sleeps one after the other
+
+
+@pytest.mark.parametrize(("oversleep", "sent_after"), [(0.3, 5.8), (0.6, 11.0)])
+def test_an_endpoint_slot_is_kept_within_its_margin_and_given_up_beyond_it(
+    fake: FakeTime, oversleep: float, sent_after: float
+) -> None:
+    """Woken 0.3 s after its ``/portfolio/accounts`` slot (margin 0.5 s), a request still goes;
+    0.6 s after, it would come within 5 s of the bucket's next slot, so it takes that slot."""
+    MemorySessionStore.clear()
+    store = MemorySessionStore()
+    _pacer(store, fake, fake.sleep).acquire("GET", "/portfolio/accounts")
+    late = [oversleep]
+
+    def late_sleep(seconds: float) -> None:
+        fake.sleep(seconds + (late.pop() if late else 0.0))
+
+    start = fake.now
+    _pacer(store, fake, late_sleep).acquire("GET", "/portfolio/accounts")
+    assert fake.now - start == pytest.approx(sent_after)

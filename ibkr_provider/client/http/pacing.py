@@ -3,7 +3,8 @@
 IBKR paces per username: a global limit per second and per-endpoint limits (e.g. 1 request per
 5 s for ``/portfolio/accounts``), counted in sliding one-second windows, with a 10-15 minute
 penalty box for violators (IBKR's "Pacing Limitations"). Every request therefore reserves a send
-time ("slot") in its per-endpoint bucket and then in the global bucket, and sleeps until it.
+time ("slot") in its per-endpoint bucket and sleeps until it, then does the same in the global
+bucket.
 
 Reservation, not polling: under the store's atomic operation a request claims the next free
 slot (``max(now, next free)``) and moves the bucket's next free time one interval on, so slots
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from ibkr_provider.client.http.limits import endpoint_limit
+from ibkr_provider.client.http.limits import EndpointLimit, endpoint_limit
 
 log = logging.getLogger(__name__)
 
@@ -90,25 +91,36 @@ class Pacer:
     def acquire(self, method: str, path: str) -> int:
         """Block until a request to ``path`` (below ``/v1/api``) may be sent; returns its slot
         (epoch milliseconds). Slots only grow, across every process sharing the store, so they
-        also serve as timestamps that never go backwards (OAuth 1.0a requires that)."""
+        also serve as timestamps that never go backwards (OAuth 1.0a requires that).
+
+        A per-endpoint slot is waited out before the global one is taken: reserved together, a
+        ``/portfolio/accounts`` waiting 5.5 s for its own slot held the global bucket's next free
+        time 5.5 s ahead, and every other request of the user waited behind it."""
         entry = endpoint_limit(method, path)
+        if entry is None:
+            return self._wait_for_global_slot(method, path)
         while True:
-            earliest = math.floor(self._clock() * 1000)
-            if entry is not None:
-                earliest = self._store.reserve_slot(
-                    STORE_WIDE_KEY if entry.name in STORE_WIDE_BUCKETS else self._key,
-                    entry.name,
-                    earliest_ms=earliest,
-                    interval_ms=interval_ms(entry.limit, entry.per_seconds),
-                )
+            endpoint_slot = self._wait_for_endpoint_slot(entry)
+            slot = self._wait_for_global_slot(method, path)
+            # An endpoint slot is kept only while the request goes within its bucket's margin: a
+            # later one would crowd the bucket's next slot (IBKR: 1 per 5 s, slots 5.5 s apart).
+            if self._now_ms() - endpoint_slot <= _margin_ms(entry):
+                return slot
+            log.debug("sent %s %s too late for its %s slot; taking a new one", method, path, entry.name)
+
+    def _wait_for_endpoint_slot(self, entry: EndpointLimit) -> int:
+        key = STORE_WIDE_KEY if entry.name in STORE_WIDE_BUCKETS else self._key
+        interval = interval_ms(entry.limit, entry.per_seconds)
+        slot = self._store.reserve_slot(key, entry.name, earliest_ms=self._now_ms(), interval_ms=interval)
+        self._sleep_until(slot, entry.name)
+        return slot
+
+    def _wait_for_global_slot(self, method: str, path: str) -> int:
+        while True:
             slot = self._store.reserve_slot(
-                self._key, "global", earliest_ms=earliest, interval_ms=self._global_interval_ms
+                self._key, "global", earliest_ms=self._now_ms(), interval_ms=self._global_interval_ms
             )
-            wait = slot / 1000 - self._clock()
-            if wait > 0:
-                self._sleep(wait)
-            if wait > 0.5:
-                log.debug("paced %s %s for %.2f s", method, path, wait)
+            self._sleep_until(slot, "global")
             # A process the OS did not wake in time would send late, next to the requests of the
             # slots after its own, and crowd IBKR's one-second window: a slot missed by more than
             # one interval is given up and a fresh one taken (the 10 % margin covers the rest).
@@ -116,6 +128,22 @@ class Pacer:
             if late_ms <= self._global_interval_ms:
                 return slot
             log.debug("woke %.0f ms after the slot for %s %s; taking a new one", late_ms, method, path)
+
+    def _sleep_until(self, slot_ms: int, bucket: str) -> None:
+        wait = slot_ms / 1000 - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+        if wait > 0.5:
+            log.debug("paced %.2f s for the %s bucket", wait, bucket)
+
+    def _now_ms(self) -> int:
+        return math.floor(self._clock() * 1000)
+
+
+def _margin_ms(entry: EndpointLimit) -> int:
+    """How late a request may go after its endpoint slot: the bucket's 10 % margin (500 ms for
+    1 per 5 s), beyond which it would come closer than IBKR's limit to the bucket's next slot."""
+    return interval_ms(entry.limit, entry.per_seconds) - math.ceil(entry.per_seconds * 1000 / entry.limit)
 
 
 def interval_ms(limit: float, per_seconds: float) -> int:
