@@ -166,11 +166,19 @@ class Faults:
             if time.monotonic() > deadline:
                 return {"placement": "none came in 300 s", **self.restart(self.rng.choice(WORKERS))}
             time.sleep(0.2)
-        held = [o["coid"] for o in self._sandbox_control("GET", "orders") if o["coid"] not in known]
-        if not held and self._sandbox_control("GET", "stats").get("restarts", 0) != restarts:
-            # the sandbox restarted before any placement came in, and forgot the fault (faults
-            # are not IBKR's state): hold the next placement again
-            return self.kill_a_placing_worker()
+        # The sandbox takes the fault off its list as the request arrives and records the order
+        # a moment later: on a loaded machine the first look at the orders came before it.
+        deadline = time.monotonic() + 10
+        while not (
+            held := [o["coid"] for o in self._sandbox_control("GET", "orders") if o["coid"] not in known]
+        ):
+            if self._sandbox_control("GET", "stats").get("restarts", 0) != restarts:
+                # the sandbox restarted before any placement came in, and forgot the fault
+                # (faults are not IBKR's state): hold the next placement again
+                return self.kill_a_placing_worker()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             running = self.api.call(
