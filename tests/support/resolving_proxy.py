@@ -62,8 +62,13 @@ class ResolvingProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        # serve_forever looks for shutdown() every poll_interval (0.5 s by default): each of the
+        # live-guard tests waited that out, 17 s over the fast tier
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="resolving-proxy", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="resolving-proxy",
+            daemon=True,
         )
 
     def __enter__(self) -> ResolvingProxy:
