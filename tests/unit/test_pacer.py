@@ -150,3 +150,19 @@ def test_an_endpoint_slot_is_kept_within_its_margin_and_given_up_beyond_it(
     start = fake.now
     _pacer(store, fake, late_sleep).acquire("GET", "/portfolio/accounts")
     assert fake.now - start == pytest.approx(sent_after)
+
+
+def test_a_snapshot_woken_50_ms_late_keeps_its_slot(fake: FakeTime) -> None:
+    """10 snapshots per second, slots 110 ms apart: a request 50 ms late still leaves at most ten
+    in any second (the margin is 10 % of the window, 100 ms, not of one interval)."""
+    MemorySessionStore.clear()
+    store = MemorySessionStore()
+    _pacer(store, fake, fake.sleep).acquire("GET", "/iserver/marketdata/snapshot")
+    late = [0.05]
+
+    def late_sleep(seconds: float) -> None:
+        fake.sleep(seconds + (late.pop() if late else 0.0))
+
+    start = fake.now
+    _pacer(store, fake, late_sleep).acquire("GET", "/iserver/marketdata/snapshot")
+    assert fake.now - start == pytest.approx(0.11 + 0.05)

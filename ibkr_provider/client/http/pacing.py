@@ -141,9 +141,11 @@ class Pacer:
 
 
 def _margin_ms(entry: EndpointLimit) -> int:
-    """How late a request may go after its endpoint slot: the bucket's 10 % margin (500 ms for
-    1 per 5 s), beyond which it would come closer than IBKR's limit to the bucket's next slot."""
-    return interval_ms(entry.limit, entry.per_seconds) - math.ceil(entry.per_seconds * 1000 / entry.limit)
+    """How late a request may go after its endpoint slot. Requests sent at most ``d`` after
+    their slots, ``interval`` apart, put at most ``(window + d) / interval`` into any of IBKR's
+    windows: within the limit while ``d <= limit * interval - window``, the 10 % margin of the
+    window (500 ms for 1 per 5 s, 100 ms for 10 per second)."""
+    return entry.limit * interval_ms(entry.limit, entry.per_seconds) - math.ceil(entry.per_seconds * 1000)
 
 
 def interval_ms(limit: float, per_seconds: float) -> int:
