@@ -149,8 +149,8 @@ class Faults:
         """IBKR holds the answer to the next order placement on the paper account for 30 s; the
         worker whose task sent it (found by the order's cOID: the task instance it belongs to)
         is SIGKILLed then, and started again. The retry must adopt that order, not place another."""
-        known = {order["coid"] for order in self._sandbox_control("GET", "orders")}
-        restarts = self._sandbox_control("GET", "stats").get("restarts", 0)
+        known = set(self._sandbox_coids())
+        restarts = self._sandbox_restarts()
         self._sandbox_control(
             "POST",
             "faults",
@@ -169,10 +169,8 @@ class Faults:
         # The sandbox takes the fault off its list as the request arrives and records the order
         # a moment later: on a loaded machine the first look at the orders came before it.
         deadline = time.monotonic() + 10
-        while not (
-            held := [o["coid"] for o in self._sandbox_control("GET", "orders") if o["coid"] not in known]
-        ):
-            if self._sandbox_control("GET", "stats").get("restarts", 0) != restarts:
+        while not (held := [coid for coid in self._sandbox_coids() if coid not in known]):
+            if self._sandbox_restarts() != restarts:
                 # the sandbox restarted before any placement came in, and forgot the fault
                 # (faults are not IBKR's state): hold the next placement again
                 return self.kill_a_placing_worker()
@@ -210,6 +208,14 @@ class Faults:
                         return name
                 process = process.parent()
         return None
+
+    def _sandbox_coids(self) -> list[str]:
+        """The cOIDs of every order the sandbox holds."""
+        return [order["coid"] for order in self._sandbox_control("GET", "orders")]
+
+    def _sandbox_restarts(self) -> int:
+        """How often the sandbox was started again (it forgets its faults then)."""
+        return int(self._sandbox_control("GET", "stats").get("restarts", 0))
 
     def _sandbox_control(self, method: str, path: str, body: Any = None) -> Any:
         deadline = time.monotonic() + 60  # the sandbox may be restarting
