@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ibkr_provider.client.http.pacing import Pacer, interval_ms
+from ibkr_provider.client.http.pacing import Pacer, interval_ms, lateness_allowed_ms
 from ibkr_provider.client.session.stores.base import SessionStore
 from ibkr_provider.client.session.stores.file import FileSessionStore
 from ibkr_provider.client.session.stores.memory import MemorySessionStore
@@ -106,7 +106,57 @@ def test_a_process_woken_too_late_takes_a_new_slot_instead_of_crowding_the_next(
     late = Pacer(store, "k", global_limit=10, clock=fake.clock, sleep=late_sleep)
     slot = late.acquire("GET", "/iserver/accounts")
     assert slot == 1_000_610  # the missed slot (1000.11) was given up; the new one is at 1000.61
-    assert fake.now * 1000 - slot <= 110
+    assert fake.now * 1000 - slot <= 100
+
+
+@pytest.mark.parametrize(
+    ("limit", "oversleep", "kept"),
+    [
+        (50, 0.06, True),  # slots 22 ms apart: 60 ms late still leaves at most 50 in any second
+        (50, 0.11, False),
+        (10, 0.09, True),  # the gateway's 10/s, slots 110 ms apart
+        (10, 0.105, False),  # (1000 + 105) / 110: eleven requests could share one second
+    ],
+)
+def test_a_global_slot_is_kept_within_10_percent_of_the_window_at_either_rate(
+    fake: FakeTime, limit: int, oversleep: float, kept: bool
+) -> None:
+    """The global bucket gives a slot up by the same rule as the endpoint buckets: late by more
+    than ``limit x interval - window`` (100 ms at 50/s and at 10/s). One interval late, the rule
+    before, threw slots away at 50/s (22 ms) and let eleven requests into a second at 10/s."""
+    MemorySessionStore.clear()
+    store = MemorySessionStore()
+    on_time = Pacer(store, "k", global_limit=limit, clock=fake.clock, sleep=fake.sleep)
+    on_time.acquire("GET", "/iserver/accounts")
+    late = [oversleep]
+
+    def late_sleep(seconds: float) -> None:
+        fake.sleep(seconds + (late.pop() if late else 0.0))
+
+    woken_late = Pacer(store, "k", global_limit=limit, clock=fake.clock, sleep=late_sleep)
+    slot = woken_late.acquire("GET", "/iserver/accounts")
+    assert (slot == 1_000_000 + interval_ms(limit, 1.0)) is kept
+    assert round(fake.now * 1000) - slot <= lateness_allowed_ms(limit, 1.0)
+
+
+@pytest.mark.parametrize(("limit", "per_seconds"), [(50, 1.0), (10, 1.0), (1, 5.0), (1, 1.0)])
+def test_requests_late_by_the_allowance_never_put_one_too_many_into_a_window(
+    limit: int, per_seconds: float
+) -> None:
+    """The arithmetic behind the rule. Slots one interval apart; every request whose slot came
+    before ``late`` is sent at ``late`` (each within ``late`` of its slot, as after a host
+    stalled), the rest on time. Late by the allowance, no window of IBKR's holds more than the
+    limit; one millisecond more, and one window holds one request too many."""
+    step, window = interval_ms(limit, per_seconds), round(per_seconds * 1000)
+    allowance = lateness_allowed_ms(limit, per_seconds)
+    assert allowance >= window // 10
+
+    def most_in_a_window(late: int) -> int:
+        sends = sorted(max(k * step, late) for k in range(400))
+        return max(sum(1 for t in sends if start <= t < start + window) for start in sends)
+
+    assert most_in_a_window(allowance) == limit
+    assert most_in_a_window(allowance + 1) == limit + 1
 
 
 def test_a_request_waiting_for_its_endpoint_slot_holds_no_other_request_back(fake: FakeTime) -> None:

@@ -67,6 +67,7 @@ class Pacer:
         self._store = store
         self._key = key
         self._global_interval_ms = interval_ms(global_limit, 1.0)
+        self._global_late_ms = lateness_allowed_ms(global_limit, 1.0)
         self._clock = clock
         self._sleep = sleep
 
@@ -104,7 +105,7 @@ class Pacer:
             slot = self._wait_for_global_slot(method, path)
             # An endpoint slot is kept only while the request goes within its bucket's margin: a
             # later one would crowd the bucket's next slot (IBKR: 1 per 5 s, slots 5.5 s apart).
-            if self._now_ms() - endpoint_slot <= _margin_ms(entry):
+            if self._now_ms() - endpoint_slot <= lateness_allowed_ms(entry.limit, entry.per_seconds):
                 return slot
             log.debug("sent %s %s too late for its %s slot; taking a new one", method, path, entry.name)
 
@@ -123,9 +124,9 @@ class Pacer:
             self._sleep_until(slot, "global")
             # A process the OS did not wake in time would send late, next to the requests of the
             # slots after its own, and crowd IBKR's one-second window: a slot missed by more than
-            # one interval is given up and a fresh one taken (the 10 % margin covers the rest).
+            # the bucket's margin (100 ms at 50/s and at 10/s) is given up and a fresh one taken.
             late_ms = self._clock() * 1000 - slot
-            if late_ms <= self._global_interval_ms:
+            if late_ms <= self._global_late_ms:
                 return slot
             log.debug("woke %.0f ms after the slot for %s %s; taking a new one", late_ms, method, path)
 
@@ -140,12 +141,14 @@ class Pacer:
         return math.floor(self._clock() * 1000)
 
 
-def _margin_ms(entry: EndpointLimit) -> int:
-    """How late a request may go after its endpoint slot. Requests sent at most ``d`` after
-    their slots, ``interval`` apart, put at most ``(window + d) / interval`` into any of IBKR's
-    windows: within the limit while ``d <= limit * interval - window``, the 10 % margin of the
-    window (500 ms for 1 per 5 s, 100 ms for 10 per second)."""
-    return entry.limit * interval_ms(entry.limit, entry.per_seconds) - math.ceil(entry.per_seconds * 1000)
+def lateness_allowed_ms(limit: float, per_seconds: float) -> int:
+    """How late a request may go after its slot in a bucket of ``limit`` per ``per_seconds``.
+    Requests sent at most ``d`` after their slots, ``interval`` apart, put at most ``(window + d)
+    / interval`` into any of IBKR's windows: within the limit while ``d <= limit * interval -
+    window``, the 10 % margin of the window (100 ms for 50 and for 10 per second, 500 ms for 1
+    per 5 s). One rule for every bucket: the global one once gave a slot up one interval late,
+    which at the gateway's 10/s (110 ms) let eleven requests into one second."""
+    return math.floor(limit * interval_ms(limit, per_seconds) - per_seconds * 1000)
 
 
 def interval_ms(limit: float, per_seconds: float) -> int:
