@@ -62,30 +62,29 @@ class PortfolioApi:
             account, login_is_paper=login_is_paper, accounts=self._api.portfolio_preflight()
         )
 
-    def account_summary(self, account_id: str | None = None) -> AccountSummary:
-        """``GET /portfolio/{accountId}/summary``: net liquidation, cash, margin, cushion..."""
+    def _read_account(self, account_id: str | None, what: str) -> tuple[str, str, Any]:
+        """``GET /portfolio/{accountId}/{what}`` after IBKR's pre-flight: the account, the path
+        and IBKR's answer."""
         account = self.account(account_id)
         self._api.portfolio_preflight()
-        path = f"/portfolio/{path_segment(account)}/summary"
-        payload = self._call(path)
+        path = f"/portfolio/{path_segment(account)}/{what}"
+        return account, path, self._call(path)
+
+    def account_summary(self, account_id: str | None = None) -> AccountSummary:
+        """``GET /portfolio/{accountId}/summary``: net liquidation, cash, margin, cushion..."""
+        account, path, payload = self._read_account(account_id, "summary")
         return read_answer(path, lambda: AccountSummary.from_json(account, payload))
 
     def account_ledger(self, account_id: str | None = None) -> Ledger:
         """``GET /portfolio/{accountId}/ledger``: balances per currency and in BASE."""
-        account = self.account(account_id)
-        self._api.portfolio_preflight()
-        path = f"/portfolio/{path_segment(account)}/ledger"
-        payload = self._call(path)
+        account, path, payload = self._read_account(account_id, "ledger")
         return read_answer(path, lambda: Ledger.from_json(account, payload))
 
     def positions_page(self, account_id: str | None, page: int) -> list[Position]:
         """One page (0-based, up to 100 rows) of ``GET /portfolio/{accountId}/positions/{page}``."""
-        account = self.account(account_id)
         if page < 0:
             raise IbkrValidationError("page", "position pages start at 0")
-        self._api.portfolio_preflight()
-        path = f"/portfolio/{path_segment(account)}/positions/{int(page)}"
-        payload = self._call(path)
+        account, path, payload = self._read_account(account_id, f"positions/{int(page)}")
         if not isinstance(payload, list):
             raise IbkrResponseError(
                 f"positions page {page} of {account} is not a list", endpoint="/v1/api" + path

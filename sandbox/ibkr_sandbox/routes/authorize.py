@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ibkr_sandbox.authcode import AuthorizationServer, AuthorizeError, GrantRejected, metadata
 from ibkr_sandbox.consent import consent_page
 from ibkr_sandbox.oauth import TOKEN_AUDIENCE, JwtRejected, verify_client_assertion
-from ibkr_sandbox.routes.common import Gate, ibkr_error, oauth_error, posted_form
+from ibkr_sandbox.routes.common import Gate, consent_decision, ibkr_error, oauth_error
 from ibkr_sandbox.state import SandboxState
 
 TOKEN_PATH = "/oauth2/api/v1/token"
@@ -93,18 +93,9 @@ def authorize_router(gate: Gate) -> APIRouter:
 
     @router.post("/oauth2/authorize")
     async def authorize_decision(request: Request) -> Response:
-        server = server_of(state)
-        form = await posted_form(request)
-        request_id = form.get("request_id", "")
-        accept = form.get("decision") == "accept"
-        with state.lock:
-            try:
-                target = server.decide(request_id, form.get("username", ""), form.get("password", ""), accept)
-            except ValueError as exc:
-                pending = request_id if server.is_pending(request_id) else None
-                return HTMLResponse(consent_page(pending, str(exc), field="request_id"), 400)
-            state.counters.add("code_consents_accepted" if accept else "code_consents_denied")
-        return RedirectResponse(target, status_code=303)
+        return await consent_decision(
+            request, state, server_of(state), field="request_id", counter="code_consents"
+        )
 
     @router.post("/oauth2/api/v1/revoke")
     async def revoke(request: Request) -> dict[str, Any]:

@@ -10,10 +10,12 @@ brokerage session.
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ibkr_sandbox.consent import consent_page
 from ibkr_sandbox.oauth1 import OAuth1Rejected
 from ibkr_sandbox.seed import SeedAccount
 from ibkr_sandbox.state import SandboxState, SsoSessionRecord
@@ -131,3 +133,30 @@ async def posted_form(request: Request) -> dict[str, str]:
     """A login page's posted form (``application/x-www-form-urlencoded``), first value of each
     field."""
     return {k: v[0] for k, v in urllib.parse.parse_qs((await request.body()).decode()).items()}
+
+
+class ConsentDecider(Protocol):
+    """A pending consent (OAuth 1.0a request token, OAuth 2.0 authorization request)."""
+
+    def is_pending(self, key: str, /) -> bool: ...
+
+    def decide(self, key: str, username: str, password: str, accept: bool, /) -> str: ...
+
+
+async def consent_decision(
+    request: Request, state: SandboxState, decider: ConsentDecider, *, field: str, counter: str
+) -> Response:
+    """The consent page's Allow or Deny: the login is checked and the user is sent on to the
+    consumer's callback (counted as ``<counter>_accepted`` or ``_denied``); a wrong login shows
+    the page again while the request is still pending."""
+    form = await posted_form(request)
+    key = form.get(field, "")
+    accept = form.get("decision") == "accept"
+    with state.lock:
+        try:
+            target = decider.decide(key, form.get("username", ""), form.get("password", ""), accept)
+        except ValueError as exc:
+            pending = key if decider.is_pending(key) else None
+            return HTMLResponse(consent_page(pending, str(exc), field=field), 400)
+        state.counters.add(f"{counter}_accepted" if accept else f"{counter}_denied")
+    return RedirectResponse(target, status_code=303)

@@ -8,13 +8,20 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from ibkr_sandbox.consent import ConsentBroker, consent_page
 from ibkr_sandbox.oauth import TOKEN_AUDIENCE, JwtRejected, verify_client_assertion, verify_sso_jwt
 from ibkr_sandbox.oauth1 import OAuth1Rejected
 from ibkr_sandbox.routes.authorize import assertion_audiences, user_tokens
-from ibkr_sandbox.routes.common import Gate, bearer, ibkr_error, oauth_error, posted_form, signed_url
+from ibkr_sandbox.routes.common import (
+    Gate,
+    bearer,
+    consent_decision,
+    ibkr_error,
+    oauth_error,
+    signed_url,
+)
 
 T = TypeVar("T")
 
@@ -155,16 +162,8 @@ def login_router(gate: Gate) -> APIRouter:
 
     @router.post("/authorize")
     async def authorize_decision(request: Request) -> Response:
-        broker = consent_broker()
-        form = await posted_form(request)
-        token = form.get("oauth_token", "")
-        accept = form.get("decision") == "accept"
-        with state.lock:
-            try:
-                target = broker.decide(token, form.get("username", ""), form.get("password", ""), accept)
-            except ValueError as exc:
-                return HTMLResponse(consent_page(token if broker.is_pending(token) else None, str(exc)), 400)
-            state.counters.add("consents_accepted" if accept else "consents_denied")
-        return RedirectResponse(target, status_code=303)
+        return await consent_decision(
+            request, state, consent_broker(), field="oauth_token", counter="consents"
+        )
 
     return router
