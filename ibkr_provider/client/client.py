@@ -71,7 +71,7 @@ class IbkrClient:
         self.config = config
         self._closed = False
         sink: SecretSink = secret_sink or _ignore_secret
-        self._transport = transport or HttpTransport(
+        transport = transport or HttpTransport(
             verify=config.verify, timeout=config.timeout, retry_policy=config.retry
         )
         #: A store this client built is closed with it (its pacing descriptors, its Redis pool).
@@ -83,7 +83,7 @@ class IbkrClient:
         sender = SessionSender(
             api_url=config.api_url,
             auth=build_auth(config, secret_sink=sink, keeper=StoreTokenKeeper(store, key)),
-            transport=self._transport,
+            transport=transport,
             pacer=Pacer(store, key, global_limit=config.effective_rate_limit, clock=clock),
             store=store,
             key=key,
@@ -188,7 +188,7 @@ class IbkrClient:
         release the HTTP connections (the IBKR session stays open for others). Safe twice."""
         self._closed = True
         keepalive.release(self.session_key, self)
-        self._transport.close()
+        self.sessions.sender.close()  # a request waiting for its pacing slot raises; none is sent
         if self._owns_store:
             self.sessions.store.close()
 

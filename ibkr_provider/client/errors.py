@@ -79,6 +79,8 @@ class IbkrErrorCode(str, enum.Enum):
     FILLS_NOT_LISTED = "fills_not_listed"
     FLEX = "flex"
     FLEX_NOT_READY = "flex_not_ready"
+    #: The client was closed while a request waited for its pacing slot; nothing was sent.
+    CLIENT_CLOSED = "client_closed"
 
     def __str__(self) -> str:
         return self.value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -17,6 +19,8 @@ from ibkr_provider.client import (
     IbkrClientConfig,
     IbkrConfigError,
     IbkrConnectionError,
+    IbkrError,
+    IbkrErrorCode,
     IbkrRequestError,
     IbkrValidationError,
 )
@@ -148,6 +152,34 @@ def test_lost_session_is_recovered_once(fresh_sandbox: RunningSandbox, make_clie
     # Two 401s: the failed call, and the status probe that tells "SSO session gone" (open a new
     # one) from "brokerage tier gone" (re-init it). One new session, one init; never a loop.
     assert stats["http_401"] == 2 and stats["sso_sessions"] == 1 and stats["ssodh_inits"] == 1
+
+
+def test_closing_the_client_ends_a_request_waiting_for_its_pacing_slot_and_sends_nothing(
+    fresh_sandbox: RunningSandbox, make_client: MakeClient
+) -> None:
+    """A trigger is cancelled while its poll waits out ``/iserver/account/trades`` (IBKR: 1 per
+    5 s): closing its client ends the wait at once, with an error, instead of holding the thread
+    5 s and then sending the request from a closed client for nobody."""
+    client = make_client(fresh_sandbox)
+    client.request("GET", "/iserver/account/trades")  # the bucket's next slot is 5.5 s away
+    failures: list[BaseException] = []
+
+    def poll() -> None:
+        try:
+            client.request("GET", "/iserver/account/trades")
+        except BaseException as exc:  # the thread's outcome is what the test checks
+            failures.append(exc)
+
+    waiting = threading.Thread(target=poll)
+    waiting.start()
+    time.sleep(0.3)
+    client.close()
+    waiting.join(timeout=2)
+    assert not waiting.is_alive(), "the request kept waiting for its slot after the client closed"
+    (failure,) = failures
+    assert isinstance(failure, IbkrError) and failure.code is IbkrErrorCode.CLIENT_CLOSED, failure
+    assert "nothing was sent" in str(failure)
+    assert fresh_sandbox.stats()["paths"]["GET /v1/api/iserver/account/trades"] == 1
 
 
 def test_call_after_server_side_logout_opens_a_new_session(

@@ -19,6 +19,7 @@ from ibkr_provider.client import (
     IbkrClient,
     IbkrClientConfig,
     IbkrConnectionError,
+    IbkrError,
     IbkrOrderRefusedError,
     IbkrRateLimitError,
     IbkrSessionError,
@@ -268,7 +269,18 @@ def test_a_client_closed_while_another_thread_opens_its_session_keeps_nothing_al
     assert client.keepalive_running  # an open client keeps its session alive
     client.close()
     assert not client.keepalive_running
-    late, _, _ = _client({})
-    late.close()
-    late.connect()  # the thread still opening the session, after close() ran
+    late, fake, _ = _client({})
+    answer = fake.send
+
+    def send_then_close(method: str, url: str, **kwargs: Any) -> Any:
+        sent = answer(method, url, **kwargs)
+        if url.endswith("/iserver/accounts"):  # the session's last set-up request is answered
+            late.close()  # ...and the client is closed before the thread marks the session ready
+        return sent
+
+    fake.send = send_then_close  # type: ignore[method-assign]
+    with pytest.raises(IbkrError) as closed:
+        late.connect()  # its status request, after the session opened, is not sent
+    assert closed.value.code is IbkrErrorCode.CLIENT_CLOSED
+    assert fake.paths() == ["/iserver/auth/status", "/iserver/accounts"]
     assert not late.keepalive_running

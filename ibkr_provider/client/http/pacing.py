@@ -24,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
 
+from ibkr_provider.client.errors import IbkrError, IbkrErrorCode
 from ibkr_provider.client.http.limits import EndpointLimit, endpoint_limit
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ class Pacer:
         *,
         global_limit: float,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         if global_limit <= 0:
             raise ValueError("global_limit must be positive")
@@ -69,7 +71,16 @@ class Pacer:
         self._global_interval_ms = interval_ms(global_limit, 1.0)
         self._global_late_ms = lateness_allowed_ms(global_limit, 1.0)
         self._clock = clock
-        self._sleep = sleep
+        self._closed = threading.Event()
+        #: Waits end early when the pacer is closed (unless a test gives its own sleep).
+        self._sleep = sleep or self._closed.wait
+
+    def close(self) -> None:
+        """End every wait for good: a request waiting for its slot, or asking for one later,
+        raises instead of being sent. A trigger cancelled while its poll waited 5 s for
+        ``/iserver/account/trades`` otherwise held its thread that long and then sent the
+        request for nobody, from a closed client."""
+        self._closed.set()
 
     def pace_as(self, user: str | None) -> None:
         """Draw from ``user``'s buckets from now on (IBKR paces per username, and two
@@ -134,6 +145,11 @@ class Pacer:
         wait = slot_ms / 1000 - self._clock()
         if wait > 0:
             self._sleep(wait)
+        if self._closed.is_set():
+            raise IbkrError(
+                f"the client was closed while a request waited for its {bucket} slot; nothing was sent",
+                code=IbkrErrorCode.CLIENT_CLOSED,
+            )
         if wait > 0.5:
             log.debug("paced %.2f s for the %s bucket", wait, bucket)
 

@@ -48,6 +48,12 @@ class SessionSender:
         self._clock = clock
         self._last_mark = 0.0
 
+    def close(self) -> None:
+        """Wake every request waiting for a pacing slot (it raises; nothing is sent) and release
+        the HTTP connections."""
+        self.pacer.close()
+        self.transport.close()
+
     def send_on(
         self,
         record: SessionRecord,
