@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from ibkr_provider.client.errors import IbkrError, IbkrSessionError
+from ibkr_provider.client.errors import IbkrError, IbkrErrorCode, IbkrSessionError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class _KeepAliveThread(threading.Thread):
                 _retire(self)
                 return
             except IbkrError as exc:
+                if exc.code is IbkrErrorCode.CLIENT_CLOSED:  # its client closed mid-tickle: the next
+                    continue  # owner's tickle serves at the next period (or the thread stops)
                 log.warning("IBKR keep-alive tickle failed: %s", exc)
 
 
