@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from ibkr_sandbox.flex import FLEX_PATH, SANDBOX_FLEX_QUERY_ID
 from ibkr_sandbox.process import start_sandbox
 
 from ibkr_provider.client import IbkrClient
@@ -24,6 +23,10 @@ VTI = 12340038
 def test_a_restart_ends_sessions_and_keeps_orders_positions_and_counters(
     tmp_path: Path, make_client: Callable[..., IbkrClient]
 ) -> None:
+    # here, not at the top: the sandbox's Flex routes import FastAPI (0.2 s), which every pytest
+    # worker would pay while collecting, also where this slow module is deselected
+    from ibkr_sandbox.flex import FLEX_PATH, SANDBOX_FLEX_QUERY_ID
+
     sandbox = start_sandbox(
         tmp_path / "sandbox", "--price-tick-seconds", "0", "--no-endpoint-limits", "--persist"
     )

@@ -64,7 +64,7 @@ def test_a_batch_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
 def test_without_on_conflict_a_savepoint_skips_the_duplicate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "_DO_NOTHING_INSERTS", {})
+    monkeypatch.setattr(store, "_DO_NOTHING_DIALECTS", frozenset())
     journal = _journal(tmp_path)
     assert journal.append(_entries()) == 2
     assert journal.append([*_entries(), JournalEntry(EntryKind.STATUS, RUN, "af-1:Filled", "DU2345678")]) == 1
