@@ -73,7 +73,7 @@ def test_renewal_ahead_of_expiry_with_no_failed_request(
     client = make_client(fresh_sandbox, max_retries=0)
     import time
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 15
     calls = 0
     generations = set()
     while time.monotonic() < deadline:
@@ -83,10 +83,10 @@ def test_renewal_ahead_of_expiry_with_no_failed_request(
         time.sleep(0.2)
     stats = fresh_sandbox.stats()
     assert stats["http_401"] == 0 and stats["http_429"] == 0, stats
-    # 30 s of 5 s tokens, renewed 2.5 s ahead of expiry: about a dozen renewals, none late.
-    assert 8 <= stats["tokens_issued"] <= 16, stats
+    # 15 s of 5 s tokens, renewed 2.5 s ahead of expiry: about six renewals, none late.
+    assert 4 <= stats["tokens_issued"] <= 8, stats
     assert len(generations) == stats["tokens_issued"]
-    assert calls > 60
+    assert calls > 30
 
 
 @pytest.mark.parametrize("backend", ["file", "memory"])
