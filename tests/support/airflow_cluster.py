@@ -33,6 +33,10 @@ def airflow_cluster(
         AIRFLOW__API__PORT=str(port),
         AIRFLOW__API__WORKERS="1",
         AIRFLOW__API_AUTH__JWT_SECRET="test-only-jwt-secret-for-the-local-api-server",
+        # A task's supervisor notices that its finished task process exited only at its next
+        # heartbeat wake-up (default every 5 s); `dags test --use-executor` waits for every
+        # supervisor before it exits, so each run ended up to 5 s after its DAG run had.
+        AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",
         **extra_env,
     )
     if not (home / "airflow.db").exists():  # a home copied from the migrated template has it

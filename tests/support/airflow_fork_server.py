@@ -24,6 +24,7 @@ The server exits when its standard input closes.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import importlib
 import json
@@ -31,7 +32,7 @@ import logging
 import os
 import sys
 import threading
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 #: The Airflow minor version whose internals this server was written against (and checked on):
 #: ``in_process_api_server``, Cadwyn's routers, the configuration reload in the child.
@@ -136,6 +137,20 @@ def _reload_airflow_configuration() -> None:
     settings.initialize()
     importlib.import_module("airflow.serialization.serialized_objects").DAGS_FOLDER = settings.DAGS_FOLDER
     importlib.import_module("airflow.sdk.definitions.asset").SQL_ALCHEMY_CONN = settings.SQL_ALCHEMY_CONN
+    # The task supervisor's timings (the warm-up imported it with the server's configuration).
+    supervisor = importlib.import_module("airflow.sdk.execution_time.supervisor")
+    for name, section, key, read in _SUPERVISOR_SETTINGS:
+        setattr(supervisor, name, getattr(supervisor.conf, read)(section, key))
+
+
+#: ``airflow.sdk.execution_time.supervisor``'s module constants read from the configuration.
+_SUPERVISOR_SETTINGS = (
+    ("HEARTBEAT_TIMEOUT", "scheduler", "task_instance_heartbeat_timeout", "getint"),
+    ("MIN_HEARTBEAT_INTERVAL", "workers", "min_heartbeat_interval", "getint"),
+    ("MAX_FAILED_HEARTBEATS", "workers", "max_failed_heartbeats", "getint"),
+    ("SOCKET_CLEANUP_TIMEOUT", "workers", "socket_cleanup_timeout", "getfloat"),
+    ("TASK_OVERTIME_THRESHOLD", "core", "task_success_overtime", "getfloat"),
+)
 
 
 def _check_nothing_points_at_the_server(server_home: str) -> None:
@@ -192,7 +207,27 @@ def main() -> None:
     _become_the_command(request, replies)
     from airflow.__main__ import main as airflow_main
 
-    airflow_main()
+    try:
+        airflow_main()
+    except SystemExit as done:
+        _exit_without_teardown(done.code)
+    _exit_without_teardown(0)
+
+
+def _exit_without_teardown(code: object) -> NoReturn:
+    """End the command as ``sys.exit(code)`` would, without the interpreter's teardown: its exit
+    handlers run (Airflow's, logging's flush) and then the process leaves. Tearing down a heap the
+    size of Airflow's kept each `dags test` alive for seconds after its DAG run had ended, which
+    its test waited out. An exception other than ``SystemExit`` still ends the normal way."""
+    if isinstance(code, int) or code is None:
+        status = code or 0
+    else:  # sys.exit("message"): printed, status 1
+        sys.stderr.write(f"{code}\n")
+        status = 1
+    atexit._run_exitfuncs()  # the handlers os._exit would skip
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
