@@ -37,6 +37,7 @@ from ibkr_sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
 from ibkr_provider.client import IbkrClient, IbkrClientConfig  # noqa: E402
 from tests.support import durations  # noqa: E402
 from tests.support.airflow_cli import AirflowCli  # noqa: E402
+from tests.support.airflow_fork_server import exit_without_teardown  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,10 +94,7 @@ def _exit_without_teardown() -> None:
     ``make test-fast`` 2.5 s (49.2 s with it, 46.6 s without). Registered last, this handler runs
     first: it runs the others (logging, multiprocessing, Airflow's), flushes, and exits."""
     atexit.unregister(_exit_without_teardown)
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_without_teardown(0)
 
 
 @pytest.fixture(scope="session")
