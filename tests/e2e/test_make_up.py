@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import FrameLocator, Locator, Page, expect
 
 from scripts.local_airflow import free_port
 from tests.support.airflow_api import Api
@@ -351,13 +351,14 @@ def _api_latency(url: str, auth: dict[str, str]) -> Iterator[list[float]]:
         asking.join(timeout=30)
 
 
-def _connect_ibkr(page: Page, url: str, auth: dict[str, str], shots: Path) -> tuple[str, str]:
-    """Connect IBKR from the preset consumer profile, reached through the nav of the page the UI
-    is on: accept (result page, a replay refused, the new row's Test), deny, a tampered state, a
-    form without CSRF, no login, and Disconnect; between attempts a person follows the Connect
-    IBKR link of the page they landed on. Returns the request token and verifier of the accepted
-    consent (for the log scan)."""
-    frame = open_connect_page(page, url)
+def _connect_ibkr(
+    page: Page, frame: FrameLocator, url: str, auth: dict[str, str], shots: Path
+) -> tuple[str, str]:
+    """Connect IBKR from the preset consumer profile (``frame``: its page, reached through the nav
+    of the page the UI was on): accept (result page, a replay refused, the new row's Test), deny,
+    a tampered state, a form without CSRF, no login, and Disconnect; between attempts a person
+    follows the Connect IBKR link of the page they landed on. Returns the request token and
+    verifier of the accepted consent (for the log scan)."""
     # ibkr_wrong_key's real state, not "configured": its test fails, naming why
     wrong = frame.locator("tr", has=frame.get_by_text("ibkr_wrong_key", exact=True))
     expect(wrong).to_contain_text("test failing: IbkrAuthError")
@@ -550,9 +551,12 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
                 "ibkr_portfolio_snapshot", {"accounts": ["DU2345678"], "output_dir": str(out)}
             )
 
+            # on to Connect IBKR, where the person goes next: the run page would redraw its grid
+            # every few seconds while the second snapshot runs, for the checks over HTTP below
+            frame = open_connect_page(page, url)
             unmasked = _unauthenticated_callbacks_cost_nothing(url)
             _connect_pages_refuse_crafted_input(url, api.headers)
-            request_token, verifier = _connect_ibkr(page, url, api.headers, shots)
+            request_token, verifier = _connect_ibkr(page, frame, url, api.headers, shots)
             _another_user_neither_sees_nor_takes_it(url, home)
             oauth2_code = connect_as_admin(page, url, api.headers, shots, sandbox_url)
             trader2 = connect_as_trader2(page, url, home, shots, sandbox_url)
