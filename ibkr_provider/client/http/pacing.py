@@ -138,10 +138,10 @@ class Pacer:
             # A process the OS did not wake in time would send late, next to the requests of the
             # slots after its own, and crowd IBKR's one-second window: a slot missed by more than
             # half the bucket's margin (50 ms at 50/s and at 10/s) is given up and a fresh one taken.
-            late_ms = self._clock() * 1000 - slot
+            late_ms = self._now_ms() - slot  # the same millisecond clock as the endpoint slots
             if late_ms <= self._global_late_ms:
                 return slot
-            log.debug("woke %.0f ms after the slot for %s %s; taking a new one", late_ms, method, path)
+            log.debug("woke %d ms after the slot for %s %s; taking a new one", late_ms, method, path)
 
     def _sleep_until(self, slot_ms: int, bucket: str) -> None:
         wait = slot_ms / 1000 - self._clock()
