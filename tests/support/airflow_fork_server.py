@@ -3,9 +3,10 @@
 A cold ``airflow dags test`` of the snapshot DAG costs about 14 CPU seconds here, 10 of them
 before the DAG's first task: importing Airflow and its CLI, then Cadwyn building the versioned
 routers of the in-process execution API that ``dags test`` runs its tasks through. This process
-pays that once: it imports Airflow and the CLI, builds that in-process API (Airflow keeps one per
-process, ``in_process_api_server``) and answers one request through it so Cadwyn generates its
-routers, freezes its heap for the garbage collector, then forks a child per command. The same
+pays that once: it imports Airflow and the CLI (and exchange_calendars, which the example DAGs'
+timetable imports), builds that in-process API (Airflow keeps one per process,
+``in_process_api_server``) and answers one request through it so Cadwyn generates its routers,
+freezes its heap for the garbage collector, then forks a child per command. The same
 run costs about 4 CPU seconds (a dry-run rebalance 4.1 instead of 14-16). Airflow starts its own
 task processes the same way: its supervisor forks them from a warm parent.
 
@@ -61,6 +62,10 @@ def _warm_up() -> None:
     import httpx
     from airflow.cli import cli_parser
     from airflow.cli.commands import dag_command  # noqa: F401  (imported lazily by `dags test`)
+
+    # The trading-day timetable of the rebalance, DCA and risk DAGs imports exchange_calendars
+    # (and pandas) when a `dags test` syncs the DAG: 0.2 s of each such command, paid once here.
+    importlib.import_module("exchange_calendars")
     from airflow.sdk.execution_time.supervisor import in_process_api_server
 
     cli_parser.get_parser()
