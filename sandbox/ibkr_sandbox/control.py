@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ibkr_sandbox.loopwatch import LoopWatch
 from ibkr_sandbox.malformed import malformed
 from ibkr_sandbox.state import SandboxState
 
@@ -55,6 +56,8 @@ class SandboxControl:
     def __init__(self, app: ASGIApp, state: SandboxState) -> None:
         self.app = app
         self.state = state
+        self.loop_watch = LoopWatch()
+        self._watching: asyncio.Task[None] | None = None
 
     def _username(self, scope: Scope) -> str | None:
         if self.state.settings.gateway:
@@ -110,6 +113,9 @@ class SandboxControl:
         # arrivals in the order and at the times they came). The market moves in a worker
         # thread, so the event loop never waits for the state lock while requests arrive.
         arrived = time.time()
+        earliest = self.loop_watch.earliest_arrival(arrived)
+        if self._watching is None:  # started by the first request, in the server's loop
+            self._watching = asyncio.get_running_loop().create_task(self.loop_watch.run())
         state.counters.arrived(method, path)
         if any(name == b"authorization" for name, _ in scope.get("headers", [])):
             state.counters.add("requests_with_authorization")
@@ -117,7 +123,7 @@ class SandboxControl:
             fault = state.faults.take(method, path)
             if fault is not None and fault.kind == "delay":
                 await asyncio.sleep(fault.delay)
-                arrived = time.time()
+                arrived = earliest = time.time()
             elif fault is not None and fault.kind == "drop":
                 if _drop_connection(send):
                     return
@@ -161,7 +167,9 @@ class SandboxControl:
             if path.startswith(API_PREFIX):
                 username = self._username(scope)
                 if username is not None:
-                    wait = state.admit(username, method, path[len(API_PREFIX) :], arrived)
+                    if earliest < arrived:
+                        state.counters.add("arrivals_after_a_stall")
+                    wait = state.admit(username, method, path[len(API_PREFIX) :], arrived, earliest)
                     if wait is not None:
                         headers = []
                         if state.settings.retry_after_header:

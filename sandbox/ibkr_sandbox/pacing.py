@@ -93,6 +93,7 @@ class PacingLedger:
         api_path: str,
         now: float,
         *,
+        earliest: float | None = None,
         global_limit: float,
         endpoint_limits: bool,
         penalty_seconds: float,
@@ -100,7 +101,10 @@ class PacingLedger:
         """(None, None) when admitted; else (seconds until the box opens, the bucket broken or
         None when the username was already in the box). ``now`` is the request's arrival,
         read by the caller as it came in (callers admit in arrival order), so neither a wait
-        for this lock nor a busy server bunches arrivals that were spaced."""
+        for this lock nor a busy server bunches arrivals that were spaced. ``earliest`` (default
+        ``now``) is how early it may have arrived when the server was stalled before reading it
+        (:mod:`ibkr_sandbox.loopwatch`): later requests' windows count it from then (a window
+        is pruned in arrival order, so it never leaves before a request read ahead of it)."""
         with self._lock:
             until = self._penalty_until.get(username, 0.0)
             if now < until:
@@ -116,6 +120,7 @@ class PacingLedger:
                 if len(arrivals) >= limit:
                     self._penalty_until[username] = now + penalty_seconds
                     return max(penalty_seconds, 0.001), bucket
+            counted_from = now if earliest is None else min(earliest, now)
             for bucket, _, _ in checks:
-                self._windows[(username, bucket)].append(now)
+                self._windows[(username, bucket)].append(counted_from)
             return None, None

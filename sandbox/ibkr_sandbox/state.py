@@ -440,16 +440,20 @@ class SandboxState:
             self._fill_resting_orders()
 
     # -------------------------------------------------------------- pacing
-    def admit(self, username: str, method: str, api_path: str, arrived: float) -> float | None:
-        """Count a ``/v1/api`` request that arrived at ``arrived`` (epoch seconds) against IBKR's
-        limits: None when admitted, else the seconds until the username's penalty box opens
-        again (see :class:`PacingLedger`)."""
+    def admit(
+        self, username: str, method: str, api_path: str, arrived: float, earliest: float | None = None
+    ) -> float | None:
+        """Count a ``/v1/api`` request that arrived at ``arrived`` (epoch seconds; possibly as
+        early as ``earliest`` after a stall of the sandbox) against IBKR's limits: None when
+        admitted, else the seconds until the username's penalty box opens again (see
+        :class:`PacingLedger`)."""
         settings = self.settings
         wait, broken = self.pacing.admit(
             username,
             method,
             api_path,
             arrived,
+            earliest=earliest,
             global_limit=settings.global_limit,
             endpoint_limits=settings.endpoint_limits,
             penalty_seconds=settings.penalty_seconds,

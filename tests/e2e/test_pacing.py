@@ -18,10 +18,10 @@ PROCESSES, REQUESTS = 8, 15
 
 def _run(sandbox: RunningSandbox, env: dict[str, str]) -> tuple[float, float]:
     sandbox.configure(rate_limit=RATE, penalty_seconds=60.0)
-    reports = run_workers(PROCESSES, "requests", env, n=REQUESTS, timeout=300)
-    stats = sandbox.stats()
-    assert stats["http_429"] == 0 and stats.get("penalties", 0) == 0, stats
-    assert all(r["requests"] == REQUESTS for r in reports)
+    reports = run_workers(PROCESSES, "requests", env, n=REQUESTS, timeout=300, allow_errors=True)
+    stats = sandbox.stats()  # first: a 429 names the bucket broken (violations_*) and the stalls
+    assert stats["http_429"] == 0 and stats.get("penalties", 0) == 0, (stats, reports)
+    assert all(r["exit_code"] == 0 and r["requests"] == REQUESTS for r in reports), reports
     api_requests = sum(v for k, v in stats["paths"].items() if " /v1/api/" in k)
     elapsed = max(r["finished"] for r in reports) - min(r["started"] for r in reports)
     return elapsed, (api_requests - 1) / RATE  # the fastest the limit allows

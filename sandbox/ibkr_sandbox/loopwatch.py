@@ -1,0 +1,47 @@
+"""How early a request may have arrived: the sandbox's own stalls are never held against a client.
+
+IBKR counts a request against its pacing windows when it reaches IBKR's edge. The sandbox can
+only read the time when its event loop gets to the request, and on a loaded host the process
+can go unscheduled for longer than pacing's margin: in a full ``make test`` on a two-core
+machine, requests that left their clients 123 ms apart were read by the sandbox at the same
+instant, 170 ms after the first was sent, and the strict one-second window counted a bunching
+the clients never sent (the client's pacer allows 100 ms of lateness in all).
+
+So a request read after a stall counts, for the windows of the requests after it, as having
+arrived when the loop last ran: the sandbox puts a client in the penalty box only for a
+bunching it is sure of. Without a stall (the loop ran within ``STALL_SECONDS``) the time read
+is the arrival, and the window stays strict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+#: How often the loop notes that it runs (50 wake-ups a second: a negligible cost).
+TICK_SECONDS = 0.02
+#: A gap longer than this since the loop last ran is a stall.
+STALL_SECONDS = 2 * TICK_SECONDS
+
+
+class LoopWatch:
+    """Notes when the event loop last ran; :meth:`earliest_arrival` bounds a request's arrival."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._last_ran: float | None = None
+
+    async def run(self) -> None:
+        """Note the time every tick, until cancelled (the server's shutdown cancels it)."""
+        while True:
+            self._last_ran = self._clock()
+            await asyncio.sleep(TICK_SECONDS)
+
+    def earliest_arrival(self, read_at: float) -> float:
+        """The earliest time a request read at ``read_at`` may have arrived: ``read_at`` itself
+        unless the loop had not run for more than ``STALL_SECONDS`` (or the watch never ran)."""
+        last = self._last_ran
+        if last is None or read_at - last <= STALL_SECONDS:
+            return read_at
+        return last

@@ -1,0 +1,67 @@
+"""The sandbox holds only a bunching it is sure of against a client: a request it read after a
+stall of its own may have arrived as early as the loop last ran (``ibkr_sandbox.loopwatch``).
+The case is the one measured in a full ``make test``: slots 123 ms apart (9/s with the client's
+10 % margin), the first two read together 170 ms late."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ibkr_sandbox.loopwatch import STALL_SECONDS, LoopWatch
+from ibkr_sandbox.pacing import PacingLedger
+
+SLOT = 0.123
+LIMIT = 9.0
+
+
+def _admit_all(ledger: PacingLedger, arrivals: list[tuple[float, float | None]]) -> list[float | None]:
+    return [
+        ledger.admit(
+            "user",
+            "GET",
+            "/iserver/accounts",
+            read,
+            earliest=earliest,
+            global_limit=LIMIT,
+            endpoint_limits=True,
+            penalty_seconds=60.0,
+        )[0]
+        for read, earliest in arrivals
+    ]
+
+
+def _stalled_run(*, with_earliest: bool) -> list[tuple[float, float | None]]:
+    """Ten requests sent on their slots; the sandbox stalled from 0.001 s to 0.170 s, so the
+    first two are read at 0.170 s and the third 30 ms late."""
+    reads = [0.170, 0.1703, 2 * SLOT + 0.030] + [k * SLOT + 0.001 for k in range(3, 10)]
+    earliest = [0.001, 0.001] + [None] * 8
+    return [(read, e if with_earliest else None) for read, e in zip(reads, earliest, strict=True)]
+
+
+def test_a_bunching_caused_by_the_sandboxs_stall_is_not_a_violation() -> None:
+    assert _admit_all(PacingLedger(), _stalled_run(with_earliest=True)) == [None] * 10
+
+
+def test_the_same_reads_without_the_stall_known_are_a_violation() -> None:
+    waits = _admit_all(PacingLedger(), _stalled_run(with_earliest=False))
+    assert waits[:9] == [None] * 9 and waits[9] == 60.0
+
+
+def test_ten_requests_read_within_a_second_without_a_stall_are_refused() -> None:
+    reads: list[tuple[float, float | None]] = [(k * 0.1, k * 0.1) for k in range(10)]
+    assert _admit_all(PacingLedger(), reads)[-1] == 60.0
+
+
+def test_the_watch_bounds_an_arrival_by_the_last_time_the_loop_ran() -> None:
+    now = [100.0]
+    watch = LoopWatch(clock=lambda: now[0])
+    assert watch.earliest_arrival(100.5) == 100.5  # never ran: no bound known, the read time
+
+    async def one_tick() -> None:
+        task = asyncio.get_running_loop().create_task(watch.run())
+        await asyncio.sleep(0)  # the watch notes 100.0
+        task.cancel()
+
+    asyncio.run(one_tick())
+    assert watch.earliest_arrival(100.0 + STALL_SECONDS * 0.9) == 100.0 + STALL_SECONDS * 0.9
+    assert watch.earliest_arrival(100.17) == 100.0
