@@ -57,7 +57,6 @@ class SandboxControl:
         self.app = app
         self.state = state
         self.loop_watch = LoopWatch()
-        self._watching: asyncio.Task[None] | None = None
 
     def _username(self, scope: Scope) -> str | None:
         if self.state.settings.gateway:
@@ -113,9 +112,7 @@ class SandboxControl:
         # arrivals in the order and at the times they came). The market moves in a worker
         # thread, so the event loop never waits for the state lock while requests arrive.
         arrived = time.time()
-        earliest = self.loop_watch.earliest_arrival(arrived)
-        if self._watching is None:  # started by the first request, in the server's loop
-            self._watching = asyncio.get_running_loop().create_task(self.loop_watch.run())
+        earliest = self.loop_watch.arrival(arrived)
         state.counters.arrived(method, path)
         if any(name == b"authorization" for name, _ in scope.get("headers", [])):
             state.counters.add("requests_with_authorization")

@@ -19,29 +19,40 @@ import asyncio
 import time
 from collections.abc import Callable
 
-#: How often the loop notes that it runs (50 wake-ups a second: a negligible cost).
+#: How often the loop notes that it runs while requests come (50 wake-ups a second).
 TICK_SECONDS = 0.02
 #: A gap longer than this since the loop last ran is a stall.
 STALL_SECONDS = 2 * TICK_SECONDS
+#: The watch sleeps when no request came for this long (a sandbox waiting for its next test
+#: costs nothing); the first request after that is read strictly and wakes it.
+IDLE_SECONDS = 2.0
 
 
 class LoopWatch:
-    """Notes when the event loop last ran; :meth:`earliest_arrival` bounds a request's arrival."""
+    """Notes when the event loop last ran while requests come in; :meth:`arrival` bounds a
+    request's arrival. Used from the event loop's thread only."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._last_ran: float | None = None
+        self._last_request = 0.0
+        self._ticking: asyncio.Task[None] | None = None
 
-    async def run(self) -> None:
-        """Note the time every tick, until cancelled (the server's shutdown cancels it)."""
-        while True:
+    def arrival(self, read_at: float) -> float:
+        """The earliest time a request read at ``read_at`` may have arrived: ``read_at`` itself
+        unless the loop had not run for more than ``STALL_SECONDS`` while the watch was awake.
+        Wakes the watch (from a coroutine of the server's event loop)."""
+        last = self._last_ran
+        earliest = last if last is not None and read_at - last > STALL_SECONDS else read_at
+        self._last_request = read_at
+        if self._ticking is None or self._ticking.done():
+            self._ticking = asyncio.get_running_loop().create_task(self._tick())
+        return earliest
+
+    async def _tick(self) -> None:
+        """Note the time every tick until requests stop coming (or the server's shutdown
+        cancels it)."""
+        while self._clock() - self._last_request < IDLE_SECONDS:
             self._last_ran = self._clock()
             await asyncio.sleep(TICK_SECONDS)
-
-    def earliest_arrival(self, read_at: float) -> float:
-        """The earliest time a request read at ``read_at`` may have arrived: ``read_at`` itself
-        unless the loop had not run for more than ``STALL_SECONDS`` (or the watch never ran)."""
-        last = self._last_ran
-        if last is None or read_at - last <= STALL_SECONDS:
-            return read_at
-        return last
+        self._last_ran = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ibkr_sandbox.loopwatch import STALL_SECONDS, LoopWatch
+from ibkr_sandbox.loopwatch import IDLE_SECONDS, STALL_SECONDS, TICK_SECONDS, LoopWatch
 from ibkr_sandbox.pacing import PacingLedger
 
 SLOT = 0.123
@@ -55,13 +55,15 @@ def test_ten_requests_read_within_a_second_without_a_stall_are_refused() -> None
 def test_the_watch_bounds_an_arrival_by_the_last_time_the_loop_ran() -> None:
     now = [100.0]
     watch = LoopWatch(clock=lambda: now[0])
-    assert watch.earliest_arrival(100.5) == 100.5  # never ran: no bound known, the read time
 
-    async def one_tick() -> None:
-        task = asyncio.get_running_loop().create_task(watch.run())
+    async def requests_read_at() -> list[float]:
+        first = watch.arrival(100.0)  # asleep: no bound known, the read time; wakes the watch
         await asyncio.sleep(0)  # the watch notes 100.0
-        task.cancel()
+        on_time = watch.arrival(100.0 + STALL_SECONDS * 0.9)
+        stalled = watch.arrival(100.17)
+        now[0] = 100.17 + IDLE_SECONDS  # no request since: the watch goes to sleep
+        await asyncio.sleep(TICK_SECONDS * 2)
+        after_idle = watch.arrival(now[0] + 5.0)  # strict again, not counted from the old tick
+        return [first, on_time, stalled, after_idle - now[0]]
 
-    asyncio.run(one_tick())
-    assert watch.earliest_arrival(100.0 + STALL_SECONDS * 0.9) == 100.0 + STALL_SECONDS * 0.9
-    assert watch.earliest_arrival(100.17) == 100.0
+    assert asyncio.run(requests_read_at()) == [100.0, 100.0 + STALL_SECONDS * 0.9, 100.0, 5.0]
