@@ -113,6 +113,7 @@ class SandboxControl:
         # thread, so the event loop never waits for the state lock while requests arrive.
         arrived = time.time()
         earliest = self.loop_watch.arrival(arrived)
+        scope["sandbox.arrival"] = (earliest, arrived)  # OAuth 1.0a orders timestamps by it
         state.counters.arrived(method, path)
         if any(name == b"authorization" for name, _ in scope.get("headers", [])):
             state.counters.add("requests_with_authorization")
@@ -121,6 +122,7 @@ class SandboxControl:
             if fault is not None and fault.kind == "delay":
                 await asyncio.sleep(fault.delay)
                 arrived = earliest = time.time()
+                scope["sandbox.arrival"] = (earliest, arrived)
             elif fault is not None and fault.kind == "drop":
                 if _drop_connection(send):
                     return

@@ -20,6 +20,7 @@ import re
 import secrets
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,9 @@ RFC3526_PRIME_2048 = int(
     16,
 )
 GENERATOR = 2
+#: How long a request's timestamp is remembered with the time it was read (longer than any
+#: stall :mod:`ibkr_sandbox.loopwatch` forgives); older ones only count as the newest seen.
+STAMP_MEMORY_SECONDS = 2.0
 _HEADER_PAIR = re.compile(r'([A-Za-z_]+)="([^"]*)"')
 
 
@@ -53,6 +57,27 @@ class OAuth1Rejected(Exception):
 
 
 @dataclass
+class StampHistory:
+    """The timestamps of a consumer's accepted requests, each with the time the sandbox read
+    it, so a request is compared only with requests that surely arrived before it: the handlers
+    run in worker threads in any order, and after a stall the loop reads several requests at
+    once in no particular order (:mod:`ibkr_sandbox.loopwatch`)."""
+
+    recent: deque[tuple[float, int]] = field(default_factory=deque)
+    #: the newest timestamp of the requests no longer in ``recent``
+    settled: int = 0
+
+    def newest_before(self, moment: float) -> int:
+        """The newest timestamp of the requests read before ``moment``."""
+        return max([self.settled, *(stamp for read, stamp in self.recent if read < moment)])
+
+    def add(self, read: float, stamp: int) -> None:
+        self.recent.append((read, stamp))
+        while self.recent and self.recent[0][0] < read - STAMP_MEMORY_SECONDS:
+            self.settled = max(self.settled, self.recent.popleft()[1])
+
+
+@dataclass
 class Consumer:
     consumer_key: str
     access_token: str
@@ -64,7 +89,7 @@ class Consumer:
     tokens: list[str] = field(default_factory=list)
     expired: set[str] = field(default_factory=set)
     nonces: set[str] = field(default_factory=set)
-    last_timestamp: int = 0
+    stamps: StampHistory = field(default_factory=StampHistory)
 
 
 def quote(text: str) -> str:
@@ -148,7 +173,7 @@ class OAuth1Verifier:
             consumer.tokens.clear()
             consumer.expired.clear()
             consumer.nonces.clear()
-            consumer.last_timestamp = 0
+            consumer.stamps = StampHistory()
         self.received_signatures.clear()
 
     def expire_tokens(self) -> list[str]:
@@ -175,20 +200,26 @@ class OAuth1Verifier:
             raise OAuth1Rejected(401, "invalid token")
         return consumer
 
-    def _fresh(self, consumer: Consumer, params: dict[str, str]) -> None:
+    def _fresh(self, consumer: Consumer, params: dict[str, str], arrival: tuple[float, float] | None) -> None:
         """IBKR: timestamps in seconds, never earlier than a previous request's; nonces unique.
-        Arrival order across processes can lag a little: ``timestamp_tolerance`` seconds are
-        allowed (how much IBKR allows is UNCONFIRMED)."""
+        "Previous" is by arrival: ``arrival`` is (earliest, read), the times the sandbox's
+        middleware noted (:mod:`ibkr_sandbox.loopwatch`). Arrival order across processes can lag
+        a little: ``timestamp_tolerance`` seconds are allowed (how much IBKR allows is
+        UNCONFIRMED)."""
+        earliest, read = arrival or (time.time(), time.time())
         stamp = timestamp_of(params, self.clock_skew)
-        if stamp < consumer.last_timestamp - float(self.settings.oauth1_timestamp_tolerance):
+        newest = consumer.stamps.newest_before(earliest)
+        if stamp < newest - float(self.settings.oauth1_timestamp_tolerance):
             raise OAuth1Rejected(401, "timestamp is older than a previous request's")
         nonce = params.get("oauth_nonce", "")
         if not nonce or nonce in consumer.nonces:
             raise OAuth1Rejected(401, "nonce already used")
         consumer.nonces.add(nonce)
-        consumer.last_timestamp = max(consumer.last_timestamp, stamp)
+        consumer.stamps.add(read, stamp)
 
-    def live_session_token(self, method: str, url: str, header: str) -> tuple[Consumer, str, dict[str, Any]]:
+    def live_session_token(
+        self, method: str, url: str, header: str, arrival: tuple[float, float] | None = None
+    ) -> tuple[Consumer, str, dict[str, Any]]:
         """``POST /oauth/live_session_token``: verify the RSA-SHA256 request, run the DH step and
         return (consumer, the new LST, IBKR's answer)."""
         realm, params = parse_authorization(header)
@@ -198,7 +229,7 @@ class OAuth1Verifier:
         verify_rsa_sha256(
             consumer.signature_public_pem, params, lambda p: signature_base(method, url, p, prepend=prepend)
         )
-        self._fresh(consumer, params)
+        self._fresh(consumer, params, arrival)
         try:
             challenge = int(params["diffie_hellman_challenge"], 16)
         except (KeyError, ValueError):
@@ -216,7 +247,14 @@ class OAuth1Verifier:
         }
         return consumer, lst, answer
 
-    def request(self, method: str, url: str, query: dict[str, str], header: str) -> tuple[Consumer, str]:
+    def request(
+        self,
+        method: str,
+        url: str,
+        query: dict[str, str],
+        header: str,
+        arrival: tuple[float, float] | None = None,
+    ) -> tuple[Consumer, str]:
         """A signed API request: returns (consumer, the LST it was signed with). 410 for a token
         that is no longer the newest (or was expired), 401 for anything else that fails."""
         realm, params = parse_authorization(header)
@@ -238,6 +276,6 @@ class OAuth1Verifier:
             if hmac.compare_digest(expected, signature):
                 if lst != consumer.tokens[-1] or lst in consumer.expired:
                     raise OAuth1Rejected(410, "gone")
-                self._fresh(consumer, params)
+                self._fresh(consumer, params, arrival)
                 return consumer, lst
         raise OAuth1Rejected(401, "invalid signature", bad_signature=True)

@@ -72,7 +72,11 @@ class Gate:
         with self.state.lock:
             try:
                 _, lst = verifier.request(
-                    request.method, signed_url(request), dict(request.query_params), header
+                    request.method,
+                    signed_url(request),
+                    dict(request.query_params),
+                    header,
+                    request.scope.get("sandbox.arrival"),
                 )
             except OAuth1Rejected as exc:
                 raise self.rejected(exc) from None

@@ -115,7 +115,10 @@ def login_router(gate: Gate) -> APIRouter:
         with state.lock:
             try:
                 consumer, lst, answer = verifier.live_session_token(
-                    request.method, signed_url(request), request.headers.get("authorization", "")
+                    request.method,
+                    signed_url(request),
+                    request.headers.get("authorization", ""),
+                    request.scope.get("sandbox.arrival"),
                 )
             except OAuth1Rejected as exc:
                 raise gate.rejected(exc) from None
