@@ -80,11 +80,14 @@ class PacingLedger:
         self._windows: dict[tuple[str, str], deque[float]] = {}
         #: username -> time its penalty box ends
         self._penalty_until: dict[str, float] = {}
+        #: what the last violation saw, for the stats: a failed test says which window broke
+        self.last_violation: dict[str, object] | None = None
 
     def clear(self) -> None:
         with self._lock:
             self._windows.clear()
             self._penalty_until.clear()
+            self.last_violation = None
 
     def admit(
         self,
@@ -118,6 +121,13 @@ class PacingLedger:
                 while arrivals and arrivals[0] <= now - window:
                     arrivals.popleft()
                 if len(arrivals) >= limit:
+                    self.last_violation = {
+                        "bucket": bucket,
+                        "limit": limit,
+                        "window_seconds": window,
+                        "counted_ms_before": [round((now - t) * 1000, 1) for t in arrivals],
+                        "read_after_a_stall_ms": round((now - (earliest or now)) * 1000, 1),
+                    }
                     self._penalty_until[username] = now + penalty_seconds
                     return max(penalty_seconds, 0.001), bucket
             counted_from = now if earliest is None else min(earliest, now)

@@ -385,6 +385,8 @@ class SandboxState:
         with self.lock:
             out["active_sessions"] = len(self.sessions)
         out["ws_open"] = self.streams.snapshot()["open"]
+        if self.pacing.last_violation is not None:
+            out["last_pacing_violation"] = self.pacing.last_violation
         return out
 
     # -------------------------------------------------------------- the market

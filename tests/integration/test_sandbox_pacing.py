@@ -48,4 +48,9 @@ def test_the_sandbox_refuses_more_than_the_global_limit_in_one_second(
     with requests.Session() as http:
         statuses = [http.get(url, headers=headers, timeout=10).status_code for _ in range(40)]
     assert 429 in statuses
-    assert fresh_sandbox.stats()["violations_global"] == 1
+    stats = fresh_sandbox.stats()
+    assert stats["violations_global"] == 1
+    # the window that broke, for a failing test's message: 20 arrivals within the last second
+    seen = stats["last_pacing_violation"]
+    assert seen["bucket"] == "global" and len(seen["counted_ms_before"]) == 20
+    assert all(0 <= ms < 1000 for ms in seen["counted_ms_before"])
