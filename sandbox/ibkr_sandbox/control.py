@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ibkr_sandbox.loopwatch import LoopWatch
+from ibkr_sandbox.loopwatch import Arrival, LoopWatch
 from ibkr_sandbox.malformed import malformed
 from ibkr_sandbox.state import SandboxState
 
@@ -111,9 +111,8 @@ class SandboxControl:
         # loaded machine must not bunch requests that arrived spaced (the check then sees
         # arrivals in the order and at the times they came). The market moves in a worker
         # thread, so the event loop never waits for the state lock while requests arrive.
-        arrived = time.time()
-        earliest = self.loop_watch.arrival(arrived)
-        scope["sandbox.arrival"] = (earliest, arrived)  # OAuth 1.0a orders timestamps by it
+        arrival = self.loop_watch.arrival(time.time())
+        scope["sandbox.arrival"] = arrival  # OAuth 1.0a orders timestamps by it
         state.counters.arrived(method, path)
         if any(name == b"authorization" for name, _ in scope.get("headers", [])):
             state.counters.add("requests_with_authorization")
@@ -121,8 +120,7 @@ class SandboxControl:
             fault = state.faults.take(method, path)
             if fault is not None and fault.kind == "delay":
                 await asyncio.sleep(fault.delay)
-                arrived = earliest = time.time()
-                scope["sandbox.arrival"] = (earliest, arrived)
+                arrival = scope["sandbox.arrival"] = Arrival.now()
             elif fault is not None and fault.kind == "drop":
                 if _drop_connection(send):
                     return
@@ -166,9 +164,9 @@ class SandboxControl:
             if path.startswith(API_PREFIX):
                 username = self._username(scope)
                 if username is not None:
-                    if earliest < arrived:
+                    if arrival.earliest < arrival.read:
                         state.counters.add("arrivals_after_a_stall")
-                    wait = state.admit(username, method, path[len(API_PREFIX) :], arrived, earliest)
+                    wait = state.admit(username, method, path[len(API_PREFIX) :], arrival)
                     if wait is not None:
                         headers = []
                         if state.settings.retry_after_header:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 #: How often the loop notes that it runs while requests come (100 wake-ups a second, in a
 #: sandbox that is being used: a stall that goes unnoticed eats the client's margin).
@@ -27,6 +28,20 @@ STALL_SECONDS = 2 * TICK_SECONDS
 #: The watch sleeps when no request came for this long (a sandbox waiting for its next test
 #: costs nothing); the first request after that is read strictly and wakes it.
 IDLE_SECONDS = 2.0
+
+
+class Arrival(NamedTuple):
+    """When a request came: the sandbox read it at ``read``; it may have arrived as early as
+    ``earliest`` (``read`` itself unless the loop had stalled)."""
+
+    earliest: float
+    read: float
+
+    @classmethod
+    def now(cls) -> Arrival:
+        """A request read now, no stall known (a caller outside the middleware)."""
+        read = time.time()
+        return cls(read, read)
 
 
 class LoopWatch:
@@ -39,16 +54,16 @@ class LoopWatch:
         self._last_request = 0.0
         self._ticking: asyncio.Task[None] | None = None
 
-    def arrival(self, read_at: float) -> float:
-        """The earliest time a request read at ``read_at`` may have arrived: ``read_at`` itself
-        unless the loop had not run for more than ``STALL_SECONDS`` while the watch was awake.
-        Wakes the watch (from a coroutine of the server's event loop)."""
+    def arrival(self, read_at: float) -> Arrival:
+        """A request read at ``read_at``: it may have arrived as early as the loop last ran if
+        that was more than ``STALL_SECONDS`` before while the watch was awake, else at
+        ``read_at``. Wakes the watch (from a coroutine of the server's event loop)."""
         last = self._last_ran
         earliest = last if last is not None and read_at - last > STALL_SECONDS else read_at
         self._last_request = read_at
         if self._ticking is None or self._ticking.done():
             self._ticking = asyncio.get_running_loop().create_task(self._tick())
-        return earliest
+        return Arrival(earliest, read_at)
 
     async def _tick(self) -> None:
         """Note the time every tick until requests stop coming (or the server's shutdown

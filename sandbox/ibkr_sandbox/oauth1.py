@@ -29,6 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ibkr_sandbox.loopwatch import Arrival
+
 #: RFC 3526 group 14: a fixed 2048-bit safe prime (generating one takes minutes). Generator 2.
 RFC3526_PRIME_2048 = int(
     "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DD"
@@ -200,13 +202,13 @@ class OAuth1Verifier:
             raise OAuth1Rejected(401, "invalid token")
         return consumer
 
-    def _fresh(self, consumer: Consumer, params: dict[str, str], arrival: tuple[float, float] | None) -> None:
+    def _fresh(self, consumer: Consumer, params: dict[str, str], arrival: Arrival | None) -> None:
         """IBKR: timestamps in seconds, never earlier than a previous request's; nonces unique.
-        "Previous" is by arrival: ``arrival`` is (earliest, read), the times the sandbox's
-        middleware noted (:mod:`ibkr_sandbox.loopwatch`). Arrival order across processes can lag
+        "Previous" is by arrival, as the sandbox's middleware noted it
+        (:mod:`ibkr_sandbox.loopwatch`; read now when not given). Arrival order across processes can lag
         a little: ``timestamp_tolerance`` seconds are allowed (how much IBKR allows is
         UNCONFIRMED)."""
-        earliest, read = arrival or (time.time(), time.time())
+        earliest, read = arrival or Arrival.now()
         stamp = timestamp_of(params, self.clock_skew)
         newest = consumer.stamps.newest_before(earliest)
         if stamp < newest - float(self.settings.oauth1_timestamp_tolerance):
@@ -218,7 +220,7 @@ class OAuth1Verifier:
         consumer.stamps.add(read, stamp)
 
     def live_session_token(
-        self, method: str, url: str, header: str, arrival: tuple[float, float] | None = None
+        self, method: str, url: str, header: str, arrival: Arrival | None = None
     ) -> tuple[Consumer, str, dict[str, Any]]:
         """``POST /oauth/live_session_token``: verify the RSA-SHA256 request, run the DH step and
         return (consumer, the new LST, IBKR's answer)."""
@@ -253,7 +255,7 @@ class OAuth1Verifier:
         url: str,
         query: dict[str, str],
         header: str,
-        arrival: tuple[float, float] | None = None,
+        arrival: Arrival | None = None,
     ) -> tuple[Consumer, str]:
         """A signed API request: returns (consumer, the LST it was signed with). 410 for a token
         that is no longer the newest (or was expired), 401 for anything else that fails."""

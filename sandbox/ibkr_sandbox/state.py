@@ -19,6 +19,7 @@ from typing import Any
 from ibkr_sandbox.authcode import AuthorizationServer
 from ibkr_sandbox.consent import ConsentBroker
 from ibkr_sandbox.ledger import Counters, FaultQueue
+from ibkr_sandbox.loopwatch import Arrival
 from ibkr_sandbox.oauth1 import OAuth1Verifier
 from ibkr_sandbox.orders import OrderBook
 from ibkr_sandbox.pacing import GATEWAY_GLOBAL_PER_SECOND, OAUTH_GLOBAL_PER_SECOND, PacingLedger
@@ -442,11 +443,9 @@ class SandboxState:
             self._fill_resting_orders()
 
     # -------------------------------------------------------------- pacing
-    def admit(
-        self, username: str, method: str, api_path: str, arrived: float, earliest: float | None = None
-    ) -> float | None:
-        """Count a ``/v1/api`` request that arrived at ``arrived`` (epoch seconds; possibly as
-        early as ``earliest`` after a stall of the sandbox) against IBKR's limits: None when
+    def admit(self, username: str, method: str, api_path: str, arrival: Arrival) -> float | None:
+        """Count a ``/v1/api`` request (read at ``arrival.read``, epoch seconds; possibly as early
+        as ``arrival.earliest`` after a stall of the sandbox) against IBKR's limits: None when
         admitted, else the seconds until the username's penalty box opens again (see
         :class:`PacingLedger`)."""
         settings = self.settings
@@ -454,8 +453,8 @@ class SandboxState:
             username,
             method,
             api_path,
-            arrived,
-            earliest=earliest,
+            arrival.read,
+            earliest=arrival.earliest,
             global_limit=settings.global_limit,
             endpoint_limits=settings.endpoint_limits,
             penalty_seconds=settings.penalty_seconds,

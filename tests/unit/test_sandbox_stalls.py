@@ -14,7 +14,7 @@ import secrets
 import time
 from types import SimpleNamespace
 
-from ibkr_sandbox.loopwatch import IDLE_SECONDS, STALL_SECONDS, TICK_SECONDS, LoopWatch
+from ibkr_sandbox.loopwatch import IDLE_SECONDS, STALL_SECONDS, TICK_SECONDS, Arrival, LoopWatch
 from ibkr_sandbox.oauth1 import (
     RFC3526_PRIME_2048,
     Consumer,
@@ -79,7 +79,7 @@ def test_the_watch_bounds_an_arrival_by_the_last_time_the_loop_ran() -> None:
         now[0] = 100.17 + IDLE_SECONDS  # no request since: the watch goes to sleep
         await asyncio.sleep(TICK_SECONDS * 2)
         after_idle = watch.arrival(now[0] + 5.0)  # strict again, not counted from the old tick
-        return [first, on_time, stalled, after_idle - now[0]]
+        return [first.earliest, on_time.earliest, stalled.earliest, after_idle.earliest - now[0]]
 
     assert asyncio.run(requests_read_at()) == [100.0, 100.0 + STALL_SECONDS * 0.9, 100.0, 5.0]
 
@@ -121,7 +121,7 @@ def _signed(stamp: int) -> str:
 
 def _check(verifier: OAuth1Verifier, stamp: int, earliest: float, read: float) -> int:
     try:
-        verifier.request("GET", URL, {}, _signed(stamp), (earliest, read))
+        verifier.request("GET", URL, {}, _signed(stamp), Arrival(earliest, read))
     except OAuth1Rejected as exc:
         return exc.status
     return 200
