@@ -19,7 +19,8 @@ def test_eight_processes_share_one_live_session_token_with_timestamps_in_order(
     fresh_oauth1_sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
     """Tolerance 0: a request signed with an earlier timestamp than one the sandbox already saw is
-    refused (401). The timestamps are the shared pacer's slots, which only grow across processes."""
+    refused (401). A timestamp is the second its request goes out in, never before its slot in the
+    shared pacer, whose slots only grow across processes."""
     env = {
         "AIRFLOW_CONN_IBKR_DEFAULT": fresh_oauth1_sandbox.connection_json(),
         **cache_env(tmp_path / "cache"),

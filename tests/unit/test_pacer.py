@@ -218,3 +218,63 @@ def test_a_snapshot_woken_40_ms_late_keeps_its_slot(fake: FakeTime) -> None:
     start = fake.now
     _pacer(store, fake, late_sleep).acquire("GET", "/iserver/marketdata/snapshot")
     assert fake.now - start == pytest.approx(0.11 + 0.04)
+
+
+class _SignedSeconds:
+    """An auth strategy that records the timestamp each request is signed with."""
+
+    def __init__(self) -> None:
+        self.seconds: list[int] = []
+
+    def open(self, transport: object, stamp: Callable[[], int]) -> object:
+        raise AssertionError("not used")
+
+    def headers_for(self, bearer: str | None, *, timestamp: int, **_: object) -> dict[str, str]:
+        self.seconds.append(timestamp)
+        return {}
+
+
+class _Wire:
+    """A transport that prepares each request (pace, sign) and answers nothing."""
+
+    def send(self, method: str, url: str, *, prepare: Callable[[], object], **_: object) -> None:
+        prepare()
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_process_woken_after_its_slot_signs_the_second_it_sends_in(fake: FakeTime) -> None:
+    """OAuth 1.0a timestamps follow the order requests go out in. A process keeps a slot it wakes
+    40 ms late for (within half the 50/s bucket's margin); when that slot was in second 1000 and
+    it wakes in 1001, the processes after it have already sent timestamps of 1001: it signs 1001
+    too, not its slot's 1000."""
+    from ibkr_provider.client.session.record import SessionRecord
+    from ibkr_provider.client.session.sender import SessionSender
+
+    MemorySessionStore.clear()
+    store = MemorySessionStore()
+    fake.now = 1_000.956
+    late = [0.04]
+
+    def late_sleep(seconds: float) -> None:
+        fake.sleep(seconds + (late.pop() if late else 0.0))
+
+    auth = _SignedSeconds()
+    senders = [
+        SessionSender(
+            api_url="https://ibkr.invalid/v1/api",
+            auth=auth,  # type: ignore[arg-type]
+            transport=_Wire(),  # type: ignore[arg-type]
+            pacer=Pacer(store, "k", global_limit=50, clock=fake.clock, sleep=sleep),
+            store=store,
+            key="k",
+            clock=fake.clock,
+        )
+        for sleep in (fake.sleep, late_sleep)
+    ]
+    record = SessionRecord(generation=1, created_at=fake.now, expires_at=fake.now + 3600)
+    for sender in senders:
+        sender.send_on(record, "GET", "/iserver/accounts")
+    assert round(fake.now, 3) == 1_001.018  # the second slot, 1000.978, kept 40 ms late
+    assert auth.seconds == [1_000, 1_001]

@@ -30,7 +30,8 @@ class SessionTokens:
     expires_at: float | None = None
 
 
-#: Returns a send time (epoch seconds) reserved with the pacer: never earlier than any before.
+#: Waits for a pacing slot and returns the second the request goes out in (epoch seconds; never
+#: before the slot, and slots only grow across the processes sharing the session).
 Stamp = Callable[[], int]
 
 

@@ -104,8 +104,8 @@ class Pacer:
 
     def acquire(self, method: str, path: str) -> int:
         """Block until a request to ``path`` (below ``/v1/api``) may be sent; returns its slot
-        (epoch milliseconds). Slots only grow, across every process sharing the store, so they
-        also serve as timestamps that never go backwards (OAuth 1.0a requires that).
+        (epoch milliseconds). Slots only grow, across every process sharing the store: OAuth
+        1.0a's timestamps, which must not go backwards, are never earlier than the slot.
 
         A per-endpoint slot is waited out before the global one is taken: reserved together, a
         ``/portfolio/accounts`` waiting 5.5 s for its own slot held the global bucket's next free

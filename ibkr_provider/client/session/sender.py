@@ -2,15 +2,16 @@
 keep-alive) and the API's request pipeline both send through it.
 
 Every attempt first takes a slot from the shared pacer (IBKR's limits are per username), then
-the auth strategy signs it (OAuth 1.0a signs each attempt with a fresh nonce and the slot's time,
-which never goes backwards across processes), then the transport sends it with its bounded
-retries. Whether an ambiguous failure may be retried is the caller's to say: order placement is
-not idempotent. A process marks the session used at most every few seconds (a store write), so
+the auth strategy signs it (OAuth 1.0a signs each attempt with a fresh nonce and its send time,
+:meth:`SessionSender.send_second`), then the transport sends it with its bounded retries.
+Whether an ambiguous failure may be retried is the caller's to say: order placement is not
+idempotent. A process marks the session used at most every few seconds (a store write), so
 keep-alive knows when every process has been idle.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -71,9 +72,9 @@ class SessionSender:
         query = {key: str(value) for key, value in (params or {}).items()}
 
         def prepare() -> Mapping[str, str]:
-            slot_ms = self.pacer.acquire(method, api_path)
+            timestamp = self.send_second(self.pacer.acquire(method, api_path))
             return self.auth.headers_for(
-                record.bearer, method=method, url=url, query=query, timestamp=slot_ms // 1000
+                record.bearer, method=method, url=url, query=query, timestamp=timestamp
             )
 
         result = self.transport.send(
@@ -87,4 +88,17 @@ class SessionSender:
 
     def stamp(self) -> int:
         """A paced send time in seconds for a login step (OAuth 1.0a signs it)."""
-        return self.pacer.acquire("POST", "/oauth/live_session_token") // 1000
+        return self.send_second(self.pacer.acquire("POST", "/oauth/live_session_token"))
+
+    def send_second(self, slot_ms: int) -> int:
+        """The second a request on pacing slot ``slot_ms`` goes out in (OAuth 1.0a's timestamp):
+        the slot's, or the present one when this process woke after its slot in a later second.
+
+        IBKR refuses a timestamp earlier than one of the consumer's requests that reached it
+        before. Slots only grow across the processes sharing the session, but a process may wake
+        late (the pacer keeps a slot up to half its bucket's margin late, 50 ms at 50/s), and the
+        processes with the slots after it have sent meanwhile: signed with its slot's second, its
+        request would arrive behind theirs with an older timestamp (seen as a 401 with eight
+        processes on a loaded two-core host). Signed with the second it goes out in, it is ordered
+        as it is sent."""
+        return max(slot_ms, math.floor(self._clock() * 1000)) // 1000

@@ -4,8 +4,10 @@
 see :mod:`ibkr_provider.client.auth.oauth1a.signing`); the token is the session's secret, shared by every
 process through the session cache like the OAuth 2.0 bearer, and renewed
 ``session_refresh_lead`` seconds before ``live_session_token_expiration``. Each attempt of each
-request is signed with a fresh nonce and a timestamp from the pacer's slot, which never goes
-backwards across the processes sharing the session (IBKR requires timestamps that do not).
+request is signed with a fresh nonce and the second it goes out in, never before its pacing slot
+(:meth:`~ibkr_provider.client.session.sender.SessionSender.send_second`): slots only grow across
+the processes sharing the session, so timestamps follow the order requests reach IBKR (which
+refuses one earlier than a request it already saw).
 """
 
 from __future__ import annotations
