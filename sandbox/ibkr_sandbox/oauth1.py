@@ -204,10 +204,9 @@ class OAuth1Verifier:
 
     def _fresh(self, consumer: Consumer, params: dict[str, str], arrival: Arrival | None) -> None:
         """IBKR: timestamps in seconds, never earlier than a previous request's; nonces unique.
-        "Previous" is by arrival, as the sandbox's middleware noted it
-        (:mod:`ibkr_sandbox.loopwatch`; read now when not given). Arrival order across processes can lag
-        a little: ``timestamp_tolerance`` seconds are allowed (how much IBKR allows is
-        UNCONFIRMED)."""
+        "Previous" is by arrival, as the sandbox's middleware noted it (:mod:`ibkr_sandbox.loopwatch`;
+        read now when not given). Arrival order across processes can lag a little:
+        ``timestamp_tolerance`` seconds are allowed (how much IBKR allows is UNCONFIRMED)."""
         earliest, read = arrival or Arrival.now()
         stamp = timestamp_of(params, self.clock_skew)
         newest = consumer.stamps.newest_before(earliest)
