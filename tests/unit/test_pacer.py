@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from ibkr_provider.client.http.pacing import Pacer, interval_ms, lateness_allowed_ms, window_margin_ms
+from ibkr_provider.client.session.record import SessionRecord
+from ibkr_provider.client.session.sender import SessionSender
 from ibkr_provider.client.session.stores.base import SessionStore
 from ibkr_provider.client.session.stores.file import FileSessionStore
 from ibkr_provider.client.session.stores.memory import MemorySessionStore
@@ -226,9 +228,6 @@ class _SignedSeconds:
     def __init__(self) -> None:
         self.seconds: list[int] = []
 
-    def open(self, transport: object, stamp: Callable[[], int]) -> object:
-        raise AssertionError("not used")
-
     def headers_for(self, bearer: str | None, *, timestamp: int, **_: object) -> dict[str, str]:
         self.seconds.append(timestamp)
         return {}
@@ -240,18 +239,12 @@ class _Wire:
     def send(self, method: str, url: str, *, prepare: Callable[[], object], **_: object) -> None:
         prepare()
 
-    def close(self) -> None:
-        pass
-
 
 def test_a_process_woken_after_its_slot_signs_the_second_it_sends_in(fake: FakeTime) -> None:
     """OAuth 1.0a timestamps follow the order requests go out in. A process keeps a slot it wakes
     40 ms late for (within half the 50/s bucket's margin); when that slot was in second 1000 and
     it wakes in 1001, the processes after it have already sent timestamps of 1001: it signs 1001
     too, not its slot's 1000."""
-    from ibkr_provider.client.session.record import SessionRecord
-    from ibkr_provider.client.session.sender import SessionSender
-
     MemorySessionStore.clear()
     store = MemorySessionStore()
     fake.now = 1_000.956

@@ -11,7 +11,6 @@ keep-alive knows when every process has been idle.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -101,4 +100,4 @@ class SessionSender:
         request would arrive behind theirs with an older timestamp (seen as a 401 with eight
         processes on a loaded two-core host). Signed with the second it goes out in, it is ordered
         as it is sent."""
-        return max(slot_ms, math.floor(self._clock() * 1000)) // 1000
+        return max(slot_ms // 1000, int(self._clock()))
