@@ -97,14 +97,58 @@ def _exit_without_teardown() -> None:
     exit_without_teardown(0)
 
 
+def _run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary root the pytest-xdist workers of this run share (a worker's base temp is
+    <run>/popen-gwN: its parent belongs to this run alone); a run without xdist's own base."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.getbasetemp().parent
+    return tmp_path_factory.getbasetemp()
+
+
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+def sandbox_state(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """New state directories for sandboxes, each holding this run's one set of the sandbox's
+    keys (its demo client's pair, the OAuth 1.0a consumer's two pairs, the gateway's TLS).
+
+    A sandbox creates whatever its state directory lacks, and generating those RSA keys costs
+    about 0.2 s of CPU per start, with every worker starting sandboxes of its own. The first
+    worker to need them runs the sandbox's own ``ensure_*`` functions into a template under a file
+    lock in the run's temporary root; each directory is a copy (file modes kept). ``make up``,
+    ``make demo`` and ``make cluster`` still generate theirs (docs/development.md, Sandbox keys)."""
+    import fcntl
+    import shutil
+
+    from ibkr_sandbox.files import ensure_client_keys, ensure_gateway_tls, ensure_oauth1_consumer
+
+    root = _run_root(tmp_path_factory)
+    template = root / "sandbox-keys"
+    with open(root / "sandbox-keys.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (template / "complete").exists():
+            template.mkdir(exist_ok=True)
+            ensure_client_keys(template)
+            ensure_oauth1_consumer(template)
+            ensure_gateway_tls(template)
+            (template / "complete").touch()
+    files = [path for path in template.iterdir() if path.name != "complete"]
+
+    def new_state_dir(name: str) -> Path:
+        state_dir = tmp_path_factory.mktemp(name)
+        for path in files:
+            shutil.copy2(path, state_dir / path.name)
+        return state_dir
+
+    return new_state_dir
+
+
+@pytest.fixture(scope="session")
+def sandbox(sandbox_state: Callable[[str], Path]) -> Iterator[RunningSandbox]:
     """One OAuth 2.0 sandbox for the session; tests that count requests call ``reset()``.
 
     Its market clock is stopped (``--price-tick-seconds 0``): prices stay at their seeded values
     unless a test steps the market or sets a price, so expected amounts are exact.
     """
-    running = start_sandbox(tmp_path_factory.mktemp("sandbox"), "--price-tick-seconds", "0")
+    running = start_sandbox(sandbox_state("sandbox"), "--price-tick-seconds", "0")
     try:
         yield running
     finally:
@@ -119,11 +163,9 @@ def fresh_sandbox(sandbox: RunningSandbox) -> RunningSandbox:
 
 
 @pytest.fixture(scope="session")
-def oauth1_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+def oauth1_sandbox(sandbox_state: Callable[[str], Path]) -> Iterator[RunningSandbox]:
     """A sandbox whose clients authenticate with self-service OAuth 1.0a (market clock stopped)."""
-    running = start_sandbox(
-        tmp_path_factory.mktemp("oauth1"), "--price-tick-seconds", "0", "--auth", "oauth1a"
-    )
+    running = start_sandbox(sandbox_state("oauth1"), "--price-tick-seconds", "0", "--auth", "oauth1a")
     try:
         yield running
     finally:
@@ -137,9 +179,9 @@ def fresh_oauth1_sandbox(oauth1_sandbox: RunningSandbox) -> RunningSandbox:
 
 
 @pytest.fixture(scope="session")
-def gateway_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+def gateway_sandbox(sandbox_state: Callable[[str], Path]) -> Iterator[RunningSandbox]:
     """A sandbox in Client Portal Gateway mode (TLS with its own CA, no auth)."""
-    running = start_sandbox(tmp_path_factory.mktemp("gateway"), "--price-tick-seconds", "0", gateway=True)
+    running = start_sandbox(sandbox_state("gateway"), "--price-tick-seconds", "0", gateway=True)
     try:
         yield running
     finally:
@@ -232,9 +274,7 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from scripts.local_airflow import airflow_env, run_airflow
 
-    shared = bool(os.environ.get("PYTEST_XDIST_WORKER"))
-    # a worker's base temp is <run>/popen-gwN: its parent belongs to this run alone
-    root = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.getbasetemp()
+    root = _run_root(tmp_path_factory)
     home = root / "airflow-template"
     with open(root / "airflow-template.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +24,9 @@ SUBACCOUNTS = 230  # three pages of 100
 
 
 @pytest.fixture(scope="module")
-def advisor_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+def advisor_sandbox(sandbox_state: Callable[[str], Path]) -> Iterator[RunningSandbox]:
     running = start_sandbox(
-        tmp_path_factory.mktemp("advisor"),
+        sandbox_state("advisor"),
         "--advisor-subaccounts",
         str(SUBACCOUNTS),
         "--price-tick-seconds",

@@ -21,14 +21,14 @@ VTI = 12340038
 
 
 def test_a_restart_ends_sessions_and_keeps_orders_positions_and_counters(
-    tmp_path: Path, make_client: Callable[..., IbkrClient]
+    sandbox_state: Callable[[str], Path], make_client: Callable[..., IbkrClient]
 ) -> None:
     # here, not at the top: the sandbox's Flex routes import FastAPI (0.2 s), which every pytest
     # worker would pay while collecting, also where this slow module is deselected
     from ibkr_sandbox.flex import FLEX_PATH, SANDBOX_FLEX_QUERY_ID
 
     sandbox = start_sandbox(
-        tmp_path / "sandbox", "--price-tick-seconds", "0", "--no-endpoint-limits", "--persist"
+        sandbox_state("sandbox"), "--price-tick-seconds", "0", "--no-endpoint-limits", "--persist"
     )
     try:
         client = make_client(sandbox)
@@ -66,9 +66,9 @@ def test_a_restart_ends_sessions_and_keeps_orders_positions_and_counters(
 
 
 def test_expired_sessions_cost_one_login_and_without_persist_a_restart_starts_afresh(
-    tmp_path: Path, make_client: Callable[..., IbkrClient]
+    sandbox_state: Callable[[str], Path], make_client: Callable[..., IbkrClient]
 ) -> None:
-    sandbox = start_sandbox(tmp_path / "sandbox", "--price-tick-seconds", "0", "--no-endpoint-limits")
+    sandbox = start_sandbox(sandbox_state("sandbox"), "--price-tick-seconds", "0", "--no-endpoint-limits")
     try:
         client = make_client(sandbox)
         client.orders.place("DU2345678", OrderTicket(conid=VTI, side="BUY", quantity=1, coid="gone-1"))
