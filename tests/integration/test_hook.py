@@ -124,6 +124,11 @@ def test_every_runtime_secret_is_registered_with_the_masker(conn_env) -> None:  
     for secret in (record.bearer, record.access_token, tickle.session, *jwts[:2]):
         assert secret not in shown, shown
     assert pem.splitlines()[1] not in shown
+    # the key inside a repr (or re-serialized JSON): its line breaks escaped, only its lines match
+    in_a_repr = redact(f"extra={ {'private_key': pem} }")
+    body = [line for line in pem.splitlines() if not line.startswith("-----")]
+    leaked = sum(line in in_a_repr for line in body)
+    assert leaked == 0, f"{leaked} of the key's {len(body)} lines shown in a repr"
 
 
 def _test_in_fresh_home(tmp_path: Path, sandbox: RunningSandbox, **env_extra: str) -> tuple[bool, str]:
