@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 UI_TIMEOUT_MS = 90_000
 
@@ -59,13 +59,9 @@ def browser_page(failure_shot: Path, width: int = 1400, height: int = 1000) -> I
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
         try:
-            # Reduced motion, as the OS setting: the UI skips its animations, which a headless
-            # chromium without a GPU otherwise paints in software frame by frame.
-            page = browser.new_page(viewport={"width": width, "height": height}, reduced_motion="reduce")
-            page.context.add_init_script(PAUSE_INDETERMINATE_PROGRESS)
+            page = new_person_page(browser, width, height)
             # A loaded two-core CI machine can take tens of seconds to render Airflow's pages;
-            # playwright's assertions wait 5 s by default, its actions 30 s.
-            page.set_default_timeout(UI_TIMEOUT_MS)
+            # playwright's assertions wait 5 s by default (its actions 30 s: new_person_page).
             expect.set_options(timeout=UI_TIMEOUT_MS)
             try:
                 yield page
@@ -79,6 +75,17 @@ def browser_page(failure_shot: Path, width: int = 1400, height: int = 1000) -> I
                 raise
         finally:
             browser.close()
+
+
+def new_person_page(browser: Browser, width: int = 1400, height: int = 1000) -> Page:
+    """A page in a browser context of its own (its own cookies: another person's login), set up
+    as every page of the UI tests is: reduced motion, as the OS setting (the UI skips its
+    animations, which a headless chromium without a GPU otherwise paints in software frame by
+    frame), the progress bar's animation paused, and :data:`UI_TIMEOUT_MS` for every action."""
+    page = browser.new_page(viewport={"width": width, "height": height}, reduced_motion="reduce")
+    page.context.add_init_script(PAUSE_INDETERMINATE_PROGRESS)
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    return page
 
 
 def log_in(page: Page, url: str, username: str, password: str) -> None:

@@ -18,7 +18,7 @@ from ibkr_sandbox.files import PRIVATE_KEY_FILE
 from ibkr_sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_KEY_ID
 from playwright.sync_api import Page, Route, expect
 
-from tests.support.browser import UI_TIMEOUT_MS, log_in
+from tests.support.browser import log_in, new_person_page
 from tests.support.connect_ui import (
     back_to_connect_page,
     forge_state,
@@ -142,8 +142,7 @@ def connect_as_trader2(page: Page, url: str, home: Path, shots: Path, sandbox_ur
     password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["trader2"]
     browser = page.context.browser
     assert browser is not None
-    other = browser.new_page(viewport={"width": 1400, "height": 1000}, reduced_motion="reduce")
-    other.set_default_timeout(UI_TIMEOUT_MS)
+    other = new_person_page(browser)
     log_in(other, url, "trader2", password)
     frame = open_connect_page(other, url)
     expect(frame.get_by_text(ADMINS, exact=True)).to_have_count(0)  # admin's: not listed to trader2
