@@ -125,7 +125,8 @@ def sandbox_state(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], P
     with open(root / "sandbox-keys.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (template / "complete").exists():
-            template.mkdir(exist_ok=True)
+            shutil.rmtree(template, ignore_errors=True)  # what a worker that died here left
+            template.mkdir()
             ensure_client_keys(template)
             ensure_oauth1_consumer(template)
             ensure_gateway_tls(template)
