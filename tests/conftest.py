@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -30,6 +31,18 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parent.parent / "dags")
 # A real Fernet key, so the session cache is encrypted at rest as in a real deployment.
 os.environ["AIRFLOW__CORE__FERNET_KEY"] = "kPqxH3nH7r6fY0h0lJ6y8QkB6m3pYk1tq1bD3a9yV2E="
+
+_HOME_OWNER = os.getpid()
+
+
+def _remove_airflow_home() -> None:
+    """At exit, in the process that made it (not in a child forked from it): a run used to leave
+    one such directory in the system's temporary folder per pytest process."""
+    if os.getpid() == _HOME_OWNER:
+        shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+
+
+atexit.register(_remove_airflow_home)
 
 import pytest  # noqa: E402
 from ibkr_sandbox.process import RunningSandbox, start_sandbox  # noqa: E402
@@ -116,7 +129,6 @@ def sandbox_state(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], P
     lock in the run's temporary root; each directory is a copy (file modes kept). ``make up``,
     ``make demo`` and ``make cluster`` still generate theirs (docs/development.md, Sandbox keys)."""
     import fcntl
-    import shutil
 
     from ibkr_sandbox.files import ensure_client_keys, ensure_gateway_tls, ensure_oauth1_consumer
 

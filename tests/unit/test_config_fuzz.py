@@ -5,7 +5,7 @@ examples each run, so CI is repeatable); run with more examples and a random see
 
 from __future__ import annotations
 
-import tempfile
+import os
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -27,7 +27,8 @@ SECRET_FIELDS = (
     "password",
     "refresh_token",
 )
-CACHE_DIR = tempfile.mkdtemp(prefix="ibkr-config-fuzz-")
+# in this process's temporary AIRFLOW_HOME (tests/conftest.py), and removed with it
+CACHE_DIR = os.path.join(os.environ["AIRFLOW_HOME"], "config-fuzz-session-cache")
 PEM = (
     rsa.generate_private_key(public_exponent=65537, key_size=2048)
     .private_bytes(
