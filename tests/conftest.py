@@ -110,12 +110,30 @@ def _exit_without_teardown() -> None:
     exit_without_teardown(0)
 
 
-def _run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The temporary root the pytest-xdist workers of this run share (a worker's base temp is
-    <run>/popen-gwN: its parent belongs to this run alone); a run without xdist's own base."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return tmp_path_factory.getbasetemp().parent
-    return tmp_path_factory.getbasetemp()
+#: Marks a directory :func:`_made_once_per_run` finished making.
+_MADE = ".made"
+
+
+def _made_once_per_run(
+    tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]
+) -> Path:
+    """``<run>/name``, made by ``make`` once per test run: the pytest-xdist workers of a run
+    share its temporary root (a worker's base temp is <run>/popen-gwN, whose parent belongs to this
+    run alone). The first worker to need it makes it under a file lock, the others wait; what a
+    worker that died while making it left is removed and made again."""
+    import fcntl
+
+    shared = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    root = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.getbasetemp()
+    made = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (made / _MADE).exists():
+            shutil.rmtree(made, ignore_errors=True)
+            made.mkdir()
+            make(made)
+            (made / _MADE).touch()
+    return made
 
 
 @pytest.fixture(scope="session")
@@ -128,22 +146,15 @@ def sandbox_state(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], P
     worker to need them runs the sandbox's own ``ensure_*`` functions into a template under a file
     lock in the run's temporary root; each directory is a copy (file modes kept). ``make up``,
     ``make demo`` and ``make cluster`` still generate theirs (docs/development.md, Sandbox keys)."""
-    import fcntl
-
     from ibkr_sandbox.files import ensure_client_keys, ensure_gateway_tls, ensure_oauth1_consumer
 
-    root = _run_root(tmp_path_factory)
-    template = root / "sandbox-keys"
-    with open(root / "sandbox-keys.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (template / "complete").exists():
-            shutil.rmtree(template, ignore_errors=True)  # what a worker that died here left
-            template.mkdir()
-            ensure_client_keys(template)
-            ensure_oauth1_consumer(template)
-            ensure_gateway_tls(template)
-            (template / "complete").touch()
-    files = [path for path in template.iterdir() if path.name != "complete"]
+    def make_keys(template: Path) -> None:
+        ensure_client_keys(template)
+        ensure_oauth1_consumer(template)
+        ensure_gateway_tls(template)
+
+    template = _made_once_per_run(tmp_path_factory, "sandbox-keys", make_keys)
+    files = [path for path in template.iterdir() if path.name != _MADE]
 
     def new_state_dir(name: str) -> Path:
         state_dir = tmp_path_factory.mktemp(name)
@@ -283,19 +294,13 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One `airflow db migrate` per test run; tests copy its database (a migration costs about
     6 s of CPU, a copy milliseconds). The pytest-xdist workers of one run share it: the first to
     need it migrates under a file lock in the run's temporary root, the others wait and copy."""
-    import fcntl
-
     from scripts.local_airflow import airflow_env, run_airflow
 
-    root = _run_root(tmp_path_factory)
-    home = root / "airflow-template"
-    with open(root / "airflow-template.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (home / "migrated").exists():
-            home.mkdir(exist_ok=True)
-            result = run_airflow(["db", "migrate"], airflow_env(home, REPO_ROOT / "dags"), timeout=300)
-            assert result.returncode == 0, result.stderr[-3000:]
-            (home / "migrated").touch()
+    def migrate(home: Path) -> None:
+        result = run_airflow(["db", "migrate"], airflow_env(home, REPO_ROOT / "dags"), timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    home = _made_once_per_run(tmp_path_factory, "airflow-template", migrate)
     return home / "airflow.db"
 
 
