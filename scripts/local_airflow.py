@@ -1,14 +1,16 @@
 """Running a local Airflow for the repository's own tools: the ``airflow`` command of this
-environment, its environment for one ``AIRFLOW_HOME``, a free loopback port, and waiting until
-something is ready. One module for ``scripts/`` (``make demo``, ``make up``, ``make cluster``),
-``tests/`` and ``benchmarks/`` (import it as ``local_airflow`` from a script, as
-``scripts.local_airflow`` elsewhere).
+environment, its environment for one ``AIRFLOW_HOME``, a free loopback port, waiting until
+something is ready, and stopping a process group. One module for ``scripts/`` (``make demo``,
+``make up``, ``make cluster``), ``tests/`` and ``benchmarks/`` (import it as ``local_airflow``
+from a script, as ``scripts.local_airflow`` elsewhere).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -108,3 +110,34 @@ def answers(port: int, probe: bytes, expected: bytes) -> bool:
             return expected in conn.recv(256)
     except OSError:
         return False
+
+
+def stop_process_group(
+    leader: subprocess.Popen[bytes], *, first: signal.Signals = signal.SIGTERM, seconds: float = 30
+) -> None:
+    """Stop ``leader`` (started with ``start_new_session=True``) and every process of its group.
+
+    ``first`` goes to the leader alone, so that it stops its own children in its own order (``airflow
+    standalone`` does so on SIGINT: it terminates each component, then reads their last output).
+    Whatever of the group still runs after ``seconds``, the leader's exit notwithstanding, gets
+    SIGKILL: a component that outlives the command would keep its port, its database and its
+    executor's workers after Ctrl-C.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        leader.send_signal(first)
+    deadline = time.monotonic() + seconds
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        leader.wait(timeout=seconds)
+    while time.monotonic() < deadline and _group_alive(leader.pid):
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader.pid, signal.SIGKILL)
+    leader.wait(timeout=10)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

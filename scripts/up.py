@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 from airflow_connections import import_connections
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
-from local_airflow import AIRFLOW, ROOT, airflow_env, run_airflow, wait_until
+from local_airflow import AIRFLOW, ROOT, airflow_env, run_airflow, stop_process_group, wait_until
 
 AIRFLOW_HOME = Path(os.environ.get("IBKR_UP_HOME") or ROOT / ".airflow")
 PORT = int(os.environ.get("IBKR_UP_PORT", "8080"))
@@ -104,12 +104,10 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if standalone is not None and standalone.poll() is None:
-            os.killpg(standalone.pid, signal.SIGTERM)
-            try:
-                standalone.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(standalone.pid, signal.SIGKILL)
+        if standalone is not None:
+            # standalone's own shutdown (SIGINT, as Ctrl-C in its terminal): SIGTERM to the group
+            # ended standalone first, and a scheduler whose log pipe it had closed ran on
+            stop_process_group(standalone, first=signal.SIGINT, seconds=40)
         sandbox.stop()
     return 0
 

@@ -9,8 +9,9 @@ trigger it from its Trigger dialog with changed params, which must reach the tas
 Connect IBKR from the preset consumer profile: accept, a replayed callback, the new row's Test,
 deny, a tampered state, a form without its CSRF token, no login, Disconnect; no request token or
 verifier reaches Airflow's log.
-SIGTERM then stops everything. Screenshots of each step land in the test's tmp directory, or in
-``$IBKR_UI_SCREENSHOTS`` when set (how docs/images/ was made).
+SIGTERM then stops everything, standalone its own components (its log ends with "Complete").
+Screenshots of each step land in the test's tmp directory, or in ``$IBKR_UI_SCREENSHOTS`` when
+set (how docs/images/ was made).
 """
 
 from __future__ import annotations
@@ -594,6 +595,9 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
         for snapshot_file in snapshot_files:
             snapshot = json.loads(snapshot_file.read_text())
             assert [a["account"]["accountId"] for a in snapshot["accounts"]] == ["DU2345678"]
+    # Ctrl-C's way down: standalone stopped its components itself and read their last lines (a
+    # SIGTERM to the whole group ended standalone first, and a scheduler ran on: seen once)
+    assert (home / "standalone.log").read_text().rstrip().endswith("standalone | Complete")
 
 
 def _a_snapshot_on_a_users_grant(api: Api, sandbox_url: str, out: Path) -> None:
