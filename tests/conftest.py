@@ -61,14 +61,15 @@ TIERS = ("unit", "integration", "e2e")
 #: How long each test took when last measured (seconds; the suite rewrites it after each run,
 #: tests/support/durations.py). pytest-xdist hands tests to its workers in collection order, one as
 #: each finishes (``--no-loadscope-reorder`` keeps it from moving groups ahead), so the longest
-#: start first and none runs alone at the end; an xdist group (one worker runs all of it) counts
-#: as its tests together. A test never measured (new, or renamed) starts as if it took
+#: start first and none runs alone at the end, and the cheapest few wait behind them
+#: (``durations.start_order``); an xdist group (one worker runs all of it) counts as its tests
+#: together. A test never measured (new, or renamed) starts as if it took
 #: ``UNMEASURED_SECONDS`` of its tier: early, and measured from then on.
 DURATIONS = Path(__file__).resolve().parent / "durations.json"
 UNMEASURED_SECONDS = {"unit": 0.5, "integration": 3.0, "e2e": 20.0}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test with its tier (its folder below tests/) and order the start (above)."""
     tests_dir = Path(__file__).resolve().parent
     recorded = durations.load(DURATIONS)
@@ -82,7 +83,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = groups[item.nodeid] = str(marker.args[0]) if marker and marker.args else item.nodeid
         cost = recorded.get(durations.plain_id(item.nodeid), UNMEASURED_SECONDS.get(tier, 1.0))
         costs[group] = costs.get(group, 0.0) + cost
-    items.sort(key=lambda item: -costs[groups[item.nodeid]])  # stable: ties keep their order
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    rank = {unit: place for place, unit in enumerate(durations.start_order(costs, workers))}
+    items.sort(key=lambda item: rank[groups[item.nodeid]])
 
 
 _RECORDER = durations.Recorder()

@@ -1,4 +1,5 @@
-"""The recorded test durations the suite's start order comes from (tests/conftest.py).
+"""The recorded test durations the suite's start order comes from (tests/conftest.py), and that
+order (:func:`start_order`).
 
 Each run adds up every test's setup, call and teardown time as the reports arrive (in the xdist
 controller, or in the single process), and at the end rewrites ``tests/durations.json`` with
@@ -57,3 +58,21 @@ class Recorder:
         text = json.dumps(dict(sorted(recorded.items())), indent=0) + "\n"
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
+
+
+def start_order(costs: dict[str, float], workers: int) -> list[str]:
+    """The order in which xdist hands out ``costs``' units (a test, or an xdist group: its tests
+    together): the longest first, so that none runs alone at the end, except that with
+    ``workers`` xdist workers the ``workers`` cheapest come right after the first ``workers``.
+
+    Why: a worker runs a test only once it holds the next one (pytest's teardown of a test needs
+    the next item), so at the start the controller hands each worker two units (xdist's
+    loadscope: "at least two work units"), and the second waits until the first has finished.
+    Ranked by cost alone, that second unit was the fifth longest test: behind `make up`'s 220-s
+    test, a 27-s test waited out the whole run and ended the suite 27 s late. Ties keep the
+    order of ``costs``.
+    """
+    ranked = sorted(costs, key=lambda unit: -costs[unit])
+    if workers < 2 or len(ranked) <= 2 * workers:
+        return ranked
+    return ranked[:workers] + ranked[-workers:] + ranked[workers:-workers]

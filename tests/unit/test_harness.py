@@ -40,6 +40,30 @@ def test_a_run_of_every_tier_drops_tests_it_did_not_see(tmp_path: Path) -> None:
     assert durations.load(path) == {"tests/unit/test_a.py::new_name": 0.0, "tests/e2e/test_b.py::kept": 57.0}
 
 
+def test_the_cheapest_tests_wait_behind_the_longest() -> None:
+    """With two workers, each is handed two units at the start and runs the second only after
+    the first: the two cheapest go second, then the rest, longest first."""
+    costs = {"up": 220.0, "tiny": 0.1, "cluster": 160.0, "mid": 27.0, "small": 1.0, "zero": 0.0, "short": 5.0}
+    assert durations.start_order(costs, workers=2) == [
+        "up",
+        "cluster",
+        "tiny",
+        "zero",
+        "mid",
+        "short",
+        "small",
+    ]
+    assert durations.start_order(costs, workers=1) == [
+        "up",
+        "cluster",
+        "mid",
+        "short",
+        "small",
+        "tiny",
+        "zero",
+    ]
+
+
 def test_the_fork_server_refuses_another_airflow() -> None:
     check_airflow_version("3.3.0")
     check_airflow_version("3.3.7rc1")
