@@ -58,7 +58,7 @@ import requests
 from airflow_connections import import_connections
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
 from ibkr_sandbox.seed import ADVISOR_CREDENTIAL
-from local_airflow import ROOT, answers, free_port, parse_interval, wait_until
+from local_airflow import ROOT, answers, free_port, hold_interrupts_while_stopping, parse_interval, wait_until
 
 from ibkr_provider.client.session.locking import write_private_atomically
 
@@ -429,6 +429,7 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        hold_interrupts_while_stopping()
         cluster.stop()
     return 0
 

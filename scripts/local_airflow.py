@@ -112,6 +112,14 @@ def answers(port: int, probe: bytes, expected: bytes) -> bool:
         return False
 
 
+def hold_interrupts_while_stopping() -> None:
+    """From here on, Ctrl-C and SIGTERM no longer interrupt this process: an impatient second
+    Ctrl-C raised ``KeyboardInterrupt`` in the middle of the stopping itself, which then left
+    Airflow and the sandbox running. Each stop step is bounded (:func:`stop_process_group`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def stop_process_group(
     leader: subprocess.Popen[bytes], *, first: signal.Signals = signal.SIGTERM, seconds: float = 30
 ) -> None:

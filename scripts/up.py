@@ -21,7 +21,15 @@ from pathlib import Path
 import requests
 from airflow_connections import import_connections
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
-from local_airflow import AIRFLOW, ROOT, airflow_env, run_airflow, stop_process_group, wait_until
+from local_airflow import (
+    AIRFLOW,
+    ROOT,
+    airflow_env,
+    hold_interrupts_while_stopping,
+    run_airflow,
+    stop_process_group,
+    wait_until,
+)
 
 AIRFLOW_HOME = Path(os.environ.get("IBKR_UP_HOME") or ROOT / ".airflow")
 PORT = int(os.environ.get("IBKR_UP_PORT", "8080"))
@@ -107,6 +115,7 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        hold_interrupts_while_stopping()
         if standalone is not None:
             # standalone's own shutdown (SIGINT, as Ctrl-C in its terminal): SIGTERM to the group
             # ended standalone first, and a scheduler whose log pipe it had closed ran on

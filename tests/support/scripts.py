@@ -1,5 +1,5 @@
 """Run one of the repository's long-running scripts (`make up`, `make cluster`) as a user does:
-start it, wait until it says it is ready, and stop it with SIGTERM as Ctrl-C would."""
+start it, wait until it says it is ready, and stop it with SIGTERM as Ctrl-C would (twice)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def running_script(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``scripts/<script>`` running, its output in ``output``, once it has printed "Ctrl-C stops".
 
-    On leaving, SIGTERM stops it, and nothing it started may still run 30 s later.
+    On leaving, SIGTERM stops it, and nothing it started may still run 30 s later. A second
+    SIGTERM follows half a second after the first, while it stops, as from an impatient person
+    pressing Ctrl-C twice: it must not cut the stopping short.
     """
     with open(output, "wb") as out:
         process = subprocess.Popen(
@@ -50,6 +52,9 @@ def running_script(
     finally:
         children = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
         process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
         process.wait(timeout=stop_seconds)
     _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"still running after SIGTERM: {[p.pid for p in alive]}"
