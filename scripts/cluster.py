@@ -340,8 +340,10 @@ def main() -> int:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "10",
             # a task queued in a Redis that restarted is lost with it: queued again after 90 s
-            # (Airflow's default waits 600)
+            # (Airflow's default waits 600), looked for every 10 s (Airflow's 120 s made that 90
+            # to 210 s: a chaos run's retry sat queued for 130 s, 2026-12-05)
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "90",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
             # a scheduler started again (after PostgreSQL went away) adopts the tasks the dead one
             # queued once that one is 30 s silent, checking every 10 s (Airflow's default: 300 s,
             # during which a task whose worker also died is not failed and retried)
