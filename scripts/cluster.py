@@ -432,6 +432,7 @@ def main() -> int:
         pass
     finally:
         hold_interrupts_while_stopping()
+        print("Stopping the cluster...", flush=True)
         cluster.stop()
     return 0
 

@@ -117,6 +117,7 @@ def main() -> int:
     finally:
         hold_interrupts_while_stopping()
         if standalone is not None:
+            print("Stopping Airflow and the sandbox (at most a minute)...", flush=True)
             # standalone's own shutdown (SIGINT, as Ctrl-C in its terminal): SIGTERM to the group
             # ended standalone first, and a scheduler whose log pipe it had closed ran on
             stop_process_group(standalone, first=signal.SIGINT, seconds=40)

@@ -598,6 +598,7 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
     # Ctrl-C's way down: standalone stopped its components itself and read their last lines (a
     # SIGTERM to the whole group ended standalone first, and a scheduler ran on: seen once)
     assert (home / "standalone.log").read_text().rstrip().endswith("standalone | Complete")
+    assert "Stopping Airflow and the sandbox" in (tmp_path / "up.log").read_text()  # the person is told
 
 
 def _a_snapshot_on_a_users_grant(api: Api, sandbox_url: str, out: Path) -> None:
