@@ -115,14 +115,13 @@ def answers(port: int, probe: bytes, expected: bytes) -> bool:
 def hold_interrupts_while_stopping() -> None:
     """From here on, Ctrl-C and SIGTERM no longer interrupt this process: an impatient second
     Ctrl-C raised ``KeyboardInterrupt`` in the middle of the stopping itself, which then left
-    Airflow and the sandbox running. Each stop step is bounded (:func:`stop_process_group`)."""
+    Airflow and the sandbox running. Every step of the scripts' stopping has its own time bound
+    (:func:`stop_process_group`, the cluster's and the sandbox's waits)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def stop_process_group(
-    leader: subprocess.Popen[bytes], *, first: signal.Signals = signal.SIGTERM, seconds: float = 30
-) -> None:
+def stop_process_group(leader: subprocess.Popen[bytes], *, first: signal.Signals, seconds: float) -> None:
     """Stop ``leader`` (started with ``start_new_session=True``) and every process of its group.
 
     ``first`` goes to the leader alone, so that it stops its own children in its own order (``airflow
