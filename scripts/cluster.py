@@ -58,7 +58,15 @@ import requests
 from airflow_connections import import_connections
 from ibkr_sandbox.process import RunningSandbox, start_sandbox
 from ibkr_sandbox.seed import ADVISOR_CREDENTIAL
-from local_airflow import ROOT, answers, free_port, hold_interrupts_while_stopping, parse_interval, wait_until
+from local_airflow import (
+    ROOT,
+    answers,
+    free_port,
+    hold_interrupts_while_stopping,
+    parse_interval,
+    stop_on_interrupts,
+    wait_until,
+)
 
 from ibkr_provider.client.session.locking import write_private_atomically
 
@@ -299,7 +307,7 @@ def main() -> int:
     (work / "logs").mkdir()
     (work / "control").mkdir()
     cluster = Cluster(work)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stop_on_interrupts()
     try:
         database = start_postgres(cluster)
         redis = start_redis(cluster)

@@ -112,6 +112,24 @@ def answers(port: int, probe: bytes, expected: bytes) -> bool:
         return False
 
 
+def stop_on_interrupts() -> None:
+    """From here on, Ctrl-C (SIGINT) and SIGTERM raise ``KeyboardInterrupt`` in this process, so
+    that the script's ``finally`` stops what it started, also while it is still starting it.
+
+    Both are set explicitly: with SIGTERM's default a SIGTERM during the boot ended the script at
+    once and left ``airflow standalone`` (a session of its own) holding its port. A script started
+    as a background job of another script (``make up &`` in a shell script) begins with SIGINT
+    ignored, and so would every process it starts: ``airflow standalone`` ignored the SIGINT that
+    asks it to stop its components, and was killed 40 s later instead. A handled signal is reset to
+    its default in a child, so the children can be interrupted again as well."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def hold_interrupts_while_stopping() -> None:
     """From here on, Ctrl-C and SIGTERM no longer interrupt this process: an impatient second
     Ctrl-C raised ``KeyboardInterrupt`` in the middle of the stopping itself, which then left

@@ -27,6 +27,7 @@ from local_airflow import (
     airflow_env,
     hold_interrupts_while_stopping,
     run_airflow,
+    stop_on_interrupts,
     stop_process_group,
     wait_until,
 )
@@ -55,10 +56,12 @@ def preset_connections(sandbox: RunningSandbox, env: dict[str, str]) -> None:
 
 def main() -> int:
     AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
-    # Inside the home: the sandbox keeps keys and tokens, which belong with the Airflow they serve
-    sandbox = start_sandbox(AIRFLOW_HOME / "sandbox")
+    stop_on_interrupts()
+    sandbox: RunningSandbox | None = None
     standalone: subprocess.Popen[bytes] | None = None
     try:
+        # Inside the home: the sandbox keeps keys and tokens, which belong with the Airflow they serve
+        sandbox = start_sandbox(AIRFLOW_HOME / "sandbox")
         env = airflow_env(
             AIRFLOW_HOME,
             ROOT / "dags",
@@ -110,7 +113,6 @@ def main() -> int:
             "log in at the sandbox as sandboxuser or sandboxuser2 / sandbox-password."
         )
         print("Ctrl-C stops Airflow and the sandbox.", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         standalone.wait()
     except KeyboardInterrupt:
         pass
@@ -121,7 +123,8 @@ def main() -> int:
             # standalone's own shutdown (SIGINT, as Ctrl-C in its terminal): SIGTERM to the group
             # ended standalone first, and a scheduler whose log pipe it had closed ran on
             stop_process_group(standalone, first=signal.SIGINT, seconds=40)
-        sandbox.stop()
+        if sandbox is not None:
+            sandbox.stop()
     return 0
 
 

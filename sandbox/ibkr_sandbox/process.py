@@ -207,16 +207,21 @@ def start_sandbox(
     with open(state_dir / "sandbox.log", "ab") as log:
         # Our own interpreter running our own module: no untrusted input reaches the command.
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))  # noqa: S603
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = (state_dir / "sandbox.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"the sandbox exited during start-up: {tail}")
-        if ready.exists():
-            info = json.loads(ready.read_text())
-            if info.get("pid") == process.pid:
-                return RunningSandbox(info["base_url"], state_dir, process, gateway, extra_args, host)
-        time.sleep(0.1)
-    process.kill()
-    process.wait(timeout=10)
-    raise RuntimeError(f"the sandbox did not start within {timeout:g} s; see {state_dir / 'sandbox.log'}")
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = (state_dir / "sandbox.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the sandbox exited during start-up: {tail}")
+            if ready.exists():
+                info = json.loads(ready.read_text())
+                if info.get("pid") == process.pid:
+                    return RunningSandbox(info["base_url"], state_dir, process, gateway, extra_args, host)
+            time.sleep(0.1)
+        raise RuntimeError(f"the sandbox did not start within {timeout:g} s; see {state_dir / 'sandbox.log'}")
+    except BaseException:
+        # a start that fails or is interrupted (Ctrl-C, a SIGTERM turned into KeyboardInterrupt)
+        # leaves no sandbox behind: the caller never got one to stop
+        process.kill()
+        process.wait(timeout=10)
+        raise

@@ -1,8 +1,9 @@
 """Run one of the repository's long-running scripts (`make up`, `make cluster`) as a user does:
-start it, wait until it says it is ready, and stop it with SIGTERM as Ctrl-C would (twice)."""
+start it, wait until it says it is ready, and stop it with SIGTERM (twice)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,24 +25,73 @@ def user_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@contextmanager
-def running_script(
-    script: str, env: dict[str, str], output: Path, *, boot_seconds: float, stop_seconds: float
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``scripts/<script>`` running, its output in ``output``, once it has printed "Ctrl-C stops".
+#: The scripts start with SIGINT ignored, as a shell script's background job (``make up &``) starts
+#: them: they must still stop on SIGTERM, and so must what they start (``airflow standalone`` stops
+#: its components on SIGINT). A terminal's Ctrl-C reaches a foreground script as SIGINT instead.
+_IGNORING_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 
-    On leaving, SIGTERM stops it, and nothing it started may still run 30 s later. A second
-    SIGTERM follows half a second after the first, while it stops, as from an impatient person
-    pressing Ctrl-C twice: it must not cut the stopping short.
-    """
+
+def launch_script(script: str, env: dict[str, str], output: Path) -> subprocess.Popen[bytes]:
+    """``scripts/<script>`` started, its output in ``output``."""
     with open(output, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "scripts" / script)],
+        return subprocess.Popen(
+            [sys.executable, "-c", _IGNORING_SIGINT, str(REPO_ROOT / "scripts" / script)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
         )
+
+
+def stop_script(process: subprocess.Popen[bytes], *, stop_seconds: float) -> None:
+    """SIGTERM, and a second one half a second later, as from an impatient person pressing Ctrl-C
+    twice (it must not cut the stopping short): the script exits within ``stop_seconds``, and
+    nothing it started still runs 30 s later."""
+    children = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
+    # what a child of its own session (airflow standalone, each cluster component) starts later
+    # belongs to that session
+    sessions = {child.pid for child in children if _session_of(child.pid) == child.pid}
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    process.wait(timeout=stop_seconds)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    left = {p.pid: p for p in alive} | {
+        p.pid: p for p in psutil.process_iter() if _session_of(p.pid) in sessions
+    }
+    described = [(p.pid, command_line(p)) for p in left.values()]
+    for leftover in left.values():  # stopped by the test that started them, also when it fails
+        with contextlib.suppress(psutil.Error):
+            leftover.kill()
+    assert not left, f"still running after SIGTERM: {described}"
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:  # exited meanwhile
+        return None
+
+
+def command_line(process: psutil.Process) -> str:
+    """``process``'s command line, or "(exited)" once it has gone."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return "(exited)"
+
+
+@contextmanager
+def running_script(
+    script: str, env: dict[str, str], output: Path, *, boot_seconds: float, stop_seconds: float
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``scripts/<script>`` running (:func:`launch_script`), once it has printed "Ctrl-C stops";
+    on leaving, :func:`stop_script`."""
+    process = launch_script(script, env, output)
     try:
         deadline = time.monotonic() + boot_seconds
         while "Ctrl-C stops" not in output.read_text():
@@ -50,11 +100,4 @@ def running_script(
             time.sleep(1)
         yield process
     finally:
-        children = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
-        process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.wait(timeout=stop_seconds)
-    _, alive = psutil.wait_procs(children, timeout=30)
-    assert not alive, f"still running after SIGTERM: {[p.pid for p in alive]}"
+        stop_script(process, stop_seconds=stop_seconds)
