@@ -60,14 +60,25 @@ def stop_script(process: subprocess.Popen[bytes], *, stop_seconds: float) -> Non
         process.send_signal(signal.SIGTERM)
     process.wait(timeout=stop_seconds)
     _, alive = psutil.wait_procs(children, timeout=30)
-    left = {p.pid: p for p in alive} | {
-        p.pid: p for p in psutil.process_iter() if _session_of(p.pid) in sessions
+    left = {
+        p.pid: p
+        for p in [*alive, *(p for p in psutil.process_iter() if _session_of(p.pid) in sessions)]
+        if _running(p)
     }
     described = [(p.pid, command_line(p)) for p in left.values()]
     for leftover in left.values():  # stopped by the test that started them, also when it fails
         with contextlib.suppress(psutil.Error):
             leftover.kill()
     assert not left, f"still running after SIGTERM: {described}"
+
+
+def _running(process: psutil.Process) -> bool:
+    """Still running: not gone, and no zombie (a process whose parent died before reaping it is
+    handed to PID 1, which in some containers never reaps: it runs nothing and holds no port)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _session_of(pid: int) -> int | None:
