@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import psutil
 import pytest
 import requests
 from playwright.sync_api import FrameLocator, Locator, Page, expect
@@ -50,7 +49,7 @@ from tests.support.connect_ui import (
     sign_in,
     start,
 )
-from tests.support.scripts import command_line, launch_script, running_script, stop_script, user_env
+from tests.support.scripts import running_script, user_env
 from tests.support.smtp_server import Mailbox, smtp_server
 
 
@@ -600,26 +599,6 @@ def test_make_up_and_the_ui_a_person_uses(tmp_path: Path) -> None:
     # SIGTERM to the whole group ended standalone first, and a scheduler ran on: seen once)
     assert (home / "standalone.log").read_text().rstrip().endswith("standalone | Complete")
     assert "Stopping Airflow and the sandbox" in (tmp_path / "up.log").read_text()  # the person is told
-
-
-def test_make_up_stopped_while_airflow_boots_leaves_nothing_running(tmp_path: Path) -> None:
-    """SIGTERM once `airflow standalone` has been started, before it serves: the script stops it and
-    the sandbox. (It used to take SIGTERM's default until Airflow was up, and die alone: standalone,
-    a session of its own, kept the UI's port.)"""
-    home = tmp_path / "airflow"
-    env = user_env(IBKR_UP_PORT=str(free_port()), IBKR_UP_HOME=str(home), IBKR_DAG_PARSE_SECONDS="600")
-    process = launch_script("up.py", env, tmp_path / "up.log")
-    try:
-        deadline = time.monotonic() + 240
-        while not any("standalone" in command_line(p) for p in psutil.Process(process.pid).children()):
-            assert process.poll() is None, (tmp_path / "up.log").read_text()[-4000:]
-            assert time.monotonic() < deadline, "up.py did not start airflow standalone in 240 s"
-            time.sleep(0.2)
-    finally:
-        stop_script(process, stop_seconds=60)
-    printed = (tmp_path / "up.log").read_text()
-    assert "Ctrl-C stops" not in printed  # stopped while it booted
-    assert "Stopping Airflow and the sandbox" in printed
 
 
 def _a_snapshot_on_a_users_grant(api: Api, sandbox_url: str, out: Path) -> None:
