@@ -2,22 +2,27 @@
 
 Steps: start the IBKR sandbox on a free loopback port, migrate a local Airflow home
 (`.airflow/`), point `AIRFLOW_CONN_IBKR_DEFAULT` at the sandbox, run the DAG with
-`airflow dags test`, print what it did, stop the sandbox.
+`airflow dags test`, print what it did, stop the sandbox. Ctrl-C or SIGTERM at any step stops the
+sandbox and the running `airflow` command. `IBKR_DEMO_HOME` moves the Airflow home (default
+`.airflow/`); the sandbox then keeps its state inside it (`sandbox/`) instead of in `.sandbox/`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ibkr_sandbox.process import start_sandbox
-from local_airflow import ROOT, airflow_env, run_airflow
+from ibkr_sandbox.process import RunningSandbox, start_sandbox
+from local_airflow import ROOT, airflow_env, hold_interrupts_while_stopping, run_airflow, stop_on_interrupts
 
-AIRFLOW_HOME = ROOT / ".airflow"
+MOVED_HOME = os.environ.get("IBKR_DEMO_HOME")
+AIRFLOW_HOME = Path(MOVED_HOME) if MOVED_HOME else ROOT / ".airflow"
+SANDBOX_STATE = AIRFLOW_HOME / "sandbox" if MOVED_HOME else ROOT / ".sandbox"
 OUTPUT_DIR = AIRFLOW_HOME / "output" / "snapshots"
 
 
@@ -48,22 +53,31 @@ def existing(folder: Path, pattern: str) -> set[str]:
     return {p.name for p in folder.glob(pattern)} if folder.exists() else set()
 
 
+def shown(path: Path) -> Path:
+    """``path`` as the person reads it: relative to the checkout when it is inside it."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def main() -> int:
-    AIRFLOW_HOME.mkdir(exist_ok=True)
+    AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+    stop_on_interrupts()
     # A new sandbox knows none of the previous run's sessions: start with an empty session cache.
     shutil.rmtree(AIRFLOW_HOME / "ibkr" / "session_cache", ignore_errors=True)
     started = time.monotonic()
     print("1/6 Starting the IBKR sandbox ...", flush=True)
-    sandbox = start_sandbox(ROOT / ".sandbox")
+    sandbox: RunningSandbox | None = None
     try:
-        print(f"    sandbox listening on {sandbox.base_url} (state in .sandbox/)")
+        sandbox = start_sandbox(SANDBOX_STATE)
+        print(f"    sandbox listening on {sandbox.base_url} (state in {shown(SANDBOX_STATE)}/)")
         env = airflow_env(
             AIRFLOW_HOME,
             ROOT / "dags",
             AIRFLOW_CONN_IBKR_DEFAULT=sandbox.connection_json(),
             AIRFLOW_CONN_IBKR_FLEX_DEFAULT=sandbox.flex_connection_json(extra={"poll_interval": 1}),
         )
-        print("2/6 Migrating the local Airflow database (.airflow/airflow.db) ...", flush=True)
+        print(
+            f"2/6 Migrating the local Airflow database ({shown(AIRFLOW_HOME / 'airflow.db')}) ...", flush=True
+        )
         airflow(["db", "migrate"], env, "demo_db_migrate.log")
 
         print("3/6 ibkr_portfolio_snapshot ...", flush=True)
@@ -93,8 +107,13 @@ def main() -> int:
         )
         flex_files = sorted(p for p in flex_dir.glob("flex_*") if p.name not in before)
         stats = sandbox.stats()
+    except KeyboardInterrupt:
+        print("Interrupted: stopping the sandbox.", flush=True)
+        return 130
     finally:
-        sandbox.stop()
+        hold_interrupts_while_stopping()
+        if sandbox is not None:
+            sandbox.stop()
     print("6/6 Done. The sandbox is stopped.\n")
 
     snapshot = json.loads(snapshot_file.read_text())
@@ -125,16 +144,16 @@ def main() -> int:
 
     print("\nFlex report files")
     for path in flex_files:
-        print(f"  {path.relative_to(ROOT)}")
+        print(f"  {shown(path)}")
     print(
         f"\nIBKR traffic: {stats['tokens_issued']} access token, {stats['sso_sessions']} SSO session, "
         f"{stats['requests_total']} requests, {stats['http_401']} x 401, {stats['http_429']} x 429, "
         f"{stats.get('orders_placed', 0)} orders placed"
     )
-    print(f"Snapshot file: {snapshot_file.relative_to(ROOT)}")
-    print("Airflow logs:  .airflow/demo_*.log")
+    print(f"Snapshot file: {shown(snapshot_file)}")
+    print(f"Airflow logs:  {shown(AIRFLOW_HOME)}/demo_*.log")
     print(
-        f"Trade journal: {(AIRFLOW_HOME / 'ibkr_journal.db').relative_to(ROOT)} (connection ibkr_journal; "
+        f"Trade journal: {shown(AIRFLOW_HOME / 'ibkr_journal.db')} (connection ibkr_journal; "
         "a dry run journals nothing, approved orders and their fills go here)"
     )
     print(f"Took {time.monotonic() - started:.0f} s.")

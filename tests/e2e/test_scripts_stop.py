@@ -1,6 +1,6 @@
-"""`make up` and `make cluster` stopped while they are still starting: SIGTERM (twice, half a
+"""`make up`, `make cluster` and `make demo` stopped while they are still starting: SIGTERM (twice, half a
 second apart, as from an impatient person) stops everything they had started so far, and nothing
-of it runs 30 s later (tests/support/scripts.py). Both scripts are launched with SIGINT ignored,
+of it runs 30 s later (tests/support/scripts.py). The scripts are launched with SIGINT ignored,
 as a shell script's background job would be. Their full runs and their stopping once up are in
 test_make_up.py and test_celery_cluster.py."""
 
@@ -59,3 +59,13 @@ def test_make_cluster_stopped_while_it_starts_leaves_nothing_running(tmp_path: P
     assert "Stopping the cluster" in printed
     data = Path(postgres.split(" -D ", 1)[1].split(" ", 1)[0])
     assert not data.exists(), data
+
+
+def test_make_demo_stopped_while_airflow_migrates_leaves_nothing_running(tmp_path: Path) -> None:
+    """SIGTERM while `make demo` migrates its Airflow database: the `airflow` command and the
+    sandbox stop with it. (It used to take SIGTERM's default and die alone, leaving both.)"""
+    env = user_env(IBKR_DEMO_HOME=str(tmp_path / "demo"))
+    printed, _ = _stopped_once_it_runs("demo.py", env, tmp_path / "demo.out", "airflow db migrate")
+    assert "2/6 Migrating" in printed and "3/6" not in printed
+    assert "Interrupted: stopping the sandbox." in printed
+    assert (tmp_path / "demo" / "sandbox" / "sandbox.log").exists()  # the moved home holds its state
