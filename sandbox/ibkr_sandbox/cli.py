@@ -105,6 +105,7 @@ def serve(args: argparse.Namespace) -> None:
 
     from ibkr_sandbox.app import create_app
     from ibkr_sandbox.authcode import AuthorizationServer
+    from ibkr_sandbox.connections import write_ready_files
     from ibkr_sandbox.consent import ConsentBroker, ThirdPartyConsumer
     from ibkr_sandbox.files import (
         AUTHORIZE_PASSWORD,
@@ -113,11 +114,11 @@ def serve(args: argparse.Namespace) -> None:
         ensure_gateway_tls,
         ensure_oauth1_consumer,
         third_party_consumer,
-        write_ready_files,
     )
     from ibkr_sandbox.oauth1 import Consumer, OAuth1Verifier
     from ibkr_sandbox.seed import SECOND_CREDENTIAL
-    from ibkr_sandbox.state import SandboxSettings, SandboxState
+    from ibkr_sandbox.settings import SandboxSettings
+    from ibkr_sandbox.state import SandboxState
 
     state_dir: Path = args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ibkr_sandbox.loopwatch import Arrival, LoopWatch
 from ibkr_sandbox.malformed import malformed
+from ibkr_sandbox.market import advance_market
 from ibkr_sandbox.state import SandboxState
 
 Scope = MutableMapping[str, Any]
@@ -78,7 +79,7 @@ class SandboxControl:
         async def hold(message: Message) -> None:
             held.append(message)
 
-        await asyncio.to_thread(self.state.advance_market)
+        await asyncio.to_thread(advance_market, self.state)
         await self.app(scope, receive, hold)
         return held
 
@@ -137,7 +138,7 @@ class SandboxControl:
                 async def discard(message: Message) -> None:
                     return None
 
-                await asyncio.to_thread(state.advance_market)
+                await asyncio.to_thread(advance_market, state)
                 await self.app(scope, receive, discard)
                 if _drop_connection(send):
                     return
@@ -175,7 +176,7 @@ class SandboxControl:
                             counting_send, 429, {"error": "Too Many Requests", "statusCode": 429}, headers
                         )
                         return
-            await asyncio.to_thread(state.advance_market)
+            await asyncio.to_thread(advance_market, state)
             await self.app(scope, receive, counting_send)
         finally:
             if status_seen and status_seen[0] in (401, 410, 429):

@@ -1,5 +1,5 @@
-"""The sandbox's state directory: demo client key pair, TLS material and the ready-made
-Airflow connection.
+"""The sandbox's state directory: demo client key pair, TLS material, the Flex token and the
+OAuth 1.0a consumers (what it writes for its clients once it listens: ``connections.py``).
 
 Files (created on first start, reused afterwards):
 
@@ -7,8 +7,6 @@ Files (created on first start, reused afterwards):
   key pair; the public half is registered as ``sandbox-client`` / kid ``sandbox-key-1``.
 - ``gateway_ca.pem``, ``gateway_cert.pem``, ``gateway_key.pem``: self-signed CA and a server
   certificate for ``localhost``/``127.0.0.1`` (gateway mode, TLS).
-- ``airflow_conn_ibkr_default.json``: the JSON form of ``AIRFLOW_CONN_IBKR_DEFAULT``.
-- ``sandbox.json``: written once the server listens: base URL, port, pid, mode.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from asn1crypto import algos, pem
 from cryptography import x509
@@ -35,20 +32,14 @@ PUBLIC_KEY_FILE = "client_public_key.pem"
 CA_FILE = "gateway_ca.pem"
 CERT_FILE = "gateway_cert.pem"
 CERT_KEY_FILE = "gateway_key.pem"
-CONN_FILE = "airflow_conn_ibkr_default.json"
-FLEX_CONN_FILE = "airflow_conn_ibkr_flex_default.json"
 FLEX_TOKEN_FILE = "flex_token.txt"
-READY_FILE = "sandbox.json"
-CONSUMER_PROFILE_FILE = "airflow_conn_ibkr_consumer.json"
-#: The OAuth 2.0 app profile Connect IBKR starts an authorization-code consent from.
-OAUTH2_PROFILE_FILE = "airflow_conn_ibkr_oauth2_app.json"
 #: The third-party consumer IBKR "registered" in the sandbox, for the Connect IBKR flow.
 THIRD_PARTY_CONSUMER_KEY = "AIRFLOWTP"
 #: Who may log in on the sandbox's authorize page (the sandbox's username, this password).
 AUTHORIZE_PASSWORD = "sandbox-password"
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
@@ -66,7 +57,7 @@ def ensure_client_keys(state_dir: Path) -> dict[str, dict[str, str]]:
     private_path, public_path = state_dir / PRIVATE_KEY_FILE, state_dir / PUBLIC_KEY_FILE
     if not private_path.exists():
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        _write_private(private_path, _pem_private(key))
+        write_private(private_path, _pem_private(key))
         public_path.write_bytes(
             key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -137,7 +128,7 @@ def ensure_gateway_tls(state_dir: Path) -> tuple[Path, Path, Path]:
     )
     ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(key_path, _pem_private(server_key))
+    write_private(key_path, _pem_private(server_key))
     return ca_path, cert_path, key_path
 
 
@@ -146,11 +137,11 @@ def ensure_flex_token(state_dir: Path, given: str | None = None) -> str:
     (IBKR's are 24 digits)."""
     path = state_dir / FLEX_TOKEN_FILE
     if given:
-        _write_private(path, given.encode())
+        write_private(path, given.encode())
     elif not path.exists():
         import secrets
 
-        _write_private(path, "".join(secrets.choice("0123456789") for _ in range(24)).encode())
+        write_private(path, "".join(secrets.choice("0123456789") for _ in range(24)).encode())
     return path.read_text().strip()
 
 
@@ -175,8 +166,8 @@ def ensure_oauth1_consumer(state_dir: Path) -> dict[str, Any]:
         return loaded
     signature = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     encryption = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    _write_private(state_dir / OAUTH1_SIGNATURE_KEY, _pem_private(signature))
-    _write_private(state_dir / OAUTH1_ENCRYPTION_KEY, _pem_private(encryption))
+    write_private(state_dir / OAUTH1_SIGNATURE_KEY, _pem_private(signature))
+    write_private(state_dir / OAUTH1_ENCRYPTION_KEY, _pem_private(encryption))
     # PKCS#3, as `openssl dhparam -out dhparam.pem 2048` writes it.
     parameters = algos.DHParameters({"p": RFC3526_PRIME_2048, "g": GENERATOR})
     (state_dir / OAUTH1_DH_PARAMS).write_bytes(pem.armor("DH PARAMETERS", parameters.dump()))
@@ -195,59 +186,8 @@ def ensure_oauth1_consumer(state_dir: Path) -> dict[str, Any]:
         "dh_prime": format(RFC3526_PRIME_2048, "x"),
         "credential": SANDBOX_CREDENTIAL,
     }
-    _write_private(record_path, json.dumps(record, indent=2).encode())
+    write_private(record_path, json.dumps(record, indent=2).encode())
     return record
-
-
-def connection_json(state_dir: Path, base_url: str, *, mode: str) -> dict[str, Any]:
-    """The Airflow connection (JSON form) that points at this sandbox (``mode``: oauth2, oauth1a
-    or gateway), with the host URL's port stored as the connection's port too (Airflow 3.3's
-    Test button posts the stored port, and 0 for none, which its API then refuses)."""
-    conn = _connection_json(state_dir, base_url, mode=mode)
-    conn["port"] = _port_of(base_url)
-    return conn
-
-
-def _port_of(url: str) -> int:
-    parts = urlsplit(url)
-    return parts.port or (443 if parts.scheme == "https" else 80)
-
-
-def _connection_json(state_dir: Path, base_url: str, *, mode: str) -> dict[str, Any]:
-    if mode == "oauth1a":
-        consumer = ensure_oauth1_consumer(state_dir)
-        return {
-            "conn_type": "ibkr",
-            "host": base_url,
-            "login": consumer["consumer_key"],
-            "password": consumer["access_token_secret"],
-            "extra": {
-                "auth_type": "oauth1a",
-                "access_token": consumer["access_token"],
-                "signature_private_key": (state_dir / OAUTH1_SIGNATURE_KEY).read_text(),
-                "encryption_private_key": (state_dir / OAUTH1_ENCRYPTION_KEY).read_text(),
-                "dh_params": (state_dir / OAUTH1_DH_PARAMS).read_text(),
-                "account_id": "DU1234567",
-            },
-        }
-    if mode == "gateway":
-        extra: dict[str, Any] = {
-            "auth_type": "gateway",
-            "account_id": "DU1234567",
-            "verify": str(state_dir / CA_FILE),
-        }
-        login = None
-    else:
-        extra = {
-            "auth_type": "oauth2",
-            "client_key_id": SANDBOX_KEY_ID,
-            "credential": SANDBOX_CREDENTIAL,
-            "private_key": (state_dir / PRIVATE_KEY_FILE).read_text(),
-            "account_id": "DU1234567",
-            "ip": "127.0.0.1",
-        }
-        login = SANDBOX_CLIENT_ID
-    return {"conn_type": "ibkr", "host": base_url, "login": login, "extra": extra}
 
 
 def third_party_consumer(state_dir: Path) -> dict[str, str]:
@@ -264,71 +204,3 @@ def third_party_consumer(state_dir: Path) -> dict[str, str]:
         "encryption_public_pem": public.decode(),
         "dh_prime": record["dh_prime"],
     }
-
-
-def consumer_profile_json(state_dir: Path, base_url: str) -> dict[str, Any]:
-    """The consumer profile a Connect IBKR flow starts from: an ``oauth1a`` connection with the
-    third-party consumer's key, keys and DH parameters, the authorize page, and no user token."""
-    return {
-        "conn_type": "ibkr",
-        "host": base_url,
-        "port": _port_of(base_url),
-        "login": THIRD_PARTY_CONSUMER_KEY,
-        "extra": {
-            "auth_type": "oauth1a",
-            "signature_private_key": (state_dir / OAUTH1_SIGNATURE_KEY).read_text(),
-            "encryption_private_key": (state_dir / OAUTH1_ENCRYPTION_KEY).read_text(),
-            "dh_params": (state_dir / OAUTH1_DH_PARAMS).read_text(),
-            "authorize_url": f"{base_url}/authorize",
-            "account_id": "DU1234567",
-        },
-    }
-
-
-def oauth2_profile_json(state_dir: Path, base_url: str) -> dict[str, Any]:
-    """The OAuth 2.0 app profile Connect IBKR starts from: the demo client's id, key id and
-    private key, the sandbox as issuer (RFC 8414 discovery), and no user token."""
-    return {
-        "conn_type": "ibkr",
-        "host": base_url,
-        "port": _port_of(base_url),
-        "login": SANDBOX_CLIENT_ID,
-        "extra": {
-            "auth_type": "oauth2",
-            "client_key_id": SANDBOX_KEY_ID,
-            "private_key": (state_dir / PRIVATE_KEY_FILE).read_text(),
-            "ip": "127.0.0.1",
-            "issuer": base_url,
-            "account_id": "DU1234567",
-        },
-    }
-
-
-def write_ready_files(state_dir: Path, *, base_url: str, port: int, mode: str) -> None:
-    """Write the connection JSON (0600: it holds the private key) and, last, ``sandbox.json``."""
-    gateway = mode == "gateway"
-    conn = connection_json(state_dir, base_url, mode=mode)
-    _write_private(state_dir / CONN_FILE, json.dumps(conn, indent=2).encode())
-    flex = {
-        "conn_type": "ibkr_flex",
-        "host": f"{base_url}/AccountManagement/FlexWebService",
-        "port": _port_of(base_url),
-        "password": ensure_flex_token(state_dir),
-        "extra": {"verify": str(state_dir / CA_FILE)} if gateway else {},
-    }
-    _write_private(state_dir / FLEX_CONN_FILE, json.dumps(flex, indent=2).encode())
-    if not gateway:
-        profile = consumer_profile_json(state_dir, base_url)
-        _write_private(state_dir / CONSUMER_PROFILE_FILE, json.dumps(profile, indent=2).encode())
-        app = oauth2_profile_json(state_dir, base_url)
-        _write_private(state_dir / OAUTH2_PROFILE_FILE, json.dumps(app, indent=2).encode())
-    ready = {
-        "base_url": base_url,
-        "port": port,
-        "pid": os.getpid(),
-        "mode": mode,
-        "connection_file": str(state_dir / CONN_FILE),
-    }
-    tmp = state_dir / f".{READY_FILE}.tmp"
-    tmp.write_text(json.dumps(ready, indent=2))
-    tmp.replace(state_dir / READY_FILE)

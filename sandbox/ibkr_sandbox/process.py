@@ -26,14 +26,14 @@ from typing import Any
 
 import requests
 
-from ibkr_sandbox.files import (
-    CA_FILE,
+from ibkr_sandbox.connections import (
     CONN_FILE,
     CONSUMER_PROFILE_FILE,
     FLEX_CONN_FILE,
     OAUTH2_PROFILE_FILE,
     READY_FILE,
 )
+from ibkr_sandbox.files import CA_FILE
 
 
 @dataclass

@@ -3,7 +3,8 @@
 FastAPI runs sync endpoints in a thread pool. Tokens, sessions, the book, orders and the market
 change only under ``SandboxState.lock``; the counters, the fault queue and the pacing ledger
 (``ledger.py``, ``pacing.py``) each own a lock, so counting or pacing a request never waits for
-the book.
+the book. The knobs are ``settings.py``'s, the token and session records ``sessions.py``'s, and
+``market.py`` moves the market under this lock.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from ibkr_sandbox.ledger import Counters, FaultQueue
 from ibkr_sandbox.loopwatch import Arrival
 from ibkr_sandbox.oauth1 import OAuth1Verifier
 from ibkr_sandbox.orders import OrderBook
-from ibkr_sandbox.pacing import GATEWAY_GLOBAL_PER_SECOND, OAUTH_GLOBAL_PER_SECOND, PacingLedger
-from ibkr_sandbox.prices import Anchor, Market, MarketClock, PricePath
+from ibkr_sandbox.pacing import PacingLedger
+from ibkr_sandbox.prices import Anchor, Market, MarketClock
 from ibkr_sandbox.seed import (
     ADVISOR_CREDENTIAL,
     SANDBOX_CREDENTIAL,
@@ -33,136 +34,9 @@ from ibkr_sandbox.seed import (
     advisor_accounts,
     build_seed_book,
 )
+from ibkr_sandbox.sessions import AccessTokenRecord, SsoSessionRecord
+from ibkr_sandbox.settings import SandboxSettings
 from ibkr_sandbox.stream import StreamRegistry
-
-
-@dataclass
-class SandboxSettings:
-    """Behaviour knobs; each is a CLI flag and a key of ``POST /__sandbox__/config``."""
-
-    #: Also bounds the SSO sessions opened with the token (a modelling choice: IBKR does not
-    #: document the bearer's lifetime, and the client renews the whole chain before it).
-    access_token_lifetime: float = 3600.0
-    #: IBKR's maximum client-assertion lifetime is UNCONFIRMED; working clients use 20-600 s.
-    max_assertion_lifetime: float = 600.0
-    clock_skew: float = 30.0
-    #: Observed ssoExpires of ~10 minutes, reset by activity (ibind's tickle fixture; ibeam issues #19, #254).
-    sso_idle_timeout: float = 600.0
-    gateway: bool = False
-    #: Self-service OAuth 1.0a instead of OAuth 2.0 (a mode, like ``gateway``).
-    oauth1a: bool = False
-    #: OAuth 1.0a: how long a live session token lives (IBKR: about 24 h).
-    lst_lifetime: float = 86_400.0
-    #: OAuth 1.0a: how many seconds a timestamp may fall behind the newest one seen (requests of
-    #: several processes can arrive a little out of order; IBKR's allowance is UNCONFIRMED).
-    oauth1_timestamp_tolerance: float = 5.0
-    #: OAuth 1.0a: how query parameters are signed: guide (IBKR's guide), ignore or url.
-    oauth1_query_signing: str = "guide"
-    #: Global requests per second per username; None picks IBKR's (50 OAuth, 10 gateway).
-    rate_limit: float | None = None
-    #: Enforce IBKR's per-endpoint table (e.g. 1 request per 5 s for /portfolio/accounts).
-    endpoint_limits: bool = True
-    #: IBKR puts violators in a 10-15 minute penalty box; shortened for a dev sandbox.
-    penalty_seconds: float = 15.0
-    #: Send Retry-After with 429 answers (whether IBKR does is UNCONFIRMED).
-    retry_after_header: bool = True
-    #: Confirmation prompts: [{"message_id", "text", "when": always|market|notional_over, "threshold"}].
-    prompt_rules: list[dict[str, Any]] = field(default_factory=list)
-    #: A new order replaces the session's open confirmation question, whose reply id then
-    #: answers "reply id not found" (UNCONFIRMED model of the race in ibind issues #35, #103).
-    one_question_per_session: bool = True
-    #: OAuth 2.0 authorization code: the redirect URIs clients may use (empty: any http(s) URI,
-    #: and the token request must repeat the authorize request's exactly).
-    registered_redirect_uris: list[str] = field(default_factory=list)
-    #: A financial advisor's login, ``sandboxadvisor``, with this many sub-accounts (0: none).
-    advisor_subaccounts: int = 0
-    #: OAuth 2.0 authorization code: how long a code is good for (seconds).
-    code_lifetime: float = 60.0
-    #: OAuth 2.0 authorization code: access-token lifetime of user grants (None: as the app's).
-    user_token_lifetime: float | None = None
-    #: Flex: GetStatement answers 1019 this many times per reference code before the report.
-    flex_pending_polls: int = 2
-    #: Flex: the valid token has expired (SendRequest answers 1012 "Token has expired.").
-    flex_token_expired: bool = False
-    #: Flex: a token polling again within this many seconds gets 1018 (IBKR's limit is UNCONFIRMED).
-    flex_min_interval: float = 1.0
-    #: Flex: the day a report without explicit dates covers (``YYYYMMDD``; None: today, UTC), so a
-    #: test can make the next day's report appear.
-    flex_report_date: str | None = None
-    #: What-if answers carry this ``warn`` text (IBKR's margin and price warnings), e.g.
-    #: "21/The order would exceed the account's available funds"; None: no warning.
-    whatif_warning: str | None = None
-    #: Flex: the scheme and host SendRequest's statement URL names (None: the sandbox's own), to
-    #: test that a client refuses to send its token elsewhere.
-    flex_statement_base: str | None = None
-    #: Contract rules: conid (as text) -> the ``sizeIncrement`` ``/iserver/contract/rules`` answers
-    #: (default 1: whole shares), e.g. {"12340038": 0.0001} for a fractional-share contract.
-    size_increments: dict[str, float] = field(default_factory=dict)
-    #: ``/iserver/account/trades`` lists an order's executions only this many seconds after the
-    #: order was created (IBKR lists fills with a delay; its length is UNCONFIRMED).
-    trades_delay_seconds: float = 0.0
-    #: Websocket: seconds between the ``system`` heartbeats (IBKR's interval is UNCONFIRMED).
-    ws_heartbeat_seconds: float = 10.0
-    #: Websocket: refuse every login (close 1008 "not authenticated"), as IBKR does a session it
-    #: does not accept on its socket.
-    ws_refuse: bool = False
-    #: Websocket: how often a socket's loop looks for changes to push (orders, fills, prices).
-    ws_push_interval: float = 0.1
-    #: Price model (``sandbox/prices.py``): seconds per market tick; 0 stops the clock, and prices
-    #: then move only by ``POST /__sandbox__/market`` steps or set prices.
-    price_tick_seconds: float = 5.0
-    #: How far a price wanders from its seeded (or last set) value: 0.02 is +/- 2 %; 0 freezes it.
-    price_volatility: float = 0.02
-    #: Seed of the price paths: the same seed gives the same prices at the same tick.
-    price_seed: int = 0
-
-    @property
-    def global_limit(self) -> float:
-        if self.rate_limit is not None:
-            return self.rate_limit
-        return GATEWAY_GLOBAL_PER_SECOND if self.gateway else OAUTH_GLOBAL_PER_SECOND
-
-    def update(self, values: dict[str, Any]) -> None:
-        """Apply a partial update, rejecting unknown keys and the mode flag."""
-        known = {f.name for f in dataclasses.fields(self)} - {"gateway", "oauth1a"}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown settings: {sorted(unknown)}; known: {sorted(known)}")
-        for key, value in values.items():
-            setattr(self, key, value)
-
-
-@dataclass
-class AccessTokenRecord:
-    client_id: str
-    expires_at: float
-    #: The user a token from the authorization-code flow acts for (None: the app's own token).
-    username: str | None = None
-    #: The consent (token family) it descends from; revoking the family ends it.
-    family: str | None = None
-
-
-@dataclass
-class SsoSessionRecord:
-    """One SSO (read-only) session; ``brokerage`` is the /iserver tier on top of it."""
-
-    session_id: str
-    client_id: str
-    credential: str
-    ip: str
-    created_at: float
-    last_active: float
-    expires_at: float = float("inf")
-    brokerage: bool = False
-    competing: bool = False
-    iserver_accounts_queried: bool = False
-    portfolio_accounts_queried: bool = False
-    #: conids this session has requested market data for (the first snapshot is a pre-flight)
-    subscribed: set[int] = field(default_factory=set)
-    #: The id IBKR shows for the session (tickle's ``session``, ``sessionId``): not its token.
-    public_id: str = field(default_factory=lambda: secrets.token_hex(16))
-    #: The user grant (token family) whose access token opened it: revoking the grant ends it.
-    family: str | None = None
 
 
 @dataclass
@@ -394,53 +268,6 @@ class SandboxState:
     def _opening_market(self) -> Market:
         anchors = {conid: Anchor(i.last_price, 0) for conid, i in self.book.instruments.items()}
         return Market(MarketClock(time.time()), anchors)
-
-    def _quote(self, conid: int, price: float) -> None:
-        instrument = self.book.instruments[conid]
-        if instrument.last_price != price:
-            self.book.instruments[conid] = dataclasses.replace(instrument, last_price=price)
-
-    def _fill_resting_orders(self) -> None:
-        for order in self.orders.orders.values():
-            self.orders.try_fill(self.book, order)
-
-    def advance_market(self) -> int:
-        """Bring every price to the current tick, apply scheduled moves that are due, and fill
-        the resting orders they cross. The control layer calls it before each API request, so
-        every answer (quotes, positions, what-if, fills, Flex) sees one consistent market.
-        Returns the tick."""
-        with self.lock:
-            market = self.market
-            tick = market.clock.tick(time.time(), self.settings.price_tick_seconds)
-            now = market.clock.last_wall
-            due = sorted(move for move in self.price_moves if move[0] <= now)
-            if tick == market.current_tick and not due:
-                return tick
-            self.price_moves[:] = [move for move in self.price_moves if move[0] > now]
-            market.current_tick = tick
-            path = PricePath(self.settings.price_seed, self.settings.price_volatility)
-            for conid, anchor in market.anchors.items():
-                self._quote(conid, path.price(conid, anchor.price, anchor.tick, tick))
-            for _, conid, price in due:
-                market.anchors[conid] = Anchor(price, tick)
-                self._quote(conid, price)
-            self._fill_resting_orders()
-            return tick
-
-    def step_market(self, ticks: int) -> int:
-        """Move the market ``ticks`` ticks ahead now (tests and demos use it instead of sleeping)."""
-        with self.lock:
-            self.market.clock.stepped += ticks
-            return self.advance_market()
-
-    def set_price(self, conid: int, price: float) -> None:
-        """Pin an instrument's price now (its path continues from there); resting limit orders
-        it crosses fill."""
-        with self.lock:
-            tick = self.advance_market()
-            self.market.anchors[conid] = Anchor(price, tick)
-            self._quote(conid, price)
-            self._fill_resting_orders()
 
     # -------------------------------------------------------------- pacing
     def admit(self, username: str, method: str, api_path: str, arrival: Arrival) -> float | None:

@@ -18,7 +18,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ibkr_sandbox.consent import consent_page
 from ibkr_sandbox.oauth1 import OAuth1Rejected
 from ibkr_sandbox.seed import SeedAccount
-from ibkr_sandbox.state import SandboxState, SsoSessionRecord
+from ibkr_sandbox.sessions import SsoSessionRecord
+from ibkr_sandbox.state import SandboxState
 
 SERVER_INFO = {"serverName": "SandboxGW1", "serverVersion": "Build 10.30.1s (airflow-provider-ibkr sandbox)"}
 

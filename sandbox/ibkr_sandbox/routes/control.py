@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ibkr_sandbox import market as sandbox_market
 from ibkr_sandbox.ledger import Fault
 from ibkr_sandbox.malformed import SHAPES
 from ibkr_sandbox.routes.common import Gate, ibkr_error
@@ -71,7 +72,7 @@ def control_router(gate: Gate) -> APIRouter:
             with state.lock:
                 state.price_moves.append((time.time() + after, conid, price))
         else:
-            state.set_price(conid, price)
+            sandbox_market.set_price(state, conid, price)
         return {"conid": conid, "price": price, "after": after}
 
     @router.get("/__sandbox__/market")
@@ -82,7 +83,7 @@ def control_router(gate: Gate) -> APIRouter:
         except ValueError:
             raise ibkr_error(400, "conids must be comma-separated integers") from None
         with state.lock:
-            tick = state.advance_market()
+            tick = sandbox_market.advance_market(state)
             instruments = state.book.instruments
             chosen = wanted or list(instruments)
             prices = {str(c): instruments[c].last_price for c in chosen if c in instruments}
@@ -98,7 +99,7 @@ def control_router(gate: Gate) -> APIRouter:
             raise ibkr_error(400, 'send {"ticks": <positive integer>}') from None
         if ticks < 1:
             raise ibkr_error(400, "ticks must be at least 1")
-        return {"tick": state.step_market(ticks)}
+        return {"tick": sandbox_market.step_market(state, ticks)}
 
     @router.post("/__sandbox__/accounts/{account_id}/kind")
     async def set_account_kind(request: Request, account_id: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from ibkr_sandbox.orders import PromptRule
+from ibkr_sandbox.order_records import PromptRule
 from ibkr_sandbox.routes.common import Gate, SandboxHttpError, ibkr_error
 
 

@@ -24,9 +24,10 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from ibkr_sandbox.market import advance_market
 from ibkr_sandbox.portfolio import pnl_row
 from ibkr_sandbox.routes.common import Gate
-from ibkr_sandbox.state import SsoSessionRecord
+from ibkr_sandbox.sessions import SsoSessionRecord
 from ibkr_sandbox.stream import StreamConnection
 
 
@@ -65,7 +66,7 @@ def stream_router(gate: Gate) -> APIRouter:
 
     def updates(record: SsoSessionRecord, subs: _Subscriptions) -> list[dict[str, Any]]:
         """What changed since the last turn, as IBKR's messages (under the state lock)."""
-        state.advance_market()
+        advance_market(state)
         accounts = set(state.credentials.get(record.credential, []))
         out: list[dict[str, Any]] = []
         with state.lock:
