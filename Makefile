@@ -38,13 +38,17 @@ redis-server:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
-# The UI tests drive Debian's chromium with playwright (playwright cannot download browsers here).
+# The UI tests drive Debian's chromium-headless-shell with playwright (playwright cannot download
+# browsers here; the headless shell is what it runs headless itself). A full chromium already on
+# the machine serves when the package cannot be installed (docs/development.md, The browser).
 chromium:
-	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
-	  echo "Installing chromium (apt-get) for the browser tests of the Airflow UI"; \
+	@command -v chromium-headless-shell >/dev/null 2>&1 || [ -x /usr/bin/chromium-headless-shell ] || { \
+	  echo "Installing chromium-headless-shell (apt-get) for the browser tests of the Airflow UI"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	  { $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null; } || \
+	  command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
+	    echo "Neither chromium-headless-shell nor chromium could be installed: the browser tests need one" >&2; exit 1; }; }
 
 # The Celery cluster (`make cluster`, its e2e test) keeps Airflow's metadata in PostgreSQL.
 postgresql:
