@@ -8,6 +8,7 @@ couples the modules. The layers, bottom-up (``docs/development.md``, "Layout"):
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -145,9 +146,11 @@ def test_the_circle_finder_finds_one() -> None:
     assert find_circle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
+@functools.cache
 def product_modules() -> dict[str, Path]:
     """The provider's modules and those of the other code users run: the sandbox (a product of
-    its own) and the scripts behind `make demo`, `make up` and `make cluster`."""
+    its own) and the scripts behind `make demo`, `make up` and `make cluster` (walked once, not
+    once per module checked)."""
     others = [*(ROOT / "sandbox" / "ibkr_sandbox").rglob("*.py"), *(ROOT / "scripts").glob("*.py")]
     return {**modules(), **{str(path.relative_to(ROOT)): path for path in sorted(others)}}
 
